@@ -1,0 +1,54 @@
+"""The `mlreassess` command: one subcommand module per stage.
+
+Each module in this package defines `register(subparsers)`, which adds its parser and sets
+`func` to the function that runs it. Modules import heavy libraries (torch, timm, matplotlib)
+inside those functions only, so `mlreassess --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mlreassess import __version__
+from mlreassess.errors import MlreassessError
+
+# Order = order in `mlreassess --help`.
+SUBCOMMAND_MODULES = ("data", "patchml", "infer", "evaluate", "report", "demo", "bench", "run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlreassess",
+        description="Re-assess ImageNet classifiers as multi-label predictors "
+        "(PatchML test sets, batched timm inference, top-1 / ReaL / ASMA, paper tables and figures).",
+    )
+    parser.add_argument("--version", action="version", version=f"mlreassess {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"mlreassess.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"mlreassess.cli.{name}":
+                raise
+            continue  # subcommand not built yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except MlreassessError as exc:
+        print(f"mlreassess: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mlreassess: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)

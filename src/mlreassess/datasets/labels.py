@@ -1,0 +1,83 @@
+"""ImageNet-1k class vocabulary and ReaL labels, from the copies timm ships."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from mlreassess.errors import InputError
+
+NUM_CLASSES = 1000
+_VAL_ID = re.compile(r"ILSVRC2012_val_(\d{8})")
+
+
+@lru_cache(maxsize=1)
+def _imagenet_info():
+    from timm.data import ImageNetInfo
+
+    return ImageNetInfo("imagenet-1k")
+
+
+@lru_cache(maxsize=1)
+def wnid_to_index() -> dict[str, int]:
+    """wnid (e.g. 'n01440764') -> class index 0..999, in the standard sorted-synset order."""
+    info = _imagenet_info()
+    return {info.index_to_label_name(i): i for i in range(info.num_classes())}
+
+
+def class_wnid(index: int) -> str:
+    return _imagenet_info().index_to_label_name(index)
+
+
+def class_name(index: int) -> str:
+    """Short human name of a class: the first lemma of its description ('tench')."""
+    return _imagenet_info().index_to_description(index).split(",")[0]
+
+
+def class_index(wnid: str, where: str) -> int:
+    try:
+        return wnid_to_index()[wnid]
+    except KeyError:
+        raise InputError(f"{where}: unknown wnid {wnid!r} (not an ImageNet-1k class)") from None
+
+
+def val_image_number(sample_id: str) -> int:
+    """ILSVRC2012_val_00000042 -> 42 (1-based), the key of the ReaL labels."""
+    m = _VAL_ID.search(sample_id)
+    if not m:
+        raise InputError(f"{sample_id!r} is not an ILSVRC2012 val image name (ILSVRC2012_val_NNNNNNNN)")
+    return int(m.group(1))
+
+
+def timm_real_labels_path() -> Path:
+    import timm.data
+
+    return Path(timm.data.__file__).parent / "_info" / "imagenet_real_labels.json"
+
+
+@lru_cache(maxsize=4)
+def _load_real(path: str) -> tuple[tuple[int, ...], ...]:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: ReaL labels file not found")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p}: not valid JSON ({exc})") from None
+    if not isinstance(data, list) or len(data) != 50_000:
+        raise InputError(f"{p}: expected a JSON list of 50,000 label lists (ReaL format)")
+    for i, ls in enumerate(data):
+        if not isinstance(ls, list) or any(not isinstance(x, int) or not 0 <= x < NUM_CLASSES for x in ls):
+            raise InputError(f"{p}: entry {i} (ILSVRC2012_val_{i + 1:08d}): {ls!r} is not a list of labels 0..999")
+    return tuple(tuple(ls) for ls in data)
+
+
+def real_labels(path: str | os.PathLike | None = None) -> tuple[tuple[int, ...], ...]:
+    """The 50,000 ReaL label lists; entry i belongs to ILSVRC2012_val_{i+1:08d}.
+
+    Default source: timm's bundled copy (google-research/reassessed-imagenet).
+    """
+    return _load_real(str(Path(path) if path else timm_real_labels_path()))

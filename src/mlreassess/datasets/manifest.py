@@ -1,0 +1,156 @@
+"""Dataset manifests: one parquet row per sample, the same core columns for every dataset.
+
+Core columns (SPEC 1):
+  sample_id   str            unique within the dataset; predictions are joined on it
+  path        str | null     image path relative to the manifest's `root` (null for PatchML canvases)
+  label       int64 | null   original single label 0..999
+  labels      list<int64>    multi-label ground truth (sorted, unique; may be empty)
+  label_count int64          len(labels)
+
+A dataset kind may add columns (PatchML adds its placements). The file's metadata (see
+`mlreassess.io`) holds at least:
+  kind     "imagenet_v1" | "imagenet_v2" | "patchml"
+  dataset  the dataset's name: predictions go to RESULTS/predictions/<dataset>/<model>.parquet
+  root     absolute folder that `path` is relative to (PatchML: the source images' folder, may be null)
+  plus whatever parameters made it (seed, variant, label source, ...).
+The parquet itself holds nothing time- or machine-dependent, so the same inputs give a
+byte-identical file; when and how long it took go to a sidecar `<name>.provenance.json`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from mlreassess import __version__
+from mlreassess.errors import InputError
+from mlreassess.io import read_meta, read_table, write_table, write_text_atomic
+
+NUM_CLASSES = 1000
+KINDS = ("imagenet_v1", "imagenet_v2", "patchml")
+CORE_COLUMNS = ("sample_id", "path", "label", "labels", "label_count")
+
+CORE_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("path", pa.string()),
+        pa.field("label", pa.int64()),
+        pa.field("labels", pa.list_(pa.int64())),
+        pa.field("label_count", pa.int64()),
+    ]
+)
+
+
+@dataclass
+class Manifest:
+    table: pa.Table
+    meta: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None  # file it was read from
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    @property
+    def name(self) -> str:
+        return self.meta["dataset"]
+
+    @property
+    def root(self) -> Path | None:
+        root = self.meta.get("root")
+        return Path(root) if root else None
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return self.table.column("sample_id").to_pylist()
+
+
+def core_table(
+    sample_ids: list[str],
+    paths: list[str | None],
+    labels_single: list[int | None],
+    labels_multi: list[Iterable[int]],
+    extra: dict[str, pa.Array] | None = None,
+) -> pa.Table:
+    """Build a manifest table in sorted `sample_id` order, normalising `labels` to sorted unique."""
+    multi = [sorted({int(x) for x in ls}) for ls in labels_multi]
+    order = sorted(range(len(sample_ids)), key=sample_ids.__getitem__)
+    columns: dict[str, Any] = {
+        "sample_id": pa.array([sample_ids[i] for i in order], pa.string()),
+        "path": pa.array([paths[i] for i in order], pa.string()),
+        "label": pa.array([labels_single[i] for i in order], pa.int64()),
+        "labels": pa.array([multi[i] for i in order], pa.list_(pa.int64())),
+        "label_count": pa.array([len(multi[i]) for i in order], pa.int64()),
+    }
+    table = pa.table(columns, schema=CORE_SCHEMA)
+    for name, arr in (extra or {}).items():
+        table = table.append_column(name, arr.take(pa.array(order)))
+    return table
+
+
+def validate(table: pa.Table, where: str) -> None:
+    """Raise InputError naming `where` if `table` is not a valid manifest."""
+    missing = [c for c in CORE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise InputError(f"{where}: not an mlreassess manifest (missing columns: {', '.join(missing)})")
+    ids = table.column("sample_id").to_pylist()
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in sorted(ids) if ids.count(i) > 1)
+        raise InputError(f"{where}: duplicate sample_id {dup!r}")
+    bad = [(ids[i], v) for i, v in enumerate(table.column("label").to_pylist()) if v is not None and not 0 <= v < NUM_CLASSES]
+    if bad:
+        raise InputError(f"{where}: sample {bad[0][0]!r}: label {bad[0][1]} out of range 0..{NUM_CLASSES - 1}")
+    for sid, ls in zip(ids, table.column("labels").to_pylist()):
+        if any(not 0 <= x < NUM_CLASSES for x in ls):
+            raise InputError(f"{where}: sample {sid!r}: labels {ls} out of range 0..{NUM_CLASSES - 1}")
+
+
+def base_meta(kind: str, dataset: str, root: str | os.PathLike | None, **params: Any) -> dict[str, Any]:
+    if kind not in KINDS:
+        raise ValueError(f"unknown manifest kind {kind!r}")
+    return {
+        "kind": kind,
+        "dataset": dataset,
+        "root": str(Path(root).resolve()) if root is not None else None,
+        "mlreassess_version": __version__,
+        **params,
+    }
+
+
+def provenance_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.stem + ".provenance.json")
+
+
+def write_manifest(
+    path: str | os.PathLike, table: pa.Table, meta: dict[str, Any], elapsed_s: float | None = None
+) -> None:
+    """Validate and write a manifest atomically, plus its provenance sidecar (time, elapsed)."""
+    validate(table, str(path))
+    write_table(path, table, meta)
+    provenance = {
+        **meta,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "elapsed_s": None if elapsed_s is None else round(elapsed_s, 3),
+        "rows": table.num_rows,
+    }
+    write_text_atomic(provenance_path(path), json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    path = Path(path)
+    meta = read_meta(path)
+    table = read_table(path)
+    if meta.get("kind") not in KINDS or "dataset" not in meta:
+        raise InputError(f"{path}: not an mlreassess manifest (no kind/dataset in its metadata)")
+    validate(table, str(path))
+    return Manifest(table=table, meta=meta, source=path)

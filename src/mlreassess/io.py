@@ -1,0 +1,79 @@
+"""Atomic parquet output with JSON metadata: partial files never look complete.
+
+Every table this tool writes carries its provenance (parameters, seed, versions, time) as JSON
+under one schema-metadata key, so a file alone says how it was made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mlreassess.errors import InputError
+
+META_KEY = b"mlreassess"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_table(path: str | os.PathLike, table: pa.Table, meta: dict[str, Any] | None = None) -> None:
+    """Write `table` to `path` atomically, with `meta` stored as JSON in the schema metadata.
+
+    Written deterministically (no creation timestamps from pyarrow itself) so identical inputs
+    give byte-identical files.
+    """
+    if meta is not None:
+        existing = dict(table.schema.metadata or {})
+        existing[META_KEY] = json.dumps(meta, sort_keys=True).encode()
+        table = table.replace_schema_metadata(existing)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON metadata of a parquet file written by `write_table` ({} if it has none)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises several types for non-parquet files
+        raise InputError(f"{path}: not a readable parquet file ({exc})") from None
+    raw = (schema.metadata or {}).get(META_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        return pq.read_table(path, columns=columns)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable parquet file ({exc})") from None
