@@ -25,3 +25,17 @@ def boxes_root() -> Path:
     if not (BOXES_ROOT / "LOC_val_solution.csv").exists():
         pytest.skip(f"full ImageNet val boxes not found at {BOXES_ROOT} (../shared/data absent)")
     return BOXES_ROOT
+
+
+def _write_jpeg(path: Path, color=(128, 64, 32), size=(8, 6)) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, "JPEG")
+    return path
+
+
+@pytest.fixture
+def write_jpeg():
+    """write_jpeg(path, color=(r, g, b), size=(w, h)) -> path: a tiny real JPEG for layout fixtures."""
+    return _write_jpeg

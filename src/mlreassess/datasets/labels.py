@@ -14,27 +14,44 @@ NUM_CLASSES = 1000
 _VAL_ID = re.compile(r"ILSVRC2012_val_(\d{8})")
 
 
-@lru_cache(maxsize=1)
-def _imagenet_info():
-    from timm.data import ImageNetInfo
+def _timm_info_dir() -> Path:
+    """timm's bundled `data/_info` folder, found without importing timm (that imports torch: seconds)."""
+    import importlib.util
 
-    return ImageNetInfo("imagenet-1k")
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("timm is not installed: it ships the ImageNet class list")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "_info"
 
 
 @lru_cache(maxsize=1)
 def wnid_to_index() -> dict[str, int]:
-    """wnid (e.g. 'n01440764') -> class index 0..999, in the standard sorted-synset order."""
-    info = _imagenet_info()
-    return {info.index_to_label_name(i): i for i in range(info.num_classes())}
+    """wnid (e.g. 'n01440764') -> class index 0..999, in the standard sorted-synset order.
+
+    Read from the synset list timm's ImageNetInfo('imagenet-1k') uses, without importing timm
+    (that imports torch), so label-only commands stay fast.
+    """
+    return {wnid: i for i, wnid in enumerate(_wnids())}
+
+
+@lru_cache(maxsize=1)
+def _wnids() -> tuple[str, ...]:
+    return tuple((_timm_info_dir() / "imagenet_synsets.txt").read_text().split())
+
+
+@lru_cache(maxsize=1)
+def _lemmas() -> dict[str, str]:
+    lines = (_timm_info_dir() / "imagenet_synset_to_lemma.txt").read_text().splitlines()
+    return dict(line.split("\t", 1) for line in lines if "\t" in line)
 
 
 def class_wnid(index: int) -> str:
-    return _imagenet_info().index_to_label_name(index)
+    return _wnids()[index]
 
 
 def class_name(index: int) -> str:
     """Short human name of a class: the first lemma of its description ('tench')."""
-    return _imagenet_info().index_to_description(index).split(",")[0]
+    return _lemmas()[class_wnid(index)].split(",")[0]
 
 
 def class_index(wnid: str, where: str) -> int:
@@ -53,9 +70,7 @@ def val_image_number(sample_id: str) -> int:
 
 
 def timm_real_labels_path() -> Path:
-    import timm.data
-
-    return Path(timm.data.__file__).parent / "_info" / "imagenet_real_labels.json"
+    return _timm_info_dir() / "imagenet_real_labels.json"
 
 
 @lru_cache(maxsize=4)

@@ -154,3 +154,23 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         raise InputError(f"{path}: not an mlreassess manifest (no kind/dataset in its metadata)")
     validate(table, str(path))
     return Manifest(table=table, meta=meta, source=path)
+
+
+def label_count_distribution(table: pa.Table) -> dict[int, int]:
+    """{label count: number of samples}, ascending by label count (Table 1's rows)."""
+    counts: dict[int, int] = {}
+    for c in table.column("label_count").to_pylist():
+        counts[c] = counts.get(c, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def raise_or_skip(bad: list[tuple[str, str]], skip_bad: bool) -> list[dict[str, str]]:
+    """Builders collect bad samples as (file or key, problem): raise on the first unless `skip_bad`.
+
+    Returns them as `{"file", "error"}` records for the manifest metadata (the samples dropped).
+    """
+    if bad and not skip_bad:
+        where, problem = bad[0]
+        more = f" (and {len(bad) - 1} more like it)" if len(bad) > 1 else ""
+        raise InputError(f"{where}: {problem}{more}; use --skip-bad to drop such samples")
+    return [{"file": where, "error": problem} for where, problem in bad]

@@ -1,0 +1,160 @@
+"""ImageNetV2 manifests on generated class folders: numeric sort, JSON/CSV labels, every error path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlreassess.cli import main
+from mlreassess.datasets.imagenetv2 import build_imagenetv2, list_images
+from mlreassess.datasets.manifest import read_manifest
+from mlreassess.errors import InputError
+
+MF = "imagenetv2-matched-frequency-format-val"
+# class folder -> image stems (sha1-like); folders 2 and 10 check numeric vs string order.
+IMAGES = {0: ["aa01", "aa02"], 2: ["bb01"], 10: ["cc01", "cc02"]}
+
+
+@pytest.fixture
+def v2_root(tmp_path, write_jpeg) -> Path:
+    for cls, stems in IMAGES.items():
+        for stem in stems:
+            write_jpeg(tmp_path / MF / str(cls) / f"{stem}.jpeg")
+    return tmp_path
+
+
+def by_id(manifest) -> dict[str, dict]:
+    return {r["sample_id"]: r for r in manifest.table.to_pylist()}
+
+
+def test_folders_sort_numerically_and_label_is_folder_number(v2_root):
+    assert [label for _, _, label in list_images(v2_root / MF)] == [0, 0, 2, 10, 10]
+    m = build_imagenetv2(v2_root, "matched-frequency")
+    rows = by_id(m)
+    for cls, stems in IMAGES.items():
+        for stem in stems:
+            row = rows[f"{cls}/{stem}"]
+            assert row["label"] == cls and row["labels"] == [cls]
+            assert row["path"] == f"{cls}/{stem}.jpeg"
+            assert (Path(m.meta["root"]) / row["path"]).is_file()
+    assert m.meta["kind"] == "imagenet_v2" and m.meta["dataset"] == "imagenet_v2_matched-frequency"
+    assert m.meta["variant"] == "matched-frequency"
+    assert m.sample_ids == sorted(m.sample_ids)
+
+
+def test_root_may_be_the_variant_folder_and_threshold_spelling(tmp_path, write_jpeg):
+    write_jpeg(tmp_path / "imagenetv2-threshold0.7-format-val" / "5" / "x.jpeg")
+    assert build_imagenetv2(tmp_path, "threshold-0.7").sample_ids == ["5/x"]
+    m = build_imagenetv2(tmp_path / "imagenetv2-threshold0.7-format-val", "threshold-0.7", name="t07")
+    assert m.sample_ids == ["5/x"] and m.meta["dataset"] == "t07"
+
+
+def test_json_labels_with_every_key_form(v2_root, tmp_path):
+    labels = {
+        "0/aa01.jpeg": [0, 5],
+        "0/aa02": [0],
+        "bb01": [2, 7, 999],  # bare stem, unique
+        f"{MF}/10/cc01.jpeg": [10, 11],  # leading folders are ignored
+        "./10/cc02.jpeg": [],
+        "3/not_here.jpeg": [3],  # image not present: ignored, counted
+        "ffff": [1],
+    }
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(labels))
+    m = build_imagenetv2(v2_root, "matched-frequency", labels_file=path)
+    rows = by_id(m)
+    assert rows["0/aa01"]["labels"] == [0, 5] and rows["0/aa01"]["label"] == 0
+    assert rows["2/bb01"]["labels"] == [2, 7, 999] and rows["2/bb01"]["label_count"] == 3
+    assert rows["10/cc01"]["labels"] == [10, 11]
+    assert rows["10/cc02"]["labels"] == [] and rows["10/cc02"]["label"] == 10
+    assert m.meta["label_entries_unmatched"] == 2
+    assert m.meta["label_source"] == str(path.resolve())
+
+
+def test_csv_labels_with_and_without_header(v2_root, tmp_path):
+    body = "0/aa01.jpeg,0 5\n0/aa02.jpeg,0\n2/bb01.jpeg,7 2\n10/cc01.jpeg,10\n10/cc02,3 10 3\n"
+    for text in ("path,labels\n" + body, body):
+        path = tmp_path / "v2.csv"
+        path.write_text(text)
+        rows = by_id(build_imagenetv2(v2_root, "matched-frequency", labels_file=path))
+        assert rows["2/bb01"]["labels"] == [2, 7]
+        assert rows["10/cc02"]["labels"] == [3, 10] and rows["10/cc02"]["label_count"] == 2
+
+
+def test_missing_from_labels_file_errors_skips_or_keeps(v2_root, tmp_path):
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps({"0/aa01": [0, 1], "10/cc01": [10]}))
+    with pytest.raises(InputError, match=r"0/aa02.jpeg: no entry in the labels file .*\(and 2 more like it\)"):
+        build_imagenetv2(v2_root, "matched-frequency", labels_file=path)
+    skipped = build_imagenetv2(v2_root, "matched-frequency", labels_file=path, skip_bad=True)
+    assert skipped.sample_ids == ["0/aa01", "10/cc01"] and len(skipped.meta["skipped"]) == 3
+    kept = build_imagenetv2(v2_root, "matched-frequency", labels_file=path, keep_original=True)
+    rows = by_id(kept)
+    assert len(kept) == 5 and rows["2/bb01"]["labels"] == [2] and rows["0/aa01"]["labels"] == [0, 1]
+    assert kept.meta["kept_original_label"] == 3
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("a.json", json.dumps({"0/aa01": [0, 1000]}), r"a.json: key '0/aa01': label 1000 out of range"),
+        ("b.json", json.dumps({"0/aa01": "5"}), r"b.json: key '0/aa01': labels must be a list of integers"),
+        ("c.json", "{not json", r"c.json: not valid JSON"),
+        ("d.csv", "path,labels\n0/aa01.jpeg,0\n0/aa02.jpeg,0,1\n", r"d.csv:3: expected 2 fields"),
+        ("e.csv", "0/aa01.jpeg,0\n0/aa02.jpeg,zero\n", r"e.csv:2: labels 'zero' are not space-separated integers"),
+        ("f.csv", "0/aa01.jpeg,-1\n", r"f.csv:1: key '0/aa01.jpeg': label -1 out of range"),
+        ("g.csv", "0/aa01.jpeg,1\n0/aa01,2\n", r"g.csv:2: conflicting labels for 0/aa01"),
+        ("h.csv", "x/aa01.jpeg,1\n", r"h.csv:1: key's folder 'x' is not a class number"),
+    ],
+)
+def test_bad_label_files(v2_root, tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        build_imagenetv2(v2_root, "matched-frequency", labels_file=path)
+
+
+def test_ambiguous_bare_stem(v2_root, tmp_path, write_jpeg):
+    write_jpeg(v2_root / MF / "2" / "aa01.jpeg")  # same stem in classes 0 and 2
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps({"aa01": [1]}))
+    with pytest.raises(InputError, match=r"bare stem 'aa01' names several images \(0/aa01, 2/aa01\)"):
+        build_imagenetv2(v2_root, "matched-frequency", labels_file=path)
+
+
+def test_layout_errors(tmp_path, v2_root, write_jpeg):
+    with pytest.raises(InputError, match="nowhere: no such folder"):
+        build_imagenetv2(tmp_path / "nowhere", "matched-frequency")
+    with pytest.raises(InputError, match="unknown ImageNetV2 variant 'matched'"):
+        build_imagenetv2(v2_root, "matched")
+    with pytest.raises(InputError, match=rf"has {MF} but not imagenetv2-top-images-format-val"):
+        build_imagenetv2(v2_root, "top-images")
+    with pytest.raises(InputError, match=r"another variant's folder"):
+        build_imagenetv2(v2_root / MF, "top-images")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"empty: no ImageNetV2 folder; looked for imagenetv2-top-images-format-val"):
+        build_imagenetv2(tmp_path / "empty", "top-images")
+    write_jpeg(v2_root / MF / "1000" / "z.jpeg")
+    with pytest.raises(InputError, match=r"1000: class folder name must be a class number 0..999"):
+        build_imagenetv2(v2_root, "matched-frequency")
+    write_jpeg(tmp_path / "odd" / MF / "cats" / "z.jpeg")
+    with pytest.raises(InputError, match=r"cats: class folder name must be a class number"):
+        build_imagenetv2(tmp_path / "odd", "matched-frequency")
+
+
+def test_cli(v2_root, tmp_path, capsys):
+    labels = tmp_path / "v2.csv"
+    labels.write_text("0/aa01.jpeg,0 1\n0/aa02.jpeg,0\n2/bb01.jpeg,2 3 4\n10/cc01.jpeg,10\n10/cc02.jpeg,10\n9/gone.jpeg,9\n")
+    out = tmp_path / "v2.parquet"
+    argv = ["data", "imagenetv2", "--root", str(v2_root), "--variant", "matched-frequency", "--labels", str(labels), "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "imagenet_v2_matched-frequency (imagenet_v2, matched-frequency): 5 samples" in printed
+    assert "label counts: 1: 3, 2: 1, 3: 1" in printed
+    assert "label-file entries for images not present (ignored): 1" in printed
+    m = read_manifest(out)
+    assert by_id(m)["2/bb01"]["labels"] == [2, 3, 4]
+    assert main(argv[:-2] + ["--out", str(out), "--keep-original", "--skip-bad"]) == 2
+    assert "exclusive" in capsys.readouterr().err
