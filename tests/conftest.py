@@ -39,3 +39,46 @@ def _write_jpeg(path: Path, color=(128, 64, 32), size=(8, 6)) -> Path:
 def write_jpeg():
     """write_jpeg(path, color=(r, g, b), size=(w, h)) -> path: a tiny real JPEG for layout fixtures."""
     return _write_jpeg
+
+
+def _write_dataset(results: Path, name: str, kind: str, samples: dict, **params) -> Path:
+    """RESULTS/manifests/<name>.parquet from {sample_id: (label or None, [labels])} (metrics/report tests)."""
+    from mlreassess.datasets.manifest import base_meta, core_table, write_manifest
+
+    ids = list(samples)
+    table = core_table(ids, [None] * len(ids), [samples[s][0] for s in ids], [samples[s][1] for s in ids])
+    path = results / "manifests" / f"{name}.parquet"
+    write_manifest(path, table, base_meta(kind, name, None, **params))
+    return path
+
+
+def _write_predictions(results: Path, dataset: str, kind: str, model: str, preds: dict) -> Path:
+    """RESULTS/predictions/<dataset>/<model>.parquet from {sample_id: [top-k classes, best first]}."""
+    import pyarrow as pa
+
+    from mlreassess.io import write_table
+
+    ids = sorted(preds)
+    k = len(preds[ids[0]])
+    table = pa.table(
+        {
+            "sample_id": pa.array(ids, pa.string()),
+            "topk_idx": pa.array([preds[s] for s in ids], pa.list_(pa.int32())),
+            "topk_prob": pa.array([[0.5 / (j + 1) for j in range(k)] for _ in ids], pa.list_(pa.float32())),
+        }
+    )
+    path = results / "predictions" / dataset / f"{model}.parquet"
+    write_table(path, table, {"model": model, "dataset": dataset, "dataset_kind": kind})
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_dataset():
+    """write_dataset(results, name, kind, {sample_id: (label, [labels])}, **meta) -> manifest path."""
+    return _write_dataset
+
+
+@pytest.fixture(scope="session")
+def write_predictions():
+    """write_predictions(results, dataset, kind, model, {sample_id: [top-k]}) -> predictions path."""
+    return _write_predictions

@@ -1,0 +1,1 @@
+"""Metrics: pure functions over arrays (`core`, `bootstrap`); `evaluate` is the only part that reads files."""

@@ -1,0 +1,102 @@
+"""Benchmark `mlreassess evaluate`'s engine on synthetic top-k arrays shaped like the study.
+
+Default: 300 models x (50k V1 + 10k V2 + 5 x 72k PatchML) samples, K = 10, 1,000 bootstrap
+resamples. Predictions are generated lazily per model (random top-10 lists whose first entry is
+correct ~75% of the time), so memory stays bounded; generation time is reported separately.
+
+    .venv/bin/python scripts/bench_metrics.py [--models 300] [--scale 1.0] [--bootstrap 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+from mlreassess.metrics import core
+from mlreassess.metrics.evaluate import Prediction, evaluate_dataset, make_sample, mean_over_seeds, rows_of
+
+V1_SHARES = {0: 3163, 1: 39394, 2: 5408, 3: 1319, 4: 411, 5: 161, 6: 88, 7: 41, 8: 13, 9: 2}  # ReaL, 50k
+V2_SHARES = {1: 5083, 2: 2385, 3: 1306, 4: 628, 5: 237, 6: 232}  # paper Table 1, 10k
+PATCHML_SHARES = {1: 900, 2: 26778, 3: 17870, 4: 13281, 5: 600, 6: 8766, 7: 300, 8: 200, 9: 5736}
+
+
+def synthetic_dataset(name: str, kind: str, shares: dict[int, int], n: int, rng: np.random.Generator):
+    counts = np.array(list(shares.keys()))
+    probs = np.array(list(shares.values()), dtype=float)
+    g = rng.choice(counts, size=n, p=probs / probs.sum())
+    pad = np.full((n, max(counts.max(), 1)), -1, dtype=np.int64)
+    for i, gi in enumerate(g):
+        pad[i, :gi] = np.sort(rng.choice(1000, size=gi, replace=False))
+    labels = core.LabelSets(pad, g.astype(np.int64))
+    label = np.where(g > 0, pad[:, 0], -1) if kind != "patchml" else np.full(n, -1)
+    ids = np.array([f"s{i:07d}" for i in range(n)], dtype=object)
+    return make_sample(name, kind, ids, label, labels)
+
+
+def lazy_prediction(sample, model: str, seed: int, k: int):
+    def build() -> Prediction:
+        # each position j < g shows the sample's j-th label with probability 0.6, else a random class
+        rng = np.random.default_rng(seed)
+        n = len(sample.label)
+        width = min(k, sample.labels.pad.shape[1])
+        labels = np.full((n, k), -1, dtype=np.int64)
+        labels[:, :width] = sample.labels.pad[:, :width]
+        hit = (rng.random((n, k)) < 0.6) & (labels >= 0)
+        topk = np.where(hit, labels, rng.integers(0, 1000, size=(n, k)))
+        return Prediction(model=model, path=None, rows=np.arange(n), topk=topk)
+
+    return build
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=int, default=300)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every dataset size")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--topk", type=int, default=10)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    specs = [("imagenet_v1", "imagenet_v1", V1_SHARES, 50_000), ("imagenet_v2", "imagenet_v2", V2_SHARES, 10_000)]
+    specs += [(f"patchml_seed{s}", "patchml", PATCHML_SHARES, 72_000) for s in range(1, 6)]
+    total_samples = 0
+    gen_s = eval_s = 0.0
+    n_rows = 0
+    patchml = []
+    t_all = time.perf_counter()
+    cpu_all = time.process_time()  # CPU seconds of this process (all threads): less sensitive to contention
+    for name, kind, shares, n in specs:
+        n = int(n * args.scale)
+        total_samples += n
+        sample = synthetic_dataset(name, kind, shares, n, rng)
+        preds = [lazy_prediction(sample, f"model{m:03d}", m, args.topk) for m in range(args.models)]
+        # time generation alone on one model, to subtract it from the engine's time
+        t = time.perf_counter()
+        preds[0]()
+        gen_one = time.perf_counter() - t
+        t = time.perf_counter()
+        res = evaluate_dataset(sample, preds, n_boot=args.bootstrap, seed=0)
+        rows = rows_of(res, 95.0)
+        dt = time.perf_counter() - t
+        gen_s += gen_one * args.models
+        eval_s += dt
+        n_rows += len(rows)
+        if kind == "patchml":
+            patchml.append(res)
+        print(f"{name}: n={n:,} models={args.models} {dt:.1f} s (of which ~{gen_one * args.models:.1f} s synthetic generation)", flush=True)
+    t = time.perf_counter()
+    n_rows += len(rows_of(mean_over_seeds(patchml), 95.0))
+    eval_s += time.perf_counter() - t
+    wall = time.perf_counter() - t_all
+    print(
+        f"TOTAL: {args.models} models x {total_samples:,} samples, K={args.topk}, B={args.bootstrap}: "
+        f"{eval_s:.1f} s scoring+bootstrap (incl. ~{gen_s:.1f} s generating synthetic predictions), {n_rows:,} metric rows, "
+        f"wall {wall:.1f} s, CPU {time.process_time() - cpu_all:.1f} s; {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""`mlreassess evaluate`: predictions + manifests -> RESULTS/metrics.parquet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="top-1, top-5, ReaL, subgroup accuracy, ASMA, recall@g with bootstrap CIs -> RESULTS/metrics.parquet",
+        description="Score every RESULTS/predictions/<dataset>/<model>.parquet against "
+        "RESULTS/manifests/<dataset>.parquet (labels looked up by sample_id) and write "
+        "RESULTS/metrics.parquet (long format, see docs/outputs.md). Reruns skip the work when "
+        "no input file and no parameter changed.",
+    )
+    p.add_argument("--results", required=True, metavar="RESULTS", help="results folder written by `mlreassess infer`")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default 1000)")
+    p.add_argument("--ci", type=float, default=95.0, metavar="PCT", help="confidence level in percent (default 95)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
+    p.add_argument("--out", default=None, metavar="FILE", help="output file (default RESULTS/metrics.parquet)")
+    p.add_argument("--force", action="store_true", help="recompute even if the inputs did not change")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from mlreassess.metrics.evaluate import evaluate_results
+
+    start = time.perf_counter()
+    out, summary = evaluate_results(args.results, args.bootstrap, args.ci, args.seed, args.force, args.out)
+    if summary is None:
+        print(f"{out}: up to date (inputs unchanged; --force to recompute)", file=sys.stderr)
+        return 0
+    for name, info in summary["datasets"].items():
+        missing = info.get("missing_samples") or {}
+        extra = f", samples missing from predictions: {sum(missing.values())} over {len(missing)} model(s)" if missing else ""
+        groups = f", ASMA over g={info['asma_range_present']}" if "asma_range_present" in info else ""
+        seeds = f", mean of {len(info['seeds'])} seed(s)" if "seeds" in info else ""
+        print(f"{name}: {len(info['models'])} model(s){groups}{seeds}{extra}", file=sys.stderr)
+    print(f"wrote {out} ({summary['rows']} rows) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0

@@ -1,0 +1,199 @@
+"""The paper's Figures 4-8 with matplotlib: V1 blue, V2 orange, differences red (as in the paper).
+
+Each builder returns a matplotlib Figure; `save_figure` writes PNG and PDF (TrueType fonts
+embedded: pdf.fonttype 42) atomically. Import matplotlib only through `_plt()` (Agg backend).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mlreassess.io import atomic_path
+
+V1_COLOR = "#1f77b4"
+V2_COLOR = "#ff7f0e"
+DIFF_COLOR = "#d62728"
+CORRECT_COLOR = "#2ca02c"
+WRONG_COLOR = "#d62728"
+_MAX_NAMED_MODELS = 30  # above this, model names on the x axis would overlap: ticks only
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": 9, "axes.titlesize": 10})
+    return plt
+
+
+def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
+    plt = _plt()
+    paths = []
+    for ext in ("png", "pdf"):
+        path = Path(out_dir) / f"{stem}.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def figure4(counts_by_dataset: Mapping[str, np.ndarray], colors: Sequence[str] | None = None):
+    """Figure 4: pies of the share of images per label count (1..5, >5; 0-label images left out)."""
+    plt = _plt()
+    cats = ["1", "2", "3", "4", "5", ">5"]
+    fig, axes = plt.subplots(1, len(counts_by_dataset), figsize=(3.6 * len(counts_by_dataset), 3.8), squeeze=False)
+    cmap = plt.get_cmap("Blues")
+    wedge_colors = colors or [cmap(x) for x in np.linspace(0.85, 0.25, len(cats))]
+    for ax, (name, counts) in zip(axes[0], counts_by_dataset.items()):
+        counts = np.asarray(counts)
+        sizes = [int((counts == g).sum()) for g in range(1, 6)] + [int((counts > 5).sum())]
+        total = sum(sizes)
+
+        def label(p: float) -> str:  # small wedges get no text, so nothing overlaps
+            return f"{p:.1f}%" if p >= 4 else ""
+
+        ax.pie(sizes, colors=wedge_colors, autopct=label, startangle=90, counterclock=False,
+               pctdistance=0.72, wedgeprops={"edgecolor": "white", "linewidth": 0.8})
+        multi = 100.0 * (total - sizes[0]) / total if total else 0.0
+        ax.set_title(f"{name}\n(n = {total:,}; {multi:.1f}% multi-label)")
+        ax.set_aspect("equal")
+    fig.legend(cats, title="Label count", loc="lower center", ncol=len(cats), frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.subplots_adjust(bottom=0.15)
+    return fig
+
+
+def figure5(panels: Mapping[str, tuple[pd.Series, pd.Series]], v1_name: str = "ImageNetV1", v2_name: str = "ImageNetV2"):
+    """Figure 5: per-model V1 (blue) and V2 (orange) lines and their difference V1 - V2 (red, right axis).
+
+    `panels`: title -> (V1 values, V2 values) indexed by model; models are ordered by the first
+    panel's V1 value (descending) in every panel.
+    """
+    plt = _plt()
+    first_v1 = next(iter(panels.values()))[0]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels)), squeeze=False)
+    for ax, (title, (a, b)) in zip(axes[:, 0], panels.items()):
+        both = pd.concat([a.rename("v1"), b.rename("v2"), first_v1.rename("key")], axis=1).dropna(subset=["v1", "v2"])
+        both = both.sort_values("key", ascending=False, kind="stable", na_position="last")
+        x = np.arange(len(both))
+        ax.plot(x, both["v1"], color=V1_COLOR, marker="o", ms=2.5, lw=1.2, label="ImageNetV1")
+        ax.plot(x, both["v2"], color=V2_COLOR, marker="o", ms=2.5, lw=1.2, label="ImageNetV2")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(title)
+        ax2 = ax.twinx()
+        ax2.plot(x, both["v1"] - both["v2"], color=DIFF_COLOR, lw=1.0, label="difference V1 − V2 (right axis)")
+        ax2.axhline(0, color=DIFF_COLOR, lw=0.5, ls=":")
+        ax2.set_ylabel("V1 − V2 (points)", color=DIFF_COLOR)
+        ax2.tick_params(axis="y", colors=DIFF_COLOR)
+        if len(both) <= _MAX_NAMED_MODELS:
+            ax.set_xticks(x)
+            ax.set_xticklabels(both.index, rotation=60, ha="right", fontsize=6)
+        else:
+            ax.set_xticks([])
+        ax.set_xlabel("models, ordered by ImageNetV1 top-1")
+    handles = [h for a in (axes[0, 0], axes[0, 0].figure.axes[len(panels)]) for h in a.get_legend_handles_labels()[0]]
+    fig.legend(handles, [h.get_label() for h in handles], loc="upper center", ncol=3, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(f"V1 = {v1_name}, V2 = {v2_name}", y=1.025, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig
+
+
+def _boxes(ax, groups: Sequence[int], data: Mapping[str, Mapping[int, np.ndarray]], colors: Mapping[str, str], rng):
+    """Side-by-side boxplots per label count, one colour per series, with jittered per-model dots."""
+    series = list(data)
+    width = 0.8 / max(len(series), 1)
+    for s, name in enumerate(series):
+        pos = np.arange(len(groups)) + (s - (len(series) - 1) / 2) * width
+        vals = [np.asarray(data[name].get(g, []), dtype=float) for g in groups]
+        keep = [i for i, v in enumerate(vals) if len(v)]
+        if keep:
+            ax.boxplot([vals[i] for i in keep], positions=pos[keep], widths=width * 0.8, patch_artist=True,
+                       showfliers=False, boxprops={"facecolor": colors[name], "alpha": 0.35, "edgecolor": colors[name]},
+                       medianprops={"color": colors[name], "lw": 1.5}, whiskerprops={"color": colors[name]},
+                       capprops={"color": colors[name]})
+        for i in keep:
+            jitter = rng.uniform(-width * 0.3, width * 0.3, size=len(vals[i]))
+            ax.scatter(pos[i] + jitter, vals[i], s=5, color=colors[name], alpha=0.6, lw=0, zorder=3)
+        ax.plot([], [], color=colors[name], lw=6, alpha=0.5, label=name)
+    ax.set_xticks(np.arange(len(groups)))
+    ax.set_xticklabels([str(g) for g in groups])
+    ax.set_xlabel("label count")
+
+
+def figure6(panels: Mapping[str, Mapping[str, Mapping[int, np.ndarray]]], groups: Sequence[int]):
+    """Figure 6: ReaL and subgroup accuracy by label count, V1 (blue) vs V2 (orange), dots = models.
+
+    `panels`: title -> {series name -> {label count -> per-model values}}; the first series is V1.
+    """
+    plt = _plt()
+    rng = np.random.default_rng(0)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (title, data) in zip(axes[0], panels.items()):
+        colors = dict(zip(data, [V1_COLOR, V2_COLOR]))
+        _boxes(ax, groups, data, colors, rng)
+        ax.set_title(title)
+        ax.set_ylabel(f"{title} (%)")
+        ax.legend(loc="lower left", fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def figure7(per_seed: Mapping[int, np.ndarray], groups: Sequence[int], top_v1: Mapping[str, Mapping[int, float]],
+            top_asma: Mapping[str, Mapping[int, float]]):
+    """Figure 7: PatchML subgroup accuracy by label count (boxes over models x seeds, dots),
+    lines for the top-5 models by V1 top-1 (blue shades) and by PatchML ASMA (orange shades)."""
+    plt = _plt()
+    rng = np.random.default_rng(0)
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    _boxes(ax, groups, {"all models x seeds": per_seed}, {"all models x seeds": "#7f7f7f"}, rng)
+    x = np.arange(len(groups))
+    for lines, cmap_name, marker, who in ((top_v1, "Blues", "o", "top-1 V1"), (top_asma, "Oranges", "s", "ASMA PatchML")):
+        cmap = plt.get_cmap(cmap_name)
+        for i, (model, vals) in enumerate(lines.items()):
+            y = [vals.get(g, np.nan) for g in groups]
+            ax.plot(x, y, color=cmap(0.9 - 0.12 * i), marker=marker, ms=3.5, lw=1.2, label=f"{model} ({who} #{i + 1})")
+    ax.set_ylabel("subgroup accuracy (%)")
+    ax.set_title("PatchML: subgroup accuracy by label count")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=6.5, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def figure8(examples: Sequence[dict]):
+    """Figure 8: example canvases (left) and their top-g predictions as bars (right), green when
+    the class is one of the canvas's labels, red otherwise.
+
+    Each example: {"image": PIL.Image, "names": [class names], "probs": [..], "correct": [bool], "title": str}.
+    """
+    plt = _plt()
+    n = len(examples)
+    cols = 2 if n > 1 else 1
+    rows = (n + cols - 1) // cols
+    fig = plt.figure(figsize=(7.6 * cols, 2.9 * rows))
+    outer = fig.add_gridspec(rows, cols, wspace=0.15, hspace=0.45)
+    for i, ex in enumerate(examples):
+        r, c = divmod(i, cols)
+        # image | bars, with room between them for the class names
+        inner = outer[r, c].subgridspec(1, 2, width_ratios=[1, 1.2], wspace=0.75)
+        ax_img = fig.add_subplot(inner[0, 0])
+        ax_img.imshow(ex["image"])
+        ax_img.set_axis_off()
+        ax_img.set_title(ex.get("title", ""), fontsize=8, loc="left")
+        ax = fig.add_subplot(inner[0, 1])
+        y = np.arange(len(ex["names"]))
+        colors = [CORRECT_COLOR if ok else WRONG_COLOR for ok in ex["correct"]]
+        ax.barh(y, 100 * np.asarray(ex["probs"], dtype=float), color=colors)
+        ax.set_yticks(y)
+        ax.set_yticklabels(ex["names"], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("softmax probability (%)", fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+    return fig

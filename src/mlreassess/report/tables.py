@@ -1,0 +1,201 @@
+"""The paper's tables (SPEC 5) as DataFrames, and their Markdown / CSV / LaTeX files.
+
+Builders take plain inputs (label-count arrays, the long metrics DataFrame) and return a
+DataFrame whose columns are the printed headers; `write_table_files` writes one stem three ways.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from mlreassess.io import write_text_atomic
+from mlreassess.metrics import core
+
+NONE = "–"  # printed for a value that was not computed
+
+
+# ---------------------------------------------------------------- formatting / writing
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return NONE
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.2f}"
+    return str(v)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(str(c) for c in df.columns) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def _tex(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), (">", r"$>$"), ("–", "--")):
+        s = s.replace(a, b)
+    return s
+
+
+def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
+    """A `longtable` (it may span pages like the paper's Tables 4-10); needs \\usepackage{longtable}."""
+    align = "l" + "r" * (len(df.columns) - 1)
+    head = " & ".join(_tex(str(c)) for c in df.columns) + r" \\"
+    lines = [
+        rf"\begin{{longtable}}{{{align}}}",
+        rf"\caption{{{_tex(caption)}}}\label{{{label}}}\\",
+        r"\hline",
+        head,
+        r"\hline",
+        r"\endhead",
+    ]
+    lines += [" & ".join(_tex(_fmt(v)) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [r"\hline", r"\end{longtable}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table_files(df: pd.DataFrame, out_dir: Path, stem: str, caption: str, note: str = "") -> list[Path]:
+    """OUT/<stem>.md (caption, table, note), .csv (raw values) and .tex; each written atomically."""
+    out_dir = Path(out_dir)
+    md = f"**{caption}**\n\n{to_markdown(df)}" + (f"\n{note}\n" if note else "")
+    paths = [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex"]
+    write_text_atomic(paths[0], md)
+    write_text_atomic(paths[1], df.to_csv(index=False))
+    write_text_atomic(paths[2], to_latex(df, caption + (f" {note}" if note else ""), f"tab:{stem}"))
+    return paths
+
+
+# ---------------------------------------------------------------- Table 1 and 2: label counts
+
+def label_count_row(counts: np.ndarray, top: int = 5) -> dict[str, int]:
+    """Images per label count: '0', '1'..'top', '>top' (the paper's Table 1 omits '0')."""
+    counts = np.asarray(counts)
+    row = {"0": int((counts == 0).sum())}
+    row.update({str(g): int((counts == g).sum()) for g in range(1, top + 1)})
+    row[f">{top}"] = int((counts > top).sum())
+    row["total"] = int(len(counts))
+    return row
+
+
+def table1(counts_by_dataset: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Table 1: label-count distribution of each dataset (rows), 0 / 1..5 / >5 / total."""
+    rows = [{"Dataset": name, **label_count_row(c)} for name, c in counts_by_dataset.items()]
+    return pd.DataFrame(rows)
+
+
+def table2(counts_by_seed: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Table 2: PatchML images per label count (columns: every count present) per seed (rows)."""
+    present = sorted({int(g) for c in counts_by_seed.values() for g in np.unique(c)})
+    rows = [
+        {"Dataset": name, **{str(g): int((np.asarray(c) == g).sum()) for g in present}, "total": int(len(c))}
+        for name, c in counts_by_seed.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- Tables 3-10: per-model metrics
+
+def metric_column(metrics: pd.DataFrame, dataset: str | None, metric: str, label_count: int | None = None) -> pd.Series:
+    """value_pct per model for one (dataset, metric, label_count); empty if absent."""
+    if dataset is None:
+        return pd.Series(dtype=float)
+    m = metrics[(metrics["dataset"] == dataset) & (metrics["metric"] == metric)]
+    m = m[m["label_count"].isna()] if label_count is None else m[m["label_count"] == label_count]
+    return m.set_index("model")["value_pct"].astype(float)
+
+
+def ranks(top1_v1: pd.Series, asma_patchml: pd.Series) -> pd.DataFrame:
+    """V1 top-1 rank, PatchML ASMA rank and rank shift over the models that have both."""
+    both = pd.concat([top1_v1.rename("top1"), asma_patchml.rename("asma")], axis=1).dropna()
+    r1 = core.rank(both["top1"].to_numpy())
+    r2 = core.rank(both["asma"].to_numpy())
+    return pd.DataFrame({"top1_rank": r1, "asma_rank": r2, "rank_shift": r1 - r2}, index=both.index)
+
+
+def _signed(v) -> str:
+    return NONE if v is None or (isinstance(v, float) and math.isnan(v)) else f"{int(v):+d}"
+
+
+def table3(metrics: pd.DataFrame, v1: str, patchml: str, top: int = 10) -> pd.DataFrame:
+    """Table 3: the top models by PatchML ASMA (mean over seeds), with V1 top-1, its rank, rank shift."""
+    t1 = metric_column(metrics, v1, "top1")
+    asma = metric_column(metrics, patchml, "asma")
+    r = ranks(t1, asma).sort_values(["asma_rank", "top1_rank"], kind="stable")
+    r = r.iloc[:top]
+    return pd.DataFrame(
+        {
+            "Model checkpoint": r.index,
+            "ImageNetV1 top-1": t1.reindex(r.index).to_numpy(),
+            "ImageNetV1 rank": r["top1_rank"].to_numpy(),
+            "PatchML ASMA": asma.reindex(r.index).to_numpy(),
+            "Rank shift": [_signed(v) for v in r["rank_shift"]],
+        }
+    )
+
+
+def tables4_10(metrics: pd.DataFrame, v1: str | None, v2: str | None, patchml: str | None) -> pd.DataFrame:
+    """Tables 4-10 (one combined table): every model, sorted by PatchML ASMA (else V1 top-1)."""
+    cols = {
+        "Top-1 V1": metric_column(metrics, v1, "top1"),
+        "Top-1 V2": metric_column(metrics, v2, "top1"),
+        "ReaL V1": metric_column(metrics, v1, "real"),
+        "ReaL V2": metric_column(metrics, v2, "real"),
+        "ASMA V1": metric_column(metrics, v1, "asma"),
+        "ASMA V2": metric_column(metrics, v2, "asma"),
+        "ASMA PatchML": metric_column(metrics, patchml, "asma"),
+    }
+    wide = pd.concat([s.rename(k) for k, s in cols.items()], axis=1)
+    wide = wide.reindex(columns=list(cols))
+    shift = ranks(cols["Top-1 V1"], cols["ASMA PatchML"])["rank_shift"]
+    wide["Rank shift"] = [_signed(shift.get(m, float("nan"))) for m in wide.index]
+    key = "ASMA PatchML" if wide["ASMA PatchML"].notna().any() else "Top-1 V1"
+    wide = wide.sort_values([key], ascending=False, kind="stable", na_position="last")
+    wide.index.name = "Checkpoint"
+    return wide.reset_index()
+
+
+def reported_vs_reproduced(reported: pd.DataFrame, metrics: pd.DataFrame, roles: Mapping[str, str | None]) -> pd.DataFrame:
+    """The paper's numbers beside ours with the difference (ours - paper); unrun rows marked.
+
+    `reported`: data_manifests/paper_reported.csv; `roles` maps its dataset names
+    (imagenet_v1, imagenet_v2, patchml_mean) to the evaluated datasets' names.
+    Rank rows are recomputed over the models evaluated here, so they differ when fewer ran.
+    """
+    from mlreassess.report.paper import checkpoint_name
+
+    ours: dict[tuple[str, str, str], float] = {}
+    for (model, dataset, metric), v in (
+        metrics[metrics["label_count"].isna()].set_index(["model", "dataset", "metric"])["value_pct"].items()
+    ):
+        ours[(checkpoint_name(model), dataset, metric)] = float(v)
+    v1, pm = roles.get("imagenet_v1"), roles.get("patchml_mean")
+    if v1 and pm:
+        r = ranks(metric_column(metrics, v1, "top1"), metric_column(metrics, pm, "asma"))
+        for model, row in r.iterrows():
+            ours[(checkpoint_name(model), pm, "rank_shift")] = float(row["rank_shift"])
+            ours[(checkpoint_name(model), v1, "top1_rank")] = float(row["top1_rank"])
+    out = []
+    for row in reported.itertuples(index=False):
+        name = row.timm_checkpoint if isinstance(row.timm_checkpoint, str) and row.timm_checkpoint else row.checkpoint
+        dataset = roles.get(row.dataset)
+        value = ours.get((name, dataset, row.metric)) if dataset else None
+        out.append(
+            {
+                "Checkpoint": row.checkpoint,
+                "Table": str(row.source_table),
+                "Metric": row.metric,
+                "Dataset": row.dataset,
+                "Paper": float(row.value),
+                "Ours": value,
+                "Difference": None if value is None else value - float(row.value),
+                "Status": "reproduced" if value is not None else "not run",
+            }
+        )
+    return pd.DataFrame(out)

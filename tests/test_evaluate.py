@@ -1,0 +1,179 @@
+"""`mlreassess evaluate` on small synthetic RESULTS folders with hand-computed expected metrics."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from mlreassess.cli import main
+from mlreassess.errors import InputError
+from mlreassess.io import read_meta, read_table, write_table
+from mlreassess.metrics.evaluate import evaluate_results
+
+
+# The four samples of test_metrics_core, with K = 5:
+V1 = {"s0": (1, [1]), "s1": (1, [1, 5]), "s2": (7, []), "s3": (None, [3, 5, 9])}
+V1_PRED = {"s0": [1, 2, 3, 8, 9], "s1": [2, 1, 3, 8, 9], "s2": [4, 5, 6, 8, 9], "s3": [3, 4, 5, 8, 9]}
+# Hand-computed (see test_metrics_core): top1 s0 1, s1 0, s2 0 (s3 no label) -> 33.33 (n 3)
+# top5: s0 1, s1 1 (label at pos 1), s2 0 -> 66.67; ReaL: s0 1, s1 0, s3 1 (s2 empty) -> 66.67
+# sample acc: g1 s0 1, g2 s1 1/3, g3 s3 1/2; recall: 1, 1/2, 2/3; groups 4, 5 absent
+EXPECTED_V1 = {
+    ("top1", None): (100 / 3, 3),
+    ("top5", None): (200 / 3, 3),
+    ("real", None): (200 / 3, 3),
+    ("real", 1): (100.0, 1),
+    ("real", 2): (0.0, 1),
+    ("real", 3): (100.0, 1),
+    ("subgroup", 1): (100.0, 1),
+    ("subgroup", 2): (100 / 3, 1),
+    ("subgroup", 3): (50.0, 1),
+    ("asma", None): ((100 + 100 / 3 + 50) / 3, 3),
+    ("recall", 1): (100.0, 1),
+    ("recall", 2): (50.0, 1),
+    ("recall", 3): (200 / 3, 1),
+    ("recall", None): ((1 + 0.5 + 2 / 3) / 3 * 100, 3),
+}
+
+
+def as_dict(table, model: str, dataset: str) -> dict:
+    rows = [r for r in table.to_pylist() if r["model"] == model and r["dataset"] == dataset]
+    return {(r["metric"], r["label_count"]): r for r in rows}
+
+
+@pytest.fixture
+def v1_results(tmp_path: Path, write_dataset, write_predictions) -> Path:
+    write_dataset(tmp_path, "v1", "imagenet_v1", V1)
+    write_predictions(tmp_path, "v1", "imagenet_v1", "modelA", V1_PRED)
+    return tmp_path
+
+
+def test_hand_computed_metrics_table(v1_results: Path):
+    out, summary = evaluate_results(v1_results, n_boot=50)
+    assert out == v1_results / "metrics.parquet" and summary is not None
+    table = read_table(out)
+    assert table.column_names == ["model", "dataset", "metric", "label_count", "value_pct", "n", "ci_low_pct", "ci_high_pct"]
+    got = as_dict(table, "modelA", "v1")
+    assert set(got) == set(EXPECTED_V1)
+    for key, (value, n) in EXPECTED_V1.items():
+        assert got[key]["value_pct"] == pytest.approx(value), key
+        assert got[key]["n"] == n, key
+        # every stratum (label count 0, 1, 2, 3) holds one sample, so every stratified resample
+        # equals the data: all intervals collapse onto the value
+        assert got[key]["ci_low_pct"] == pytest.approx(value) and got[key]["ci_high_pct"] == pytest.approx(value), key
+    meta = read_meta(out)
+    assert meta["datasets"]["v1"]["asma_range_present"] == [1, 2, 3]  # 4 and 5 absent: skipped
+    assert meta["datasets"]["v1"]["label_count_n"] == {"0": 1, "1": 1, "2": 1, "3": 1}
+
+
+def test_missing_samples_are_excluded_and_counted(v1_results: Path, write_predictions):
+    partial = {k: v for k, v in V1_PRED.items() if k != "s1"}
+    write_predictions(v1_results, "v1", "imagenet_v1", "modelB", partial)
+    out, summary = evaluate_results(v1_results, n_boot=20)
+    got = as_dict(read_table(out), "modelB", "v1")
+    assert got[("top1", None)]["value_pct"] == pytest.approx(50.0) and got[("top1", None)]["n"] == 2  # s0 1, s2 0
+    assert ("subgroup", 2) not in got  # its only sample is missing
+    assert got[("asma", None)]["value_pct"] == pytest.approx(75.0)  # (100 + 50) / 2
+    assert summary["datasets"]["v1"]["missing_samples"] == {"modelB": 1}
+    assert as_dict(read_table(out), "modelA", "v1")[("top1", None)]["n"] == 3  # modelA unaffected
+
+
+def test_labels_are_looked_up_by_sample_id_not_position(tmp_path: Path, write_dataset):
+    # predictions stored in another row order than the manifest give the same metrics
+    write_dataset(tmp_path, "v1", "imagenet_v1", V1)
+    ids = ["s3", "s1", "s0", "s2"]
+    table = pa.table({"sample_id": ids, "topk_idx": pa.array([V1_PRED[s] for s in ids], pa.list_(pa.int32()))})
+    write_table(tmp_path / "predictions" / "v1" / "m.parquet", table, {"model": "m", "dataset": "v1"})
+    got = as_dict(read_table(evaluate_results(tmp_path, n_boot=10)[0]), "m", "v1")
+    assert got[("asma", None)]["value_pct"] == pytest.approx(EXPECTED_V1[("asma", None)][0])
+
+
+def test_unknown_sample_is_a_clear_error(v1_results: Path, write_predictions):
+    path = write_predictions(v1_results, "v1", "imagenet_v1", "modelC", {**V1_PRED, "zz": [1, 2, 3, 4, 5]})
+    with pytest.raises(InputError, match=r"modelC\.parquet: sample 'zz' is not in the manifest"):
+        evaluate_results(v1_results, n_boot=10)
+    assert path.exists()
+
+
+def test_topk_shorter_than_g_is_a_clear_error(v1_results: Path, write_predictions):
+    write_predictions(v1_results, "v1", "imagenet_v1", "short", {k: v[:2] for k, v in V1_PRED.items()})
+    with pytest.raises(InputError, match=r"short\.parquet: stored top-2 predictions, but v1 needs top-3"):
+        evaluate_results(v1_results, n_boot=10)
+
+
+def test_predictions_without_manifest(tmp_path: Path, write_predictions):
+    write_predictions(tmp_path, "nodata", "imagenet_v1", "m", V1_PRED)
+    with pytest.raises(InputError, match="without their manifest"):
+        evaluate_results(tmp_path, n_boot=10)
+
+
+def test_cli_error_is_one_line(tmp_path: Path, capsys):
+    assert main(["evaluate", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no predictions/ folder" in err[0]
+
+
+def test_rerun_skips_until_an_input_changes(v1_results: Path):
+    out, first = evaluate_results(v1_results, n_boot=10)
+    assert first is not None
+    assert evaluate_results(v1_results, n_boot=10)[1] is None  # unchanged: skipped
+    assert evaluate_results(v1_results, n_boot=20)[1] is not None  # parameter changed
+    pred = v1_results / "predictions" / "v1" / "modelA.parquet"
+    st = pred.stat()
+    os.utime(pred, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert evaluate_results(v1_results, n_boot=20)[1] is not None  # input touched
+    assert evaluate_results(v1_results, n_boot=20, force=True)[1] is not None
+
+
+def test_patchml_seeds_and_their_mean(tmp_path: Path, write_dataset, write_predictions):
+    # seed 1: c0 labels {1,2}, top-2 [1,3] -> m=1 -> 1/3; c1 labels {4,5,6}, top-3 [4,5,6] -> 1
+    #   subgroup 2: 33.33, 3: 100 -> ASMA 66.67; ReaL: c0 1, c1 1 -> 100; no single labels: no top-1 row
+    # seed 2: c0 labels {1,2}, top-2 [1,2] -> 1; c1 labels {7} (duplicate patches), top-1 [8] -> 0
+    #   subgroup 1: 0, 2: 100 -> ASMA 50; ReaL 50
+    # mean over seeds: ASMA 58.33, ReaL 75, subgroup 2 = (33.33 + 100) / 2, subgroup 1 only seed 2, n = seeds
+    write_dataset(tmp_path, "patchml_seed1", "patchml", {"c0": (None, [1, 2]), "c1": (None, [4, 5, 6])}, seed=1)
+    write_dataset(tmp_path, "patchml_seed2", "patchml", {"c0": (None, [1, 2]), "c1": (None, [7, 7])}, seed=2)
+    write_predictions(tmp_path, "patchml_seed1", "patchml", "m", {"c0": [1, 3, 9], "c1": [4, 5, 6]})
+    write_predictions(tmp_path, "patchml_seed2", "patchml", "m", {"c0": [1, 2, 9], "c1": [8, 7, 9]})
+    out, summary = evaluate_results(tmp_path, n_boot=30)
+    table = read_table(out)
+    s1, s2, mean = (as_dict(table, "m", d) for d in ("patchml_seed1", "patchml_seed2", "patchml_mean"))
+    assert ("top1", None) not in s1 and ("top5", None) not in s1
+    assert s1[("asma", None)]["value_pct"] == pytest.approx((100 / 3 + 100) / 2)
+    assert s2[("asma", None)]["value_pct"] == pytest.approx(50.0)
+    assert mean[("asma", None)]["value_pct"] == pytest.approx(((100 / 3 + 100) / 2 + 50) / 2)
+    assert mean[("asma", None)]["n"] == 2
+    assert mean[("real", None)]["value_pct"] == pytest.approx(75.0)
+    assert mean[("subgroup", 2)]["value_pct"] == pytest.approx((100 / 3 + 100) / 2)
+    assert mean[("subgroup", 1)]["value_pct"] == pytest.approx(0.0) and mean[("subgroup", 1)]["n"] == 1
+    assert summary["datasets"]["patchml_mean"]["seeds"] == ["patchml_seed1", "patchml_seed2"]
+    assert summary["datasets"]["patchml_seed2"]["asma_range_present"] == [1, 2]
+
+
+def test_intervals_are_deterministic_and_bracket_the_value(tmp_path: Path, write_dataset, write_predictions):
+    rng = np.random.default_rng(0)
+    samples = {f"x{i:03d}": (int(rng.integers(0, 10)), [int(rng.integers(0, 10))]) for i in range(200)}
+    samples = {k: (v[0], [v[0]]) for k, v in samples.items()}
+    write_dataset(tmp_path, "v1", "imagenet_v1", samples)
+    preds = {k: [int(rng.integers(0, 10)) if rng.random() < 0.5 else v[0], 11, 12, 13, 14] for k, v in samples.items()}
+    write_predictions(tmp_path, "v1", "imagenet_v1", "m", preds)
+    a = read_table(evaluate_results(tmp_path, n_boot=200, seed=5)[0]).to_pylist()
+    b = read_table(evaluate_results(tmp_path, n_boot=200, seed=5, force=True)[0]).to_pylist()
+    assert a == b
+    top1 = next(r for r in a if r["metric"] == "top1")
+    assert top1["ci_low_pct"] < top1["value_pct"] < top1["ci_high_pct"]
+
+
+def test_tied_probabilities_give_the_same_metrics_in_any_stored_order(tmp_path: Path, write_dataset):
+    # labels {3}: classes 7 and 3 tie at 0.4 -> canonical top-1 is 3 (lower index) -> top-1 100%
+    write_dataset(tmp_path, "v1", "imagenet_v1", {"a": (3, [3])})
+    for model, order in (("m1", [7, 3, 9, 1, 2]), ("m2", [3, 7, 9, 1, 2])):
+        table = pa.table({"sample_id": ["a"], "topk_idx": pa.array([order], pa.list_(pa.int32())),
+                          "topk_prob": pa.array([[0.4, 0.4, 0.1, 0.05, 0.05]], pa.list_(pa.float32()))})
+        write_table(tmp_path / "predictions" / "v1" / f"{model}.parquet", table, {"model": model, "dataset": "v1"})
+    table = read_table(evaluate_results(tmp_path, n_boot=10)[0])
+    assert as_dict(table, "m1", "v1")[("top1", None)]["value_pct"] == 100.0
+    assert [r["value_pct"] for r in as_dict(table, "m1", "v1").values()] == [r["value_pct"] for r in as_dict(table, "m2", "v1").values()]

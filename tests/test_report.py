@@ -1,0 +1,159 @@
+"""`mlreassess report`: table builders, every item on a small synthetic RESULTS, graceful skips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mlreassess.cli import main
+from mlreassess.metrics.evaluate import evaluate_results
+from mlreassess.report import ITEMS, resolve_items, tables
+
+
+def test_label_count_row_and_table1():
+    # counts 0,1,1,2,5,6,9 -> 0:1, 1:2, 2:1, 3:0, 4:0, 5:1, >5:2
+    df = tables.table1({"d": np.array([0, 1, 1, 2, 5, 6, 9])})
+    assert df.iloc[0].to_dict() == {"Dataset": "d", "0": 1, "1": 2, "2": 1, "3": 0, "4": 0, "5": 1, ">5": 2, "total": 7}
+
+
+def test_table2_columns_are_the_counts_present():
+    df = tables.table2({"patchml_seed1": np.array([2, 2, 3]), "patchml_seed2": np.array([2, 9])})
+    assert list(df.columns) == ["Dataset", "2", "3", "9", "total"]
+    assert df.iloc[1][["2", "3", "9"]].tolist() == [1, 0, 1]
+
+
+def _metrics(rows):
+    return pd.DataFrame(rows, columns=["model", "dataset", "metric", "label_count", "value_pct"]).astype({"label_count": "Int64"})
+
+
+def test_table3_and_tables4_10_ranks():
+    # V1 top-1: a 90, b 80, c 70 -> ranks 1, 2, 3; PatchML ASMA: a 10, b 30, c 20 -> ranks 3, 1, 2
+    # shifts: a -2, b +1, c +1; Table 3 order by ASMA: b, c, a
+    rows = []
+    for m, t1, asma in (("a", 90, 10), ("b", 80, 30), ("c", 70, 20)):
+        rows += [(m, "v1", "top1", None, t1), (m, "pm", "asma", None, asma)]
+    df = tables.table3(_metrics(rows), "v1", "pm")
+    assert df["Model checkpoint"].tolist() == ["b", "c", "a"]
+    assert df["ImageNetV1 rank"].tolist() == [2, 3, 1]
+    assert df["Rank shift"].tolist() == ["+1", "+1", "-2"]
+    full = tables.tables4_10(_metrics(rows), "v1", None, "pm")
+    assert full["Checkpoint"].tolist() == ["b", "c", "a"]
+    assert full["Top-1 V2"].isna().all()  # V2 not run: blank column, not an error
+    assert "| – |" in tables.to_markdown(full)
+
+
+def test_reported_vs_reproduced_marks_unrun_rows():
+    reported = pd.DataFrame(
+        [("x.tag", "x.tag", "top1", "imagenet_v1", 80.0, "4"), ("y.tag", "y.tag", "top1", "imagenet_v1", 70.0, "4")],
+        columns=["checkpoint", "timm_checkpoint", "metric", "dataset", "value", "source_table"],
+    )
+    df = tables.reported_vs_reproduced(reported, _metrics([("x.tag", "v1", "top1", None, 81.5)]), {"imagenet_v1": "v1"})
+    assert df["Status"].tolist() == ["reproduced", "not run"]
+    assert df["Difference"].iloc[0] == pytest.approx(1.5)
+    assert pd.isna(df["Ours"].iloc[1])
+
+
+def test_latex_escapes():
+    tex = tables.to_latex(pd.DataFrame({"a_b": ["x_y"], ">5": [3]}), "Cap 50%", "tab:t")
+    assert r"a\_b" in tex and r"x\_y" in tex and r"$>$5" in tex and r"50\%" in tex
+
+
+def test_resolve_items():
+    assert resolve_items([]) == list(ITEMS)
+    assert resolve_items(["table5", "table4"]) == ["tables4-10"]
+    with pytest.raises(Exception, match="unknown report item"):
+        resolve_items(["table11"])
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, write_dataset, write_predictions) -> Path:
+    """6 models on a tiny V1 (60), V2 (40) and 2 PatchML seeds (30 each), K = 10."""
+    root = tmp_path_factory.mktemp("study")
+    rng = np.random.default_rng(0)
+
+    def dataset(name, kind, n, gmax, single, **params):
+        samples = {}
+        for i in range(n):
+            g = int(rng.integers(1, gmax + 1))
+            labels = sorted(rng.choice(50, size=g, replace=False).tolist())
+            samples[f"{name[:2]}{i:04d}"] = (labels[0] if single else None, labels)
+        write_dataset(root, name, kind, samples, **params)
+        return samples
+
+    sets = {
+        "imagenet_v1": ("imagenet_v1", dataset("imagenet_v1", "imagenet_v1", 60, 6, True)),
+        "imagenet_v2_matched-frequency": ("imagenet_v2", dataset("imagenet_v2_matched-frequency", "imagenet_v2", 40, 6, True)),
+        "patchml_seed1": ("patchml", dataset("patchml_seed1", "patchml", 30, 4, False, seed=1)),
+        "patchml_seed2": ("patchml", dataset("patchml_seed2", "patchml", 30, 4, False, seed=2)),
+    }
+    for m in range(6):
+        skill = 0.3 + 0.1 * m
+        for name, (kind, samples) in sets.items():
+            preds = {}
+            for sid, (_, labels) in samples.items():
+                others = [c for c in rng.permutation(1000).tolist() if c not in labels][:10]
+                top = [labels[j] if rng.random() < skill and j < len(labels) else others[j] for j in range(10)]
+                preds[sid] = top
+            write_predictions(root, name, kind, f"model_{m}", preds)
+    images = root / "manifests" / "images"
+    images.mkdir(parents=True)
+    for sid in sets["patchml_seed1"][1]:
+        Image.new("RGB", (64, 64), (40, 80, 120)).save(images / f"{sid}.png")
+    evaluate_results(root, n_boot=50)
+    return root
+
+
+@pytest.mark.slow
+def test_report_writes_every_item(study: Path, capsys):
+    assert main(["report", "--results", str(study)]) == 0
+    err = capsys.readouterr().err
+    assert "skipped" not in err, err
+    for stem in ("table1", "table2", "table3", "tables4-10", "reported_vs_reproduced"):
+        for ext in ("md", "csv", "tex"):
+            assert (study / "tables" / f"{stem}.{ext}").stat().st_size > 0
+    for i in range(4, 9):
+        for ext in ("png", "pdf"):
+            assert (study / "figures" / f"figure{i}.{ext}").stat().st_size > 0
+    pdf = (study / "figures" / "figure5.pdf").read_bytes()
+    assert b"/FontFile2" in pdf  # TrueType fonts embedded (pdf.fonttype 42)
+    t1 = pd.read_csv(study / "tables" / "table1.csv")
+    assert t1["Dataset"].tolist() == ["imagenet_v1", "imagenet_v2_matched-frequency"]
+    assert t1["total"].tolist() == [60, 40]
+    full = pd.read_csv(study / "tables" / "tables4-10.csv")
+    assert len(full) == 6 and full["ASMA PatchML"].is_monotonic_decreasing
+    rvr = pd.read_csv(study / "tables" / "reported_vs_reproduced.csv")
+    assert (rvr["Status"] == "not run").all()  # none of the paper's checkpoints ran here
+
+
+def test_report_degrades_without_inputs(tmp_path: Path, capsys, write_dataset, write_predictions):
+    # a RESULTS with only V1 and a single model: V2 / PatchML items are skipped with a note
+    write_dataset(tmp_path, "imagenet_v1", "imagenet_v1", {"a": (1, [1]), "b": (2, [2, 3])})
+    write_predictions(tmp_path, "imagenet_v1", "imagenet_v1", "m", {"a": [1, 2, 3, 4, 5], "b": [3, 2, 1, 4, 5]})
+    evaluate_results(tmp_path, n_boot=10)
+    assert main(["report", "--results", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    for item in ("table2", "table3", "figure5", "figure6", "figure7", "figure8"):
+        assert f"{item}: skipped (" in err
+    assert "Traceback" not in err
+    assert (tmp_path / "tables" / "tables4-10.md").exists()
+
+
+def test_report_table1_from_data_manifests(tmp_path: Path, write_dataset):
+    write_dataset(tmp_path, "v2", "imagenet_v2", {"a": (1, [1]), "b": (2, [2, 3]), "c": (3, [3, 4])})
+    out = tmp_path / "out"
+    assert main(["report", "table1", "--out", str(out), "--data", str(tmp_path / "manifests" / "v2.parquet")]) == 0
+    row = pd.read_csv(out / "table1.csv").iloc[0]
+    assert (row["1"], row["2"], row["total"]) == (1, 2, 3)
+
+
+def test_report_table1_default_reproduces_the_paper_v1_row(tmp_path: Path):
+    # paper Table 1, ImageNetV1: 1: 39,394; 2: 5,408; 3: 1,319; 4: 411; 5: 161; >5: 144 (from ReaL)
+    assert main(["report", "table1", "--out", str(tmp_path)]) == 0
+    row = pd.read_csv(tmp_path / "table1.csv").iloc[0]
+    assert [row[c] for c in ("1", "2", "3", "4", "5", ">5")] == [39394, 5408, 1319, 411, 161, 144]
+    assert row["total"] == 50000 and row["0"] == 3163  # images with no ReaL label (not in the paper)
+    assert "| 39,394 | 5,408 | 1,319 | 411 | 161 | 144 |" in (tmp_path / "table1.md").read_text()
