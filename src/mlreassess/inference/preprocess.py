@@ -1,0 +1,117 @@
+"""Preprocessing: PIL image -> uint8 CHW tensor on the CPU (workers), normalisation on the device.
+
+Resize-only (the paper's choice, SPEC 3): the whole image goes to exactly the model's (H, W)
+input size, aspect ignored, with the model's interpolation; no centre crop. `crop='center'`
+gives timm's standard eval transform instead. Mean/std are not part of the CPU side, so models
+that share input size, interpolation and crop share one decode of every image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+CROPS = ("none", "center")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True, order=True)
+class Preprocess:
+    """The CPU half of a model's preprocessing; equal objects decode identically."""
+
+    height: int
+    width: int
+    interpolation: str  # timm's name: 'bicubic', 'bilinear', ...
+    crop: str = "none"
+    crop_pct: float | None = None  # only with crop='center'
+    crop_mode: str | None = None
+
+    @cached_property
+    def _center_transform(self):
+        from timm.data import create_transform
+
+        # use_prefetcher=True: timm's transform then ends in a uint8 tensor, no normalisation.
+        return create_transform(
+            input_size=(3, self.height, self.width),
+            interpolation=self.interpolation,
+            crop_pct=self.crop_pct,
+            crop_mode=self.crop_mode,
+            is_training=False,
+            use_prefetcher=True,
+        )
+
+    def __call__(self, image):
+        """RGB PIL image -> contiguous uint8 tensor (3, H, W)."""
+        import torch
+
+        if self.crop == "center":
+            return self._center_transform(image).contiguous()
+        from timm.data.transforms import str_to_pil_interp
+
+        resized = image.resize((self.width, self.height), resample=str_to_pil_interp(self.interpolation))
+        return torch.from_numpy(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1).copy())
+
+    def describe(self) -> str:
+        crop = f", center crop {self.crop_pct}" if self.crop == "center" else ""
+        return f"{self.height}x{self.width} {self.interpolation}{crop}"
+
+
+def preprocess_for(data_config: dict, crop: str = "none") -> Preprocess:
+    """The `Preprocess` of a timm data config (`resolve_model_data_config(model)`)."""
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, not {crop!r}")
+    _, height, width = data_config["input_size"]
+    center = crop == "center"
+    return Preprocess(
+        height=int(height),
+        width=int(width),
+        interpolation=str(data_config["interpolation"]),
+        crop=crop,
+        crop_pct=float(data_config["crop_pct"]) if center else None,
+        crop_mode=str(data_config.get("crop_mode", "center")) if center else None,
+    )
+
+
+def amp_dtype(precision: str):
+    """torch dtype for autocast, or None for plain float32."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device, precision: str):
+    """Autocast context for `precision` on `device` (a no-op context for fp32)."""
+    import contextlib
+
+    import torch
+
+    dtype = amp_dtype(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+class Normalizer:
+    """uint8 (B, 3, H, W) batch on the device -> float32 normalised input, optionally channels_last.
+
+    (x / 255 - mean) / std is folded into one subtract and one divide by 255-scaled constants.
+    """
+
+    def __init__(self, mean, std, device, channels_last: bool = False):
+        import torch
+
+        self.mean = torch.tensor([255.0 * m for m in mean], device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor([255.0 * s for s in std], device=device).view(1, 3, 1, 1)
+        self.channels_last = channels_last
+
+    def __call__(self, batch_uint8):
+        import torch
+
+        x = batch_uint8.float()
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.sub_(self.mean).div_(self.std)

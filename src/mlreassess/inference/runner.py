@@ -1,0 +1,419 @@
+"""The inference sweep: every (model, dataset) unit, resumable, one decode per preprocessing group.
+
+A unit is one (dataset, model) pair and one output file. Units whose output is complete are
+skipped. The rest are grouped by dataset and CPU-side preprocessing (input size, interpolation,
+crop); each group (at most `models_per_pass` models) is one pass over the dataset: every image is
+decoded and resized once in DataLoader workers, copied to the device once as uint8, and fed to
+every model of the pass. A model that fails is recorded in RESULTS/failures.jsonl and the sweep
+goes on. Under torchrun, ranks take passes first come, first served (`distributed.Claims`), or,
+when there are fewer units than ranks, split the samples of each unit (rank 0 merges and writes).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mlreassess.datasets.manifest import Manifest, read_manifest
+from mlreassess.errors import InputError, MlreassessError
+from mlreassess.inference import distributed as D
+from mlreassess.inference import writers
+from mlreassess.inference.data import ManifestImages, check_readable, default_workers, make_loader
+from mlreassess.inference.models import LoadedModel, ModelSpec, build, check_specs, registry_data_config
+from mlreassess.inference.preprocess import Normalizer, Preprocess, autocast, preprocess_for
+
+
+@dataclass
+class Options:
+    device: str = "cpu"
+    batch_size: int = 128
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    topk: int = 10
+    save_softmax: bool = False
+    crop: str = "none"
+    workers: int | None = None  # None: default_workers()
+    strict: bool = False
+    overwrite: bool = False
+    models_per_pass: int = 4
+    source_root: str | None = None  # PatchML source images, if not where the manifest says
+    progress: bool = True
+
+
+def _log(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def forward_with_retry(forward, x, state: dict):
+    """`forward(x)`, in chunks of at most state['chunk'] samples; on out-of-memory halve the chunk and
+    retry the batch (the smaller chunk is kept for later batches). Fails only at chunk size 1."""
+    while True:
+        try:
+            if len(x) <= state["chunk"]:
+                return forward(x)
+            return torch.cat([forward(part) for part in x.split(state["chunk"])])
+        except torch.OutOfMemoryError:
+            size = min(state["chunk"], len(x))
+            if size <= 1:
+                raise
+            state["chunk"] = size // 2
+            _log(f"out of memory at batch {size}: retrying with batch {state['chunk']}")
+        # Outside the except block, so the failed attempt's tensors are already freed.
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def topk_stable(probs, k: int):
+    """Top-k (indices, values), best first; equal probabilities -> lower class index first."""
+    values, indices = torch.sort(probs, dim=1, descending=True, stable=True)
+    return indices[:, :k].to(torch.int32), values[:, :k]
+
+
+class ModelRunner:
+    """One model on the device: normalise, forward (AMP / channels_last / compile), float32 softmax,
+    top-k. Results stay on the device until `collect()`, so batches are never synchronised."""
+
+    def __init__(self, loaded: LoadedModel, device: str, opts: Options):
+        self.loaded = loaded
+        self.name = loaded.spec.name
+        self.device = device
+        self.precision = opts.precision
+        self.topk = opts.topk
+        self.save_softmax = opts.save_softmax
+        module = loaded.module.to(device)
+        if opts.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.module = torch.compile(module) if opts.compile else module
+        self.normalize = Normalizer(loaded.data_config["mean"], loaded.data_config["std"], device, opts.channels_last)
+        self.state = {"chunk": opts.batch_size}
+        self._out: list[tuple] = []
+
+    def logits(self, x):
+        with autocast(self.device, self.precision):
+            return self.module(x)
+
+    def predict(self, batch_uint8) -> None:
+        x = self.normalize(batch_uint8)
+        logits = forward_with_retry(self.logits, x, self.state)
+        probs = logits.float().softmax(dim=1)  # float32 softmax, whatever the AMP dtype
+        idx, prob = topk_stable(probs, self.topk)
+        self._out.append((idx, prob, probs.half() if self.save_softmax else None))
+
+    def collect(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """All batches' (topk_idx int32, topk_prob float32, softmax float16 or None) as numpy."""
+        if not self._out:
+            classes = self.topk
+            return np.zeros((0, classes), np.int32), np.zeros((0, classes), np.float32), None
+        idx = torch.cat([o[0] for o in self._out]).cpu().numpy()
+        prob = torch.cat([o[1] for o in self._out]).cpu().numpy()
+        soft = torch.cat([o[2] for o in self._out]).cpu().numpy() if self.save_softmax else None
+        self._out = []
+        return idx, prob, soft
+
+
+@dataclass
+class PassResult:
+    rows: list[int] = field(default_factory=list)  # manifest rows predicted, in order
+    failed: list[tuple[int, str]] = field(default_factory=list)  # unreadable rows and why
+    outputs: dict[str, tuple] = field(default_factory=dict)  # model -> collect()
+    model_errors: dict[str, str] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    batch_end_s: list[float] = field(default_factory=list)  # time of each batch's end, from start
+
+
+def uses_pinned_memory(device: str) -> bool:
+    """Pinned host batches (for async host-to-device copies) pay off only when copying to a GPU."""
+    return torch.device(device).type == "cuda"
+
+
+def sync_device(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_pass(
+    manifest: Manifest,
+    rows: list[int],
+    runners: list[ModelRunner],
+    preprocess: Preprocess,
+    opts: Options,
+    desc: str = "",
+    sync_after: int | None = None,
+) -> PassResult:
+    """Decode `rows` once and feed every batch to every runner. Bad samples are left out (or, with
+    opts.strict, stop the run); a runner that raises is dropped and its error kept. `sync_after`:
+    wait for the device after that many batches (a timing mark for benchmarks)."""
+    device = runners[0].device if runners else opts.device
+    pin = uses_pinned_memory(device)
+    workers = default_workers() if opts.workers is None else opts.workers
+    dataset = ManifestImages(manifest, preprocess, rows, source_root=opts.source_root)
+    loader = make_loader(dataset, opts.batch_size, workers, pin)
+    ids = manifest.sample_ids
+    result = PassResult()
+    live = list(runners)
+    start = time.perf_counter()
+    with torch.inference_mode(), tqdm(
+        total=len(rows), desc=desc, unit="img", file=sys.stderr, disable=not opts.progress, dynamic_ncols=True
+    ) as bar:
+        for idx, images, errors in loader:
+            keep = [j for j, e in enumerate(errors) if not e]
+            if len(keep) < len(errors):
+                for j in (j for j, e in enumerate(errors) if e):
+                    row = int(idx[j])
+                    if opts.strict:
+                        raise InputError(f"{manifest.source}: sample {ids[row]!r}: {errors[j]}")
+                    result.failed.append((row, errors[j]))
+                    _log(f"skipping sample {ids[row]!r} of {manifest.name}: {errors[j]}")
+                idx, images = idx[keep], images[keep]
+            if len(keep):
+                x = images.to(device, non_blocking=True)
+                for runner in list(live):
+                    try:
+                        runner.predict(x)
+                    except Exception as exc:  # one model's failure must not sink the others
+                        result.model_errors[runner.name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                        live.remove(runner)
+                        _log(f"model {runner.name} failed on {manifest.name}: {result.model_errors[runner.name]}")
+                result.rows.extend(int(i) for i in idx)
+            if sync_after is not None and len(result.batch_end_s) + 1 == sync_after:
+                sync_device(device)
+            result.batch_end_s.append(time.perf_counter() - start)
+            bar.update(len(errors))
+        for runner in live:
+            result.outputs[runner.name] = runner.collect()
+        result.elapsed_s = time.perf_counter() - start
+    return result
+
+
+@dataclass(frozen=True)
+class Unit:
+    dataset: int  # index into the sweep's manifests
+    model: ModelSpec
+    preprocess: Preprocess
+
+
+@dataclass
+class Summary:
+    done: list[tuple[str, str]] = field(default_factory=list)  # (dataset, model)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (dataset, model, error)
+    images: int = 0  # samples predicted, summed over models
+    elapsed_s: float = 0.0
+
+    def merge(self, other: "Summary") -> None:
+        self.done += other.done
+        self.skipped += other.skipped
+        self.failed += other.failed
+        self.images += other.images
+
+    def lines(self) -> list[str]:
+        rate = self.images / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        out = [
+            f"infer: {len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed; "
+            f"{self.images:,} images in {self.elapsed_s:.1f} s ({rate:.1f} images/s over all models)"
+        ]
+        out += [f"  failed: {m} on {d}: {e}" for d, m, e in sorted(self.failed)]
+        return out
+
+
+def load_manifests(paths: list[str | Path]) -> list[Manifest]:
+    manifests = [read_manifest(p) for p in paths]
+    seen: dict[str, Path | None] = {}
+    for m in manifests:
+        check_readable(m)
+        if m.name in seen:
+            raise InputError(f"{m.source}: dataset name {m.name!r} is also the name of {seen[m.name]}")
+        seen[m.name] = m.source
+    return sorted(manifests, key=lambda m: m.name)
+
+
+def _plan(manifests: list[Manifest], specs: list[ModelSpec], results: Path, opts: Options):
+    """(pending units in pass order, skipped (dataset, model) pairs). Run on rank 0 only."""
+    prep = {s: preprocess_for(registry_data_config(s.name), opts.crop) for s in specs}
+    pending, skipped = [], []
+    for d, manifest in enumerate(manifests):
+        for spec in specs:
+            if not opts.overwrite and writers.is_complete(writers.prediction_path(results, manifest.name, spec.name)):
+                skipped.append((manifest.name, spec.name))
+            else:
+                pending.append(Unit(d, spec, prep[spec]))
+    pending.sort(key=lambda u: (u.dataset, u.preprocess, u.model))
+    return pending, skipped
+
+
+def _passes(units: list[Unit], per_pass: int):
+    """Consecutive units of one dataset and preprocessing, at most `per_pass` models each."""
+    for _, group in itertools.groupby(units, key=lambda u: (u.dataset, u.preprocess)):
+        group = list(group)
+        for i in range(0, len(group), per_pass):
+            yield group[i : i + per_pass]
+
+
+def _load(unit: Unit, device: str, opts: Options) -> ModelRunner:
+    loaded = build(unit.model)
+    actual = preprocess_for(loaded.data_config, opts.crop)
+    if actual != unit.preprocess:  # the registry's config and the built model's disagree
+        raise MlreassessError(
+            f"model {unit.model.name!r}: built model wants {actual.describe()}, its registry entry {unit.preprocess.describe()}"
+        )
+    return ModelRunner(loaded, device, opts)
+
+
+def _meta(runner: ModelRunner, manifest: Manifest, preprocess: Preprocess, opts: Options, elapsed_s: float,
+          n: int, failed: list[dict], pass_models: list[str], world: int) -> dict[str, Any]:
+    import timm
+
+    cfg = runner.loaded.data_config
+    return {
+        "model": runner.name,
+        "dataset": manifest.name,
+        "dataset_kind": manifest.kind,
+        "manifest": str(manifest.source.resolve()) if manifest.source else None,
+        "weights": runner.loaded.weights,
+        "input_size": [int(v) for v in cfg["input_size"]],
+        "interpolation": preprocess.interpolation,
+        "mean": [float(v) for v in cfg["mean"]],
+        "std": [float(v) for v in cfg["std"]],
+        "crop": preprocess.crop,
+        "crop_pct": preprocess.crop_pct,
+        "precision": opts.precision,
+        "channels_last": opts.channels_last,
+        "compile": opts.compile,
+        "batch_size": opts.batch_size,
+        "forward_batch_size": runner.state["chunk"],
+        "device": runner.device,
+        "topk": opts.topk,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "elapsed_s": round(elapsed_s, 3),
+        "images_per_s": round(n / elapsed_s, 2) if elapsed_s > 0 else None,
+        "failed_samples": failed,
+        "decoded_with": pass_models,  # models sharing this pass's decode (and its elapsed_s)
+        "world_size": world,
+    }
+
+
+def _merge_shards(shards: list[PassResult]) -> PassResult:
+    """Rank results of one pass (disjoint rows) -> one result, as if one process had run it."""
+    merged = PassResult(elapsed_s=max(s.elapsed_s for s in shards))
+    for s in shards:
+        merged.rows += s.rows
+        merged.failed += s.failed
+        merged.model_errors.update(s.model_errors)
+    for name in shards[0].outputs:
+        if name in merged.model_errors or any(name not in s.outputs for s in shards):
+            continue
+        parts = [s.outputs[name] for s in shards]
+        soft = np.concatenate([p[2] for p in parts]) if parts[0][2] is not None else None
+        merged.outputs[name] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), soft)
+    return merged
+
+
+def run(manifest_paths: list[str | Path], specs: list[ModelSpec], results: str | Path, opts: Options) -> Summary:
+    """Run (or resume) the sweep; returns this rank's view (rank 0: the whole sweep's summary)."""
+    dist = D.init_from_env()
+    try:
+        return _run(dist, manifest_paths, specs, Path(results), opts)
+    finally:
+        D.shutdown(dist)
+
+
+def _run(dist: D.Dist, manifest_paths, specs: list[ModelSpec], results: Path, opts: Options) -> Summary:
+    start = time.perf_counter()
+    specs = check_specs(specs)
+    manifests = load_manifests(manifest_paths)
+    for m in manifests:  # every rank checks, so a clash stops all of them alike
+        if not writers.check_manifest_copy(results, m) and dist.is_main:
+            writers.write_manifest_copy(results, m)
+
+    device = D.device_for(opts.device, dist)
+    if torch.device(device).type == "cuda":
+        if not torch.cuda.is_available():
+            raise MlreassessError("--device cuda: no CUDA device is available here (use --device cpu)")
+        torch.cuda.set_device(torch.device(device))
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+
+    plan = (*_plan(manifests, specs, results, opts), uuid.uuid4().hex) if dist.is_main else None
+    pending, skipped, run_id = dist.broadcast(plan)
+    # Biggest datasets first: with first-come claims, the last passes to finish are short ones.
+    passes = sorted(_passes(pending, max(1, opts.models_per_pass)), key=lambda p: -len(manifests[p[0].dataset]))
+    split_samples = dist.active and 0 < len(pending) < dist.world
+    claims = None
+    if dist.active and not split_samples:
+        if len(passes) < dist.world:  # rather split a pass's models than leave a rank idle
+            passes = [[u] for p in passes for u in p]
+        claims = D.Claims(results / ".claims" / run_id, dist.rank)
+
+    summary = Summary(skipped=skipped if dist.is_main else [])
+    for i, units in enumerate(passes):
+        if claims is not None and not claims.take(i):
+            continue
+        manifest = manifests[units[0].dataset]
+        preprocess = units[0].preprocess
+        runners, load_errors = [], {}
+        for unit in units:
+            try:
+                runners.append(_load(unit, device, opts))
+            except Exception as exc:  # weights missing, offline hub, bad file: this model only
+                load_errors[unit.model.name] = str(exc) if isinstance(exc, MlreassessError) else f"{type(exc).__name__}: {exc}"
+                _log(f"model {unit.model.name} failed on {manifest.name}: {load_errors[unit.model.name]}")
+        rows = list(range(len(manifest)))
+        if split_samples:
+            rows = D.block(rows, dist.rank, dist.world)
+        names = [r.name for r in runners]
+        desc = f"{manifest.name} | {', '.join(names)}" + (f" [rank {dist.rank}]" if dist.active else "")
+        result = run_pass(manifest, rows, runners, preprocess, opts, desc=desc) if runners else PassResult()
+        result.model_errors.update(load_errors)
+        if split_samples:
+            shards = dist.gather(result)
+            if not dist.is_main:
+                continue
+            result = _merge_shards(shards)
+        _finish_pass(result, runners, units, manifest, preprocess, opts, results, dist, summary)
+
+    summary.elapsed_s = time.perf_counter() - start
+    everyone = dist.gather(summary)  # also: every rank is past its last claim
+    if dist.is_main:
+        if claims is not None:
+            claims.remove()
+        total = Summary(elapsed_s=max(s.elapsed_s for s in everyone))
+        for s in everyone:
+            total.merge(s)
+        return total
+    return summary
+
+
+def _finish_pass(result: PassResult, runners: list[ModelRunner], units: list[Unit], manifest: Manifest,
+                 preprocess: Preprocess, opts: Options, results: Path, dist: D.Dist, summary: Summary) -> None:
+    """Write each model's predictions (or record its failure) for one finished pass."""
+    ids = manifest.sample_ids
+    failed = [{"sample_id": ids[r], "error": e} for r, e in sorted(result.failed, key=lambda f: ids[f[0]])]
+    by_name = {r.name: r for r in runners}
+    pass_models = sorted(u.model.name for u in units)
+    for unit in units:
+        name = unit.model.name
+        error = result.model_errors.get(name)
+        if error is None and not result.rows:
+            error = f"no sample of {manifest.name} could be read"
+        if error is not None:
+            writers.record_failure(results, name, manifest.name, error, weights=unit.model.weights, rank=dist.rank)
+            summary.failed.append((manifest.name, name, error))
+            continue
+        idx, prob, soft = result.outputs[name]
+        table = writers.predictions_table([ids[r] for r in result.rows], idx, prob, soft)
+        meta = _meta(by_name[name], manifest, preprocess, opts, result.elapsed_s, table.num_rows, failed, pass_models, dist.world)
+        writers.write_predictions(writers.prediction_path(results, manifest.name, name), table, meta)
+        summary.done.append((manifest.name, name))
+        summary.images += table.num_rows
+        _log(f"{manifest.name} / {name}: {table.num_rows} images, {meta['images_per_s']} images/s"
+             + (f", {len(failed)} unreadable" if failed else ""))

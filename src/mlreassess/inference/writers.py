@@ -1,0 +1,127 @@
+"""The inference outputs (docs/architecture.md, "Predictions"): paths, schema, completeness, failures.
+
+RESULTS/predictions/<dataset>/<model>.parquet   sample_id, topk_idx, topk_prob [, softmax]
+RESULTS/manifests/<dataset>.parquet             the manifest the predictions were made from
+RESULTS/failures.jsonl                          one JSON line per failed (model, dataset)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mlreassess.datasets.manifest import Manifest
+from mlreassess.errors import InputError
+from mlreassess.io import read_meta, read_table, write_table
+
+# Keys a predictions file's metadata must have to count as a finished output.
+REQUIRED_META = ("model", "dataset", "n_samples", "topk")
+
+
+def model_file_name(model: str) -> str:
+    """File stem of a model's outputs: timm names stay as they are; '/' and ':' become '_'."""
+    return model.replace("/", "_").replace(":", "_")
+
+
+def prediction_path(results: str | os.PathLike, dataset: str, model: str) -> Path:
+    return Path(results) / "predictions" / dataset / f"{model_file_name(model)}.parquet"
+
+
+def manifest_copy_path(results: str | os.PathLike, dataset: str) -> Path:
+    return Path(results) / "manifests" / f"{dataset}.parquet"
+
+
+def failures_path(results: str | os.PathLike) -> Path:
+    return Path(results) / "failures.jsonl"
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """True for a finished predictions file. Writes are atomic (temp file + rename), so a file under
+    the final name is whole unless something else damaged it: then it is unreadable and redone."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        meta = read_meta(path)
+        import pyarrow.parquet as pq
+
+        rows = pq.read_metadata(path).num_rows
+    except Exception:
+        return False
+    return all(k in meta for k in REQUIRED_META) and rows == meta["n_samples"]
+
+
+def predictions_table(
+    sample_ids: list[str], topk_idx: np.ndarray, topk_prob: np.ndarray, softmax: np.ndarray | None = None
+) -> pa.Table:
+    """Rows sorted by sample_id; top-k as list<int32> / list<float32>, softmax as fixed-size float16."""
+    n, k = topk_idx.shape if topk_idx.ndim == 2 else (0, 0)
+    order = np.argsort(np.asarray(sample_ids, dtype=object), kind="stable") if n else np.zeros(0, dtype=np.int64)
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
+    columns = {
+        "sample_id": pa.array([sample_ids[i] for i in order], pa.string()),
+        "topk_idx": pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(topk_idx[order], np.int32).ravel())),
+        "topk_prob": pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(topk_prob[order], np.float32).ravel())),
+    }
+    if softmax is not None:
+        flat = pa.array(np.ascontiguousarray(softmax[order], np.float16).ravel(), pa.float16())
+        columns["softmax"] = pa.FixedSizeListArray.from_arrays(flat, softmax.shape[1])
+    return pa.table(columns)
+
+
+def write_predictions(path: str | os.PathLike, table: pa.Table, meta: dict[str, Any]) -> None:
+    write_table(path, table, {**meta, "n_samples": table.num_rows})
+
+
+def read_predictions(path: str | os.PathLike) -> tuple[pa.Table, dict[str, Any]]:
+    return read_table(path), read_meta(path)
+
+
+def record_failure(results: str | os.PathLike, model: str, dataset: str, error: str, **extra: Any) -> None:
+    """Append one line to RESULTS/failures.jsonl (one write call: lines from ranks never interleave)."""
+    path = failures_path(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": model,
+        "dataset": dataset,
+        "error": error,
+        **extra,
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _content(table: pa.Table) -> pa.Table:
+    return table.replace_schema_metadata(None)
+
+
+def check_manifest_copy(results: str | os.PathLike, manifest: Manifest) -> bool:
+    """True if RESULTS/manifests/<dataset>.parquet already holds this manifest's rows, False if absent.
+
+    A copy with other rows means two different datasets share a name: their predictions would mix.
+    """
+    path = manifest_copy_path(results, manifest.name)
+    if not path.exists():
+        return False
+    existing = read_table(path)
+    if not _content(existing).equals(_content(manifest.table)):
+        raise InputError(
+            f"{manifest.source}: dataset name {manifest.name!r} is already used in {path} by a manifest with "
+            f"different rows; give this one another name (`--name` when building it) or use another --out"
+        )
+    return True
+
+
+def write_manifest_copy(results: str | os.PathLike, manifest: Manifest) -> None:
+    meta = {**manifest.meta, "copied_from": str(manifest.source) if manifest.source else None}
+    write_table(manifest_copy_path(results, manifest.name), manifest.table, meta)
