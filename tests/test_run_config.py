@@ -1,0 +1,288 @@
+"""`mlreassess run CONFIG.yaml`: config validation, and a tiny end-to-end study that resumes.
+
+The end-to-end tests use generated data (random JPEGs in the Kaggle val layout, boxes of the
+right class) and timm's tiny `test_efficientnet` with seeded random weights given as `file:`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from mlreassess.cli import main
+from mlreassess.config import load_config, parse_config
+from mlreassess.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "test_efficientnet"
+# (image number, class wnid, boxes): 0-based inclusive boxes inside 48x40 images
+IMAGES = [
+    (1, "n01751748", [(2, 3, 30, 35)]),
+    (2, "n09193705", [(0, 0, 47, 39)]),
+    (3, "n02105855", [(5, 5, 20, 20), (22, 10, 46, 38)]),
+    (4, "n04263257", [(10, 2, 40, 30)]),
+    (5, "n03125729", [(1, 1, 25, 25)]),
+    (6, "n03160309", [(8, 8, 44, 36)]),
+]
+
+
+def make_kaggle_root(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    val = root / "ILSVRC" / "Data" / "CLS-LOC" / "val"
+    val.mkdir(parents=True)
+    lines = ["ImageId,PredictionString"]
+    for number, wnid, boxes in IMAGES:
+        image_id = f"ILSVRC2012_val_{number:08d}"
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(val / f"{image_id}.JPEG", quality=90)
+        lines.append(f"{image_id}," + " ".join(f"{wnid} {x0} {y0} {x1} {y1}" for x0, y0, x1, y1 in boxes))
+    (root / "LOC_val_solution.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def save_weights(path: Path) -> Path:
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model(MODEL).state_dict(), path)
+    return path
+
+
+def write_config(folder: Path, seeds: list[int]) -> Path:
+    """A config with paths relative to its own folder (as users write them)."""
+    cfg = {
+        "out": "results",
+        "datasets": {
+            "imagenet_v1": {"root": "data", "name": "v1_tiny"},
+            "patchml": {
+                "boxes": "data/LOC_val_solution.csv",
+                "images": "data/ILSVRC/Data/CLS-LOC/val",
+                "seeds": seeds,
+                "counts": [2, 3],
+                "canvas": 64,
+                "min_box_side": 4,
+            },
+        },
+        "models": [MODEL],
+        "inference": {"device": "cpu", "weights": "file:weights.pth", "batch_size": 4, "workers": 0},
+    }
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study")
+    make_kaggle_root(folder / "data")
+    save_weights(folder / "weights.pth")
+    return folder
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def _cfg(tmp_path: Path, data) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def _minimal(tmp_path: Path) -> dict:
+    (tmp_path / "boxes.csv").write_text("ImageId,PredictionString\n")
+    (tmp_path / "images").mkdir(exist_ok=True)
+    return {"out": "o", "datasets": {"patchml": {"boxes": "boxes.csv", "images": "images"}}, "models": ["resnet18"]}
+
+
+def test_minimal_config_resolves_paths_against_its_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir("/")  # the working directory must not matter
+    cfg = load_config(_cfg(tmp_path, _minimal(tmp_path)))
+    assert cfg.out == tmp_path / "o"
+    assert cfg.patchml.boxes == tmp_path / "boxes.csv"
+    assert cfg.patchml.seeds == (1, 2, 3, 4, 5)
+    assert cfg.evaluate and cfg.report
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda d: d.pop("out"), r"out: required key missing"),
+        (lambda d: d.update(outt="x"), r"outt: unknown key"),
+        (lambda d: d["datasets"]["patchml"].update(seed=[1]), r"datasets\.patchml\.seed: unknown key"),
+        (lambda d: d["datasets"]["patchml"].update(seeds="one"), r"datasets\.patchml\.seeds: expected a non-empty list"),
+        (lambda d: d["datasets"]["patchml"].update(seeds=[1, 1]), r"datasets\.patchml\.seeds: duplicate"),
+        (lambda d: d["datasets"]["patchml"].update(boxes="nope.csv"), r"datasets\.patchml\.boxes: .*nope\.csv: no such file"),
+        (lambda d: d["datasets"]["patchml"].pop("images"), r"datasets\.patchml\.images: required key missing"),
+        (lambda d: d["datasets"]["patchml"].update(canvas=0), r"datasets\.patchml\.canvas: expected an integer >= 1"),
+        (lambda d: d["datasets"].update(imagenet_v1={"root": "missing"}), r"datasets\.imagenet_v1\.root: .*missing: no such folder"),
+        (lambda d: d["datasets"].update(imagenet_v1={"name": "x"}), r"datasets\.imagenet_v1\.root: required key missing"),
+        (lambda d: d["datasets"].update(imagenet_v2={"root": ".", "variant": "v3"}), r"datasets\.imagenet_v2\.variant: 'v3' is not one of"),
+        (lambda d: d.update(datasets={}), r"datasets: empty"),
+        (lambda d: d.pop("models"), r"models: no models"),
+        (lambda d: d.update(models="resnet18 resnet50".split() + [3]), r"models: expected a list of model names"),
+        (lambda d: d.update(inference={"precision": "fp8"}), r"inference\.precision: .*invalid choice: 'fp8'"),
+        (lambda d: d.update(inference={"device": "tpu"}), r"inference\.device: .*invalid choice: 'tpu'"),
+        (lambda d: d.update(inference={"batch_size": 0}), r"inference\.batch_size: expected an integer >= 1"),
+        (lambda d: d.update(inference={"channels_last": "yes"}), r"inference\.channels_last: expected true or false"),
+        (lambda d: d.update(inference={"weights": "file:w.pth"}), r"inference\.weights: .*w\.pth: no such weights file"),
+        (lambda d: d.update(evaluate=False), r"report: true needs evaluate: true"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, edit, expected):
+    data = _minimal(tmp_path)
+    edit(data)
+    path = _cfg(tmp_path, data)
+    with pytest.raises(InputError, match=expected) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_syntax_error_gives_the_line(tmp_path):
+    path = _cfg(tmp_path, "out: o\ndatasets: [unclosed\n")
+    with pytest.raises(InputError, match=r"c\.yaml: not valid YAML at line \d"):
+        load_config(path)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    with pytest.raises(InputError, match="top level: expected a mapping"):
+        parse_config(["out"], tmp_path / "c.yaml")
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "absent.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "absent.yaml: config file not found" in err[0]
+
+
+@pytest.mark.slow
+def test_unknown_model_is_refused_before_any_work(tmp_path, capsys):
+    data = _minimal(tmp_path)
+    data["models"] = ["resnet_does_not_exist"]
+    assert main(["run", str(_cfg(tmp_path, data))]) == 2
+    assert "unknown model 'resnet_does_not_exist'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_shipped_configs_are_valid_where_their_data_is(mini_root):
+    cfg = load_config(REPO / "configs" / "mini.yaml")
+    assert cfg.v1.root == mini_root.resolve()
+    assert cfg.inference.weights == "pypi" and cfg.inference.device == "cpu"
+    assert cfg.out == REPO / "results" / "runs" / "mini"
+
+
+def test_paper_config_parses_and_names_missing_data(tmp_path):
+    with pytest.raises(InputError, match=r"paper\.yaml: datasets\.imagenet_v1\.root: .*data/imagenet: no such folder"):
+        load_config(REPO / "configs" / "paper.yaml")
+    # With its data in place (empty folders will do for the config), it parses as the paper's study.
+    text = (REPO / "configs" / "paper.yaml").read_text()
+    for d in ("data/imagenet/ILSVRC/Data/CLS-LOC/val", "data/imagenetv2"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "data/imagenet/LOC_val_solution.csv").write_text("ImageId,PredictionString\n")
+    (tmp_path / "data/imagenetv2/imagenetv2-multilabels.json").write_text("{}")
+    (tmp_path / "data_manifests").mkdir()
+    (tmp_path / "data_manifests/paper_checkpoints.txt").write_text("resnet50.a1_in1k\n")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs/paper.yaml").write_text(text)
+    cfg = load_config(tmp_path / "configs/paper.yaml")
+    assert cfg.patchml.seeds == (1, 2, 3, 4, 5)
+    assert cfg.v2.variant == "matched-frequency" and cfg.v2.labels is not None
+    assert (cfg.inference.device, cfg.inference.precision, cfg.inference.weights) == ("cuda", "bf16", "hub")
+    assert cfg.models_file == tmp_path / "data_manifests/paper_checkpoints.txt"
+
+
+# --- end to end ----------------------------------------------------------------------------------
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_run_builds_everything_then_resumes_and_extends(study, capsys):
+    cfg = write_config(study, seeds=[1])
+    assert main(["run", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    out = study / "results"
+    assert "run: nothing to do" not in err
+    for rel in ("data/v1_tiny.parquet", "data/patchml_seed1/manifest.parquet", f"predictions/v1_tiny/{MODEL}.parquet",
+                f"predictions/patchml_seed1/{MODEL}.parquet", "metrics.parquet", "tables/table1.md", "tables/table2.md"):
+        assert (out / rel).is_file(), rel
+
+    import pyarrow.parquet as pq
+
+    metrics = pq.read_table(out / "metrics.parquet").to_pandas()
+    assert {"v1_tiny", "patchml_seed1"} <= set(metrics["dataset"])
+    assert set(metrics["model"]) == {MODEL}
+
+    # Second run: every step is up to date, nothing is rewritten, and it says so.
+    before = _mtimes(out)
+    assert main(["run", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "run: nothing to do: all 5 steps were up to date" in err
+    assert "run: infer: up to date" in err
+    assert _mtimes(out) == before
+
+    # A new seed: only its PatchML set and its predictions are made; the rest is kept.
+    cfg = write_config(study, seeds=[1, 2])
+    assert main(["run", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "run: patchml/seed1: up to date" in err and "run: patchml/seed2: done" in err
+    assert "run: data/v1_tiny: up to date" in err
+    assert "infer: 1 done, 2 skipped, 0 failed" in err
+    after = _mtimes(out)
+    assert after[f"predictions/v1_tiny/{MODEL}.parquet"] == before[f"predictions/v1_tiny/{MODEL}.parquet"]
+    assert (out / f"predictions/patchml_seed2/{MODEL}.parquet").is_file()
+    assert after["metrics.parquet"] != before["metrics.parquet"]
+
+
+@pytest.mark.slow
+def test_run_redoes_predictions_made_with_other_options(study, capsys, tmp_path):
+    import shutil
+
+    folder = tmp_path / "s"
+    shutil.copytree(study / "data", folder / "data")
+    shutil.copy(study / "weights.pth", folder / "weights.pth")
+    cfg = write_config(folder, seeds=[1])
+    data = yaml.safe_load(cfg.read_text())
+    data["datasets"].pop("patchml")
+    data["report"] = False
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["run", str(cfg)]) == 0
+    data["inference"]["topk"] = 5
+    cfg.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert main(["run", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "made with other inference options" in err and "infer: 1 done" in err
+
+    from mlreassess.io import read_meta
+
+    assert read_meta(folder / f"results/predictions/v1_tiny/{MODEL}.parquet")["topk"] == 5
+
+
+@pytest.mark.slow
+def test_run_under_torchrun_two_ranks(study, tmp_path):
+    """Two CPU ranks: rank 0 builds the datasets, both infer, rank 0 evaluates; then a no-op rerun."""
+    import shutil
+
+    folder = tmp_path / "t"
+    shutil.copytree(study / "data", folder / "data")
+    shutil.copy(study / "weights.pth", folder / "weights.pth")
+    cfg = write_config(folder, seeds=[1, 2])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "mlreassess", "run", str(cfg)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (folder / "results/metrics.parquet").is_file()
+    assert len(list((folder / "results/predictions").rglob("*.parquet"))) == 3
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "run: nothing to do" in second.stderr
