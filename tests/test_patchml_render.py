@@ -123,6 +123,20 @@ def test_compose_only_then_render_into_the_same_folder(src, tmp_path):
     assert second.status == "updated source_root" and second.render.rendered == len(second.manifest)
 
 
+def test_no_render_records_the_source_folder_and_writes_no_png(src, tmp_path):
+    out = tmp_path / "out"
+    res = generate(src / "boxes.csv", 1, out, images=src / "val", render=False, **PARAMS)
+    assert res.render is None and not (out / "images").exists()
+    assert res.bounds_source is not None  # boxes still checked against the images
+    manifest = read_manifest(out / "manifest.parquet")
+    assert manifest.meta["source_root"] == str((src / "val").resolve())
+    # The recorded folder is enough to render a canvas later, identical to the PNG renderer's.
+    rendered = generate(src / "boxes.csv", 1, tmp_path / "png", images=src / "val", workers=1, **PARAMS)
+    png = Image.open(tmp_path / "png" / "images" / f"{manifest.sample_ids[0]}.png")
+    assert np.array_equal(np.asarray(render_row(manifest, 0)), np.asarray(png.convert("RGB")))
+    assert rendered.manifest.table.equals(manifest.table)
+
+
 def test_different_manifest_in_the_folder_is_an_error(src, tmp_path):
     out = tmp_path / "out"
     generate(src / "boxes.csv", 1, out, **PARAMS)

@@ -166,32 +166,15 @@ def build_patchml(cfg: RunConfig, steps: StepLog) -> list[Path]:
 
         result = generate(
             p.boxes, seed, folder,
-            # Rendering writes every canvas as a PNG; otherwise inference renders on the fly from
-            # the source images (`source_root`), which saves ~300 kB per canvas.
-            images=p.images if p.render else None,
+            # Without PNGs (render: false), inference and Figure 8 render canvases on the fly from
+            # the source images recorded in the manifest, which saves ~300 kB per canvas.
+            images=p.images, render=p.render,
             counts=p.counts, canvas_size=p.canvas, min_box_side=p.min_box_side,
             source_pattern=p.source_pattern,
         )
-        if p.images is not None and not p.render:
-            record_source_root(manifest, p.images)
         _write_stamp(cfg.out, step, params, result.elapsed_s)
         steps.add(step, "done", f"{len(result.manifest):,} canvases from {result.pool_size:,} patches, {result.status}")
     return out
-
-
-def record_source_root(path: Path, images: Path) -> None:
-    """Record where a PatchML set's source images are, so it renders anywhere (inference, Figure 8).
-
-    `generate(images=...)` records it too, but also writes every canvas as a PNG (~150 kB each,
-    ~50 GB for the paper's five seeds); the folder is location metadata (patchml's
-    `_LOCATION_KEYS`), not part of what the canvases are, so setting it leaves the set unchanged.
-    """
-    from mlreassess.datasets.manifest import read_manifest, write_manifest
-
-    manifest = read_manifest(path)
-    folder = str(Path(images).resolve())
-    if manifest.meta.get("source_root") != folder:
-        write_manifest(path, manifest.table, {**manifest.meta, "root": folder, "source_root": folder})
 
 
 def inference_options(cfg: RunConfig):

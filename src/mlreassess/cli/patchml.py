@@ -40,7 +40,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--boxes", required=True, help="boxes CSV, e.g. LOC_val_solution.csv (inclusive pixel boxes)")
     p.add_argument("--seed", required=True, type=_non_negative, help="random seed (the paper's sets: 1-5)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--images", help="folder of the source images (renders PNGs; checks boxes against the images)")
+    p.add_argument(
+        "--images",
+        help="folder of the source images: checks boxes against them, records it in the manifest, renders PNGs",
+    )
+    p.add_argument(
+        "--no-render",
+        action="store_true",
+        help="with --images: record the folder but write no PNGs (canvases then render on the fly)",
+    )
     p.add_argument(
         "--image-sizes",
         help="ImageId,width,height CSV to check boxes against (default: image_sizes.csv beside --boxes, if any)",
@@ -71,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         args.seed,
         args.out,
         images=args.images,
+        render=not args.no_render,
         image_sizes=args.image_sizes,
         counts=args.counts,
         canvas_size=args.canvas,

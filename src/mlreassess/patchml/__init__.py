@@ -75,26 +75,28 @@ def generate(
     workers: int | None = None,
     skip_bad: bool = False,
     progress: bool = True,
+    render: bool = True,
 ) -> GenerateResult:
     """Compose a PatchML set from a Kaggle-format boxes file into `out_dir/manifest.parquet`.
 
-    With `images` (folder of the source images), box bounds are checked against the images and
-    every canvas is rendered to `out_dir/images/<sample_id>.png`. A rerun with the same inputs
-    leaves the manifest alone and renders only missing PNGs; a different manifest already in
-    `out_dir` is an error.
+    With `images` (folder of the source images), box bounds are checked against the images, the
+    folder is recorded as the manifest's `source_root` (so canvases render on the fly anywhere),
+    and unless `render=False` every canvas is also rendered to `out_dir/images/<sample_id>.png`.
+    A rerun with the same inputs leaves the manifest alone and renders only missing PNGs; a
+    different manifest already in `out_dir` is an error.
     """
     from mlreassess.datasets.manifest import read_manifest, write_manifest
     from mlreassess.errors import InputError
-    from mlreassess.patchml import layout, pool as pool_mod, render
+    from mlreassess.patchml import layout, pool as pool_mod, render as render_mod
 
     start = time.perf_counter()
     boxes = Path(boxes)
     counts = list(counts or layout.DEFAULT_COUNTS)
     canvas_size = canvas_size or layout.DEFAULT_CANVAS
     min_box_side = layout.DEFAULT_MIN_BOX_SIDE if min_box_side is None else min_box_side
-    resample = resample or render.DEFAULT_RESAMPLE
+    resample = resample or render_mod.DEFAULT_RESAMPLE
     source_pattern = source_pattern or pool_mod.DEFAULT_SOURCE_PATTERN
-    render.resample_filter(resample)
+    render_mod.resample_filter(resample)
     for k in counts:
         layout.grid_for(k, canvas_size)  # fail on bad parameters before reading anything
 
@@ -167,8 +169,8 @@ def generate(
         pool_size=len(patch_pool),
         bounds_source=bounds_source,
     )
-    if images is not None:
-        result.render = render.render_to_dir(
+    if images is not None and render:
+        result.render = render_mod.render_to_dir(
             manifest, out_dir / IMAGES_DIR, images, workers=workers, skip_bad=skip_bad, progress=progress
         )
     result.elapsed_s = time.perf_counter() - start
