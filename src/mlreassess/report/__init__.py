@@ -279,13 +279,11 @@ def _figure8_examples(results: Path, dataset: str, model: str) -> list[dict]:
     from mlreassess.datasets.manifest import read_manifest
     from mlreassess.io import read_meta, read_table
 
+    from mlreassess.inference.writers import prediction_path
+    from mlreassess.patchml.render import render_row
+
     manifest = read_manifest(results / "manifests" / f"{dataset}.parquet")
-    try:
-        from mlreassess.inference.writers import model_file_name
-    except ImportError:
-        def model_file_name(m: str) -> str:
-            return m.replace("/", "_").replace(":", "_")
-    pred_path = results / "predictions" / dataset / f"{model_file_name(model)}.parquet"
+    pred_path = prediction_path(results, dataset, model)
     if not pred_path.exists():
         raise Skip(f"{pred_path} not found")
     pred = read_table(pred_path).to_pandas().set_index("sample_id")
@@ -302,15 +300,13 @@ def _figure8_examples(results: Path, dataset: str, model: str) -> list[dict]:
 
     def image(i: int, sid: str):
         try:
-            from mlreassess.patchml.render import render_row
-
             return render_row(manifest, int(i))
-        except Exception:  # renderer absent or canvas not renderable here: try the PNGs
+        except (MlreassessError, OSError):  # source images not reachable here: try the PNGs
             pass
         for d in image_dirs:
             if (d / f"{sid}.png").exists():
                 return Image.open(d / f"{sid}.png").convert("RGB")
-        raise Skip(f"cannot render canvas {sid} (no render_row, source images or {image_dirs[0]}/{sid}.png)")
+        raise Skip(f"cannot render canvas {sid} (no source images, nor {image_dirs[0]}/{sid}.png)")
 
     examples = []
     for i in sorted(picks, key=lambda i: -t.loc[i, "label_count"]):
