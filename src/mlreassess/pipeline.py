@@ -312,7 +312,8 @@ def run_study(cfg: RunConfig) -> StepLog:
         if error is not None:
             raise MlreassessError(error if dist.is_main else f"rank 0 failed while building the datasets: {error}")
         manifests = sorted(dict.fromkeys(dist.broadcast(manifests if dist.is_main else None)))
-        failed = infer(cfg, steps, manifests, specs, dist.is_main)  # the runner ends the process group
+        failed = infer(cfg, steps, manifests, specs, dist.is_main)
+        dist.barrier()  # all ranks done talking before the group goes (see inference.runner.run)
     finally:
         D.shutdown(dist)
     if not dist.is_main:

@@ -323,7 +323,11 @@ def run(manifest_paths: list[str | Path], specs: list[ModelSpec], results: str |
     """Run (or resume) the sweep; returns this rank's view (rank 0: the whole sweep's summary)."""
     dist = D.init_from_env()
     try:
-        return _run(dist, manifest_paths, specs, Path(results), opts)
+        summary = _run(dist, manifest_paths, specs, Path(results), opts)
+        # Every rank must be done talking before any rank tears its group down: a rank that
+        # destroys a gloo group while rank 0 still receives from it aborts the other process.
+        dist.barrier()
+        return summary
     finally:
         D.shutdown(dist)
 
