@@ -268,6 +268,40 @@ def test_run_redoes_predictions_made_with_other_options(study, capsys, tmp_path)
     assert read_meta(folder / f"results/predictions/v1_tiny/{MODEL}.parquet")["topk"] == 5
 
 
+def test_run_redoes_predictions_when_the_config_rebuilds_a_dataset(study, capsys, tmp_path):
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from mlreassess.datasets.labels import real_labels
+
+    folder = tmp_path / "s"
+    shutil.copytree(study / "data", folder / "data")
+    shutil.copy(study / "weights.pth", folder / "weights.pth")
+    cfg = write_config(folder, seeds=[1])
+    data = yaml.safe_load(cfg.read_text())
+    data["datasets"].pop("patchml")
+    data["report"] = False
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["run", str(cfg)]) == 0
+
+    # Same dataset name, other ReaL labels: every image now has the single label [0].
+    (folder / "real.json").write_text(json.dumps([[0]] * len(real_labels())))
+    data["datasets"]["imagenet_v1"]["real"] = "real.json"
+    cfg.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert main(["run", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "older build of its dataset" in err and "infer: 1 done" in err
+
+    copy = pd.read_parquet(folder / "results/manifests/v1_tiny.parquet")
+    assert all(list(ls) == [0] for ls in copy["labels"])  # evaluate sees the new labels
+    metrics = pd.read_parquet(folder / "results/metrics.parquet")
+    real_n = metrics[(metrics.metric == "real") & metrics.label_count.isna()]["n"].iloc[0]
+    assert real_n == len(copy)  # no image has an empty label set any more
+
+
 @pytest.mark.slow
 def test_run_under_torchrun_two_ranks(study, tmp_path):
     """Two CPU ranks: rank 0 builds the datasets, both infer, rank 0 evaluates; then a no-op rerun."""

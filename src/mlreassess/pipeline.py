@@ -219,19 +219,27 @@ _PREDICTION_KEYS = ("precision", "crop", "topk")
 
 
 def _stale_predictions(cfg: RunConfig, manifests: list[Path], specs: list, opts) -> tuple[list[Path], list[Path]]:
-    """(complete and matching, complete but made with other options) predictions files."""
+    """(complete and matching, stale) predictions files; stale = made with other options, or from an
+    earlier build of a manifest the config has since rebuilt (then its RESULTS copy is stale too)."""
+    from mlreassess.datasets.manifest import read_manifest
     from mlreassess.inference import writers
     from mlreassess.io import read_meta
 
     fresh, stale = [], []
     for m in manifests:
-        dataset = read_meta(m)["dataset"]
+        manifest = read_manifest(m)
+        try:
+            writers.check_manifest_copy(cfg.out, manifest)
+            rebuilt = False
+        except InputError:  # same name, other rows: the config changed how this dataset is built
+            rebuilt = True
+            stale.append(writers.manifest_copy_path(cfg.out, manifest.name))
         for spec in specs:
-            path = writers.prediction_path(cfg.out, dataset, spec.name)
+            path = writers.prediction_path(cfg.out, manifest.name, spec.name)
             if not writers.is_complete(path):
                 continue
             meta = read_meta(path)
-            if any(meta.get(k) != getattr(opts, k) for k in _PREDICTION_KEYS):
+            if rebuilt or any(meta.get(k) != getattr(opts, k) for k in _PREDICTION_KEYS):
                 stale.append(path)
             else:
                 fresh.append(path)
@@ -250,7 +258,8 @@ def infer(cfg: RunConfig, steps: StepLog, manifests: list[Path], specs: list, is
         return []
     if stale and is_main:
         for path in stale:
-            log(f"run: {path}: made with other inference options ({', '.join(_PREDICTION_KEYS)}): redoing it")
+            log(f"run: {path}: made with other inference options ({', '.join(_PREDICTION_KEYS)}) "
+                "or from an older build of its dataset: redoing it")
             path.unlink()
     summary = run_sweep([str(m) for m in manifests], specs, cfg.out, opts)
     if is_main:

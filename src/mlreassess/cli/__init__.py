@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     except MlreassessError as exc:
         print(f"mlreassess: error: {exc}", file=sys.stderr)
         return 2
+    except (OSError, UnicodeDecodeError) as exc:
+        # A path that is a folder, unwritable, a text file that is not UTF-8: the message names it.
+        print(f"mlreassess: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("mlreassess: interrupted", file=sys.stderr)
         return 130

@@ -35,11 +35,8 @@ def options_from(args: argparse.Namespace, **extra):
     """`runner.Options` from the shared arguments (imports torch: call inside the command only)."""
     import torch
 
-    from mlreassess.errors import InputError
     from mlreassess.inference.runner import Options
 
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, not {args.batch_size}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Options(device=device, batch_size=args.batch_size, precision=args.precision,
                    channels_last=args.channels_last, compile=args.compile, crop=args.crop,
@@ -83,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
         specs += read_models_file(args.models, args.weights)
     if not specs:
         raise InputError("no model given (use --model NAME or --models FILE)")
-    if not 1 <= args.topk <= 1000:
-        raise InputError(f"--topk must be in 1..1000, not {args.topk}")
     opts = options_from(args, topk=args.topk, save_softmax=args.save_softmax, strict=args.strict,
                         overwrite=args.overwrite, models_per_pass=max(1, args.models_per_pass),
                         source_root=args.source_root, progress=not args.no_progress)

@@ -72,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.canvas == 0:
         raise InputError("--canvas 0: the canvas side must be at least 1 px")
-    if args.source_pattern is not None and "{id}" not in args.source_pattern:
-        raise InputError(f"--source-pattern {args.source_pattern!r}: must contain '{{id}}'")
+    if args.source_pattern is not None:
+        try:
+            valid = "{id}" in args.source_pattern and args.source_pattern.format(id="x")
+        except (KeyError, IndexError, ValueError):
+            valid = False
+        if not valid:
+            raise InputError(f"--source-pattern {args.source_pattern!r}: must contain '{{id}}' and no other field")
     result = generate(
         args.boxes,
         args.seed,

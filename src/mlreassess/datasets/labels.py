@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from functools import lru_cache
 from pathlib import Path
 
 from mlreassess.errors import InputError
 
 NUM_CLASSES = 1000
-_VAL_ID = re.compile(r"ILSVRC2012_val_(\d{8})")
 
 
 def _timm_info_dir() -> Path:
@@ -59,14 +57,6 @@ def class_index(wnid: str, where: str) -> int:
         return wnid_to_index()[wnid]
     except KeyError:
         raise InputError(f"{where}: unknown wnid {wnid!r} (not an ImageNet-1k class)") from None
-
-
-def val_image_number(sample_id: str) -> int:
-    """ILSVRC2012_val_00000042 -> 42 (1-based), the key of the ReaL labels."""
-    m = _VAL_ID.search(sample_id)
-    if not m:
-        raise InputError(f"{sample_id!r} is not an ILSVRC2012 val image name (ILSVRC2012_val_NNNNNNNN)")
-    return int(m.group(1))
 
 
 def timm_real_labels_path() -> Path:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -104,7 +105,7 @@ def validate(table: pa.Table, where: str) -> None:
         raise InputError(f"{where}: not an mlreassess manifest (missing columns: {', '.join(missing)})")
     ids = table.column("sample_id").to_pylist()
     if len(set(ids)) != len(ids):
-        dup = next(i for i in sorted(ids) if ids.count(i) > 1)
+        dup = min(i for i, n in Counter(ids).items() if n > 1)
         raise InputError(f"{where}: duplicate sample_id {dup!r}")
     bad = [(ids[i], v) for i, v in enumerate(table.column("label").to_pylist()) if v is not None and not 0 <= v < NUM_CLASSES]
     if bad:

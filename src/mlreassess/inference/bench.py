@@ -70,6 +70,8 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: Options, batch
         raise InputError("--batches and --warmup must be at least 1")
     (spec,) = check_specs([spec])
     manifest = read_manifest(manifest_path)
+    if len(manifest) == 0:
+        raise InputError(f"{manifest_path}: the manifest has no samples to benchmark on")
     check_readable(manifest)
     if opts.device.startswith("cuda"):
         if not torch.cuda.is_available():

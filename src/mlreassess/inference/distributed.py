@@ -6,6 +6,7 @@ arrays, so the process group is always gloo on the CPU, whatever device the mode
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence, TypeVar
@@ -73,7 +74,10 @@ def init_from_env() -> Dist:
 
     owns = not td.is_initialized()
     if owns:
-        td.init_process_group(backend="gloo")
+        # Ranks wait for each other across whole stages (rank 0 building PatchML sets, a long
+        # pass on another rank): gloo's default 30-minute timeout would kill a healthy job.
+        timeout_h = float(os.environ.get("MLREASSESS_DIST_TIMEOUT_HOURS", "48"))
+        td.init_process_group(backend="gloo", timeout=datetime.timedelta(hours=timeout_h))
     return Dist(rank=td.get_rank(), world=td.get_world_size(),
                 local_rank=int(os.environ.get("LOCAL_RANK", "0")), owns_group=owns)
 

@@ -49,6 +49,17 @@ class Options:
     source_root: str | None = None  # PatchML source images, if not where the manifest says
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        # One place for these checks, whether the options come from the CLI or a run config.
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be at least 1, not {self.batch_size}")
+        if not 1 <= self.topk <= 1000:
+            raise InputError(f"topk must be in 1..1000, not {self.topk}")
+        if self.workers is not None and self.workers < 0:
+            raise InputError(f"workers must be 0 or more, not {self.workers}")
+        if self.models_per_pass < 1:
+            raise InputError(f"models per pass must be at least 1, not {self.models_per_pass}")
+
 
 def _log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
@@ -62,7 +73,7 @@ def forward_with_retry(forward, x, state: dict):
             if len(x) <= state["chunk"]:
                 return forward(x)
             return torch.cat([forward(part) for part in x.split(state["chunk"])])
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # = torch.OutOfMemoryError on torch >= 2.5, and exists before
             size = min(state["chunk"], len(x))
             if size <= 1:
                 raise
@@ -313,7 +324,8 @@ def _merge_shards(shards: list[PassResult]) -> PassResult:
     for name in shards[0].outputs:
         if name in merged.model_errors or any(name not in s.outputs for s in shards):
             continue
-        parts = [s.outputs[name] for s in shards]
+        # A rank whose share had no readable rows has empty arrays and no softmax: leave it out.
+        parts = [s.outputs[name] for s in shards if len(s.outputs[name][0])] or [shards[0].outputs[name]]
         soft = np.concatenate([p[2] for p in parts]) if parts[0][2] is not None else None
         merged.outputs[name] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), soft)
     return merged

@@ -120,7 +120,10 @@ def load_prediction(path: Path, sample: Sample) -> Prediction:
         raise InputError(f"{path}: duplicate sample_id rows")
     topk = _list_matrix(table.column("topk_idx"), path, "topk_idx", np.int64)
     if "topk_prob" in table.column_names:
-        topk = core.canonical_topk(topk, _list_matrix(table.column("topk_prob"), path, "topk_prob", np.float32))
+        prob = _list_matrix(table.column("topk_prob"), path, "topk_prob", np.float32)
+        if prob.shape != topk.shape:
+            raise InputError(f"{path}: topk_prob has shape {prob.shape} but topk_idx has {topk.shape}")
+        topk = core.canonical_topk(topk, prob)
     if len(topk) and ((topk < 0) | (topk >= 1000)).any():
         i = int(np.flatnonzero(((topk < 0) | (topk >= 1000)).any(axis=1))[0])
         raise InputError(f"{path}: sample {ids[i]!r}: class index out of range 0..999 in topk_idx")

@@ -153,13 +153,10 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 def save_png(rgb: np.ndarray, path: Path) -> None:
     """Lossless PNG (`encode_png`), written atomically (tmp file + rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    from mlreassess.io import atomic_path
+
+    with atomic_path(path) as tmp:
         tmp.write_bytes(encode_png(rgb))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ---- rendering many canvases to files -------------------------------------------------------

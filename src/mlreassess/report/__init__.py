@@ -253,7 +253,10 @@ class Report:
         pm = self.patchml_name
         if not pm:
             raise Skip("no PatchML metrics")
-        best = metric_column(metrics, pm, "asma").sort_values(ascending=False, kind="stable").index[0]
+        asma = metric_column(metrics, pm, "asma")
+        if asma.empty:
+            raise Skip("no PatchML ASMA values")
+        best = asma.sort_values(ascending=False, kind="stable").index[0]
         seed = sorted(n for n, k in self.kinds().items() if k == "patchml" and n != pm)[0]
         examples = _figure8_examples(self.results, seed, best)
         return figures.save_figure(figures.figure8(examples), self.figures_dir, "figure8")

@@ -114,9 +114,11 @@ def metric_column(metrics: pd.DataFrame, dataset: str | None, metric: str, label
 def ranks(top1_v1: pd.Series, asma_patchml: pd.Series) -> pd.DataFrame:
     """V1 top-1 rank, PatchML ASMA rank and rank shift over the models that have both."""
     both = pd.concat([top1_v1.rename("top1"), asma_patchml.rename("asma")], axis=1).dropna()
-    r1 = core.rank(both["top1"].to_numpy())
-    r2 = core.rank(both["asma"].to_numpy())
-    return pd.DataFrame({"top1_rank": r1, "asma_rank": r2, "rank_shift": r1 - r2}, index=both.index)
+    top1, asma = both["top1"].to_numpy(), both["asma"].to_numpy()
+    return pd.DataFrame(
+        {"top1_rank": core.rank(top1), "asma_rank": core.rank(asma), "rank_shift": core.rank_shift(top1, asma)},
+        index=both.index,
+    )
 
 
 def _signed(v) -> str:
