@@ -111,7 +111,7 @@ class Normalizer:
     def __call__(self, batch_uint8):
         import torch
 
-        x = batch_uint8.float()
-        if self.channels_last:
+        x = batch_uint8
+        if self.channels_last:  # reorder the uint8 batch (4x less to move); .float() keeps the layout
             x = x.contiguous(memory_format=torch.channels_last)
-        return x.sub_(self.mean).div_(self.std)
+        return x.float().sub_(self.mean).div_(self.std)
