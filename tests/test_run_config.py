@@ -243,8 +243,8 @@ def test_run_builds_everything_then_resumes_and_extends(study, capsys):
     assert after["metrics.parquet"] != before["metrics.parquet"]
 
 
-@pytest.mark.slow
-def test_run_redoes_predictions_made_with_other_options(study, capsys, tmp_path):
+def _finished_v1_only_study(study: Path, tmp_path: Path) -> tuple[Path, Path, dict]:
+    """A copy of the tiny study with V1 only and no report, run once: (folder, config, its data)."""
     import shutil
 
     folder = tmp_path / "s"
@@ -256,6 +256,12 @@ def test_run_redoes_predictions_made_with_other_options(study, capsys, tmp_path)
     data["report"] = False
     cfg.write_text(yaml.safe_dump(data))
     assert main(["run", str(cfg)]) == 0
+    return folder, cfg, data
+
+
+@pytest.mark.slow
+def test_run_redoes_predictions_made_with_other_options(study, capsys, tmp_path):
+    folder, cfg, data = _finished_v1_only_study(study, tmp_path)
     data["inference"]["topk"] = 5
     cfg.write_text(yaml.safe_dump(data))
     capsys.readouterr()
@@ -270,21 +276,12 @@ def test_run_redoes_predictions_made_with_other_options(study, capsys, tmp_path)
 
 def test_run_redoes_predictions_when_the_config_rebuilds_a_dataset(study, capsys, tmp_path):
     import json
-    import shutil
 
     import pandas as pd
 
     from mlreassess.datasets.labels import real_labels
 
-    folder = tmp_path / "s"
-    shutil.copytree(study / "data", folder / "data")
-    shutil.copy(study / "weights.pth", folder / "weights.pth")
-    cfg = write_config(folder, seeds=[1])
-    data = yaml.safe_load(cfg.read_text())
-    data["datasets"].pop("patchml")
-    data["report"] = False
-    cfg.write_text(yaml.safe_dump(data))
-    assert main(["run", str(cfg)]) == 0
+    folder, cfg, data = _finished_v1_only_study(study, tmp_path)
 
     # Same dataset name, other ReaL labels: every image now has the single label [0].
     (folder / "real.json").write_text(json.dumps([[0]] * len(real_labels())))
