@@ -1,0 +1,20 @@
+"""Numbers the whole package agrees on, defined once.
+
+Nothing here imports anything: every layer may import this module.
+"""
+
+# ImageNet-1k: class indices 0..NUM_CLASSES-1.
+NUM_CLASSES = 1000
+
+# ASMA on ImageNet V1 and V2 averages the subgroups with these label counts (the paper, Sec. 4.2:
+# "calculated for samples with one to five labels").
+IMAGENET_ASMA_RANGE = (1, 2, 3, 4, 5)
+
+# PatchML: the paper's patch counts per canvas (Table 2), canvas side and smallest box side kept.
+PATCHML_DEFAULT_COUNTS = (2, 3, 4, 6, 9)
+PATCHML_DEFAULT_CANVAS = 448
+PATCHML_DEFAULT_MIN_BOX_SIDE = 100
+PATCHML_DEFAULT_SEEDS = (1, 2, 3, 4, 5)
+
+# Bootstrap resamples for the 95% intervals.
+DEFAULT_BOOTSTRAP = 1000

@@ -1,0 +1,107 @@
+"""The RESULTS folder: every stage names its files through `ResultsLayout`, and nowhere else.
+
+    RESULTS/data/<name>.parquet                   manifests built by `mlreassess run`
+    RESULTS/data/<patchml name>/manifest.parquet  PatchML sets built by `mlreassess run`
+    RESULTS/predictions/<dataset>/<model>.parquet one file per (model, dataset)   (infer)
+    RESULTS/manifests/<dataset>.parquet           the manifest the predictions came from (infer)
+    RESULTS/failures.jsonl                        failed (model, dataset) units   (infer)
+    RESULTS/metrics.parquet                       every metric, long format       (evaluate)
+    RESULTS/tables/, RESULTS/figures/             the paper's tables and figures  (report)
+    RESULTS/index.html                            the results page                (report)
+    RESULTS/.run/<step>.json                      what made each finished step of `mlreassess run`
+
+Dataset and model names become path parts, so `check_name` rejects those that could escape the
+folder. Imports nothing of the package but `errors`: every layer may use it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlreassess.errors import InputError
+
+PATCHML_MANIFEST = "manifest.parquet"  # the manifest inside a PatchML folder
+
+
+def check_name(name: str, what: str = "dataset name") -> str:
+    """`name` if it is safe as one path part (no separator, not '.', '..', empty or absolute)."""
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"{what} {name!r}: must be a non-empty string")
+    if name in (".", "..") or "/" in name or "\\" in name or "\0" in name or os.path.isabs(name):
+        raise InputError(f"{what} {name!r}: must be one plain name (no '/', '\\', '.' or '..')")
+    return name
+
+
+def model_file_name(model: str) -> str:
+    """File stem of a model's outputs: timm names stay as they are; '/' and ':' become '_'."""
+    return check_name(model.replace("/", "_").replace(":", "_"), "model name")
+
+
+@dataclass(frozen=True)
+class ResultsLayout:
+    root: Path
+
+    def __init__(self, root: str | os.PathLike):
+        object.__setattr__(self, "root", Path(root))
+
+    # --- inference -------------------------------------------------------------------------------
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
+    def predictions_of(self, dataset: str) -> Path:
+        return self.predictions_dir / check_name(dataset)
+
+    def prediction(self, dataset: str, model: str) -> Path:
+        return self.predictions_of(dataset) / f"{model_file_name(model)}.parquet"
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.root / "manifests"
+
+    def manifest_copy(self, dataset: str) -> Path:
+        return self.manifests_dir / f"{check_name(dataset)}.parquet"
+
+    def manifest_copies(self) -> list[Path]:
+        return sorted(self.manifests_dir.glob("*.parquet")) if self.manifests_dir.is_dir() else []
+
+    @property
+    def failures(self) -> Path:
+        return self.root / "failures.jsonl"
+
+    # --- evaluate and report ---------------------------------------------------------------------
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.parquet"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def index_html(self) -> Path:
+        return self.root / "index.html"
+
+    # --- `mlreassess run` ------------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def data_manifest(self, name: str) -> Path:
+        return self.data_dir / f"{check_name(name)}.parquet"
+
+    def patchml_dir(self, name: str) -> Path:
+        return self.data_dir / check_name(name)
+
+    @property
+    def stamps_dir(self) -> Path:
+        return self.root / ".run"
+
+    def stamp(self, step: str) -> Path:
+        return self.stamps_dir / (step.replace("/", "__") + ".json")
