@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from mlreassess.inference import writers
+from mlreassess.results import ResultsLayout
+
 from test_inference_run import make_images, make_manifest, save_weights
 
 pytestmark = pytest.mark.slow
@@ -53,8 +54,8 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def assert_same_predictions(out1: Path, out2: Path, dataset: str, model: str) -> None:
-    t1, m1 = writers.read_predictions(writers.prediction_path(out1, dataset, model))
-    t2, m2 = writers.read_predictions(writers.prediction_path(out2, dataset, model))
+    t1, m1 = writers.read_predictions(ResultsLayout(out1).prediction(dataset, model))
+    t2, m2 = writers.read_predictions(ResultsLayout(out2).prediction(dataset, model))
     assert t1.column("sample_id").equals(t2.column("sample_id"))
     assert t1.column("topk_idx").equals(t2.column("topk_idx"))  # bit for bit
     np.testing.assert_allclose(np.array(t1.column("topk_prob").to_pylist()), np.array(t2.column("topk_prob").to_pylist()), rtol=1e-5)
@@ -76,7 +77,7 @@ def test_torchrun_two_ranks_equals_one_process(setup, tmp_path, case, data, mode
     assert proc.stdout.count("infer:") == 1  # one summary, from rank 0
     for dataset, model in units:
         assert_same_predictions(single, multi, dataset, model)
-        _, meta = writers.read_predictions(writers.prediction_path(multi, dataset, model))
+        _, meta = writers.read_predictions(ResultsLayout(multi).prediction(dataset, model))
         assert meta["world_size"] == 2
         if dataset == "set_a":
             assert [f["sample_id"] for f in meta["failed_samples"]] == [setup["bad"]]

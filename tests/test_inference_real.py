@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from mlreassess.cli import main
 from mlreassess.datasets.manifest import read_manifest
 from mlreassess.inference import writers
+from mlreassess.results import ResultsLayout
+from PIL import Image
 
 LITES = ("tf_efficientnet_lite0", "tf_efficientnet_lite2")
 
@@ -84,7 +84,7 @@ def test_pypi_lite_predictions_agree_with_an_independent_pipeline(mini_root, min
     real_all = json.loads((Path(timm.data.__file__).parent / "_info" / "imagenet_real_labels.json").read_text())
     real = {s: real_all[int(re.search(r"(\d{8})$", s).group(1)) - 1] for s in ids}
     for model in LITES:
-        table, meta = writers.read_predictions(writers.prediction_path(out, "imagenet_v1_mini", model))
+        table, meta = writers.read_predictions(ResultsLayout(out).prediction("imagenet_v1_mini", model))
         got_ids = table.column("sample_id").to_pylist()
         assert got_ids == ids and meta["failed_samples"] == []
         ours = np.array([row[0] for row in table.column("topk_idx").to_pylist()])

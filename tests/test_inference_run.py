@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from mlreassess.cli import main
 from mlreassess.datasets.manifest import base_meta, core_table, read_manifest, write_manifest
 from mlreassess.inference import writers
+from mlreassess.results import ResultsLayout
+from PIL import Image
 
 N_IMAGES = 9
 
@@ -108,7 +108,7 @@ def sweep(tiny, tmp_path_factory):
 def test_outputs_follow_the_contract(tiny, sweep):
     ids = sorted(tiny["ids"])
     for model in ("test_convnext", "test_efficientnet", "test_resnet"):
-        table, meta = writers.read_predictions(writers.prediction_path(sweep, "tiny", model))
+        table, meta = writers.read_predictions(ResultsLayout(sweep).prediction("tiny", model))
         assert table.column_names == ["sample_id", "topk_idx", "topk_prob", "softmax"]
         assert table.column("sample_id").to_pylist() == ids
         idx = np.array(table.column("topk_idx").to_pylist())
@@ -122,7 +122,7 @@ def test_outputs_follow_the_contract(tiny, sweep):
         assert (meta["model"], meta["dataset"], meta["topk"], meta["n_samples"]) == (model, "tiny", 5, len(ids))
         assert meta["weights"] == f"file:{tiny['weights'][model].resolve()}" and meta["failed_samples"] == []
         assert meta["crop"] == "none" and meta["precision"] == "fp32"
-    copy = read_manifest(writers.manifest_copy_path(sweep, "tiny"))
+    copy = read_manifest(ResultsLayout(sweep).manifest_copy("tiny"))
     assert copy.table.equals(read_manifest(tiny["manifest"]).table)
 
 
@@ -130,7 +130,7 @@ def test_outputs_follow_the_contract(tiny, sweep):
 def test_predictions_match_an_independent_forward_pass(tiny, sweep, model):
     ids = sorted(tiny["ids"])
     ref = independent_softmax(tiny["weights"][model], model, tiny["root"], ids)
-    table, _ = writers.read_predictions(writers.prediction_path(sweep, "tiny", model))
+    table, _ = writers.read_predictions(ResultsLayout(sweep).prediction("tiny", model))
     idx = np.array(table.column("topk_idx").to_pylist())
     prob = np.array(table.column("topk_prob").to_pylist())
     soft = np.array(table.column("softmax").to_pylist(), np.float32)
@@ -141,15 +141,15 @@ def test_predictions_match_an_independent_forward_pass(tiny, sweep, model):
 
 
 def test_models_sharing_preprocessing_share_one_decode(tiny, tmp_path, monkeypatch):
-    import mlreassess.datasets.images as images
+    import mlreassess.inference.data as data
 
     opened = []
-    real = images.open_image
-    monkeypatch.setattr(images, "open_image", lambda p: opened.append(Path(p).name) or real(p))
+    real = data.open_image
+    monkeypatch.setattr(data, "open_image", lambda p: opened.append(Path(p).name) or real(p))
     # convnext + efficientnet: 160x160 bicubic (one pass); resnet: bilinear (a second pass).
     assert infer("--data", str(tiny["manifest"]), *model_args(tiny, "test_convnext", "test_efficientnet", "test_resnet"), out=tmp_path) == 0
     assert len(opened) == 2 * N_IMAGES and sorted(set(opened)) == sorted(f"{s}.jpg" for s in tiny["ids"])
-    _, meta = writers.read_predictions(writers.prediction_path(tmp_path, "tiny", "test_convnext"))
+    _, meta = writers.read_predictions(ResultsLayout(tmp_path).prediction("tiny", "test_convnext"))
     assert meta["decoded_with"] == ["test_convnext", "test_efficientnet"]
     opened.clear()  # --models-per-pass 1: every model decodes on its own
     assert infer("--data", str(tiny["manifest"]), *model_args(tiny, "test_convnext", "test_efficientnet"),
@@ -177,7 +177,7 @@ def test_unreadable_images_are_skipped_by_id_or_stop_with_strict(tiny, tmp_path,
     assert infer("--data", str(manifest), *model_args(tiny, "test_resnet"), out=out) == 0
     err = capsys.readouterr().err
     assert ids[2] in err and ids[5] in err
-    table, meta = writers.read_predictions(writers.prediction_path(out, "bad", "test_resnet"))
+    table, meta = writers.read_predictions(ResultsLayout(out).prediction("bad", "test_resnet"))
     assert table.column("sample_id").to_pylist() == [s for s in ids if s not in (ids[2], ids[5])]
     failed = {f["sample_id"]: f["error"] for f in meta["failed_samples"]}
     assert sorted(failed) == [ids[2], ids[5]]
@@ -225,11 +225,11 @@ def test_failing_model_is_recorded_and_the_sweep_goes_on(tiny, tmp_path, capsys)
     assert infer("--data", str(tiny["manifest"]), "--models", str(models), out=out) == 1
     stdout = capsys.readouterr().out
     assert "infer: 1 done, 0 skipped, 1 failed" in stdout and "failed: test_resnet on tiny" in stdout
-    failures = [json.loads(line) for line in writers.failures_path(out).read_text().splitlines()]
+    failures = [json.loads(line) for line in ResultsLayout(out).failures.read_text().splitlines()]
     assert [(f["model"], f["dataset"]) for f in failures] == [("test_resnet", "tiny")]
     assert "does not fit the model" in failures[0]["error"]
-    assert writers.is_complete(writers.prediction_path(out, "tiny", "test_convnext"))
-    assert not writers.prediction_path(out, "tiny", "test_resnet").exists()
+    assert writers.is_complete(ResultsLayout(out).prediction("tiny", "test_convnext"))
+    assert not ResultsLayout(out).prediction("tiny", "test_resnet").exists()
 
 
 @pytest.mark.slow
@@ -243,7 +243,7 @@ def test_offline_uncached_hub_weights_are_one_clear_failure(tiny, tmp_path):
     )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    (failure,) = [json.loads(line) for line in writers.failures_path(out).read_text().splitlines()]
+    (failure,) = [json.loads(line) for line in ResultsLayout(out).failures.read_text().splitlines()]
     assert failure["model"] == "test_resnet"
     assert "pretrained weights not available (HF_HUB_OFFLINE is set)" in failure["error"]
     assert "--weights file:PATH" in failure["error"] and "\n" not in failure["error"]
@@ -303,7 +303,7 @@ def test_patchml_canvases_from_png_or_rendered_on_the_fly(tiny, patchml_set, tmp
     for manifest in (png_manifest, bare / "manifest.parquet"):
         out = tmp_path / f"out{len(outs)}"
         assert infer("--data", str(manifest), *model_args(tiny, "test_resnet"), out=out) == 0
-        outs.append(writers.read_predictions(writers.prediction_path(out, m_png.name, "test_resnet")))
+        outs.append(writers.read_predictions(ResultsLayout(out).prediction(m_png.name, "test_resnet")))
     assert outs[0][0].equals(outs[1][0])
     assert outs[0][1]["dataset_kind"] == "patchml" and outs[0][1]["n_samples"] == len(m_png)
 

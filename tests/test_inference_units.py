@@ -9,8 +9,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from PIL import Image
-
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import distributed as D
@@ -18,7 +16,10 @@ from mlreassess.inference import weights as W
 from mlreassess.inference import writers
 from mlreassess.inference.models import LoadedModel, ModelSpec, check_model_name, check_specs, read_models_file
 from mlreassess.inference.preprocess import Normalizer, amp_dtype, autocast, preprocess_for
-from mlreassess.inference.runner import ModelRunner, Options, forward_with_retry, topk_stable, uses_pinned_memory
+from mlreassess.inference.runner import ModelRunner, forward_with_retry, topk_stable, uses_pinned_memory
+from mlreassess.options import InferOptions
+from mlreassess.results import ResultsLayout, model_file_name
+from PIL import Image
 
 
 def _photo(w=37, h=23, seed=0) -> Image.Image:
@@ -155,7 +156,7 @@ def _loaded(module) -> LoadedModel:
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_model_runner_oom_retry_gives_the_same_predictions(precision):
     batch = torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8)
-    opts = Options(batch_size=8, precision=precision, topk=4, save_softmax=True)
+    opts = InferOptions(batch_size=8, precision=precision, topk=4, save_softmax=True)
     plain = ModelRunner(_loaded(_OomOnce()), "cpu", opts)
     plain.module.raised = True  # never raises
     flaky = ModelRunner(_loaded(_OomOnce()), "cpu", opts)
@@ -176,9 +177,9 @@ def test_model_runner_oom_retry_gives_the_same_predictions(precision):
 
 
 def test_model_file_name_and_paths(tmp_path):
-    assert writers.model_file_name("resnet50.a1_in1k") == "resnet50.a1_in1k"
-    assert writers.model_file_name("hf-hub:timm/vit_base") == "hf-hub_timm_vit_base"
-    assert writers.prediction_path(tmp_path, "v1", "a/b") == tmp_path / "predictions" / "v1" / "a_b.parquet"
+    assert model_file_name("resnet50.a1_in1k") == "resnet50.a1_in1k"
+    assert model_file_name("hf-hub:timm/vit_base") == "hf-hub_timm_vit_base"
+    assert ResultsLayout(tmp_path).prediction("v1", "a/b") == tmp_path / "predictions" / "v1" / "a_b.parquet"
 
 
 def test_predictions_table_sorted_with_contract_schema():
@@ -208,9 +209,9 @@ def test_is_complete(tmp_path):
 
 
 def test_record_failure_appends_json_lines(tmp_path):
-    writers.record_failure(tmp_path, "m1", "d", "boom")
-    writers.record_failure(tmp_path, "m2", "d", "bang", rank=1)
-    lines = [json.loads(x) for x in writers.failures_path(tmp_path).read_text().splitlines()]
+    writers.record_failure(ResultsLayout(tmp_path), "m1", "d", "boom")
+    writers.record_failure(ResultsLayout(tmp_path), "m2", "d", "bang", rank=1)
+    lines = [json.loads(x) for x in ResultsLayout(tmp_path).failures.read_text().splitlines()]
     assert [(e["model"], e["error"]) for e in lines] == [("m1", "boom"), ("m2", "bang")]
     assert lines[1]["rank"] == 1 and "time" in lines[0]
 
@@ -220,11 +221,11 @@ def test_manifest_copy_conflict(tmp_path):
         t = pa.table({"sample_id": ["x"], "path": ["x.jpg"], "label": [label]})
         return Manifest(t, {"kind": "imagenet_v1", "dataset": "v1"}, tmp_path / f"m{label}.parquet")
 
-    assert not writers.check_manifest_copy(tmp_path, manifest(1))
-    writers.write_manifest_copy(tmp_path, manifest(1))
-    assert writers.check_manifest_copy(tmp_path, manifest(1))
+    assert not writers.check_manifest_copy(ResultsLayout(tmp_path), manifest(1))
+    writers.write_manifest_copy(ResultsLayout(tmp_path), manifest(1))
+    assert writers.check_manifest_copy(ResultsLayout(tmp_path), manifest(1))
     with pytest.raises(InputError, match="already used"):
-        writers.check_manifest_copy(tmp_path, manifest(2))
+        writers.check_manifest_copy(ResultsLayout(tmp_path), manifest(2))
 
 
 # ---- model names, weights, models file -----------------------------------------------------------
@@ -341,7 +342,7 @@ def test_model_runner_layout_and_compile_wiring(monkeypatch):
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(module) or module)
     runner = ModelRunner(_loaded(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.Flatten(), torch.nn.Linear(32, 1000))),
-                         "cpu", Options(channels_last=True, compile=True, topk=2))
+                         "cpu", InferOptions(channels_last=True, compile=True, topk=2))
     assert compiled == [runner.loaded.module]
     assert runner.module[0].weight.is_contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():

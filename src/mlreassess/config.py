@@ -8,87 +8,74 @@ Schema (every section optional except `out` and at least one dataset):
 
     out: DIR                          # the RESULTS folder of every stage
     datasets:
-      imagenet_v1: {root: DIR, name: imagenet_v1, real: FILE|null, skip_bad: false}
-      imagenet_v2: {root: DIR, variant: matched-frequency, labels: FILE|null, name: null, skip_bad: false}
-      patchml: {boxes: FILE, images: DIR, seeds: [1, 2, 3, 4, 5], counts: null,
-                canvas: null, min_box_side: null, source_pattern: null, render: false}
+      imagenet_v1: {root: DIR, ...}   # the `mlreassess data imagenet-val` options
+      imagenet_v2: {root: DIR, ...}   # the `mlreassess data imagenetv2` options
+      patchml: {boxes: FILE, images: DIR, seeds: [1, 2, 3, 4, 5], render: false, ...}
+                                      # the `mlreassess patchml` options, `seeds` for `--seed`
       manifests: [FILE, ...]          # manifests built elsewhere (`mlreassess data`, your own)
     models: [NAME, ...]
     models_file: FILE                 # `NAME [WEIGHTS]` per line, '#' starts a comment
-    inference: {device, batch_size, precision, channels_last, compile, topk, weights, workers, crop,
-                save_softmax}         # as the `mlreassess infer` options of the same names
-    evaluate: true
+    inference: {...}                  # the `mlreassess infer` options
+    evaluate: true | false | {...}    # the `mlreassess evaluate` options
     report: true
+
+Keys are the options' names with '_' for '-' (`--batch-size` -> `batch_size`); their types,
+choices, defaults and bounds come from `mlreassess.options`, the one schema the CLI also uses.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from mlreassess.constants import PATCHML_DEFAULT_SEEDS
 from mlreassess.errors import InputError
+from mlreassess.options import (
+    EvaluateOptions,
+    ImagenetV2Options,
+    ImagenetValOptions,
+    InferOptions,
+    Option,
+    PatchMLOptions,
+    options_of,
+    problem,
+    short_repr,
+)
 
-@dataclass(frozen=True)
-class V1Config:
-    root: Path
-    name: str = "imagenet_v1"
-    real: Path | None = None
-    skip_bad: bool = False
-
-
-@dataclass(frozen=True)
-class V2Config:
-    root: Path
-    variant: str = "matched-frequency"
-    labels: Path | None = None
-    name: str | None = None
-    skip_bad: bool = False
-
-    @property
-    def dataset(self) -> str:
-        return self.name or f"imagenet_v2_{self.variant}"
+# Caps on the YAML document, so an alias bomb or a huge file stops with one line, not a hang.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 100_000
 
 
 @dataclass(frozen=True)
 class PatchMLConfig:
-    boxes: Path
-    images: Path  # the source images (canvases are rendered from them)
-    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
-    counts: tuple[int, ...] | None = None  # None: the patchml stage's default (the paper's P)
-    canvas: int | None = None
-    min_box_side: int | None = None
-    source_pattern: str | None = None
+    """The PatchML sets of a study: one per seed, all with the same other options."""
+
+    options: PatchMLOptions  # made with the first seed; `for_seed` gives the others
+    seeds: tuple[int, ...] = PATCHML_DEFAULT_SEEDS
     render: bool = False  # also write the canvases as PNG files
 
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    device: str | None = None
-    batch_size: int | None = None
-    precision: str | None = None
-    channels_last: bool = False
-    compile: bool = False
-    topk: int | None = None
-    weights: str | None = None
-    workers: int | None = None
-    crop: str | None = None
-    save_softmax: bool = False
+    def for_seed(self, seed: int) -> PatchMLOptions:
+        return dataclasses.replace(self.options, seed=seed)
 
 
 @dataclass(frozen=True)
 class RunConfig:
     source: Path
     out: Path
-    v1: V1Config | None = None
-    v2: V2Config | None = None
+    v1: ImagenetValOptions | None = None
+    v2: ImagenetV2Options | None = None
     patchml: PatchMLConfig | None = None
     manifests: tuple[Path, ...] = ()
     models: tuple[str, ...] = ()
     models_file: Path | None = None  # `NAME [WEIGHTS]` per line (mlreassess.inference.models)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-    evaluate: bool = True
+    inference: InferOptions = field(default_factory=InferOptions)
+    evaluate: EvaluateOptions | None = field(default_factory=EvaluateOptions)  # None: no evaluate step
     report: bool = True
 
 
@@ -126,15 +113,15 @@ class _Section:
         if value is None:
             return None
         if not isinstance(value, str) or not value:
-            raise self.error(k, f"expected a non-empty string, got {value!r}")
+            raise self.error(k, f"expected a non-empty string, got {short_repr(value)}")
         if choices is not None and value not in choices:
-            raise self.error(k, f"{value!r} is not one of {', '.join(map(str, choices))}")
+            raise self.error(k, f"{short_repr(value)} is not one of {', '.join(map(str, choices))}")
         return value
 
     def boolean(self, k: str, default: bool) -> bool:
         value = self.raw(k, default)
         if not isinstance(value, bool):
-            raise self.error(k, f"expected true or false, got {value!r}")
+            raise self.error(k, f"expected true or false, got {short_repr(value)}")
         return value
 
     def integer(self, k: str, default: int | None = None, minimum: int = 1) -> int | None:
@@ -142,7 +129,7 @@ class _Section:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.error(k, f"expected an integer >= {minimum}, got {value!r}")
+            raise self.error(k, f"expected an integer >= {minimum}, got {short_repr(value)}")
         return value
 
     def int_list(self, k: str, default: tuple[int, ...] | None = None, minimum: int = 0) -> tuple[int, ...] | None:
@@ -156,7 +143,7 @@ class _Section:
             or not value
             or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in value)
         ):
-            raise self.error(k, f"expected a non-empty list of integers >= {minimum}, got {value!r}")
+            raise self.error(k, f"expected a non-empty list of integers >= {minimum}, got {short_repr(value)}")
         if len(set(value)) != len(value):
             raise self.error(k, f"duplicate values in {list(value)}")
         return tuple(value)
@@ -164,8 +151,9 @@ class _Section:
     def path(self, k: str, kind: str, required: bool = False) -> Path | None:
         """A file or folder (`kind` = 'file' | 'dir') that must exist; relative to the config's folder."""
         value = self.string(k, required=required)
-        if value is None:
-            return None
+        return None if value is None else self.existing(k, value, kind)
+
+    def existing(self, k: str, value: str, kind: str) -> Path:
         path = resolve_path(value, self.where)
         if kind == "dir" and not path.is_dir():
             raise self.error(k, f"{path}: no such folder")
@@ -191,44 +179,45 @@ def resolve_path(value: str | os.PathLike, config_file: Path) -> Path:
 # --- the sections ---------------------------------------------------------------------------------
 
 
-def _v1(s: _Section) -> V1Config:
-    cfg = V1Config(
-        root=s.path("root", "dir", required=True),
-        name=s.string("name", "imagenet_v1"),
-        real=s.path("real", "file"),
-        skip_bad=s.boolean("skip_bad", False),
-    )
-    s.done()
-    return cfg
+def _option_value(s: _Section, opt: Option) -> Any:
+    """One schema option from the YAML section: type, choices and bounds checked, paths resolved."""
+    value = s.raw(opt.name)
+    if opt.base is tuple and isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    elif opt.base is tuple and isinstance(value, list):
+        value = tuple(value)
+    if opt.spec.path is not None and isinstance(value, str) and value:
+        value = str(s.existing(opt.name, value, opt.spec.path))
+    bad = problem(opt, value)
+    if bad == "required":
+        raise s.error(opt.name, "required key missing")
+    if bad:
+        raise s.error(opt.name, bad)
+    return value
 
 
-def _v2(s: _Section) -> V2Config:
-    from mlreassess.datasets.imagenetv2 import VARIANTS
-
-    cfg = V2Config(
-        root=s.path("root", "dir", required=True),
-        variant=s.string("variant", "matched-frequency", choices=VARIANTS),
-        labels=s.path("labels", "file"),
-        name=s.string("name"),
-        skip_bad=s.boolean("skip_bad", False),
-    )
-    s.done()
-    return cfg
+def read_options(s: _Section, cls: type, **given: Any) -> Any:
+    """An instance of schema `cls` from the YAML keys of its options (`given` fills the others)."""
+    values = {o.name: _option_value(s, o) for o in options_of(cls) if o.spec.yaml and o.name not in given}
+    return cls(**{k: v for k, v in values.items() if v is not None}, **given)
 
 
 def _patchml(s: _Section) -> PatchMLConfig:
-    cfg = PatchMLConfig(
-        boxes=s.path("boxes", "file", required=True),
-        images=s.path("images", "dir", required=True),  # inference renders the canvases from them
-        seeds=s.int_list("seeds", (1, 2, 3, 4, 5)),
-        counts=s.int_list("counts", None, minimum=1),
-        canvas=s.integer("canvas"),
-        min_box_side=s.integer("min_box_side", minimum=0),
-        source_pattern=s.string("source_pattern"),
-        render=s.boolean("render", False),
-    )
+    seeds = s.int_list("seeds", PATCHML_DEFAULT_SEEDS)
+    render = s.boolean("render", False)
+    if s.raw("images") is None:  # inference renders the canvases from the source images
+        raise s.error("images", "required key missing")
+    cfg = PatchMLConfig(read_options(s, PatchMLOptions, seed=seeds[0]), seeds, render)
     s.done()
     return cfg
+
+
+def _section(s: _Section | None, cls: type, **given: Any) -> Any:
+    if s is None:
+        return cls(**given)
+    options = read_options(s, cls, **given)
+    s.done()
+    return options
 
 
 def _manifests(s: _Section) -> tuple[Path, ...]:
@@ -236,113 +225,102 @@ def _manifests(s: _Section) -> tuple[Path, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or any(not isinstance(v, str) or not v for v in value):
-        raise s.error("manifests", f"expected a list of manifest files, got {value!r}")
-    paths = tuple(resolve_path(v, s.where) for v in value)
-    for i, path in enumerate(paths):
-        if not path.is_file():
-            raise s.error(f"manifests[{i}]", f"{path}: no such file")
-    return paths
+        raise s.error("manifests", f"expected a list of manifest files, got {short_repr(value)}")
+    return tuple(s.existing(f"manifests[{i}]", v, "file") for i, v in enumerate(value))
 
 
-def _inference(s: _Section | None) -> InferenceConfig:
-    if s is None:
-        return InferenceConfig()
-    cfg = InferenceConfig(
-        device=s.string("device"),
-        batch_size=s.integer("batch_size"),
-        precision=s.string("precision"),
-        channels_last=s.boolean("channels_last", False),
-        compile=s.boolean("compile", False),
-        topk=s.integer("topk"),
-        weights=_weights(s),
-        workers=s.integer("workers", minimum=0),
-        crop=s.string("crop"),
-        save_softmax=s.boolean("save_softmax", False),
-    )
-    for key in ("device", "precision", "crop"):
-        _check_infer_choice(s, key, getattr(cfg, key))
-    s.done()
-    return cfg
-
-
-def _weights(s: _Section) -> str | None:
-    """A weight source; a relative `file:PATH` resolves against the config's folder like every path."""
-    value = s.string("weights")
-    if value is not None and value.startswith("file:"):
-        path = resolve_path(value[len("file:") :], s.where)
+def _inference(s: _Section | None) -> InferOptions:
+    """The `inference:` section; a relative `file:PATH` weight source resolves like every path."""
+    weights = s.string("weights") if s is not None else None
+    if weights is not None and weights.startswith("file:"):
+        path = resolve_path(weights[len("file:") :], s.where)
         if not path.is_file():
             raise s.error("weights", f"{path}: no such weights file")
-        value = f"file:{path}"
-    return value
+        weights = f"file:{path}"
+    return _section(s, InferOptions, **({"weights": weights} if weights else {}))
 
 
-def _check_infer_choice(s: _Section, key: str, value: str | None) -> None:
-    """Check `value` against the choices of `mlreassess infer --<key>` (defined there, once)."""
-    if value is None:
-        return
-    import argparse
+def _evaluate(top: _Section) -> EvaluateOptions | None:
+    """`evaluate: true | false | {bootstrap, ci, seed}`."""
+    value = top.raw("evaluate", True)
+    if isinstance(value, bool):
+        return EvaluateOptions() if value else None
+    return _section(top.section("evaluate"), EvaluateOptions)
 
-    from mlreassess.cli.infer import add_model_arguments
 
-    parser = argparse.ArgumentParser(exit_on_error=False)
-    add_model_arguments(parser, multiple=True)
-    try:
-        parser.parse_args([f"--{key.replace('_', '-')}", value])
-    except argparse.ArgumentError as exc:
-        raise s.error(key, exc.message) from None
+def _datasets(top: _Section, source: Path) -> dict[str, Any]:
+    datasets = top.section("datasets")
+    if datasets is None:
+        raise InputError(f"{source}: datasets: required key missing (imagenet_v1, imagenet_v2 and/or patchml)")
+    found = {
+        "v1": _section(datasets.section("imagenet_v1"), ImagenetValOptions) if datasets.raw("imagenet_v1") is not None else None,
+        "v2": _section(datasets.section("imagenet_v2"), ImagenetV2Options) if datasets.raw("imagenet_v2") is not None else None,
+        "patchml": _patchml(datasets.section("patchml")) if datasets.raw("patchml") is not None else None,
+        "manifests": _manifests(datasets),
+    }
+    datasets.done()
+    if not any(found.values()):
+        raise InputError(f"{source}: datasets: empty (give imagenet_v1, imagenet_v2, patchml and/or manifests)")
+    return found
+
+
+def _models(top: _Section, source: Path) -> dict[str, Any]:
+    models = top.raw("models", [])
+    if isinstance(models, str):
+        models = [models]
+    if not isinstance(models, list) or any(not isinstance(m, str) or not m.strip() for m in models):
+        raise InputError(f"{source}: models: expected a list of model names, got {short_repr(models)}")
+    models_file = top.path("models_file", "file")
+    if not models and models_file is None:
+        raise InputError(f"{source}: models: no models (give `models` and/or `models_file`)")
+    return {"models": tuple(m.strip() for m in models), "models_file": models_file}
 
 
 def parse_config(data: Any, source: Path) -> RunConfig:
     """Validate a loaded YAML document; `source` is the file (for messages and relative paths)."""
     top = _Section(data if data is not None else {}, "", source)
     out = resolve_path(top.string("out", required=True), source)
-    datasets = top.section("datasets")
-    if datasets is None:
-        raise InputError(f"{source}: datasets: required key missing (imagenet_v1, imagenet_v2 and/or patchml)")
-    v1 = _v1(datasets.section("imagenet_v1")) if datasets.raw("imagenet_v1") is not None else None
-    v2 = _v2(datasets.section("imagenet_v2")) if datasets.raw("imagenet_v2") is not None else None
-    pml = _patchml(datasets.section("patchml")) if datasets.raw("patchml") is not None else None
-    manifests = _manifests(datasets)
-    datasets.done()
-    if not (v1 or v2 or pml or manifests):
-        raise InputError(f"{source}: datasets: empty (give imagenet_v1, imagenet_v2, patchml and/or manifests)")
-
-    models = top.raw("models", [])
-    if isinstance(models, str):
-        models = [models]
-    if not isinstance(models, list) or any(not isinstance(m, str) or not m.strip() for m in models):
-        raise InputError(f"{source}: models: expected a list of model names, got {models!r}")
-    models_file = top.path("models_file", "file")
-    if not models and models_file is None:
-        raise InputError(f"{source}: models: no models (give `models` and/or `models_file`)")
-
     cfg = RunConfig(
         source=source,
         out=out,
-        v1=v1,
-        v2=v2,
-        patchml=pml,
-        manifests=manifests,
-        models=tuple(m.strip() for m in models),
-        models_file=models_file,
+        **_datasets(top, source),
+        **_models(top, source),
         inference=_inference(top.section("inference")),
-        evaluate=top.boolean("evaluate", True),
+        evaluate=_evaluate(top),
         report=top.boolean("report", True),
     )
-    if cfg.report and not cfg.evaluate:
+    if cfg.report and cfg.evaluate is None:
         raise InputError(f"{source}: report: true needs evaluate: true (the report reads metrics.parquet)")
     top.done()
     return cfg
 
 
+def _count_nodes(node: yaml.Node, limit: int) -> int:
+    """Nodes of the document with aliases expanded (each alias counts its whole subtree again)."""
+    total, stack = 0, [node]
+    while stack:
+        n = stack.pop()
+        total += 1
+        if total > limit:
+            return total
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+        elif isinstance(n, yaml.MappingNode):
+            stack.extend(x for pair in n.value for x in pair)
+    return total
+
+
 def load_config(path: str | os.PathLike) -> RunConfig:
     """Read and validate a YAML config file."""
-    import yaml
-
     path = Path(path).absolute()
     if not path.is_file():
         raise InputError(f"{path}: config file not found")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise InputError(f"{path}: config file larger than {MAX_CONFIG_BYTES // 1024} KiB")
     try:
+        node = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
+        if node is not None and _count_nodes(node, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
+            raise InputError(f"{path}: config expands to more than {MAX_CONFIG_NODES:,} YAML nodes (aliases?)")
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)

@@ -18,3 +18,15 @@ PATCHML_DEFAULT_SEEDS = (1, 2, 3, 4, 5)
 
 # Bootstrap resamples for the 95% intervals.
 DEFAULT_BOOTSTRAP = 1000
+
+# ImageNetV2 variants (folder `imagenetv2-<variant>-format-val`).
+IMAGENETV2_VARIANTS = ("matched-frequency", "threshold-0.7", "top-images")
+
+# PatchML resize filters (Pillow's names) and the default.
+PATCHML_RESAMPLE_CHOICES = ("nearest", "bilinear", "bicubic", "lanczos")
+PATCHML_DEFAULT_RESAMPLE = "bicubic"
+
+# Inference choices: autocast precisions, and crops (none = resize-only, the paper's setting).
+PRECISIONS = ("fp32", "bf16", "fp16")
+CROPS = ("none", "center")
+DEVICES = ("cuda", "cpu")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from mlreassess.cli.options import add_options, options_from
+from mlreassess.options import InferOptions
+
+# The inference options that matter for speed (the rest change no timing).
+BENCH_OPTIONS = ("weights", "device", "batch_size", "precision", "channels_last", "compile", "crop", "workers")
+
 
 def register(subparsers) -> None:
-    from mlreassess.cli.infer import add_model_arguments
-
     parser = subparsers.add_parser("bench", help="speed benchmarks", description="Speed benchmarks.")
     inner = parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
     infer = inner.add_parser(
@@ -17,7 +21,8 @@ def register(subparsers) -> None:
         "end-to-end images/s (the infer pipeline over the manifest's first images); the last line is "
         "'ratio X.XX' (end-to-end / forward-only).",
     )
-    add_model_arguments(infer, multiple=False, default_weights="random")
+    infer.add_argument("--model", required=True, metavar="NAME", help="timm model name")
+    add_options(infer, InferOptions, only=BENCH_OPTIONS, defaults={"weights": "random"})
     infer.add_argument("--data", required=True, metavar="MANIFEST", help="manifest whose images are decoded")
     infer.add_argument("--batches", type=int, default=20, metavar="N", help="timed batches (default: 20)")
     infer.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed batches first (default: 2)")
@@ -25,12 +30,15 @@ def register(subparsers) -> None:
 
 
 def run_infer(args: argparse.Namespace) -> int:
-    from mlreassess.cli.infer import options_from
+    # Imported here, not at the top: `mlreassess --help` must not import torch.
+    from mlreassess.cli.infer import configure_torch
     from mlreassess.inference.bench import bench_infer
     from mlreassess.inference.models import ModelSpec
 
-    opts = options_from(args)
-    result = bench_infer(ModelSpec(args.model, args.weights), args.data, opts, batches=args.batches, warmup=args.warmup)
+    opts = options_from(InferOptions, args)
+    configure_torch(opts.device)
+    result = bench_infer(ModelSpec(args.model, opts.weights), args.data, opts, batches=args.batches,
+                         warmup=args.warmup)
     for line in result.lines():
         print(line)
     return 0

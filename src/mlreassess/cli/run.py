@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,13 +22,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: `mlreassess --help` must not import torch.
+    from mlreassess.cli.infer import configure_torch
     from mlreassess.config import load_config
-    from mlreassess.pipeline import log, model_specs, run_study
+    from mlreassess.pipeline import model_specs, run_study
 
     cfg = load_config(args.config)
     if args.check:
         specs = model_specs(cfg)
-        log(f"{cfg.source}: valid; {len(specs)} model(s), output in {cfg.out}")
+        print(f"{cfg.source}: valid; {len(specs)} model(s), output in {cfg.out}", file=sys.stderr)
         return 0
+    configure_torch(cfg.inference.device)
     run_study(cfg)
     return 0

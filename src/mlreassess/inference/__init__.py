@@ -10,6 +10,6 @@ One concern per module:
   distributed torchrun ranks: claims of passes, sample sharding, gathering
   bench       forward-only vs end-to-end images/s
 
-Entry points for other stages: `runner.run(manifest_paths, [ModelSpec], results, Options)`,
-`writers.prediction_path` / `read_predictions` / `manifest_copy_path`.
+Entry points for other stages: `runner.run(manifest_paths, [ModelSpec], results, InferOptions)`,
+`writers.read_predictions`; paths come from `mlreassess.results.ResultsLayout`.
 """

@@ -16,9 +16,11 @@ import torch
 from mlreassess.datasets.manifest import read_manifest
 from mlreassess.errors import InputError
 from mlreassess.inference.data import check_readable
+from mlreassess.inference.distributed import resolve_device
 from mlreassess.inference.models import ModelSpec, build, check_specs
 from mlreassess.inference.preprocess import preprocess_for
-from mlreassess.inference.runner import ModelRunner, Options, run_pass, sync_device
+from mlreassess.inference.runner import ModelRunner, run_pass, sync_device
+from mlreassess.options import InferOptions
 
 
 @dataclass
@@ -65,7 +67,7 @@ def forward_only(runner: ModelRunner, shape: tuple[int, ...], batches: int, warm
     return batches * shape[0] / (time.perf_counter() - start)
 
 
-def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: Options, batches: int = 20, warmup: int = 2) -> BenchResult:
+def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: InferOptions, batches: int = 20, warmup: int = 2) -> BenchResult:
     if batches < 1 or warmup < 1:
         raise InputError("--batches and --warmup must be at least 1")
     (spec,) = check_specs([spec])
@@ -73,13 +75,12 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: Options, batch
     if len(manifest) == 0:
         raise InputError(f"{manifest_path}: the manifest has no samples to benchmark on")
     check_readable(manifest)
-    if opts.device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA device is available here (use --device cpu)")
-        torch.backends.cudnn.benchmark = True
+    device = resolve_device(opts.device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available here (use --device cpu)")
     loaded = build(spec)
     prep = preprocess_for(loaded.data_config, opts.crop)
-    runner = ModelRunner(loaded, opts.device, opts)
+    runner = ModelRunner(loaded, device, opts)
     b = opts.batch_size
     fwd = forward_only(runner, (b, 3, prep.height, prep.width), batches, warmup)
 
@@ -91,7 +92,7 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: Options, batch
     timed_images = n - warmup * b
     e2e = timed_images / (result.elapsed_s - result.batch_end_s[warmup - 1])
     return BenchResult(
-        model=spec.name, weights=loaded.weights, preprocess=prep.describe(), device=opts.device,
+        model=spec.name, weights=loaded.weights, preprocess=prep.describe(), device=device,
         precision=opts.precision, batch_size=b, batches=batches, forward_images_per_s=fwd,
         end_to_end_images_per_s=e2e, unreadable=len(result.failed),
     )

@@ -13,9 +13,11 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mlreassess.datasets.images import open_image
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference.preprocess import Preprocess
+from mlreassess.patchml.render import render_row
 
 
 def check_readable(manifest: Manifest) -> None:
@@ -33,8 +35,6 @@ def check_readable(manifest: Manifest) -> None:
 def image_opener(manifest: Manifest, source_root: str | os.PathLike | None = None) -> Callable[[int], object]:
     """Row index -> RGB PIL image. PatchML canvases come from DIR/images/<id>.png when present,
     else are rendered from the manifest and its source images (same pixels, SPEC 2)."""
-    from mlreassess.datasets.images import open_image
-
     ids = manifest.sample_ids
     if manifest.kind == "patchml":
         png_dir = manifest.source.parent / "images" if manifest.source is not None else None
@@ -44,8 +44,6 @@ def image_opener(manifest: Manifest, source_root: str | os.PathLike | None = Non
                 png = png_dir / f"{ids[i]}.png"
                 if png.is_file():
                     return open_image(png)
-            from mlreassess.patchml.render import render_row
-
             return render_row(manifest, i, source_root=source_root)
 
         return open_canvas

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence, TypeVar
+
+import torch
+import torch.distributed as td
 
 T = TypeVar("T")
 
@@ -31,16 +36,12 @@ class Dist:
 
     def barrier(self) -> None:
         if self.active:
-            import torch.distributed as td
-
             td.barrier()
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's `obj`, on every rank."""
         if not self.active:
             return obj
-        import torch.distributed as td
-
         box = [obj]
         td.broadcast_object_list(box, src=0)
         return box[0]
@@ -49,8 +50,6 @@ class Dist:
         """Every rank's `obj`, in rank order, on rank 0 (None elsewhere)."""
         if not self.active:
             return [obj]
-        import torch.distributed as td
-
         out: list[Any] | None = [None] * self.world if self.is_main else None
         td.gather_object(obj, out, dst=0)
         return out
@@ -58,8 +57,6 @@ class Dist:
     def all_gather(self, obj: Any) -> list[Any]:
         if not self.active:
             return [obj]
-        import torch.distributed as td
-
         out: list[Any] = [None] * self.world
         td.all_gather_object(out, obj)
         return out
@@ -70,8 +67,6 @@ def init_from_env() -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    import torch.distributed as td
-
     owns = not td.is_initialized()
     if owns:
         # Ranks wait for each other across whole stages (rank 0 building PatchML sets, a long
@@ -84,8 +79,6 @@ def init_from_env() -> Dist:
 
 def shutdown(dist: Dist) -> None:
     if dist.owns_group:
-        import torch.distributed as td
-
         if td.is_initialized():
             td.destroy_process_group()
 
@@ -94,6 +87,13 @@ def block(items: Sequence[T], rank: int, world: int) -> list[T]:
     """Rank `rank`'s contiguous share of `items` (sizes differ by at most one; order kept)."""
     n = len(items)
     return list(items[rank * n // world : (rank + 1) * n // world])
+
+
+def resolve_device(device: str | None) -> str:
+    """The device asked for, or (None) cuda if available, else cpu."""
+    if device is not None:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def device_for(device: str, dist: Dist) -> str:
@@ -115,8 +115,6 @@ class Claims:
     block a rerun; it must be on a filesystem all ranks see (as RESULTS must be)."""
 
     def __init__(self, folder: str | os.PathLike, rank: int):
-        from pathlib import Path
-
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rank = rank
@@ -131,8 +129,6 @@ class Claims:
         return True
 
     def remove(self) -> None:
-        import shutil
-
         shutil.rmtree(self.folder, ignore_errors=True)
         try:
             self.folder.parent.rmdir()  # only if no other run's claims are in it

@@ -7,6 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import timm
+from timm.data import resolve_data_config, resolve_model_data_config
+
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import weights as W
 from mlreassess.inference.weights import HUB_PREFIXES
@@ -28,8 +31,6 @@ class LoadedModel:
 
 def check_model_name(name: str) -> None:
     """Raise a one-line error with close matches if timm does not know `name` (or its tag)."""
-    import timm
-
     if name.startswith(HUB_PREFIXES):
         return  # a Hugging Face hub model: only the hub itself can say whether it exists
     arch, _, tag = name.partition(".")
@@ -79,9 +80,6 @@ def check_specs(specs: list[ModelSpec]) -> list[ModelSpec]:
 
 def registry_data_config(name: str) -> dict:
     """timm's data config for `name` from its registry, without building the model."""
-    import timm
-    from timm.data import resolve_data_config
-
     cfg = None if name.startswith(HUB_PREFIXES) else timm.models.get_pretrained_cfg(name)
     if cfg is None:  # not in the registry (hf-hub: models): the built model knows
         try:
@@ -95,9 +93,6 @@ def registry_data_config(name: str) -> dict:
 
 def build(spec: ModelSpec) -> LoadedModel:
     """Create the timm model with its weights, in eval mode on the CPU."""
-    import timm
-    from timm.data import resolve_model_data_config
-
     if spec.weights == "hub":
         module, source = W.create_hub(spec.name)
     else:

@@ -8,13 +8,16 @@ that share input size, interpolation and crop share one decode of every image.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import torch
+from timm.data import create_transform
+from timm.data.transforms import str_to_pil_interp
 
-CROPS = ("none", "center")
-PRECISIONS = ("fp32", "bf16", "fp16")
+from mlreassess.constants import CROPS, PRECISIONS
 
 
 @dataclass(frozen=True, order=True)
@@ -30,8 +33,6 @@ class Preprocess:
 
     @cached_property
     def _center_transform(self):
-        from timm.data import create_transform
-
         # use_prefetcher=True: timm's transform then ends in a uint8 tensor, no normalisation.
         return create_transform(
             input_size=(3, self.height, self.width),
@@ -44,12 +45,8 @@ class Preprocess:
 
     def __call__(self, image):
         """RGB PIL image -> contiguous uint8 tensor (3, H, W)."""
-        import torch
-
         if self.crop == "center":
             return self._center_transform(image).contiguous()
-        from timm.data.transforms import str_to_pil_interp
-
         resized = image.resize((self.width, self.height), resample=str_to_pil_interp(self.interpolation))
         return torch.from_numpy(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1).copy())
 
@@ -76,8 +73,6 @@ def preprocess_for(data_config: dict, crop: str = "none") -> Preprocess:
 
 def amp_dtype(precision: str):
     """torch dtype for autocast, or None for plain float32."""
-    import torch
-
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -85,10 +80,6 @@ def amp_dtype(precision: str):
 
 def autocast(device, precision: str):
     """Autocast context for `precision` on `device` (a no-op context for fp32)."""
-    import contextlib
-
-    import torch
-
     dtype = amp_dtype(precision)
     if dtype is None:
         return contextlib.nullcontext()
@@ -102,15 +93,11 @@ class Normalizer:
     """
 
     def __init__(self, mean, std, device, channels_last: bool = False):
-        import torch
-
         self.mean = torch.tensor([255.0 * m for m in mean], device=device).view(1, 3, 1, 1)
         self.std = torch.tensor([255.0 * s for s in std], device=device).view(1, 3, 1, 1)
         self.channels_last = channels_last
 
     def __call__(self, batch_uint8):
-        import torch
-
         x = batch_uint8
         if self.channels_last:  # reorder the uint8 batch (4x less to move); .float() keeps the layout
             x = x.contiguous(memory_format=torch.channels_last)

@@ -12,7 +12,7 @@ when there are fewer units than ranks, split the samples of each unit (rank 0 me
 from __future__ import annotations
 
 import itertools
-import sys
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,49 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
-from tqdm import tqdm
 
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import distributed as D
 from mlreassess.inference import writers
 from mlreassess.inference.data import ManifestImages, check_readable, default_workers, make_loader
+from mlreassess.inference.distributed import resolve_device
 from mlreassess.inference.models import LoadedModel, ModelSpec, build, check_specs, registry_data_config
 from mlreassess.inference.preprocess import Normalizer, Preprocess, autocast, preprocess_for
+from mlreassess.options import InferOptions
+from mlreassess.progress import bar
+from mlreassess.results import ResultsLayout
 
-
-@dataclass
-class Options:
-    device: str = "cpu"
-    batch_size: int = 128
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
-    topk: int = 10
-    save_softmax: bool = False
-    crop: str = "none"
-    workers: int | None = None  # None: default_workers()
-    strict: bool = False
-    overwrite: bool = False
-    models_per_pass: int = 4
-    source_root: str | None = None  # PatchML source images, if not where the manifest says
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        # One place for these checks, whether the options come from the CLI or a run config.
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be at least 1, not {self.batch_size}")
-        if not 1 <= self.topk <= 1000:
-            raise InputError(f"topk must be in 1..1000, not {self.topk}")
-        if self.workers is not None and self.workers < 0:
-            raise InputError(f"workers must be 0 or more, not {self.workers}")
-        if self.models_per_pass < 1:
-            raise InputError(f"models per pass must be at least 1, not {self.models_per_pass}")
-
-
-def _log(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
+log = logging.getLogger(__name__)
 
 
 def forward_with_retry(forward, x, state: dict):
@@ -78,7 +51,7 @@ def forward_with_retry(forward, x, state: dict):
             if size <= 1:
                 raise
             state["chunk"] = size // 2
-            _log(f"out of memory at batch {size}: retrying with batch {state['chunk']}")
+            log.warning(f"out of memory at batch {size}: retrying with batch {state['chunk']}")
         # Outside the except block, so the failed attempt's tensors are already freed.
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -94,7 +67,7 @@ class ModelRunner:
     """One model on the device: normalise, forward (AMP / channels_last / compile), float32 softmax,
     top-k. Results stay on the device until `collect()`, so batches are never synchronised."""
 
-    def __init__(self, loaded: LoadedModel, device: str, opts: Options):
+    def __init__(self, loaded: LoadedModel, device: str, opts: InferOptions):
         self.loaded = loaded
         self.name = loaded.spec.name
         self.device = device
@@ -157,53 +130,59 @@ def run_pass(
     rows: list[int],
     runners: list[ModelRunner],
     preprocess: Preprocess,
-    opts: Options,
+    opts: InferOptions,
     desc: str = "",
     sync_after: int | None = None,
 ) -> PassResult:
     """Decode `rows` once and feed every batch to every runner. Bad samples are left out (or, with
     opts.strict, stop the run); a runner that raises is dropped and its error kept. `sync_after`:
     wait for the device after that many batches (a timing mark for benchmarks)."""
-    device = runners[0].device if runners else opts.device
-    pin = uses_pinned_memory(device)
+    device = runners[0].device if runners else resolve_device(opts.device)
     workers = default_workers() if opts.workers is None else opts.workers
     dataset = ManifestImages(manifest, preprocess, rows, source_root=opts.source_root)
-    loader = make_loader(dataset, opts.batch_size, workers, pin)
-    ids = manifest.sample_ids
+    loader = make_loader(dataset, opts.batch_size, workers, uses_pinned_memory(device))
     result = PassResult()
     live = list(runners)
     start = time.perf_counter()
-    with torch.inference_mode(), tqdm(
-        total=len(rows), desc=desc, unit="img", file=sys.stderr, disable=not opts.progress, dynamic_ncols=True
-    ) as bar:
+    with torch.inference_mode(), bar(total=len(rows), desc=desc, enabled=opts.progress) as progress:
         for idx, images, errors in loader:
-            keep = [j for j, e in enumerate(errors) if not e]
-            if len(keep) < len(errors):
-                for j in (j for j, e in enumerate(errors) if e):
-                    row = int(idx[j])
-                    if opts.strict:
-                        raise InputError(f"{manifest.source}: sample {ids[row]!r}: {errors[j]}")
-                    result.failed.append((row, errors[j]))
-                    _log(f"skipping sample {ids[row]!r} of {manifest.name}: {errors[j]}")
-                idx, images = idx[keep], images[keep]
-            if len(keep):
-                x = images.to(device, non_blocking=True)
-                for runner in list(live):
-                    try:
-                        runner.predict(x)
-                    except Exception as exc:  # one model's failure must not sink the others
-                        result.model_errors[runner.name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-                        live.remove(runner)
-                        _log(f"model {runner.name} failed on {manifest.name}: {result.model_errors[runner.name]}")
+            idx, images = _drop_unreadable(manifest, idx, images, errors, opts.strict, result)
+            if len(idx):
+                _predict(images.to(device, non_blocking=True), live, manifest.name, result)
                 result.rows.extend(int(i) for i in idx)
             if sync_after is not None and len(result.batch_end_s) + 1 == sync_after:
                 sync_device(device)
             result.batch_end_s.append(time.perf_counter() - start)
-            bar.update(len(errors))
+            progress.update(len(errors))
         for runner in live:
             result.outputs[runner.name] = runner.collect()
         result.elapsed_s = time.perf_counter() - start
     return result
+
+
+def _drop_unreadable(manifest: Manifest, idx, images, errors: list[str], strict: bool, result: PassResult):
+    """The batch without the samples that could not be read (recorded in `result`, or raised if strict)."""
+    keep = [j for j, e in enumerate(errors) if not e]
+    if len(keep) == len(errors):
+        return idx, images
+    for j in (j for j, e in enumerate(errors) if e):
+        row, sample = int(idx[j]), manifest.sample_ids[int(idx[j])]
+        if strict:
+            raise InputError(f"{manifest.source}: sample {sample!r}: {errors[j]}")
+        result.failed.append((row, errors[j]))
+        log.warning(f"skipping sample {sample!r} of {manifest.name}: {errors[j]}")
+    return idx[keep], images[keep]
+
+
+def _predict(x, live: list[ModelRunner], dataset: str, result: PassResult) -> None:
+    """Feed one batch to every live runner; a runner that raises is dropped with its error."""
+    for runner in list(live):
+        try:
+            runner.predict(x)
+        except Exception as exc:  # one model's failure must not sink the others
+            result.model_errors[runner.name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            live.remove(runner)
+            log.warning(f"model {runner.name} failed on {dataset}: {result.model_errors[runner.name]}")
 
 
 @dataclass(frozen=True)
@@ -248,13 +227,13 @@ def load_manifests(paths: list[str | Path]) -> list[Manifest]:
     return sorted(manifests, key=lambda m: m.name)
 
 
-def _plan(manifests: list[Manifest], specs: list[ModelSpec], results: Path, opts: Options):
+def _plan(manifests: list[Manifest], specs: list[ModelSpec], layout: ResultsLayout, opts: InferOptions):
     """(pending units in pass order, skipped (dataset, model) pairs). Run on rank 0 only."""
     prep = {s: preprocess_for(registry_data_config(s.name), opts.crop) for s in specs}
     pending, skipped = [], []
     for d, manifest in enumerate(manifests):
         for spec in specs:
-            if not opts.overwrite and writers.is_complete(writers.prediction_path(results, manifest.name, spec.name)):
+            if not opts.overwrite and writers.is_complete(layout.prediction(manifest.name, spec.name)):
                 skipped.append((manifest.name, spec.name))
             else:
                 pending.append(Unit(d, spec, prep[spec]))
@@ -270,7 +249,7 @@ def _passes(units: list[Unit], per_pass: int):
             yield group[i : i + per_pass]
 
 
-def _load(unit: Unit, device: str, opts: Options) -> ModelRunner:
+def _load(unit: Unit, device: str, opts: InferOptions) -> ModelRunner:
     loaded = build(unit.model)
     actual = preprocess_for(loaded.data_config, opts.crop)
     if actual != unit.preprocess:  # the registry's config and the built model's disagree
@@ -280,10 +259,8 @@ def _load(unit: Unit, device: str, opts: Options) -> ModelRunner:
     return ModelRunner(loaded, device, opts)
 
 
-def _meta(runner: ModelRunner, manifest: Manifest, preprocess: Preprocess, opts: Options, elapsed_s: float,
+def _meta(runner: ModelRunner, manifest: Manifest, preprocess: Preprocess, opts: InferOptions, elapsed_s: float,
           n: int, failed: list[dict], pass_models: list[str], world: int) -> dict[str, Any]:
-    import timm
-
     cfg = runner.loaded.data_config
     return {
         "model": runner.name,
@@ -331,7 +308,7 @@ def _merge_shards(shards: list[PassResult]) -> PassResult:
     return merged
 
 
-def run(manifest_paths: list[str | Path], specs: list[ModelSpec], results: str | Path, opts: Options) -> Summary:
+def run(manifest_paths: list[str | Path], specs: list[ModelSpec], results: str | Path, opts: InferOptions) -> Summary:
     """Run (or resume) the sweep; returns this rank's view (rank 0: the whole sweep's summary)."""
     dist = D.init_from_env()
     try:
@@ -344,73 +321,79 @@ def run(manifest_paths: list[str | Path], specs: list[ModelSpec], results: str |
         D.shutdown(dist)
 
 
-def _run(dist: D.Dist, manifest_paths, specs: list[ModelSpec], results: Path, opts: Options) -> Summary:
+def _run(dist: D.Dist, manifest_paths, specs: list[ModelSpec], results: Path, opts: InferOptions) -> Summary:
     start = time.perf_counter()
+    layout = ResultsLayout(results)
     specs = check_specs(specs)
     manifests = load_manifests(manifest_paths)
     for m in manifests:  # every rank checks, so a clash stops all of them alike
-        if not writers.check_manifest_copy(results, m) and dist.is_main:
-            writers.write_manifest_copy(results, m)
-
-    device = D.device_for(opts.device, dist)
-    if torch.device(device).type == "cuda":
-        if not torch.cuda.is_available():
-            raise MlreassessError("--device cuda: no CUDA device is available here (use --device cpu)")
-        torch.cuda.set_device(torch.device(device))
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-
-    plan = (*_plan(manifests, specs, results, opts), uuid.uuid4().hex) if dist.is_main else None
+        if not writers.check_manifest_copy(layout, m) and dist.is_main:
+            writers.write_manifest_copy(layout, m)
+    device = _device(opts, dist)
+    plan = (*_plan(manifests, specs, layout, opts), uuid.uuid4().hex) if dist.is_main else None
     pending, skipped, run_id = dist.broadcast(plan)
     # Biggest datasets first: with first-come claims, the last passes to finish are short ones.
-    passes = sorted(_passes(pending, max(1, opts.models_per_pass)), key=lambda p: -len(manifests[p[0].dataset]))
+    passes = sorted(_passes(pending, opts.models_per_pass), key=lambda p: -len(manifests[p[0].dataset]))
     split_samples = dist.active and 0 < len(pending) < dist.world
     claims = None
     if dist.active and not split_samples:
         if len(passes) < dist.world:  # rather split a pass's models than leave a rank idle
             passes = [[u] for p in passes for u in p]
         claims = D.Claims(results / ".claims" / run_id, dist.rank)
-
     summary = Summary(skipped=skipped if dist.is_main else [])
     for i, units in enumerate(passes):
-        if claims is not None and not claims.take(i):
-            continue
-        manifest = manifests[units[0].dataset]
-        preprocess = units[0].preprocess
-        runners, load_errors = [], {}
-        for unit in units:
-            try:
-                runners.append(_load(unit, device, opts))
-            except Exception as exc:  # weights missing, offline hub, bad file: this model only
-                load_errors[unit.model.name] = str(exc) if isinstance(exc, MlreassessError) else f"{type(exc).__name__}: {exc}"
-                _log(f"model {unit.model.name} failed on {manifest.name}: {load_errors[unit.model.name]}")
-        rows = list(range(len(manifest)))
-        if split_samples:
-            rows = D.block(rows, dist.rank, dist.world)
-        names = [r.name for r in runners]
-        desc = f"{manifest.name} | {', '.join(names)}" + (f" [rank {dist.rank}]" if dist.active else "")
-        result = run_pass(manifest, rows, runners, preprocess, opts, desc=desc) if runners else PassResult()
-        result.model_errors.update(load_errors)
-        if split_samples:
-            shards = dist.gather(result)
-            if not dist.is_main:
-                continue
-            result = _merge_shards(shards)
-        _finish_pass(result, runners, units, manifest, preprocess, opts, results, dist, summary)
-
+        if claims is None or claims.take(i):
+            _one_pass(units, manifests[units[0].dataset], device, opts, layout, dist, split_samples, summary)
     summary.elapsed_s = time.perf_counter() - start
     everyone = dist.gather(summary)  # also: every rank is past its last claim
-    if dist.is_main:
-        if claims is not None:
-            claims.remove()
-        total = Summary(elapsed_s=max(s.elapsed_s for s in everyone))
-        for s in everyone:
-            total.merge(s)
-        return total
-    return summary
+    if not dist.is_main:
+        return summary
+    if claims is not None:
+        claims.remove()
+    total = Summary(elapsed_s=max(s.elapsed_s for s in everyone))
+    for s in everyone:
+        total.merge(s)
+    return total
+
+
+def _device(opts: InferOptions, dist: D.Dist) -> str:
+    """This rank's device, checked to exist."""
+    device = D.device_for(resolve_device(opts.device), dist)
+    if torch.device(device).type == "cuda":
+        if not torch.cuda.is_available():
+            raise MlreassessError("--device cuda: no CUDA device is available here (use --device cpu)")
+        torch.cuda.set_device(torch.device(device))
+    return device
+
+
+def _one_pass(units: list[Unit], manifest: Manifest, device: str, opts: InferOptions, layout: ResultsLayout,
+              dist: D.Dist, split_samples: bool, summary: Summary) -> None:
+    """Load the pass's models, decode the dataset once for all of them, write their outputs."""
+    runners, load_errors = [], {}
+    for unit in units:
+        try:
+            runners.append(_load(unit, device, opts))
+        except Exception as exc:  # weights missing, offline hub, bad file: this model only
+            load_errors[unit.model.name] = str(exc) if isinstance(exc, MlreassessError) else f"{type(exc).__name__}: {exc}"
+            log.warning(f"model {unit.model.name} failed on {manifest.name}: {load_errors[unit.model.name]}")
+    rows = list(range(len(manifest)))
+    if split_samples:
+        rows = D.block(rows, dist.rank, dist.world)
+    names = [r.name for r in runners]
+    desc = f"{manifest.name} | {', '.join(names)}" + (f" [rank {dist.rank}]" if dist.active else "")
+    result = run_pass(manifest, rows, runners, units[0].preprocess, opts, desc=desc) if runners else PassResult()
+    result.model_errors.update(load_errors)
+    if split_samples:
+        shards = dist.gather(result)
+        if not dist.is_main:
+            return
+        result = _merge_shards(shards)
+    _finish_pass(result, runners, units, manifest, units[0].preprocess, opts, layout, dist, summary)
 
 
 def _finish_pass(result: PassResult, runners: list[ModelRunner], units: list[Unit], manifest: Manifest,
-                 preprocess: Preprocess, opts: Options, results: Path, dist: D.Dist, summary: Summary) -> None:
+                 preprocess: Preprocess, opts: InferOptions, layout: ResultsLayout, dist: D.Dist,
+                 summary: Summary) -> None:
     """Write each model's predictions (or record its failure) for one finished pass."""
     ids = manifest.sample_ids
     failed = [{"sample_id": ids[r], "error": e} for r, e in sorted(result.failed, key=lambda f: ids[f[0]])]
@@ -422,14 +405,14 @@ def _finish_pass(result: PassResult, runners: list[ModelRunner], units: list[Uni
         if error is None and not result.rows:
             error = f"no sample of {manifest.name} could be read"
         if error is not None:
-            writers.record_failure(results, name, manifest.name, error, weights=unit.model.weights, rank=dist.rank)
+            writers.record_failure(layout, name, manifest.name, error, weights=unit.model.weights, rank=dist.rank)
             summary.failed.append((manifest.name, name, error))
             continue
         idx, prob, soft = result.outputs[name]
         table = writers.predictions_table([ids[r] for r in result.rows], idx, prob, soft)
         meta = _meta(by_name[name], manifest, preprocess, opts, result.elapsed_s, table.num_rows, failed, pass_models, dist.world)
-        writers.write_predictions(writers.prediction_path(results, manifest.name, name), table, meta)
+        writers.write_predictions(layout.prediction(manifest.name, name), table, meta)
         summary.done.append((manifest.name, name))
         summary.images += table.num_rows
-        _log(f"{manifest.name} / {name}: {table.num_rows} images, {meta['images_per_s']} images/s"
+        log.info(f"{manifest.name} / {name}: {table.num_rows} images, {meta['images_per_s']} images/s"
              + (f", {len(failed)} unreadable" if failed else ""))

