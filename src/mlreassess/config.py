@@ -182,6 +182,10 @@ def resolve_path(value: str | os.PathLike, config_file: Path) -> Path:
 def _option_value(s: _Section, opt: Option) -> Any:
     """One schema option from the YAML section: type, choices and bounds checked, paths resolved."""
     value = s.raw(opt.name)
+    if value is None:  # absent: the schema's default, unless it has none
+        if opt.default is None and not opt.optional:
+            raise s.error(opt.name, "required key missing")
+        return None
     if opt.base is tuple and isinstance(value, int) and not isinstance(value, bool):
         value = (value,)
     elif opt.base is tuple and isinstance(value, list):
@@ -189,8 +193,6 @@ def _option_value(s: _Section, opt: Option) -> Any:
     if opt.spec.path is not None and isinstance(value, str) and value:
         value = str(s.existing(opt.name, value, opt.spec.path))
     bad = problem(opt, value)
-    if bad == "required":
-        raise s.error(opt.name, "required key missing")
     if bad:
         raise s.error(opt.name, bad)
     return value

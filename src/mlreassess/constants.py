@@ -16,8 +16,9 @@ PATCHML_DEFAULT_CANVAS = 448
 PATCHML_DEFAULT_MIN_BOX_SIDE = 100
 PATCHML_DEFAULT_SEEDS = (1, 2, 3, 4, 5)
 
-# Bootstrap resamples for the 95% intervals.
+# Bootstrap resamples and confidence level (percent) of the intervals.
 DEFAULT_BOOTSTRAP = 1000
+DEFAULT_CI_LEVEL = 95.0
 
 # ImageNetV2 variants (folder `imagenetv2-<variant>-format-val`).
 IMAGENETV2_VARIANTS = ("matched-frequency", "threshold-0.7", "top-images")
