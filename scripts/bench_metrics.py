@@ -16,8 +16,11 @@ import time
 
 import numpy as np
 
+from mlreassess.constants import DEFAULT_BOOTSTRAP, NUM_CLASSES
 from mlreassess.metrics import core
-from mlreassess.metrics.evaluate import Prediction, evaluate_dataset, make_sample, mean_over_seeds, rows_of
+from mlreassess.metrics.inputs import Prediction, make_sample
+from mlreassess.metrics.scoring import evaluate_dataset, mean_over_seeds
+from mlreassess.metrics.table import rows_of
 
 V1_SHARES = {0: 3163, 1: 39394, 2: 5408, 3: 1319, 4: 411, 5: 161, 6: 88, 7: 41, 8: 13, 9: 2}  # ReaL, 50k
 V2_SHARES = {1: 5083, 2: 2385, 3: 1306, 4: 628, 5: 237, 6: 232}  # paper Table 1, 10k
@@ -30,7 +33,7 @@ def synthetic_dataset(name: str, kind: str, shares: dict[int, int], n: int, rng:
     g = rng.choice(counts, size=n, p=probs / probs.sum())
     pad = np.full((n, max(counts.max(), 1)), -1, dtype=np.int64)
     for i, gi in enumerate(g):
-        pad[i, :gi] = np.sort(rng.choice(1000, size=gi, replace=False))
+        pad[i, :gi] = np.sort(rng.choice(NUM_CLASSES, size=gi, replace=False))
     labels = core.LabelSets(pad, g.astype(np.int64))
     label = np.where(g > 0, pad[:, 0], -1) if kind != "patchml" else np.full(n, -1)
     ids = np.array([f"s{i:07d}" for i in range(n)], dtype=object)
@@ -46,7 +49,7 @@ def lazy_prediction(sample, model: str, seed: int, k: int):
         labels = np.full((n, k), -1, dtype=np.int64)
         labels[:, :width] = sample.labels.pad[:, :width]
         hit = (rng.random((n, k)) < 0.6) & (labels >= 0)
-        topk = np.where(hit, labels, rng.integers(0, 1000, size=(n, k)))
+        topk = np.where(hit, labels, rng.integers(0, NUM_CLASSES, size=(n, k)))
         return Prediction(model=model, path=None, rows=np.arange(n), topk=topk)
 
     return build
@@ -56,7 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=int, default=300)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every dataset size")
-    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP)
     ap.add_argument("--topk", type=int, default=10)
     args = ap.parse_args()
     rng = np.random.default_rng(0)

@@ -12,7 +12,10 @@ import pytest
 from mlreassess.cli import main
 from mlreassess.errors import InputError
 from mlreassess.io import read_meta, read_table, write_table
+from mlreassess.metrics import aggregate, core
 from mlreassess.metrics.evaluate import evaluate_results
+from mlreassess.metrics.inputs import Prediction, make_sample
+from mlreassess.metrics.scoring import evaluate_dataset
 
 
 # The four samples of test_metrics_core, with K = 5:
@@ -177,3 +180,27 @@ def test_tied_probabilities_give_the_same_metrics_in_any_stored_order(tmp_path: 
     table = read_table(evaluate_results(tmp_path, n_boot=10)[0])
     assert as_dict(table, "m1", "v1")[("top1", None)]["value_pct"] == 100.0
     assert [r["value_pct"] for r in as_dict(table, "m1", "v1").values()] == [r["value_pct"] for r in as_dict(table, "m2", "v1").values()]
+
+
+def test_batched_scoring_equals_the_one_vector_functions():
+    # `evaluate`'s engine (all models at once, stratum sums) and `aggregate` on one model's per-sample
+    # scores go through the same ratio / mean-of-groups functions: same values, same n
+    rng = np.random.default_rng(2)
+    n = 300
+    g = rng.integers(0, 8, size=n)
+    lists = [sorted(rng.choice(20, size=int(k), replace=False).tolist()) for k in g]
+    labels = core.label_sets(lists)
+    label = np.array([ls[0] if ls else -1 for ls in lists])
+    sample = make_sample("v2", "imagenet_v2", [f"s{i:03d}" for i in range(n)], label, labels)
+    topk = rng.integers(0, 20, size=(n, 8))
+    rows = sample.index.get_indexer([f"s{i:03d}" for i in range(n)])
+    est = evaluate_dataset(sample, [Prediction("m", None, rows, topk)], n_boot=5).estimates["m"]
+    in_range = np.isin(labels.count, (1, 2, 3, 4, 5))
+    acc = core.sample_accuracy(topk, labels, in_range)
+    value, used = aggregate.asma(acc, labels.count, (1, 2, 3, 4, 5))
+    assert est[("asma", None)].value_pct == pytest.approx(value, abs=1e-9)
+    assert est[("asma", None)].n == sum(used.values())
+    for gv in used:
+        assert est[("subgroup", gv)].value_pct == pytest.approx(aggregate.subgroup_accuracy(acc, labels.count, gv)[0], abs=1e-9)
+    assert est[("top1", None)].value_pct == pytest.approx(aggregate.mean_pct(core.top1_correct(topk, label))[0], abs=1e-9)
+    assert est[("real", None)].value_pct == pytest.approx(aggregate.mean_pct(core.real_correct(topk, labels))[0], abs=1e-9)

@@ -1,4 +1,4 @@
-"""Hand-computed cases for every metric in mlreassess.metrics.core (worked out in the comments)."""
+"""Hand-computed cases for every metric in mlreassess.metrics.core and .aggregate (worked out in the comments)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mlreassess.metrics import core
+from mlreassess.metrics import aggregate, core
 
 # Four samples, K = 3 (best first):
 #   s0: top [1,2,3], label 1,    labels {1}      -> top1 1, ReaL 1, g=1: top-1 {1}, m=1 -> acc 1/(2-1)=1,   recall 1
@@ -26,7 +26,7 @@ def assert_scores(got, expected):
 
 def test_top1_skips_samples_without_label():
     assert_scores(core.top1_correct(TOPK, LABEL), [1, 0, 0, NAN])
-    value, n = core.mean_pct(core.top1_correct(TOPK, LABEL))
+    value, n = aggregate.mean_pct(core.top1_correct(TOPK, LABEL))
     assert n == 3 and value == pytest.approx(100 / 3)
 
 
@@ -37,7 +37,7 @@ def test_topk_correct():
 
 def test_real_skips_empty_label_sets():
     assert_scores(core.real_correct(TOPK, LABELS), [1, 0, NAN, 1])
-    value, n = core.mean_pct(core.real_correct(TOPK, LABELS))
+    value, n = aggregate.mean_pct(core.real_correct(TOPK, LABELS))
     assert n == 3 and value == pytest.approx(200 / 3)
 
 
@@ -65,22 +65,22 @@ def test_sample_accuracy_equals_m_over_2g_minus_m_and_set_formula():
 def test_subgroup_and_asma_with_missing_groups():
     acc = core.sample_accuracy(TOPK, LABELS)
     # g=1: s0 -> 100; g=2: s1 -> 33.33; g=3: s3 -> 50; g=4, g=5 absent
-    assert core.subgroup_accuracy(acc, LABELS.count, 2) == (pytest.approx(100 / 3), 1)
-    assert core.subgroup_accuracy(acc, LABELS.count, 4)[1] == 0
-    assert math.isnan(core.subgroup_accuracy(acc, LABELS.count, 4)[0])
-    value, used = core.asma(acc, LABELS.count, (1, 2, 3, 4, 5))
+    assert aggregate.subgroup_accuracy(acc, LABELS.count, 2) == (pytest.approx(100 / 3), 1)
+    assert aggregate.subgroup_accuracy(acc, LABELS.count, 4)[1] == 0
+    assert math.isnan(aggregate.subgroup_accuracy(acc, LABELS.count, 4)[0])
+    value, used = aggregate.asma(acc, LABELS.count, (1, 2, 3, 4, 5))
     # unweighted mean of the groups present: (100 + 33.33 + 50) / 3; groups 4 and 5 skipped
     assert value == pytest.approx((100 + 100 / 3 + 50) / 3)
     assert used == {1: 1, 2: 1, 3: 1}
     # default range: every g >= 1 present (PatchML) -> same groups; the empty set never counts
-    assert core.asma(acc, LABELS.count)[1] == {1: 1, 2: 1, 3: 1}
+    assert aggregate.asma(acc, LABELS.count)[1] == {1: 1, 2: 1, 3: 1}
 
 
 def test_asma_is_unweighted_over_groups():
     # g=1: two samples (acc 1, 0) -> 50; g=2: one sample (acc 1) -> 100. ASMA = 75 (sample mean would be 66.7)
     acc = np.array([1.0, 0.0, 1.0])
     count = np.array([1, 1, 2])
-    assert core.asma(acc, count, (1, 2))[0] == pytest.approx(75.0)
+    assert aggregate.asma(acc, count, (1, 2))[0] == pytest.approx(75.0)
 
 
 def test_duplicate_labels_count_once():
@@ -134,5 +134,35 @@ def test_rank_shift_positive_means_climbs():
 
 
 def test_mean_pct_empty():
-    value, n = core.mean_pct(np.array([NAN, NAN]))
+    value, n = aggregate.mean_pct(np.array([NAN, NAN]))
     assert n == 0 and math.isnan(value)
+
+
+def test_ratio_over_strata_with_replicates():
+    # the form `evaluate` uses: per-stratum sums of the scores (num) and of the applicable samples (den)
+    # strata g=1: 3 of 4 right, g=2: 1 of 2 right -> over both: 4/6 = 66.67 (n 6)
+    # two resamples: (4 of 4, 0 of 2) -> 4/6; (2 of 4, 2 of 2) -> 4/6
+    num, den = np.array([3.0, 1.0]), np.array([4.0, 2.0])
+    num_reps = np.array([[4.0, 2.0], [0.0, 2.0]], dtype=np.float32)  # (S, B)
+    den_reps = np.array([[4.0, 4.0], [2.0, 2.0]], dtype=np.float32)
+    est = aggregate.ratio(num, den, num_reps, den_reps)
+    assert est.value_pct == pytest.approx(200 / 3) and est.n == 6
+    assert_scores(est.reps, [200 / 3, 200 / 3])
+    assert aggregate.ratio(np.zeros(2), np.zeros(2)) is None  # nothing applies: no row
+    assert aggregate.ratio(num, den).reps.shape == (0,)  # no bootstrap
+
+
+def test_mean_of_groups_is_asma_of_subgroup_estimates():
+    # subgroups 50% (n 2, reps [40, 60]) and 100% (n 1, reps [100, 80]) -> ASMA 75, n 3, reps [70, 70]
+    groups = [aggregate.Estimate(50.0, 2, np.array([40.0, 60.0])), aggregate.Estimate(100.0, 1, np.array([100.0, 80.0]))]
+    est = aggregate.mean_of_groups(groups)
+    assert est.value_pct == 75.0 and est.n == 3
+    assert_scores(est.reps, [70, 70])
+    assert aggregate.mean_of_groups([]) is None
+
+
+def test_asma_range_by_dataset_kind():
+    counts = np.array([0, 1, 2, 2, 6, 7])
+    assert aggregate.asma_range("imagenet_v1", counts) == (1, 2)  # 1..5 present; 0, 6, 7 never
+    assert aggregate.asma_range("imagenet_v2", counts) == (1, 2)
+    assert aggregate.asma_range("patchml", counts) == (1, 2, 6, 7)  # every g >= 1 present

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+
+from mlreassess.constants import DEFAULT_BOOTSTRAP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "no input file and no parameter changed.",
     )
     p.add_argument("--results", required=True, metavar="RESULTS", help="results folder written by `mlreassess infer`")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default 1000)")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="B",
+                   help=f"bootstrap resamples (default {DEFAULT_BOOTSTRAP})")
     p.add_argument("--ci", type=float, default=95.0, metavar="PCT", help="confidence level in percent (default 95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
     p.add_argument("--out", default=None, metavar="FILE", help="output file (default RESULTS/metrics.parquet)")
@@ -25,8 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
+    # imported here so that `mlreassess --help` does not load numpy, pandas and pyarrow
     from mlreassess.metrics.evaluate import evaluate_results
 
     start = time.perf_counter()
@@ -35,10 +38,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"{out}: up to date (inputs unchanged; --force to recompute)", file=sys.stderr)
         return 0
     for name, info in summary["datasets"].items():
-        missing = info.get("missing_samples") or {}
-        extra = f", samples missing from predictions: {sum(missing.values())} over {len(missing)} model(s)" if missing else ""
-        groups = f", ASMA over g={info['asma_range_present']}" if "asma_range_present" in info else ""
-        seeds = f", mean of {len(info['seeds'])} seed(s)" if "seeds" in info else ""
-        print(f"{name}: {len(info['models'])} model(s){groups}{seeds}{extra}", file=sys.stderr)
+        print(f"{name}: {_dataset_line(info)}", file=sys.stderr)
     print(f"wrote {out} ({summary['rows']} rows) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
+
+
+def _dataset_line(info: dict) -> str:
+    """'N model(s)' plus the ASMA groups, seeds and missing samples of one dataset's summary."""
+    missing = info.get("missing_samples") or {}
+    extra = f", samples missing from predictions: {sum(missing.values())} over {len(missing)} model(s)" if missing else ""
+    groups = f", ASMA over g={info['asma_range_present']}" if "asma_range_present" in info else ""
+    seeds = f", mean of {len(info['seeds'])} seed(s)" if "seeds" in info else ""
+    return f"{len(info['models'])} model(s){groups}{seeds}{extra}"

@@ -13,7 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-DEFAULT_RESAMPLES = 1000
+from mlreassess.constants import DEFAULT_BOOTSTRAP
+from mlreassess.metrics.aggregate import ratio
+
 DEFAULT_LEVEL = 95.0
 _CHUNK = 128  # resamples generated / multiplied at a time (bounds the temporary memory)
 
@@ -25,7 +27,7 @@ def stratum_bounds(sizes: Sequence[int]) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(starts, ends)]
 
 
-def resample_counts(sizes: Sequence[int], n_boot: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
+def resample_counts(sizes: Sequence[int], n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> np.ndarray:
     """(n_boot, sum(sizes)) uint8: how often each sample is drawn in each resample, per stratum.
 
     Samples must be ordered stratum by stratum. Same sizes, n_boot and seed -> same matrix.
@@ -73,13 +75,13 @@ def percentile_interval(replicates: np.ndarray, level: float = DEFAULT_LEVEL) ->
 def bootstrap_ci(
     scores: np.ndarray,
     strata: np.ndarray | None = None,
-    n_boot: int = DEFAULT_RESAMPLES,
+    n_boot: int = DEFAULT_BOOTSTRAP,
     level: float = DEFAULT_LEVEL,
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percent CI of the mean of `scores` (NaN = not applicable), resampling within `strata`.
 
-    The one-vector form of what `evaluate` does for all models at once.
+    The one-vector form of what `scoring` does for all models at once (same `aggregate.ratio`).
     """
     scores = np.asarray(scores, dtype=np.float64)
     strata = np.zeros(len(scores), dtype=np.int64) if strata is None else np.asarray(strata)
@@ -88,8 +90,10 @@ def bootstrap_ci(
     s = scores[order]
     x = np.stack([np.nan_to_num(s, nan=0.0), (~np.isnan(s)).astype(np.float64)], axis=1)
     bounds = stratum_bounds(sizes)
-    sums = stratum_sums(resample_counts(sizes, n_boot, seed), x, bounds).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        reps = 100.0 * sums[:, 0].astype(np.float64) / sums[:, 1]
-    low, high = percentile_interval(reps, level)
+    point = np.array([x[a:b].sum(axis=0) for a, b in bounds]).reshape(-1, 2)
+    reps = stratum_sums(resample_counts(sizes, n_boot, seed), x, bounds)
+    est = ratio(point[:, 0], point[:, 1], reps[:, :, 0], reps[:, :, 1])
+    if est is None:
+        return float("nan"), float("nan")
+    low, high = percentile_interval(est.reps, level)
     return float(low), float(high)

@@ -5,7 +5,8 @@ Conventions (see docs/metrics.md):
 - Single labels are an (n,) integer array with -1 for "no label".
 - Multi-label sets are a `LabelSets` (padded (n, L) array, -1 padding, duplicates removed).
 - Per-sample scores are float arrays with NaN where the metric does not apply to the sample
-  (no label for top-1, empty label set for ReaL / sample accuracy); aggregate with `mean_pct`.
+  (no label for top-1, empty label set for ReaL / sample accuracy); `aggregate` turns them into
+  percentages (mean, subgroup accuracy, ASMA).
 - Duplicate class indices inside one prediction row count once (a set of predictions).
 """
 
@@ -17,9 +18,6 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from mlreassess.errors import InputError
-
-#: ASMA's label-count range for ImageNetV1/V2 (paper Sec. 4.2: "samples with one to five labels").
-IMAGENET_ASMA_RANGE = (1, 2, 3, 4, 5)
 
 
 class TopKTooShort(InputError):
@@ -181,38 +179,6 @@ def sample_accuracy(topk: np.ndarray, labels: LabelSets, mask: np.ndarray | None
 def recall_at_g(topk: np.ndarray, labels: LabelSets, mask: np.ndarray | None = None) -> np.ndarray:
     """|labels ∩ top-g| / g per sample (see `variable_topk_scores`)."""
     return variable_topk_scores(topk, labels, mask)[1]
-
-
-def mean_pct(scores: np.ndarray) -> tuple[float, int]:
-    """(mean of the non-NaN scores in percent, how many); NaN and 0 when none apply."""
-    scores = np.asarray(scores, dtype=np.float64)
-    ok = ~np.isnan(scores)
-    n = int(ok.sum())
-    return (100.0 * float(scores[ok].mean()) if n else float("nan")), n
-
-
-def subgroup_accuracy(acc: np.ndarray, count: np.ndarray, g: int) -> tuple[float, int]:
-    """Mean sample accuracy (percent) over the samples with exactly g labels, and their number."""
-    acc = np.asarray(acc, dtype=np.float64)
-    return mean_pct(np.where(np.asarray(count) == g, acc, np.nan))
-
-
-def asma(acc: np.ndarray, count: np.ndarray, g_range: Sequence[int] | None = None) -> tuple[float, dict[int, int]]:
-    """ASMA: unweighted mean of the subgroup accuracies over `g_range` (default: every g >= 1 present).
-
-    Groups in the range with no (scored) samples are skipped; returns (value_pct, {g: n}) for the
-    groups that were used, so callers can say which were present.
-    """
-    count = np.asarray(count)
-    if g_range is None:
-        g_range = sorted(int(g) for g in np.unique(count) if g > 0)
-    values, used = [], {}
-    for g in g_range:
-        value, n = subgroup_accuracy(acc, count, int(g))
-        if n:
-            values.append(value)
-            used[int(g)] = n
-    return (float(np.mean(values)) if values else float("nan")), used
 
 
 def rank(values: Sequence[float]) -> np.ndarray:
