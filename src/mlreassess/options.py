@@ -190,8 +190,8 @@ class InferOptions:
 class EvaluateOptions:
     """`mlreassess evaluate` flags and the `evaluate:` section of a study config."""
 
-    bootstrap: int = option(DEFAULT_BOOTSTRAP, "bootstrap resamples (0: no intervals)", minimum=0, result=True, metavar="B")
-    ci: float = option(DEFAULT_CI_LEVEL, "confidence level in percent", minimum=0.0, maximum=100.0, result=True, metavar="PCT")
+    bootstrap: int = option(DEFAULT_BOOTSTRAP, "bootstrap resamples", minimum=1, result=True, metavar="B")
+    ci: float = option(DEFAULT_CI_LEVEL, "confidence level in percent", minimum=1.0, maximum=99.99, result=True, metavar="PCT")
     seed: int = option(0, "seed of the bootstrap resamples", minimum=0, result=True)
 
     def __post_init__(self) -> None:

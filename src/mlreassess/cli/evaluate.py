@@ -6,7 +6,8 @@ import argparse
 import sys
 import time
 
-from mlreassess.constants import DEFAULT_BOOTSTRAP
+from mlreassess.cli.options import add_options, options_from
+from mlreassess.options import EvaluateOptions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,10 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "no input file and no parameter changed.",
     )
     p.add_argument("--results", required=True, metavar="RESULTS", help="results folder written by `mlreassess infer`")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="B",
-                   help=f"bootstrap resamples (default {DEFAULT_BOOTSTRAP})")
-    p.add_argument("--ci", type=float, default=95.0, metavar="PCT", help="confidence level in percent (default 95)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
+    add_options(p, EvaluateOptions)
     p.add_argument("--out", default=None, metavar="FILE", help="output file (default RESULTS/metrics.parquet)")
     p.add_argument("--force", action="store_true", help="recompute even if the inputs did not change")
     p.set_defaults(func=run)
@@ -33,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from mlreassess.metrics.evaluate import evaluate_results
 
     start = time.perf_counter()
-    out, summary = evaluate_results(args.results, args.bootstrap, args.ci, args.seed, args.force, args.out)
+    opts = options_from(EvaluateOptions, args)
+    out, summary = evaluate_results(args.results, opts.bootstrap, opts.ci, opts.seed, args.force, args.out)
     if summary is None:
         print(f"{out}: up to date (inputs unchanged; --force to recompute)", file=sys.stderr)
         return 0

@@ -13,10 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from mlreassess.constants import DEFAULT_BOOTSTRAP
+from mlreassess.constants import DEFAULT_BOOTSTRAP, DEFAULT_CI_LEVEL
 from mlreassess.metrics.aggregate import ratio
 
-DEFAULT_LEVEL = 95.0
 _CHUNK = 128  # resamples generated / multiplied at a time (bounds the temporary memory)
 
 
@@ -64,7 +63,7 @@ def stratum_sums(counts: np.ndarray, x: np.ndarray, bounds: Sequence[tuple[int, 
     return out
 
 
-def percentile_interval(replicates: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[np.ndarray, np.ndarray]:
+def percentile_interval(replicates: np.ndarray, level: float = DEFAULT_CI_LEVEL) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval over axis 0 of the bootstrap replicates (NaN replicates ignored)."""
     tail = (100.0 - level) / 2.0
     with np.errstate(invalid="ignore"):
@@ -76,7 +75,7 @@ def bootstrap_ci(
     scores: np.ndarray,
     strata: np.ndarray | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
-    level: float = DEFAULT_LEVEL,
+    level: float = DEFAULT_CI_LEVEL,
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percent CI of the mean of `scores` (NaN = not applicable), resampling within `strata`.

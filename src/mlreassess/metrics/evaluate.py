@@ -12,13 +12,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
-from mlreassess.constants import DEFAULT_BOOTSTRAP
+from mlreassess.constants import DEFAULT_BOOTSTRAP, DEFAULT_CI_LEVEL
 from mlreassess.errors import InputError
 from mlreassess.io import read_meta, write_table
-from mlreassess.metrics.bootstrap import DEFAULT_LEVEL
 from mlreassess.metrics.inputs import discover, load_prediction, load_sample
 from mlreassess.metrics.scoring import PATCHML_MEAN, evaluate_dataset, mean_over_seeds
 from mlreassess.metrics.table import metrics_table, rows_of
+from mlreassess.options import EvaluateOptions
 from mlreassess.progress import bar
 from mlreassess.results import ResultsLayout
 
@@ -34,11 +34,8 @@ def fingerprint(inputs: Iterable[Path], params: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _check_params(n_boot: int, level: float) -> None:
-    if n_boot < 1:
-        raise InputError(f"--bootstrap must be >= 1 (got {n_boot})")
-    if not 0 < level < 100:
-        raise InputError(f"--ci must be between 0 and 100 (got {level})")
+def _check_params(n_boot: int, level: float, seed: int) -> None:
+    EvaluateOptions(bootstrap=n_boot, ci=level, seed=seed)  # the schema checks the bounds
 
 
 def _up_to_date(out: Path, fp: str) -> bool:
@@ -74,7 +71,7 @@ def _score_all(datasets: list[tuple[Path, list[Path]]], n_boot: int, level: floa
 def evaluate_results(
     results: str | Path,
     n_boot: int = DEFAULT_BOOTSTRAP,
-    level: float = DEFAULT_LEVEL,
+    level: float = DEFAULT_CI_LEVEL,
     seed: int = 0,
     force: bool = False,
     out: str | Path | None = None,
@@ -82,7 +79,7 @@ def evaluate_results(
     """Write RESULTS/metrics.parquet; return (path, summary) — summary None when it was up to date."""
     layout = ResultsLayout(results)
     out = Path(out) if out else layout.metrics
-    _check_params(n_boot, level)
+    _check_params(n_boot, level, seed)
     datasets = discover(layout)
     params = {"n_boot": n_boot, "level": level, "seed": seed}
     fp = fingerprint([m for m, _ in datasets] + [p for _, ps in datasets for p in ps], params)
