@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,7 @@ from PIL import Image
 
 from mlreassess.cli import main
 from mlreassess.metrics.evaluate import evaluate_results
-from mlreassess.report import ITEMS, resolve_items, tables
+from mlreassess.report import ITEMS, figures, resolve_items, tables
 
 
 def test_label_count_row_and_table1():
@@ -108,10 +110,12 @@ def study(tmp_path_factory, write_dataset, write_predictions) -> Path:
 
 
 @pytest.mark.slow
-def test_report_writes_every_item(study: Path, capsys):
+def test_report_writes_every_item(study: Path, caplog, capsys):
+    caplog.set_level(logging.INFO, logger="mlreassess")
     assert main(["report", "--results", str(study)]) == 0
-    err = capsys.readouterr().err
-    assert "skipped" not in err, err
+    assert "skipped" not in caplog.text, caplog.text
+    assert "figure8: wrote figure8.png, figure8.pdf" in caplog.text
+    assert f"report: 10 of 10 item(s) written to {study / 'tables'} and {study / 'figures'}" in capsys.readouterr().out
     for stem in ("table1", "table2", "table3", "tables4-10", "reported_vs_reproduced"):
         for ext in ("md", "csv", "tex"):
             assert (study / "tables" / f"{stem}.{ext}").stat().st_size > 0
@@ -129,16 +133,16 @@ def test_report_writes_every_item(study: Path, capsys):
     assert (rvr["Status"] == "not run").all()  # none of the paper's checkpoints ran here
 
 
-def test_report_degrades_without_inputs(tmp_path: Path, capsys, write_dataset, write_predictions):
+def test_report_degrades_without_inputs(tmp_path: Path, caplog, capsys, write_dataset, write_predictions):
     # a RESULTS with only V1 and a single model: V2 / PatchML items are skipped with a note
     write_dataset(tmp_path, "imagenet_v1", "imagenet_v1", {"a": (1, [1]), "b": (2, [2, 3])})
     write_predictions(tmp_path, "imagenet_v1", "imagenet_v1", "m", {"a": [1, 2, 3, 4, 5], "b": [3, 2, 1, 4, 5]})
     evaluate_results(tmp_path, n_boot=10)
+    caplog.set_level(logging.INFO, logger="mlreassess")
     assert main(["report", "--results", str(tmp_path)]) == 0
-    err = capsys.readouterr().err
     for item in ("table2", "table3", "figure5", "figure6", "figure7", "figure8"):
-        assert f"{item}: skipped (" in err
-    assert "Traceback" not in err
+        assert f"{item}: skipped (" in caplog.text
+    assert "Traceback" not in capsys.readouterr().err
     assert (tmp_path / "tables" / "tables4-10.md").exists()
 
 
@@ -157,3 +161,12 @@ def test_report_table1_default_reproduces_the_paper_v1_row(tmp_path: Path):
     assert [row[c] for c in ("1", "2", "3", "4", "5", ">5")] == [39394, 5408, 1319, 411, 161, 144]
     assert row["total"] == 50000 and row["0"] == 3163  # images with no ReaL label (not in the paper)
     assert "| 39,394 | 5,408 | 1,319 | 411 | 161 | 144 |" in (tmp_path / "table1.md").read_text()
+
+
+def test_figures_leave_matplotlib_global_state_alone(tmp_path: Path):
+    # Compare copies: reading the live rcParams["backend"] would itself pick a backend.
+    before = matplotlib.rcParams.copy()
+    paths = figures.save_figure(figures.figure4({"d": np.array([1, 2, 2, 3, 7])}), tmp_path, "figure4")
+    assert matplotlib.rcParams.copy() == before  # no rcParams.update, no backend chosen
+    assert [p.name for p in paths] == ["figure4.png", "figure4.pdf"]
+    assert b"/FontFile2" in paths[1].read_bytes()  # the style still reached the PDF (pdf.fonttype 42)

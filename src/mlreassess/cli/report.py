@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from mlreassess.errors import InputError
+from mlreassess.results import ResultsLayout
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,10 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from mlreassess.errors import InputError
-    from mlreassess.report import REPORTED_CSV, Report, log_stderr, resolve_items
+    # Imported here so `mlreassess --help` need not load pandas and matplotlib.
+    from mlreassess.report import REPORTED_CSV, Report, resolve_items
 
     items = resolve_items(args.items)
     results = Path(args.results) if args.results else None
@@ -44,11 +46,11 @@ def run(args: argparse.Namespace) -> int:
     for d in args.data:
         if not Path(d).exists():
             raise InputError(f"{d}: no such manifest")
-    tables_dir = Path(args.out) if args.out else results / "tables"
-    figures_dir = Path(args.out) if args.out else results / "figures"
+    tables_dir = Path(args.out) if args.out else ResultsLayout(results).tables
+    figures_dir = Path(args.out) if args.out else ResultsLayout(results).figures
     report = Report(results, tables_dir, figures_dir, [Path(d) for d in args.data], args.v1, args.v2,
                     Path(args.reported) if args.reported else REPORTED_CSV)
-    done = report.run(items, log_stderr)
-    log_stderr(f"report: {len(done)} of {len(items)} item(s) written to {tables_dir}"
-               + (f" and {figures_dir}" if figures_dir != tables_dir else ""))
+    done = report.run(items)
+    print(f"report: {len(done)} of {len(items)} item(s) written to {tables_dir}"
+          + (f" and {figures_dir}" if figures_dir != tables_dir else ""))
     return 0

@@ -1,17 +1,24 @@
 """The paper's Figures 4-8 with matplotlib: V1 blue, V2 orange, differences red (as in the paper).
 
-Each builder returns a matplotlib Figure; `save_figure` writes PNG and PDF (TrueType fonts
-embedded: pdf.fonttype 42) atomically. Import matplotlib only through `_plt()` (Agg backend).
+Each builder takes plain inputs and returns a `matplotlib.figure.Figure` on its own Agg canvas;
+`save_figure` writes PNG and PDF (TrueType fonts embedded: pdf.fonttype 42) atomically. No pyplot:
+nothing here selects a backend, keeps figures in a global registry or changes rcParams; the
+builders and `save_figure` apply `STYLE` only while they run (`matplotlib.rc_context`).
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence, TypeVar
 
+import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
+from mlreassess.constants import IMAGENET_ASMA_RANGE
 from mlreassess.io import atomic_path
 
 V1_COLOR = "#1f77b4"
@@ -20,40 +27,54 @@ DIFF_COLOR = "#d62728"
 CORRECT_COLOR = "#2ca02c"
 WRONG_COLOR = "#d62728"
 _MAX_NAMED_MODELS = 30  # above this, model names on the x axis would overlap: ticks only
+# TrueType fonts in PDF/PS (editable text, accepted by publishers); the paper's small font sizes.
+STYLE = {"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": 9, "axes.titlesize": 10}
+
+F = TypeVar("F", bound=Callable)
 
 
-def _plt():
-    import matplotlib
+def styled(fn: F) -> F:
+    """Run `fn` under `STYLE`. Drawing and saving both need it: text sizes are read when an
+    artist is made (some only at draw time, e.g. tick labels), font types when the file is written."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
 
-    plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": 9, "axes.titlesize": 10})
-    return plt
+    return wrapper  # type: ignore[return-value]
 
 
-def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
-    plt = _plt()
+def new_figure(**kwargs) -> Figure:
+    """A Figure on its own Agg canvas (PNG; `savefig` switches to the PDF backend for .pdf)."""
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+@styled
+def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         path = Path(out_dir) / f"{stem}.{ext}"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
         paths.append(path)
-    plt.close(fig)
     return paths
 
 
-def figure4(counts_by_dataset: Mapping[str, np.ndarray], colors: Sequence[str] | None = None):
+@styled
+def figure4(counts_by_dataset: Mapping[str, np.ndarray], colors: Sequence[str] | None = None) -> Figure:
     """Figure 4: pies of the share of images per label count (1..5, >5; 0-label images left out)."""
-    plt = _plt()
-    cats = ["1", "2", "3", "4", "5", ">5"]
-    fig, axes = plt.subplots(1, len(counts_by_dataset), figsize=(3.6 * len(counts_by_dataset), 3.8), squeeze=False)
-    cmap = plt.get_cmap("Blues")
+    top = IMAGENET_ASMA_RANGE[-1]
+    cats = [str(g) for g in IMAGENET_ASMA_RANGE] + [f">{top}"]
+    fig = new_figure(figsize=(3.6 * len(counts_by_dataset), 3.8))
+    axes = fig.subplots(1, len(counts_by_dataset), squeeze=False)
+    cmap = matplotlib.colormaps["Blues"]
     wedge_colors = colors or [cmap(x) for x in np.linspace(0.85, 0.25, len(cats))]
     for ax, (name, counts) in zip(axes[0], counts_by_dataset.items()):
         counts = np.asarray(counts)
-        sizes = [int((counts == g).sum()) for g in range(1, 6)] + [int((counts > 5).sum())]
+        sizes = [int((counts == g).sum()) for g in IMAGENET_ASMA_RANGE] + [int((counts > top).sum())]
         total = sum(sizes)
 
         def label(p: float) -> str:  # small wedges get no text, so nothing overlaps
@@ -69,15 +90,17 @@ def figure4(counts_by_dataset: Mapping[str, np.ndarray], colors: Sequence[str] |
     return fig
 
 
-def figure5(panels: Mapping[str, tuple[pd.Series, pd.Series]], v1_name: str = "ImageNetV1", v2_name: str = "ImageNetV2"):
+@styled
+def figure5(panels: Mapping[str, tuple[pd.Series, pd.Series]], v1_name: str = "ImageNetV1",
+            v2_name: str = "ImageNetV2") -> Figure:
     """Figure 5: per-model V1 (blue) and V2 (orange) lines and their difference V1 - V2 (red, right axis).
 
     `panels`: title -> (V1 values, V2 values) indexed by model; models are ordered by the first
     panel's V1 value (descending) in every panel.
     """
-    plt = _plt()
     first_v1 = next(iter(panels.values()))[0]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels)), squeeze=False)
+    fig = new_figure(figsize=(8, 2.6 * len(panels)))
+    axes = fig.subplots(len(panels), 1, squeeze=False)
     for ax, (title, (a, b)) in zip(axes[:, 0], panels.items()):
         both = pd.concat([a.rename("v1"), b.rename("v2"), first_v1.rename("key")], axis=1).dropna(subset=["v1", "v2"])
         both = both.sort_values("key", ascending=False, kind="stable", na_position="last")
@@ -127,14 +150,15 @@ def _boxes(ax, groups: Sequence[int], data: Mapping[str, Mapping[int, np.ndarray
     ax.set_xlabel("label count")
 
 
-def figure6(panels: Mapping[str, Mapping[str, Mapping[int, np.ndarray]]], groups: Sequence[int]):
+@styled
+def figure6(panels: Mapping[str, Mapping[str, Mapping[int, np.ndarray]]], groups: Sequence[int]) -> Figure:
     """Figure 6: ReaL and subgroup accuracy by label count, V1 (blue) vs V2 (orange), dots = models.
 
     `panels`: title -> {series name -> {label count -> per-model values}}; the first series is V1.
     """
-    plt = _plt()
     rng = np.random.default_rng(0)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    fig = new_figure(figsize=(5 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, data) in zip(axes[0], panels.items()):
         colors = dict(zip(data, [V1_COLOR, V2_COLOR]))
         _boxes(ax, groups, data, colors, rng)
@@ -145,17 +169,18 @@ def figure6(panels: Mapping[str, Mapping[str, Mapping[int, np.ndarray]]], groups
     return fig
 
 
+@styled
 def figure7(per_seed: Mapping[int, np.ndarray], groups: Sequence[int], top_v1: Mapping[str, Mapping[int, float]],
-            top_asma: Mapping[str, Mapping[int, float]]):
+            top_asma: Mapping[str, Mapping[int, float]]) -> Figure:
     """Figure 7: PatchML subgroup accuracy by label count (boxes over models x seeds, dots),
     lines for the top-5 models by V1 top-1 (blue shades) and by PatchML ASMA (orange shades)."""
-    plt = _plt()
     rng = np.random.default_rng(0)
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig = new_figure(figsize=(8, 4.8))
+    ax = fig.subplots()
     _boxes(ax, groups, {"all models x seeds": per_seed}, {"all models x seeds": "#7f7f7f"}, rng)
     x = np.arange(len(groups))
     for lines, cmap_name, marker, who in ((top_v1, "Blues", "o", "top-1 V1"), (top_asma, "Oranges", "s", "ASMA PatchML")):
-        cmap = plt.get_cmap(cmap_name)
+        cmap = matplotlib.colormaps[cmap_name]
         for i, (model, vals) in enumerate(lines.items()):
             y = [vals.get(g, np.nan) for g in groups]
             ax.plot(x, y, color=cmap(0.9 - 0.12 * i), marker=marker, ms=3.5, lw=1.2, label=f"{model} ({who} #{i + 1})")
@@ -166,17 +191,17 @@ def figure7(per_seed: Mapping[int, np.ndarray], groups: Sequence[int], top_v1: M
     return fig
 
 
-def figure8(examples: Sequence[dict]):
+@styled
+def figure8(examples: Sequence[dict]) -> Figure:
     """Figure 8: example canvases (left) and their top-g predictions as bars (right), green when
     the class is one of the canvas's labels, red otherwise.
 
     Each example: {"image": PIL.Image, "names": [class names], "probs": [..], "correct": [bool], "title": str}.
     """
-    plt = _plt()
     n = len(examples)
     cols = 2 if n > 1 else 1
     rows = (n + cols - 1) // cols
-    fig = plt.figure(figsize=(7.6 * cols, 2.9 * rows))
+    fig = new_figure(figsize=(7.6 * cols, 2.9 * rows))
     outer = fig.add_gridspec(rows, cols, wspace=0.15, hspace=0.45)
     for i, ex in enumerate(examples):
         r, c = divmod(i, cols)

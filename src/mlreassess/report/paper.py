@@ -8,6 +8,8 @@ writes them to `data_manifests/paper_reported.csv`. Dataset names are roles: `im
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from dataclasses import dataclass
 
@@ -117,9 +119,6 @@ def checkpoints_in_order(rows: list[Reported]) -> list[str]:
 
 
 def to_csv_text(rows: list[Reported]) -> str:
-    import csv
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -135,7 +134,7 @@ def checkpoint_name(model: str) -> str:
     if "." in model:
         return model
     try:
-        from timm.models import get_pretrained_cfg
+        from timm.models import get_pretrained_cfg  # lazy: timm imports torch (seconds); the parser never needs it
 
         cfg = get_pretrained_cfg(model)
     except Exception:  # unknown to this timm: keep the name as is

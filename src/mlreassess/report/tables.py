@@ -13,8 +13,10 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from mlreassess.constants import IMAGENET_ASMA_RANGE
 from mlreassess.io import write_text_atomic
 from mlreassess.metrics import core
+from mlreassess.report.paper import checkpoint_name
 
 NONE = "–"  # printed for a value that was not computed
 
@@ -74,7 +76,7 @@ def write_table_files(df: pd.DataFrame, out_dir: Path, stem: str, caption: str, 
 
 # ---------------------------------------------------------------- Table 1 and 2: label counts
 
-def label_count_row(counts: np.ndarray, top: int = 5) -> dict[str, int]:
+def label_count_row(counts: np.ndarray, top: int = IMAGENET_ASMA_RANGE[-1]) -> dict[str, int]:
     """Images per label count: '0', '1'..'top', '>top' (the paper's Table 1 omits '0')."""
     counts = np.asarray(counts)
     row = {"0": int((counts == 0).sum())}
@@ -170,8 +172,6 @@ def reported_vs_reproduced(reported: pd.DataFrame, metrics: pd.DataFrame, roles:
     (imagenet_v1, imagenet_v2, patchml_mean) to the evaluated datasets' names.
     Rank rows are recomputed over the models evaluated here, so they differ when fewer ran.
     """
-    from mlreassess.report.paper import checkpoint_name
-
     ours: dict[tuple[str, str, str], float] = {}
     for (model, dataset, metric), v in (
         metrics[metrics["label_count"].isna()].set_index(["model", "dataset", "metric"])["value_pct"].items()

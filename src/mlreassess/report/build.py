@@ -1,0 +1,202 @@
+"""`mlreassess report`: which items exist, what each needs, and running them.
+
+Items (paper numbering, SPEC 5): table1, table2, table3, tables4-10, reported_vs_reproduced,
+figure4 .. figure8. Each item whose inputs are absent is skipped with a one-line note (logged).
+`inputs` reads RESULTS; `tables` and `figures` build from plain values; this module joins them
+and writes the files.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from mlreassess.constants import IMAGENET_ASMA_RANGE
+from mlreassess.datasets.labels import real_labels
+from mlreassess.errors import MlreassessError
+from mlreassess.report import figures, tables
+from mlreassess.report.inputs import ReportInputs, Skip, figure8_examples
+from mlreassess.report.tables import metric_column
+
+log = logging.getLogger(__name__)
+
+TABLES = ("table1", "table2", "table3", "tables4-10", "reported_vs_reproduced")
+FIGURES = ("figure4", "figure5", "figure6", "figure7", "figure8")
+ITEMS = TABLES + FIGURES
+ALIASES = {f"table{i}": "tables4-10" for i in range(4, 11)}
+REPORTED_CSV = Path(__file__).resolve().parents[3] / "data_manifests" / "paper_reported.csv"
+_ASMA_GROUPS = f"{IMAGENET_ASMA_RANGE[0]}-{IMAGENET_ASMA_RANGE[-1]}"
+
+
+def resolve_items(names: list[str]) -> list[str]:
+    """Item names as given on the command line (aliases, 'all' or none = every item), in order, once."""
+    if not names or names == ["all"]:
+        return list(ITEMS)
+    out = []
+    for n in names:
+        n = ALIASES.get(n, n)
+        if n not in ITEMS:
+            raise MlreassessError(f"unknown report item {n!r} (choose from: {', '.join(ITEMS)}, table4..table10, all)")
+        if n not in out:
+            out.append(n)
+    return out
+
+
+@dataclass
+class Report:
+    """Writes the items' tables into `tables_dir` and figures into `figures_dir`."""
+
+    results: Path | None
+    tables_dir: Path
+    figures_dir: Path
+    data: list[Path] = field(default_factory=list)
+    v1: str | None = None
+    v2: str | None = None
+    reported_csv: Path = REPORTED_CSV
+    inputs: ReportInputs = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.inputs = ReportInputs(self.results, list(self.data), self.v1, self.v2)
+
+    def run(self, items: list[str], note: Callable[[str], None] | None = None) -> dict[str, list[Path]]:
+        """Build `items`; returns item -> files written. One line per item goes to `note`
+        (default: this module's logger at INFO; `pipeline` still passes its own printer)."""
+        note = note or log.info
+        done = {}
+        for item in items:
+            try:
+                done[item] = getattr(self, item.replace("-", "_"))()
+                note(f"{item}: wrote {', '.join(p.name for p in done[item])}")
+            except Skip as why:
+                note(f"{item}: skipped ({why})")
+        return done
+
+    # ------------------------------------------------------------ tables
+    def table1(self) -> list[Path]:
+        counts = self.inputs.label_counts(("imagenet_v1", "imagenet_v2"))
+        note = "Column 0: images with no valid label (the paper's Table 1 leaves them out)."
+        if not counts:
+            counts = {"ImageNetV1 (ReaL labels, 50,000 val images)": np.array([len(ls) for ls in real_labels()])}
+            note += " Source: the ReaL labels shipped with timm (no V1/V2 manifests given)."
+        return tables.write_table_files(tables.table1(counts), self.tables_dir, "table1",
+                                        "Table 1: number of images per label count.", note)
+
+    def table2(self) -> list[Path]:
+        counts = self.inputs.label_counts(("patchml",))
+        if not counts:
+            raise Skip("no PatchML manifests (--data or RESULTS/manifests)")
+        return tables.write_table_files(tables.table2(counts), self.tables_dir, "table2",
+                                        "Table 2: PatchML images per label count, per seed.")
+
+    def table3(self) -> list[Path]:
+        metrics = self.inputs.need_metrics()
+        v1, pm = self.inputs.v1_name, self.inputs.patchml_name
+        if not v1 or not pm:
+            raise Skip("needs ImageNetV1 and PatchML metrics")
+        ranked = tables.ranks(metric_column(metrics, v1, "top1"), metric_column(metrics, pm, "asma"))
+        note = (f"V1 = {v1}; PatchML ASMA = mean over seeds ({pm}). Ranks over the {len(ranked)} models "
+                "with both; ties share the best rank.")
+        return tables.write_table_files(tables.table3(metrics, v1, pm), self.tables_dir, "table3",
+                                        "Table 3: top-10 models by PatchML ASMA.", note)
+
+    def tables4_10(self) -> list[Path]:
+        metrics = self.inputs.need_metrics()
+        v1, v2, pm = self.inputs.v1_name, self.inputs.v2_name, self.inputs.patchml_name
+        if not (v1 or v2 or pm):
+            raise Skip("no ImageNetV1 / V2 / PatchML metrics")
+        note = (f"V1 = {v1 or 'not run'}, V2 = {v2 or 'not run'}, PatchML = {pm or 'not run'} "
+                "(mean over seeds). The paper splits this table over Tables 4-10; here it is one table, same order "
+                "(PatchML ASMA, descending). Rank shift = rank by V1 top-1 minus rank by PatchML ASMA.")
+        return tables.write_table_files(tables.tables4_10(metrics, v1, v2, pm), self.tables_dir, "tables4-10",
+                                        "Tables 4-10: every checkpoint.", note)
+
+    def reported_vs_reproduced(self) -> list[Path]:
+        if not self.reported_csv.exists():
+            raise Skip(f"{self.reported_csv} not found (run scripts/parse_paper_tables.py)")
+        reported = pd.read_csv(self.reported_csv, dtype={"timm_checkpoint": str}, keep_default_na=False)
+        metrics = self.inputs.metrics
+        if metrics is None:
+            roles = {}
+            metrics = pd.DataFrame(columns=["model", "dataset", "metric", "label_count", "value_pct"])
+        else:
+            roles = {"imagenet_v1": self.inputs.v1_name, "imagenet_v2": self.inputs.v2_name,
+                     "patchml_mean": self.inputs.patchml_name}
+        df = tables.reported_vs_reproduced(reported, metrics, roles)
+        done = int((df["Status"] == "reproduced").sum())
+        used = ", ".join(f"{role} = {name or 'not run'}" for role, name in roles.items()) or "no metrics yet"
+        note = (f"{done} of {len(df)} reported values have a reproduced counterpart; Difference = ours - paper. "
+                f"Ours from: {used} (a subset of a dataset gives other numbers than the paper's full set). "
+                "Ranks are recomputed over the models evaluated here.")
+        return tables.write_table_files(df, self.tables_dir, "reported_vs_reproduced",
+                                        "The paper's numbers beside ours.", note)
+
+    # ------------------------------------------------------------ figures
+    def figure4(self) -> list[Path]:
+        counts = self.inputs.label_counts(("imagenet_v1", "imagenet_v2"))
+        if not counts:
+            raise Skip("no ImageNetV1/V2 manifests (--data or RESULTS/manifests)")
+        return figures.save_figure(figures.figure4(counts), self.figures_dir, "figure4")
+
+    def _v1_v2(self) -> tuple[pd.DataFrame, str, str]:
+        metrics = self.inputs.need_metrics()
+        v1, v2 = self.inputs.v1_name, self.inputs.v2_name
+        if not v1 or not v2:
+            raise Skip("needs both ImageNetV1 and ImageNetV2 metrics")
+        return metrics, v1, v2
+
+    def figure5(self) -> list[Path]:
+        metrics, v1, v2 = self._v1_v2()
+        panels = {
+            title: (metric_column(metrics, v1, m), metric_column(metrics, v2, m))
+            for title, m in (("Top-1 accuracy", "top1"), ("ReaL accuracy", "real"),
+                             (f"ASMA (label counts {_ASMA_GROUPS})", "asma"))
+        }
+        if all(a.index.intersection(b.index).empty for a, b in panels.values()):
+            raise Skip("no model has both V1 and V2 metrics")
+        return figures.save_figure(figures.figure5(panels, v1, v2), self.figures_dir, "figure5")
+
+    def figure6(self) -> list[Path]:
+        metrics, v1, v2 = self._v1_v2()
+        groups = list(IMAGENET_ASMA_RANGE)
+        panels = {
+            title: {name: {g: metric_column(metrics, name, m, g).to_numpy() for g in groups} for name in (v1, v2)}
+            for title, m in (("ReaL accuracy", "real"), ("Subgroup accuracy", "subgroup"))
+        }
+        return figures.save_figure(figures.figure6(panels, groups), self.figures_dir, "figure6")
+
+    def figure7(self) -> list[Path]:
+        metrics = self.inputs.need_metrics()
+        pm, v1, seeds = self.inputs.patchml_name, self.inputs.v1_name, self.inputs.patchml_seeds()
+        if not pm or not seeds:
+            raise Skip("no PatchML metrics")
+        sub = metrics[(metrics["metric"] == "subgroup") & metrics["dataset"].isin(seeds)]
+        groups = sorted(int(g) for g in sub["label_count"].dropna().unique())
+        per_seed = {g: sub[sub["label_count"] == g]["value_pct"].to_numpy() for g in groups}
+
+        def lines(values: pd.Series) -> dict:  # the top 5 models' PatchML subgroup accuracy per label count
+            top = values.sort_values(ascending=False, kind="stable").index[:5]
+            return {m: {g: float(metric_column(metrics, pm, "subgroup", g).get(m, np.nan)) for g in groups} for m in top}
+
+        top_v1 = lines(metric_column(metrics, v1, "top1")) if v1 else {}
+        top_asma = lines(metric_column(metrics, pm, "asma"))
+        return figures.save_figure(figures.figure7(per_seed, groups, top_v1, top_asma), self.figures_dir, "figure7")
+
+    def figure8(self) -> list[Path]:
+        metrics = self.inputs.need_metrics()
+        pm = self.inputs.patchml_name
+        if not pm:
+            raise Skip("no PatchML metrics")
+        asma = metric_column(metrics, pm, "asma")
+        if asma.empty:
+            raise Skip("no PatchML ASMA values")
+        seeds = self.inputs.patchml_seeds()
+        if not seeds:
+            raise Skip("no PatchML seed metrics")
+        best = asma.sort_values(ascending=False, kind="stable").index[0]
+        examples = figure8_examples(self.inputs.layout, seeds[0], best)
+        return figures.save_figure(figures.figure8(examples), self.figures_dir, "figure8")

@@ -1,0 +1,181 @@
+"""What the report reads: RESULTS/metrics.parquet (and its datasets' kinds), the manifests, and, for
+Figure 8, one model's predictions beside the canvases they were made on.
+
+Every RESULTS path comes from `ResultsLayout`. An item whose inputs are absent raises `Skip`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from mlreassess.datasets.labels import class_name
+from mlreassess.datasets.manifest import Manifest, read_manifest
+from mlreassess.errors import MlreassessError
+from mlreassess.io import read_meta, read_table
+from mlreassess.metrics.evaluate import PATCHML_MEAN
+from mlreassess.patchml import IMAGES_DIR
+from mlreassess.patchml.render import render_row
+from mlreassess.results import ResultsLayout
+
+DEFAULT_V1 = "imagenet_v1"
+DEFAULT_V2 = "imagenet_v2_matched-frequency"
+FIGURE8_EXAMPLES = 6
+
+
+class Skip(Exception):
+    """An item's inputs are absent: the report notes it and goes on."""
+
+
+@dataclass
+class ReportInputs:
+    """The report's inputs, each read on first use. `results` may be None (`report table1 --out`)."""
+
+    results: Path | None
+    data: list[Path] = field(default_factory=list)  # --data manifests: instead of RESULTS/manifests
+    v1: str | None = None  # --v1 / --v2: which dataset of that kind to report
+    v2: str | None = None
+
+    @property
+    def layout(self) -> ResultsLayout | None:
+        return None if self.results is None else ResultsLayout(self.results)
+
+    # ------------------------------------------------------------ metrics.parquet
+    @cached_property
+    def _metrics_file(self) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+        if self.layout is None or not self.layout.metrics.exists():
+            return None, {}
+        path = self.layout.metrics
+        df = read_table(path).to_pandas()
+        df["label_count"] = df["label_count"].astype("Int64")
+        return (df if len(df) else pd.DataFrame(columns=df.columns)), read_meta(path)
+
+    @property
+    def metrics(self) -> pd.DataFrame | None:
+        """The long metrics table (None when there is no metrics.parquet)."""
+        return self._metrics_file[0]
+
+    def need_metrics(self) -> pd.DataFrame:
+        if self.metrics is None:
+            missing = "no --results" if self.layout is None else f"{self.layout.metrics} missing"
+            raise Skip(f"no metrics ({missing}: run `mlreassess evaluate`)")
+        return self.metrics
+
+    def kinds(self) -> dict[str, str]:
+        """dataset name -> kind, for the datasets in metrics.parquet."""
+        self.need_metrics()
+        return {name: info.get("kind", "") for name, info in self._metrics_file[1].get("datasets", {}).items()}
+
+    def _pick(self, kind: str, wanted: str | None, default: str) -> str | None:
+        names = sorted(n for n, k in self.kinds().items() if k == kind)
+        if wanted:
+            if wanted not in names:
+                flag = "--v1" if kind == "imagenet_v1" else "--v2"
+                raise MlreassessError(f"{flag} {wanted}: no such {kind} dataset in the metrics "
+                                      f"(have: {', '.join(names) or 'none'})")
+            return wanted
+        return default if default in names else (names[0] if names else None)
+
+    @property
+    def v1_name(self) -> str | None:
+        return self._pick("imagenet_v1", self.v1, DEFAULT_V1)
+
+    @property
+    def v2_name(self) -> str | None:
+        return self._pick("imagenet_v2", self.v2, DEFAULT_V2)
+
+    @property
+    def patchml_name(self) -> str | None:
+        """The mean over PatchML seeds, if evaluated."""
+        return PATCHML_MEAN if PATCHML_MEAN in self.kinds() else None
+
+    def patchml_seeds(self) -> list[str]:
+        """The PatchML datasets averaged into `patchml_name`, by name."""
+        return sorted(n for n, k in self.kinds().items() if k == "patchml" and n != self.patchml_name)
+
+    # ------------------------------------------------------------ manifests
+    @cached_property
+    def manifests(self) -> list[tuple[str, str, Path]]:
+        """(dataset, kind, path) of --data manifests, else of RESULTS/manifests/*.parquet."""
+        paths = list(self.data)
+        if not paths and self.layout is not None:
+            paths = self.layout.manifest_copies()
+        out = []
+        for p in paths:
+            meta = read_meta(p)
+            if "kind" not in meta:
+                raise MlreassessError(f"{p}: not an mlreassess manifest (no kind in its metadata)")
+            out.append((meta.get("dataset", p.stem), meta["kind"], Path(p)))
+        return out
+
+    def label_counts(self, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """dataset -> label count of each sample, for the manifests of these kinds."""
+        return {
+            name: np.asarray(read_table(p, columns=["label_count"]).column("label_count").to_numpy())
+            for name, kind, p in self.manifests
+            if kind in kinds
+        }
+
+
+# ---------------------------------------------------------------- Figure 8: canvases and predictions
+
+def figure8_examples(layout: ResultsLayout, dataset: str, model: str, limit: int = FIGURE8_EXAMPLES) -> list[dict]:
+    """Up to `limit` canvases of `dataset` (one per label count, largest first) with the model's
+    top-g predictions, as `figures.figure8` takes them; canvases rendered from the manifest, else
+    read from the PNGs next to it."""
+    manifest = read_manifest(layout.manifest_copy(dataset))
+    pred_path = layout.prediction(dataset, model)
+    if not pred_path.exists():
+        raise Skip(f"{pred_path} not found")
+    pred = read_table(pred_path).to_pandas().set_index("sample_id")
+    rows = manifest.table.to_pandas()
+    rows = rows[rows["sample_id"].isin(pred.index)]
+    image_dirs = _png_dirs(layout, read_meta(pred_path))
+    examples = [_example(manifest, i, rows.loc[i], pred.loc[rows.loc[i, "sample_id"]], image_dirs)
+                for i in _one_per_label_count(rows, limit)]
+    if not examples:
+        raise Skip(f"no predictions of {model} on {dataset}")
+    return examples
+
+
+def _one_per_label_count(rows: pd.DataFrame, limit: int) -> list[int]:
+    """Row index of the first canvas of each label count, largest count first, at most `limit`."""
+    counts = sorted(rows["label_count"].unique(), reverse=True)[:limit]
+    return [rows.index[rows["label_count"] == g][0] for g in counts]
+
+
+def _png_dirs(layout: ResultsLayout, pred_meta: dict[str, Any]) -> list[Path]:
+    """Where rendered canvases may lie: beside the manifest inference read, then beside its copy."""
+    dirs = [Path(pred_meta["manifest"]).parent / IMAGES_DIR] if pred_meta.get("manifest") else []
+    return dirs + [layout.manifests_dir / IMAGES_DIR]
+
+
+def _canvas(manifest: Manifest, i: int, sample_id: str, image_dirs: list[Path]) -> Image.Image:
+    try:
+        return render_row(manifest, int(i))
+    except (MlreassessError, OSError):  # source images not reachable here: try the PNGs
+        pass
+    for d in image_dirs:
+        if (d / f"{sample_id}.png").exists():
+            return Image.open(d / f"{sample_id}.png").convert("RGB")
+    raise Skip(f"cannot render canvas {sample_id} (no source images, nor {image_dirs[0]}/{sample_id}.png)")
+
+
+def _example(manifest: Manifest, i: int, row: pd.Series, pred: pd.Series, image_dirs: list[Path]) -> dict:
+    g = int(row["label_count"])
+    idx = np.asarray(pred["topk_idx"])[:g]
+    labels = set(int(x) for x in row["labels"])
+    correct = [int(c) in labels for c in idx]
+    return {
+        "image": _canvas(manifest, i, row["sample_id"], image_dirs),
+        "names": [class_name(int(c)) for c in idx],
+        "probs": np.asarray(pred["topk_prob"])[:g],
+        "correct": correct,
+        "title": f"{row['sample_id']}: {g} label{'s' if g > 1 else ''}, {sum(correct)} in top-{g}",
+    }
