@@ -261,7 +261,7 @@ def report(cfg: RunConfig, steps: StepLog) -> None:
         steps.add("report", "up to date", f"{layout.tables}, {layout.figures}")
         return
     start = time.perf_counter()
-    done = Report(cfg.out, layout.tables, layout.figures).run(list(ITEMS), log.info)
+    done = Report(cfg.out, layout.tables, layout.figures).run(list(ITEMS))
     _write_stamp(layout, "report", params, time.perf_counter() - start)
     steps.add("report", "done", f"{len(done)} of {len(ITEMS)} items")
 

@@ -63,10 +63,9 @@ class Report:
     def __post_init__(self) -> None:
         self.inputs = ReportInputs(self.results, list(self.data), self.v1, self.v2)
 
-    def run(self, items: list[str], note: Callable[[str], None] | None = None) -> dict[str, list[Path]]:
-        """Build `items`; returns item -> files written. One line per item goes to `note`
-        (default: this module's logger at INFO; `pipeline` still passes its own printer)."""
-        note = note or log.info
+    def run(self, items: list[str]) -> dict[str, list[Path]]:
+        """Build `items`; returns item -> files written. One line per item is logged at INFO."""
+        note = log.info
         done = {}
         for item in items:
             try:
