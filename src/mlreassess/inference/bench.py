@@ -78,7 +78,7 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: InferOptions, 
     device = resolve_device(opts.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available here (use --device cpu)")
-    loaded = build(spec)
+    loaded = build(spec, opts.test_input_size, opts.checkpoint_key)
     prep = preprocess_for(loaded.data_config, opts.crop)
     runner = ModelRunner(loaded, device, opts)
     b = opts.batch_size

