@@ -33,6 +33,7 @@ from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import distributed as D
 from mlreassess.inference import writers
 from mlreassess.inference.models import ModelSpec, check_specs, read_models_file
+from mlreassess.inference.runner import hold_folder
 from mlreassess.inference.runner import run as run_sweep
 from mlreassess.io import read_meta, write_text_atomic
 from mlreassess.metrics.evaluate import evaluate_results
@@ -292,13 +293,18 @@ def run_study(cfg: RunConfig) -> StepLog:
     dist = D.init_from_env()
     steps = StepLog(verbose=dist.is_main)
     try:
-        manifests = _datasets_on_rank0(cfg, steps, dist)
-        failed = infer(cfg, steps, manifests, specs, dist.is_main)
-        dist.barrier()  # all ranks done talking before the group goes (see inference.runner.run)
+        with hold_folder(cfg.out, dist):  # one study per folder at a time
+            manifests = _datasets_on_rank0(cfg, steps, dist)
+            failed = infer(cfg, steps, manifests, specs, dist.is_main)
+            dist.barrier()  # all ranks done talking before any leaves (see inference.runner.run)
+            if dist.is_main:
+                _evaluate_and_report(cfg, steps, failed, start)
     finally:
         D.shutdown(dist)
-    if not dist.is_main:
-        return steps
+    return steps
+
+
+def _evaluate_and_report(cfg: RunConfig, steps: StepLog, failed: list[str], start: float) -> None:
     if cfg.evaluate is not None:
         evaluate(cfg, steps)
     if cfg.report:
@@ -307,7 +313,6 @@ def run_study(cfg: RunConfig) -> StepLog:
     if failed:
         failures = ResultsLayout(cfg.out).failures
         raise MlreassessError(f"{len(failed)} inference unit(s) failed (see {failures}): {failed[0]}")
-    return steps
 
 
 def _summary(cfg: RunConfig, steps: StepLog, elapsed: float) -> None:

@@ -15,9 +15,10 @@ import itertools
 import logging
 import time
 import uuid
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import timm
@@ -31,6 +32,7 @@ from mlreassess.inference.data import ManifestImages, check_readable, default_wo
 from mlreassess.inference.distributed import resolve_device
 from mlreassess.inference.models import LoadedModel, ModelSpec, build, check_specs, registry_data_config
 from mlreassess.inference.preprocess import Normalizer, Preprocess, autocast, preprocess_for
+from mlreassess.locks import folder_lock
 from mlreassess.options import InferOptions
 from mlreassess.progress import bar
 from mlreassess.results import ResultsLayout
@@ -314,13 +316,31 @@ def run(manifest_paths: list[str | Path], specs: list[ModelSpec], results: str |
     """Run (or resume) the sweep; returns this rank's view (rank 0: the whole sweep's summary)."""
     dist = D.init_from_env()
     try:
-        summary = _run(dist, manifest_paths, specs, Path(results), opts)
-        # Every rank must be done talking before any rank tears its group down: a rank that
-        # destroys a gloo group while rank 0 still receives from it aborts the other process.
-        dist.barrier()
+        with hold_folder(results, dist):
+            summary = _run(dist, manifest_paths, specs, Path(results), opts)
+            # Every rank must be done talking before any rank tears its group down: a rank that
+            # destroys a gloo group while rank 0 still receives from it aborts the other process.
+            dist.barrier()
         return summary
     finally:
         D.shutdown(dist)
+
+
+@contextmanager
+def hold_folder(folder: str | Path, dist: D.Dist) -> Iterator[None]:
+    """One writer per output folder: rank 0 holds its lock for the job, and every rank stops alike
+    if another job holds it."""
+    with ExitStack() as stack:
+        error = None
+        if dist.is_main:
+            try:
+                stack.enter_context(folder_lock(folder))
+            except InputError as exc:
+                error = str(exc)
+        error = dist.broadcast(error)
+        if error is not None:
+            raise InputError(error)
+        yield
 
 
 def _run(dist: D.Dist, manifest_paths, specs: list[ModelSpec], results: Path, opts: InferOptions) -> Summary:
