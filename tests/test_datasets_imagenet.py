@@ -94,17 +94,51 @@ def test_kaggle_errors(tmp_path, write_jpeg, real_file):
     }
     for name, (rows, msg) in cases.items():
         root = make_kaggle(tmp_path / name, write_jpeg, rows, [1])
-        with pytest.raises(InputError, match=rf"LOC_val_solution.csv:2: .*{msg}"):
+        with pytest.raises(InputError, match=rf"LOC_val_solution.csv: line 2: .*{msg}"):
             build_imagenet_val(root, real=real_file)
 
     root = make_kaggle(tmp_path / "short", write_jpeg, {1: ["n01440764"]}, [1])
     (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n01440764 1 2 3\n")
-    with pytest.raises(InputError, match=r"LOC_val_solution.csv:2: PredictionString must be groups"):
+    with pytest.raises(InputError, match=r"LOC_val_solution.csv: line 2: PredictionString has 4 tokens, not groups of 5"):
         build_imagenet_val(root, real=real_file)
 
     (root / "LOC_val_solution.csv").unlink()
     with pytest.raises(InputError, match="LOC_val_solution.csv is missing"):
         build_imagenet_val(root, real=real_file)
+
+
+def test_kaggle_solution_gets_the_box_checks_patchml_gets(tmp_path, write_jpeg, real_file):
+    """One reader for LOC_val_solution.csv: V1 rejects what PatchML rejects, plus V1's own checks."""
+    cases = {
+        "inverted": ("ILSVRC2012_val_00000001,n01440764 5 2 5 9", "empty or inverted box"),
+        "negative": ("ILSVRC2012_val_00000001,n01440764 -1 2 5 9", "negative coordinate"),
+        "not-int": ("ILSVRC2012_val_00000001,n01440764 1 2 3.5 9", "are not integers"),
+        "no-boxes": ("ILSVRC2012_val_00000001,", "no boxes"),
+        "not-val": ("holiday,n01440764 1 2 3 4", "'holiday' is not an ILSVRC2012 val image id"),
+        "repeated": (
+            "ILSVRC2012_val_00000001,n01440764 1 2 3 4\nILSVRC2012_val_00000001,n01440764 1 2 3 4",
+            "repeated \\(first on line 2\\)",
+        ),
+    }
+    for name, (line, msg) in cases.items():
+        root = make_kaggle(tmp_path / name, write_jpeg, {1: ["n01440764"]}, [1])
+        (root / "LOC_val_solution.csv").write_text(f"ImageId,PredictionString\n{line}\n")
+        with pytest.raises(InputError, match=rf"LOC_val_solution.csv: line \d: .*{msg}.*; use --skip-bad"):
+            build_imagenet_val(root, real=real_file)
+
+
+def test_kaggle_skip_bad_drops_bad_solution_lines_and_lists_them(tmp_path, write_jpeg, real_file):
+    rows = {1: ["n01440764"], 2: ["n01440764", "n01443537"], 3: ["n99999999"]}
+    root = make_kaggle(tmp_path, write_jpeg, rows, [1, 2])
+    with pytest.raises(InputError, match=r"line 3: .*several classes .*\(and 1 more like it\); use --skip-bad"):
+        build_imagenet_val(root, real=real_file)
+    m = build_imagenet_val(root, real=real_file, skip_bad=True)
+    assert m.sample_ids == [vid(1)]
+    files = [s["file"] for s in m.meta["skipped"]]
+    solution = str(root.resolve() / "LOC_val_solution.csv")
+    assert files[:2] == [f"{solution}: line 3", f"{solution}: line 4"]  # the bad lines, in file order
+    assert Path(files[2]).name == f"{vid(2)}.JPEG"  # then the image whose line was dropped
+    assert m.meta["ground_truth_entries_unused"] == 0
 
 
 def test_kaggle_synset_mapping_must_match_timm_order(tmp_path, write_jpeg, real_file):

@@ -7,8 +7,10 @@ import re
 import pytest
 from PIL import Image
 
+from mlreassess.datasets import imagenet, kaggle
 from mlreassess.datasets.labels import wnid_to_index
 from mlreassess.errors import InputError
+from mlreassess.patchml import pool
 from mlreassess.patchml.pool import build_pool, read_boxes_csv, read_image_sizes, sizes_from_images
 
 HEADER = "ImageId,PredictionString\n"
@@ -167,3 +169,8 @@ def test_binary_garbage_is_one_error(tmp_path):
     path.write_bytes(HEADER.encode() + b"img,\xff\xfe\x00 1 2 3 4\n")
     with pytest.raises(InputError, match=re.escape(f"{path}: line ") + r"\d+: not a readable CSV text line"):
         read_boxes_csv(path)
+
+
+def test_one_kaggle_reader_for_patchml_and_imagenet_v1():
+    assert pool.read_boxes_csv is kaggle.read_boxes_csv
+    assert imagenet.read_kaggle_lines is kaggle.read_kaggle_lines

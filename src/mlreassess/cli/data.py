@@ -52,7 +52,7 @@ def _common(parser: argparse.ArgumentParser, default_name: str) -> None:
 
 
 def run_imagenet_val(args: argparse.Namespace) -> int:
-    from mlreassess.datasets.imagenet import build_imagenet_val
+    from mlreassess.datasets.imagenet import build_imagenet_val  # lazy: keeps `mlreassess --help` fast
 
     start = time.perf_counter()
     manifest = build_imagenet_val(args.root, real=args.real, name=args.name, skip_bad=args.skip_bad)
@@ -60,7 +60,7 @@ def run_imagenet_val(args: argparse.Namespace) -> int:
 
 
 def run_imagenetv2(args: argparse.Namespace) -> int:
-    from mlreassess.datasets.imagenetv2 import build_imagenetv2
+    from mlreassess.datasets.imagenetv2 import build_imagenetv2  # lazy: keeps `mlreassess --help` fast
 
     start = time.perf_counter()
     manifest = build_imagenetv2(
@@ -71,8 +71,10 @@ def run_imagenetv2(args: argparse.Namespace) -> int:
 
 
 def _finish(args: argparse.Namespace, manifest, start: float) -> int:
+    # lazy: keeps `mlreassess --help` fast (pyarrow)
     from mlreassess.datasets.images import verify_manifest_images
     from mlreassess.datasets.manifest import write_manifest
+    from mlreassess.datasets.summary import summary
 
     if args.verify_images:
         manifest = verify_manifest_images(manifest, skip_bad=args.skip_bad)
@@ -82,24 +84,7 @@ def _finish(args: argparse.Namespace, manifest, start: float) -> int:
 
 
 def summary(manifest, out: str) -> str:
-    """The few lines printed after a build: samples, label-count distribution, what was dropped."""
-    from mlreassess.datasets.manifest import label_count_distribution
+    """Re-export of `mlreassess.datasets.summary.summary` for `pipeline` until it imports that."""
+    from mlreassess.datasets.summary import summary as datasets_summary  # lazy: keeps `--help` fast
 
-    meta = manifest.meta
-    dist = ", ".join(f"{k}: {v:,}" for k, v in label_count_distribution(manifest.table).items())
-    lines = [
-        f"{meta['dataset']} ({meta['kind']}, {meta.get('layout') or meta.get('variant')}): {len(manifest):,} samples",
-        f"  label counts: {dist}",
-        f"  labels from: {meta['label_source']}",
-    ]
-    if meta.get("ground_truth_entries_unused"):
-        lines.append(f"  ground-truth entries for images not present (ignored): {meta['ground_truth_entries_unused']:,}")
-    if meta.get("label_entries_unmatched"):
-        lines.append(f"  label-file entries for images not present (ignored): {meta['label_entries_unmatched']:,}")
-    if meta.get("kept_original_label"):
-        lines.append(f"  images missing from the labels file, kept with [label]: {meta['kept_original_label']:,}")
-    if meta.get("skipped"):
-        first = meta["skipped"][0]
-        lines.append(f"  skipped {len(meta['skipped']):,} bad samples (first: {first['file']}: {first['error']})")
-    lines.append(f"  wrote {out}")
-    return "\n".join(lines)
+    return datasets_summary(manifest, out)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mlreassess.constants import PATCHML_DEFAULT_CANVAS, PATCHML_DEFAULT_COUNTS, PATCHML_DEFAULT_MIN_BOX_SIDE
 from mlreassess.errors import InputError
+
+_DEFAULT_COUNTS = ",".join(map(str, PATCHML_DEFAULT_COUNTS))
 
 
 def _counts(text: str) -> list[int]:
     try:
         counts = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 2,3,4,6,9") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. {_DEFAULT_COUNTS}") from None
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: patch counts must be positive integers")
     return counts
@@ -29,7 +32,7 @@ def _non_negative(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    # Defaults are spelled here for --help only; the API holds the real ones (docs/patchml.md says why).
+    # Options default to None and `generate` fills in the constants, so the API and the CLI share them.
     p = subparsers.add_parser(
         "patchml",
         help="compose a seed-controlled PatchML set (manifest; PNGs with --images)",
@@ -53,10 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--image-sizes",
         help="ImageId,width,height CSV to check boxes against (default: image_sizes.csv beside --boxes, if any)",
     )
-    p.add_argument("--counts", type=_counts, help="patch counts k per canvas (default 2,3,4,6,9)")
-    p.add_argument("--canvas", type=_non_negative, help="canvas side L in px (default 448)")
+    p.add_argument("--counts", type=_counts, help=f"patch counts k per canvas (default {_DEFAULT_COUNTS})")
+    p.add_argument("--canvas", type=_non_negative, help=f"canvas side L in px (default {PATCHML_DEFAULT_CANVAS})")
     p.add_argument(
-        "--min-box-side", type=_non_negative, help="drop boxes whose shorter side is below N px (default 100)"
+        "--min-box-side",
+        type=_non_negative,
+        help=f"drop boxes whose shorter side is below N px (default {PATCHML_DEFAULT_MIN_BOX_SIDE})",
     )
     p.add_argument("--resample", help="resize filter: nearest, bilinear, bicubic (default) or lanczos")
     p.add_argument("--source-pattern", help="source image file name from its id (default '{id}.JPEG')")
@@ -66,10 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from mlreassess.datasets.manifest import label_count_distribution
-    from mlreassess.patchml import generate
-
+def _check_args(args: argparse.Namespace) -> None:
     if args.canvas == 0:
         raise InputError("--canvas 0: the canvas side must be at least 1 px")
     if args.source_pattern is not None:
@@ -79,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
             valid = False
         if not valid:
             raise InputError(f"--source-pattern {args.source_pattern!r}: must contain '{{id}}' and no other field")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlreassess.patchml import generate  # lazy: keeps `mlreassess --help` fast (numpy, pyarrow, PIL)
+
+    _check_args(args)
     result = generate(
         args.boxes,
         args.seed,
@@ -95,6 +103,14 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         skip_bad=args.skip_bad,
     )
+    _print_result(result)
+    return 0
+
+
+def _print_result(result) -> None:
+    """The summary on stdout: pool, bounds, manifest, label-count table, rendering, time."""
+    from mlreassess.datasets.manifest import label_count_distribution  # lazy: keeps `--help` fast
+
     meta = result.manifest.meta
     table = result.manifest.table
     out = sys.stdout
@@ -123,4 +139,3 @@ def run(args: argparse.Namespace) -> int:
             file=out,
         )
     print(f"done in {result.elapsed_s:.1f} s", file=out)
-    return 0

@@ -13,14 +13,17 @@ file stem; `root` in the metadata is the image folder and `path` is relative to 
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from pathlib import Path
+from typing import Sequence
 
+from mlreassess.constants import NUM_CLASSES
 from mlreassess.datasets import labels as lab
 from mlreassess.datasets.images import is_image_file
-from mlreassess.datasets.manifest import Manifest, base_meta, core_table, raise_or_skip
+from mlreassess.datasets.kaggle import BadRow, KaggleLine, raise_bad_rows, read_kaggle_lines
+from mlreassess.datasets.manifest import Manifest, base_meta, core_table
+from mlreassess.datasets.skip import raise_or_skip
 from mlreassess.errors import InputError
 
 NUM_VAL_IMAGES = 50_000
@@ -94,8 +97,8 @@ def detect_layout(root: Path) -> tuple[str, Path]:
 def check_synset_mapping(path: Path) -> None:
     """A LOC_synset_mapping.txt must list the 1,000 wnids in timm's (sorted-wnid) class order."""
     wnids = _read_wnid_lines(path)
-    if len(wnids) != lab.NUM_CLASSES:
-        raise InputError(f"{path}: {len(wnids)} classes, expected {lab.NUM_CLASSES}")
+    if len(wnids) != NUM_CLASSES:
+        raise InputError(f"{path}: {len(wnids)} classes, expected {NUM_CLASSES}")
     standard = sorted(lab.wnid_to_index(), key=lab.wnid_to_index().__getitem__)
     for i, (line_no, wnid) in enumerate(wnids):
         if wnid != standard[i]:
@@ -118,33 +121,34 @@ def _read_wnid_lines(path: Path) -> list[tuple[int, str]]:
     return out
 
 
-def read_kaggle_solution(path: Path) -> dict[int, int]:
-    """LOC_val_solution.csv: `ImageId,PredictionString` of `wnid x0 y0 x1 y1` groups; one class per image."""
+def read_kaggle_solution(path: Path, skip_bad: bool = False) -> tuple[dict[int, int], list[dict[str, str]]]:
+    """LOC_val_solution.csv -> ({image number: class}, the bad lines dropped with `skip_bad`).
+
+    Read by the one Kaggle reader (`datasets.kaggle`); V1 also needs each line to name a val
+    image and to have boxes of exactly one class (the image's label).
+    """
+    lines, bad = read_kaggle_lines(path)
     truth: dict[int, int] = {}
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
-            raise InputError(f"{path}:1: expected the header 'ImageId,PredictionString'")
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) != 2:
-                raise InputError(f"{where}: expected 2 fields (ImageId,PredictionString), got {len(row)}")
-            image_id, pred = row[0].strip(), row[1].split()
-            number = _image_number(image_id)
-            if number is None:
-                raise InputError(f"{where}: {image_id!r} is not an ILSVRC2012 val image id")
-            if not pred or len(pred) % 5:
-                raise InputError(f"{where}: PredictionString must be groups of 'wnid x0 y0 x1 y1'")
-            wnids = sorted(set(pred[0::5]))
-            if len(wnids) != 1:
-                raise InputError(f"{where}: image {image_id} has boxes of several classes ({', '.join(wnids)})")
-            if number in truth:
-                raise InputError(f"{where}: image {image_id} listed twice")
-            truth[number] = lab.class_index(wnids[0], where)
-    return truth
+    for line in lines:
+        problem = _solution_problem(line)
+        if problem is not None:
+            bad.append(BadRow(line.row, f"{path}: line {line.row}", problem))
+            continue
+        truth[_image_number(line.image_id)] = line.boxes[0].label  # type: ignore[index]
+    return truth, raise_bad_rows(sorted(bad, key=lambda b: b.row), skip_bad)
+
+
+def _solution_problem(line: KaggleLine) -> str | None:
+    """Why a well-formed boxes line cannot give a V1 image its label (None: it can)."""
+    if _image_number(line.image_id) is None:
+        return f"{line.image_id!r} is not an ILSVRC2012 val image id"
+    if not line.boxes:
+        return "no boxes: PredictionString must be groups of 'wnid x0 y0 x1 y1'"
+    classes = sorted({r.label for r in line.boxes})
+    if len(classes) != 1:
+        wnids = ", ".join(lab.class_wnid(c) for c in classes)
+        return f"image {line.image_id} has boxes of several classes ({wnids})"
+    return None
 
 
 def _positional_or_named(path: Path, parse_value) -> dict[int, int]:
@@ -178,8 +182,8 @@ def _parse_index(value: str, where: str) -> int:
         index = int(value)
     except ValueError:
         raise InputError(f"{where}: {value!r} is not a class index") from None
-    if not 0 <= index < lab.NUM_CLASSES:
-        raise InputError(f"{where}: class index {index} out of range 0..{lab.NUM_CLASSES - 1}")
+    if not 0 <= index < NUM_CLASSES:
+        raise InputError(f"{where}: class index {index} out of range 0..{NUM_CLASSES - 1}")
     return index
 
 
@@ -206,12 +210,12 @@ def read_ilsvrc_id_mapping(path: Path) -> dict[int, str]:
 
 def _read_meta_mat(path: Path) -> dict[int, str]:
     try:
-        from scipy.io import loadmat
+        from scipy.io import loadmat  # lazy: scipy is optional, only the devkit's meta.mat needs it
     except ImportError:
         raise InputError(f"{path}: reading meta.mat needs scipy (pip install scipy), or provide {ID_MAPPING}") from None
     try:
         synsets = loadmat(str(path), squeeze_me=True, struct_as_record=False)["synsets"]
-        mapping = {int(s.ILSVRC2012_ID): str(s.WNID) for s in synsets if int(s.ILSVRC2012_ID) <= lab.NUM_CLASSES}
+        mapping = {int(s.ILSVRC2012_ID): str(s.WNID) for s in synsets if int(s.ILSVRC2012_ID) <= NUM_CLASSES}
     except Exception as exc:  # scipy raises many types for a file that is not the devkit's meta.mat
         raise InputError(f"{path}: not the ILSVRC2012 devkit meta.mat ({type(exc).__name__}: {exc})") from None
     _check_id_mapping(mapping, path)
@@ -219,8 +223,8 @@ def _read_meta_mat(path: Path) -> dict[int, str]:
 
 
 def _check_id_mapping(mapping: dict[int, str], path: Path) -> None:
-    if sorted(mapping) != list(range(1, lab.NUM_CLASSES + 1)):
-        raise InputError(f"{path}: expected ILSVRC2012_IDs 1..{lab.NUM_CLASSES}, got {len(mapping)} entries")
+    if sorted(mapping) != list(range(1, NUM_CLASSES + 1)):
+        raise InputError(f"{path}: expected ILSVRC2012_IDs 1..{NUM_CLASSES}, got {len(mapping)} entries")
     for ilsvrc_id, wnid in mapping.items():
         lab.class_index(wnid, f"{path}: ILSVRC2012_ID {ilsvrc_id}")
 
@@ -247,7 +251,7 @@ def read_classic_ground_truth(root: Path, image_dir: Path) -> tuple[dict[int, in
 
         def parse(value: str, where: str) -> int:
             if not value.isdigit() or int(value) not in id_to_wnid:
-                raise InputError(f"{where}: {value!r} is not an ILSVRC2012_ID 1..{lab.NUM_CLASSES}")
+                raise InputError(f"{where}: {value!r} is not an ILSVRC2012_ID 1..{NUM_CLASSES}")
             return lab.class_index(id_to_wnid[int(value)], where)
 
         return _positional_or_named(path, parse), f"{path} + {id_file}"
@@ -277,36 +281,26 @@ def _list_class_folders(image_dir: Path) -> list[tuple[str, int]]:
     return out
 
 
-def build_imagenet_val(
-    root: str | os.PathLike,
-    real: str | os.PathLike | None = None,
-    name: str | None = None,
-    skip_bad: bool = False,
-) -> Manifest:
-    """Manifest of the ImageNet val images under `root` (any layout above), with ReaL labels.
-
-    `real`: a ReaL-format JSON (50,000 lists); default timm's copy. `skip_bad` drops images that
-    have no ground truth or no val name instead of raising; the metadata lists them.
-    """
-    root = Path(root).resolve()  # absolute paths in the metadata and in error messages
-    layout, image_dir = detect_layout(root)
-    files: list[tuple[str, int | None]]  # (relative path, label from the folder if known)
-    truth: dict[int, int] = {}
+def _ground_truth(
+    root: Path, layout: str, image_dir: Path, skip_bad: bool
+) -> tuple[list[tuple[str, int | None]], dict[int, int], str, list[dict[str, str]]]:
+    """(files with their folder label if known, {image number: class}, label source, bad lines dropped)."""
     if layout == "kaggle":
         mapping = root / SYNSET_MAPPING
         if mapping.is_file():
             check_synset_mapping(mapping)
-        truth = read_kaggle_solution(root / KAGGLE_SOLUTION)
-        label_source = str(root / KAGGLE_SOLUTION)
-        files = [(f, None) for f in _list_flat(image_dir)]
-    elif layout == "classic-flat":
+        truth, dropped = read_kaggle_solution(root / KAGGLE_SOLUTION, skip_bad)
+        return [(f, None) for f in _list_flat(image_dir)], truth, str(root / KAGGLE_SOLUTION), dropped
+    if layout == "classic-flat":
         truth, label_source = read_classic_ground_truth(root, image_dir)
-        files = [(f, None) for f in _list_flat(image_dir)]
-    else:
-        label_source = "class folder names (wnids)"
-        files = list(_list_class_folders(image_dir))
-    real_lists = lab.real_labels(real)
+        return [(f, None) for f in _list_flat(image_dir)], truth, label_source, []
+    return list(_list_class_folders(image_dir)), {}, "class folder names (wnids)", []
 
+
+def _label_rows(
+    image_dir: Path, files: list[tuple[str, int | None]], truth: dict[int, int], label_source: str, real_lists: Sequence[Sequence[int]]
+) -> tuple[tuple[list, list, list, list], list[tuple[str, str]], set[int]]:
+    """(ids, paths, labels, ReaL labels) of the usable images, the bad ones, and the image numbers seen."""
     ids, paths, singles, multis = [], [], [], []
     bad: list[tuple[str, str]] = []
     seen: dict[int, str] = {}
@@ -327,10 +321,28 @@ def build_imagenet_val(
         paths.append(rel)
         singles.append(label)
         multis.append(real_lists[number - 1])
-    skipped = raise_or_skip(bad, skip_bad)
-    if not ids:
+    return (ids, paths, singles, multis), bad, set(seen)
+
+
+def build_imagenet_val(
+    root: str | os.PathLike,
+    real: str | os.PathLike | None = None,
+    name: str | None = None,
+    skip_bad: bool = False,
+) -> Manifest:
+    """Manifest of the ImageNet val images under `root` (any layout above), with ReaL labels.
+
+    `real`: a ReaL-format JSON (50,000 lists); default timm's copy. `skip_bad` drops images that
+    have no ground truth or no val name, and bad lines of a Kaggle solution file, instead of
+    raising; the metadata lists them.
+    """
+    root = Path(root).resolve()  # absolute paths in the metadata and in error messages
+    layout, image_dir = detect_layout(root)
+    files, truth, label_source, dropped_lines = _ground_truth(root, layout, image_dir, skip_bad)
+    columns, bad, seen = _label_rows(image_dir, files, truth, label_source, lab.real_labels(real))
+    skipped = dropped_lines + raise_or_skip(bad, skip_bad)
+    if not columns[0]:
         raise InputError(f"{image_dir}: no usable ImageNet val images found")
-    unused = len(set(truth) - set(seen)) if truth else 0
     meta = base_meta(
         "imagenet_v1",
         name or DEFAULT_NAME,
@@ -339,7 +351,7 @@ def build_imagenet_val(
         dataset_root=str(root),
         label_source=label_source,
         real_labels=str(Path(real).resolve()) if real else "timm:imagenet_real_labels.json",
-        ground_truth_entries_unused=unused,
+        ground_truth_entries_unused=len(set(truth) - seen) if truth else 0,
         skipped=skipped,
     )
-    return Manifest(table=core_table(ids, paths, singles, multis), meta=meta)
+    return Manifest(table=core_table(*columns), meta=meta)

@@ -16,8 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mlreassess.constants import NUM_CLASSES
 from mlreassess.datasets.images import is_image_file
-from mlreassess.datasets.manifest import NUM_CLASSES, Manifest, base_meta, core_table, raise_or_skip
+from mlreassess.datasets.manifest import Manifest, base_meta, core_table
+from mlreassess.datasets.skip import raise_or_skip
 from mlreassess.errors import InputError
 
 VARIANTS = ("matched-frequency", "threshold-0.7", "top-images")

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import pyarrow as pa
 from PIL import Image
 
+from mlreassess.datasets.manifest import Manifest
+from mlreassess.datasets.skip import raise_or_skip
 from mlreassess.errors import InputError
-
-if TYPE_CHECKING:
-    from mlreassess.datasets.manifest import Manifest
+from mlreassess.progress import bar
 
 # Suffixes (lower-cased) treated as images when listing dataset folders.
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
@@ -74,24 +74,19 @@ def verify_manifest_images(manifest: Manifest, skip_bad: bool = False, progress:
     Returns the manifest without the unreadable images, which are appended to `meta["skipped"]`.
     Costs a full decode per image (minutes for 50,000), so builders only do it on request.
     """
-    import pyarrow as pa
-    from tqdm import tqdm
-
-    from mlreassess.datasets import manifest as mf
-
     root = manifest.root
     if root is None:
         raise InputError(f"manifest {manifest.name!r} has no image root to verify")
     ids = manifest.sample_ids
     bad, keep = [], []
     paths = manifest.table.column("path").to_pylist()
-    for i, rel in enumerate(tqdm(paths, desc=f"decoding {manifest.name}", unit="img", disable=not progress)):
+    for i, rel in enumerate(bar(paths, desc=f"decoding {manifest.name}", unit="img", enabled=progress)):
         try:
             open_image(root / rel)
         except InputError as exc:
             bad.append((f"sample {ids[i]}", str(exc)))
             continue
         keep.append(i)
-    skipped = mf.raise_or_skip(bad, skip_bad)
+    skipped = raise_or_skip(bad, skip_bad)
     meta = {**manifest.meta, "skipped": manifest.meta.get("skipped", []) + skipped, "images_verified": True}
-    return mf.Manifest(table=manifest.table.take(pa.array(keep, pa.int64())), meta=meta, source=manifest.source)
+    return Manifest(table=manifest.table.take(pa.array(keep, pa.int64())), meta=meta, source=manifest.source)

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from functools import lru_cache
 from pathlib import Path
 
+from mlreassess.constants import NUM_CLASSES
 from mlreassess.errors import InputError
-
-NUM_CLASSES = 1000
 
 
 def _timm_info_dir() -> Path:
     """timm's bundled `data/_info` folder, found without importing timm (that imports torch: seconds)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("timm")
     if spec is None or not spec.submodule_search_locations:
         raise InputError("timm is not installed: it ships the ImageNet class list")

@@ -30,10 +30,10 @@ from typing import Any, Iterable
 import pyarrow as pa
 
 from mlreassess import __version__
+from mlreassess.constants import NUM_CLASSES
 from mlreassess.errors import InputError
 from mlreassess.io import read_meta, read_table, write_table, write_text_atomic
 
-NUM_CLASSES = 1000
 KINDS = ("imagenet_v1", "imagenet_v2", "patchml")
 CORE_COLUMNS = ("sample_id", "path", "label", "labels", "label_count")
 
@@ -163,15 +163,3 @@ def label_count_distribution(table: pa.Table) -> dict[int, int]:
     for c in table.column("label_count").to_pylist():
         counts[c] = counts.get(c, 0) + 1
     return dict(sorted(counts.items()))
-
-
-def raise_or_skip(bad: list[tuple[str, str]], skip_bad: bool) -> list[dict[str, str]]:
-    """Builders collect bad samples as (file or key, problem): raise on the first unless `skip_bad`.
-
-    Returns them as `{"file", "error"}` records for the manifest metadata (the samples dropped).
-    """
-    if bad and not skip_bad:
-        where, problem = bad[0]
-        more = f" (and {len(bad) - 1} more like it)" if len(bad) > 1 else ""
-        raise InputError(f"{where}: {problem}{more}; use --skip-bad to drop such samples")
-    return [{"file": where, "error": problem} for where, problem in bad]

@@ -22,12 +22,11 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from mlreassess.constants import PATCHML_DEFAULT_CANVAS, PATCHML_DEFAULT_COUNTS
+from mlreassess.datasets.manifest import base_meta, core_table
 from mlreassess.errors import InputError
 from mlreassess.patchml.pool import Pool
 
-DEFAULT_COUNTS = (2, 3, 4, 6, 9)
-DEFAULT_CANVAS = 448
-DEFAULT_MIN_BOX_SIDE = 100
 PATCHML_COLUMNS = ("k", "src_ids", "src_boxes", "patch_labels", "sizes", "positions")
 
 
@@ -91,7 +90,7 @@ class Batch:
     positions: np.ndarray  # (m, k, 2) x, y of the top-left corner on the canvas
 
 
-def compose_k(pool: Pool, seed: int, k: int, canvas_size: int = DEFAULT_CANVAS) -> Batch:
+def compose_k(pool: Pool, seed: int, k: int, canvas_size: int = PATCHML_DEFAULT_CANVAS) -> Batch:
     """Algorithm 1 for one k: floor(len(pool) / k) canvases."""
     if seed < 0:
         raise InputError(f"seed {seed}: must be a non-negative integer")
@@ -128,8 +127,6 @@ def _nested(values: np.ndarray, k: int, inner: int | None = None) -> pa.Array:
 
 def manifest_table(pool: Pool, batches: Sequence[Batch]) -> pa.Table:
     """The PatchML manifest table (core columns + placements) of >= 1 batch, sorted by sample_id."""
-    from mlreassess.datasets.manifest import core_table
-
     sample_ids: list[str] = []
     labels_multi: list[list[int]] = []
     extra: dict[str, list[pa.Array]] = {c: [] for c in PATCHML_COLUMNS}
@@ -152,7 +149,7 @@ def manifest_table(pool: Pool, batches: Sequence[Batch]) -> pa.Table:
 
 
 def compose(
-    pool: Pool, seed: int, counts: Sequence[int] = DEFAULT_COUNTS, canvas_size: int = DEFAULT_CANVAS
+    pool: Pool, seed: int, counts: Sequence[int] = PATCHML_DEFAULT_COUNTS, canvas_size: int = PATCHML_DEFAULT_CANVAS
 ) -> pa.Table:
     """All canvases for every k in `counts` (duplicates rejected), as a manifest table."""
     if not counts:
@@ -182,8 +179,6 @@ def patchml_meta(
     bad_rows: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
     """Manifest metadata: everything that, with the boxes file, determines the canvases."""
-    from mlreassess.datasets.manifest import base_meta
-
     return base_meta(
         "patchml",
         dataset,

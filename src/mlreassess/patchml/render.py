@@ -13,6 +13,7 @@ of them at once unless the patches would exceed `PATCH_MEMORY_BYTES`) and each d
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import struct
 import time
@@ -25,8 +26,11 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from mlreassess.datasets.images import open_image
 from mlreassess.errors import InputError
+from mlreassess.io import atomic_path
 from mlreassess.patchml.pool import DEFAULT_SOURCE_PATTERN, source_path
+from mlreassess.progress import bar
 
 RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -116,8 +120,6 @@ def render_row(manifest: Any, i: int, source_root: str | os.PathLike | None = No
 
     Bit-identical to the PNG that `render_to_dir` writes for that row.
     """
-    from mlreassess.datasets.images import open_image
-
     meta = manifest.meta
     root = _source_root(manifest, source_root)
     pattern = meta.get("source_pattern", DEFAULT_SOURCE_PATTERN)
@@ -153,8 +155,6 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 def save_png(rgb: np.ndarray, path: Path) -> None:
     """Lossless PNG (`encode_png`), written atomically (tmp file + rename)."""
-    from mlreassess.io import atomic_path
-
     with atomic_path(path) as tmp:
         tmp.write_bytes(encode_png(rgb))
 
@@ -177,8 +177,6 @@ class RenderSummary:
 
 def _decode_source(task: tuple[str, str, list[tuple[Box, Size]], str]) -> tuple[str, dict | str]:
     """Worker: decode one source, cut and resize all patches it gives; (src, patches or error)."""
-    from mlreassess.datasets.images import open_image
-
     src, path, wanted, resample = task
     try:
         image = open_image(path)
@@ -213,8 +211,8 @@ def _blocks(todo: list[Canvas]) -> Iterator[list[Canvas]]:
         yield block
 
 
-def default_workers() -> int:
-    """CPU cores this process may use."""
+def render_workers() -> int:
+    """Default number of rendering processes: the CPU cores this process may use."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -222,6 +220,20 @@ def default_workers() -> int:
 
 def _map(pool: Any, fn: Any, tasks: Iterable, chunksize: int) -> Iterator:
     return pool.imap_unordered(fn, tasks, chunksize=chunksize) if pool is not None else map(fn, tasks)
+
+
+@dataclass
+class _Job:
+    """What every block of a `render_to_dir` call shares."""
+
+    root: Path
+    pattern: str
+    resample: str
+    canvas_size: int
+    out_dir: Path
+    skip_bad: bool
+    progress: bool
+    pool: Any  # multiprocessing pool, None: this process
 
 
 def render_to_dir(
@@ -237,69 +249,80 @@ def render_to_dir(
     A source that cannot be decoded raises InputError naming the file, or with `skip_bad` its
     canvases are left out and listed in `summary.failed`.
     """
-    from tqdm import tqdm
-
     start = time.perf_counter()
     meta = manifest.meta
-    root = _source_root(manifest, source_root)
-    pattern = meta.get("source_pattern", DEFAULT_SOURCE_PATTERN)
-    resample = meta["resample"]
-    resample_filter(resample)
-    canvas_size = int(meta["canvas_size"])
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    job = _Job(
+        root=_source_root(manifest, source_root),
+        pattern=meta.get("source_pattern", DEFAULT_SOURCE_PATTERN),
+        resample=meta["resample"],
+        canvas_size=int(meta["canvas_size"]),
+        out_dir=Path(out_dir),
+        skip_bad=skip_bad,
+        progress=progress,
+        pool=None,
+    )
+    resample_filter(job.resample)
+    job.out_dir.mkdir(parents=True, exist_ok=True)
     summary = RenderSummary()
     all_rows = canvases(manifest.table)
-    todo = [c for c in all_rows if not (out_dir / f"{c.sample_id}.png").exists()]
+    todo = [c for c in all_rows if not (job.out_dir / f"{c.sample_id}.png").exists()]
     summary.existing = len(all_rows) - len(todo)
-    workers = max(1, workers or default_workers())
-
-    pool = None
+    workers = max(1, workers or render_workers())
     if workers > 1 and todo:
-        import multiprocessing
-
-        pool = multiprocessing.get_context().Pool(workers)
+        job.pool = multiprocessing.get_context().Pool(workers)
     try:
-        bar = tqdm(total=len(todo), desc="rendering canvases", unit="canvas", disable=not progress)
+        canvas_bar = bar(total=len(todo), desc="rendering canvases", unit="canvas", enabled=progress)
         for block in _blocks(todo):
-            wanted: dict[str, set[tuple[Box, Size]]] = defaultdict(set)
-            for c in block:
-                for src, box, size in zip(c.src_ids, c.boxes, c.sizes):
-                    wanted[src].add((box, size))
-            tasks = [
-                (src, str(source_path(root, src, pattern)), sorted(wanted[src]), resample) for src in sorted(wanted)
-            ]
-            patches: dict[tuple, np.ndarray] = {}
-            bad_sources: dict[str, str] = {}
-            decoded = _map(pool, _decode_source, tasks, chunksize=16)
-            for src, result in tqdm(decoded, total=len(tasks), desc="decoding sources", unit="image",
-                                    leave=False, disable=not progress):
-                summary.sources_decoded += 1
-                if isinstance(result, str):
-                    bad_sources[src] = result
-                else:
-                    patches.update({(src, *key): p for key, p in result.items()})
-            if bad_sources and not skip_bad:
-                first = bad_sources[min(bad_sources)]
-                more = f" (and {len(bad_sources) - 1} more sources)" if len(bad_sources) > 1 else ""
-                raise InputError(f"{first}{more}; use --skip-bad to leave out the canvases that use it")
-            paint_tasks = []
-            for c in block:
-                bad = next((s for s in c.src_ids if s in bad_sources), None)
-                if bad is not None:
-                    summary.failed.append({"sample_id": c.sample_id, "error": bad_sources[bad]})
-                    bar.update(1)
-                    continue
-                ps = [patches[key] for key in zip(c.src_ids, c.boxes, c.sizes)]
-                paint_tasks.append((str(out_dir / f"{c.sample_id}.png"), canvas_size, ps, c.positions))
-            for _ in _map(pool, _paint_and_save, paint_tasks, chunksize=4):
-                summary.rendered += 1
-                bar.update(1)
-            del patches
-        bar.close()
+            _render_block(job, block, summary, canvas_bar)
+        canvas_bar.close()
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        if job.pool is not None:
+            job.pool.terminate()
+            job.pool.join()
     summary.elapsed_s = time.perf_counter() - start
     return summary
+
+
+def _decode_block(job: _Job, block: list[Canvas], summary: RenderSummary) -> tuple[dict[tuple, np.ndarray], dict[str, str]]:
+    """Decode each source of `block` once: ({(src, box, size): resized patch}, {bad src: error})."""
+    wanted: dict[str, set[tuple[Box, Size]]] = defaultdict(set)
+    for c in block:
+        for src, box, size in zip(c.src_ids, c.boxes, c.sizes):
+            wanted[src].add((box, size))
+    tasks = [
+        (src, str(source_path(job.root, src, job.pattern)), sorted(wanted[src]), job.resample) for src in sorted(wanted)
+    ]
+    patches: dict[tuple, np.ndarray] = {}
+    bad_sources: dict[str, str] = {}
+    decode_bar = bar(_map(job.pool, _decode_source, tasks, chunksize=16), total=len(tasks),
+                     desc="decoding sources", unit="image", enabled=job.progress)
+    decode_bar.leave = False  # one per block: the bar goes once its block is decoded
+    for src, result in decode_bar:
+        summary.sources_decoded += 1
+        if isinstance(result, str):
+            bad_sources[src] = result
+        else:
+            patches.update({(src, *key): p for key, p in result.items()})
+    if bad_sources and not job.skip_bad:
+        first = bad_sources[min(bad_sources)]
+        more = f" (and {len(bad_sources) - 1} more sources)" if len(bad_sources) > 1 else ""
+        raise InputError(f"{first}{more}; use --skip-bad to leave out the canvases that use it")
+    return patches, bad_sources
+
+
+def _render_block(job: _Job, block: list[Canvas], summary: RenderSummary, canvas_bar: Any) -> None:
+    """Paint and save the canvases of one block; those using a bad source go to `summary.failed`."""
+    patches, bad_sources = _decode_block(job, block, summary)
+    paint_tasks = []
+    for c in block:
+        bad = next((s for s in c.src_ids if s in bad_sources), None)
+        if bad is not None:
+            summary.failed.append({"sample_id": c.sample_id, "error": bad_sources[bad]})
+            canvas_bar.update(1)
+            continue
+        ps = [patches[key] for key in zip(c.src_ids, c.boxes, c.sizes)]
+        paint_tasks.append((str(job.out_dir / f"{c.sample_id}.png"), job.canvas_size, ps, c.positions))
+    del patches  # the painting tasks hold the patches they need
+    for _ in _map(job.pool, _paint_and_save, paint_tasks, chunksize=4):
+        summary.rendered += 1
+        canvas_bar.update(1)

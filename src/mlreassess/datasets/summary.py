@@ -1,0 +1,28 @@
+"""The few lines that describe a freshly built V1/V2 manifest (printed by `mlreassess data` and
+logged by `mlreassess run`); it knows the metadata keys the builders write."""
+
+from __future__ import annotations
+
+from mlreassess.datasets.manifest import Manifest, label_count_distribution
+
+
+def summary(manifest: Manifest, out: str) -> str:
+    """Samples, label-count distribution, where the labels came from, what was dropped, the file."""
+    meta = manifest.meta
+    dist = ", ".join(f"{k}: {v:,}" for k, v in label_count_distribution(manifest.table).items())
+    lines = [
+        f"{meta['dataset']} ({meta['kind']}, {meta.get('layout') or meta.get('variant')}): {len(manifest):,} samples",
+        f"  label counts: {dist}",
+        f"  labels from: {meta['label_source']}",
+    ]
+    if meta.get("ground_truth_entries_unused"):
+        lines.append(f"  ground-truth entries for images not present (ignored): {meta['ground_truth_entries_unused']:,}")
+    if meta.get("label_entries_unmatched"):
+        lines.append(f"  label-file entries for images not present (ignored): {meta['label_entries_unmatched']:,}")
+    if meta.get("kept_original_label"):
+        lines.append(f"  images missing from the labels file, kept with [label]: {meta['kept_original_label']:,}")
+    if meta.get("skipped"):
+        first = meta["skipped"][0]
+        lines.append(f"  skipped {len(meta['skipped']):,} bad samples (first: {first['file']}: {first['error']})")
+    lines.append(f"  wrote {out}")
+    return "\n".join(lines)

@@ -1,0 +1,248 @@
+"""`generate`: a whole PatchML set, what `mlreassess patchml` runs, in four steps.
+
+compose (boxes file -> pool -> canvases table + metadata), check (against what `out_dir` already
+holds), write (the manifest, unless the same one is there), render (PNGs, with `images`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+from mlreassess.constants import PATCHML_DEFAULT_CANVAS, PATCHML_DEFAULT_COUNTS, PATCHML_DEFAULT_MIN_BOX_SIDE
+from mlreassess.datasets.manifest import Manifest, read_manifest, write_manifest
+from mlreassess.errors import InputError
+from mlreassess.patchml import layout, pool as pool_mod, render as render_mod
+from mlreassess.patchml.pool import BadRow, Pool
+
+MANIFEST_NAME = "manifest.parquet"
+IMAGES_DIR = "images"
+# Metadata that says where things are, not what the canvases are: a rerun may change them.
+_LOCATION_KEYS = ("root", "source_root", "mlreassess_version")
+
+
+@dataclass
+class GenerateResult:
+    manifest_path: Path
+    manifest: Manifest
+    status: str  # "written" | "unchanged" | "updated source_root"
+    boxes_read: int
+    rows_dropped: int
+    pool_size: int
+    bounds_source: str | None  # where image sizes came from; None = bounds unchecked
+    render: render_mod.RenderSummary | None = None  # when images were rendered
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Params:
+    """The composing parameters, defaults filled in."""
+
+    counts: list[int]
+    canvas_size: int
+    min_box_side: int
+    resample: str
+    source_pattern: str
+
+
+@dataclass
+class Composed:
+    """The canvases of a set before anything is written, and how they came about."""
+
+    table: pa.Table
+    meta: dict[str, Any]
+    boxes_read: int
+    rows_dropped: int
+    pool_size: int
+    bounds_source: str | None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_params(
+    counts: Sequence[int] | None,
+    canvas_size: int | None,
+    min_box_side: int | None,
+    resample: str | None,
+    source_pattern: str | None,
+) -> Params:
+    """Defaults filled in and checked, so bad parameters fail before any file is read."""
+    params = Params(
+        counts=list(counts or PATCHML_DEFAULT_COUNTS),
+        canvas_size=canvas_size or PATCHML_DEFAULT_CANVAS,
+        min_box_side=PATCHML_DEFAULT_MIN_BOX_SIDE if min_box_side is None else min_box_side,
+        resample=resample or render_mod.DEFAULT_RESAMPLE,
+        source_pattern=source_pattern or pool_mod.DEFAULT_SOURCE_PATTERN,
+    )
+    render_mod.resample_filter(params.resample)
+    for k in params.counts:
+        layout.grid_for(k, params.canvas_size)
+    return params
+
+
+def _image_sizes(
+    boxes: Path, records: list, images: Path | None, image_sizes: str | os.PathLike | None,
+    params: Params, skip_bad: bool, progress: bool,
+) -> tuple[dict[str, tuple[int, int]] | None, list[BadRow], str | None]:
+    """(sizes of the source images or None, bad rows, where the sizes came from)."""
+    if images is not None:
+        if not images.is_dir():
+            raise InputError(f"{images}: images folder not found")
+        sizes, bad = pool_mod.sizes_from_images(
+            images, records, params.source_pattern, skip_bad, where=str(boxes), progress=progress
+        )
+        return sizes, bad, f"the images in {images}"
+    sizes_file = Path(image_sizes) if image_sizes else boxes.with_name(pool_mod.SIZES_FILE)
+    if image_sizes or sizes_file.exists():
+        return pool_mod.read_image_sizes(sizes_file), [], str(sizes_file)
+    return None, [], None
+
+
+def _read_pool(
+    boxes: Path, images: Path | None, image_sizes: str | os.PathLike | None,
+    params: Params, skip_bad: bool, progress: bool,
+) -> tuple[Pool, list[BadRow], int, str | None]:
+    """Stage 1: (pool, bad rows, boxes read, where the image sizes came from)."""
+    records, bad = pool_mod.read_boxes_csv(boxes, skip_bad)
+    sizes, bad_images, bounds_source = _image_sizes(boxes, records, images, image_sizes, params, skip_bad, progress)
+    bad += bad_images
+    dropped_rows = {b.row for b in bad}
+    kept = [r for r in records if r.row not in dropped_rows]
+    patch_pool, bad_pool = pool_mod.build_pool(kept, sizes, params.min_box_side, skip_bad, where=str(boxes))
+    return patch_pool, bad + bad_pool, len(records), bounds_source
+
+
+def compose_set(
+    boxes: Path, seed: int, params: Params, *, images: Path | None, image_sizes: str | os.PathLike | None,
+    name: str | None, skip_bad: bool, progress: bool,
+) -> Composed:
+    """The manifest table and metadata of a set (stages 1 and 2); nothing is written."""
+    patch_pool, bad, boxes_read, bounds_source = _read_pool(boxes, images, image_sizes, params, skip_bad, progress)
+    table = layout.compose(patch_pool, seed, params.counts, params.canvas_size)
+    meta = layout.patchml_meta(
+        dataset=name or f"patchml_seed{seed}",
+        seed=seed,
+        counts=params.counts,
+        canvas_size=params.canvas_size,
+        min_box_side=params.min_box_side,
+        resample=params.resample,
+        source_root=None if images is None else str(images),
+        source_pattern=params.source_pattern,
+        boxes_file=boxes.name,
+        boxes_sha256=sha256_file(boxes),
+        pool_size=len(patch_pool),
+        # The file's name, not its path: the manifest must not depend on where it was run.
+        bad_rows=[
+            {"file": f"{boxes.name}: line {b.row}", "error": b.problem} for b in sorted(bad, key=lambda b: b.row)
+        ],
+    )
+    return Composed(table, meta, boxes_read, len(bad), len(patch_pool), bounds_source)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _difference(old: Manifest, table: pa.Table, meta: dict[str, Any]) -> str | None:
+    """How an existing manifest differs from the one just composed (None: same canvases)."""
+    diffs = [
+        f"{key} {_short(old.meta.get(key))} there vs {_short(meta.get(key))} now"
+        for key in sorted(set(old.meta) | set(meta))
+        if key not in _LOCATION_KEYS and old.meta.get(key) != meta.get(key)
+    ]
+    if not diffs and not old.table.equals(table):
+        diffs.append("the canvases differ")
+    return "; ".join(diffs) or None
+
+
+def check_out_dir(out_dir: Path, composed: Composed, images: Path | None) -> str:
+    """What writing `composed` to `out_dir` means: "written", "unchanged" or "updated source_root".
+
+    InputError if `out_dir` holds another set (a different manifest, or PNGs without one).
+    """
+    path = out_dir / MANIFEST_NAME
+    if path.exists():
+        old = read_manifest(path)
+        diff = _difference(old, composed.table, composed.meta)
+        if diff is not None:
+            raise InputError(f"{path}: holds a different PatchML manifest ({diff}); use another --out or remove it")
+        if images is not None and old.meta.get("source_root") != composed.meta["source_root"]:
+            return "updated source_root"
+        return "unchanged"
+    if any((out_dir / IMAGES_DIR).glob("*.png")):
+        # PNGs without their manifest may be another set's: resuming would mix two sets.
+        raise InputError(f"{out_dir / IMAGES_DIR}: holds PNGs but {path} is missing; remove them or use another --out")
+    return "written"
+
+
+def write_set(out_dir: Path, composed: Composed, status: str, elapsed_s: float) -> Manifest:
+    """Write the manifest unless the same one is there; the manifest as read back from the file."""
+    path = out_dir / MANIFEST_NAME
+    if status != "unchanged":
+        write_manifest(path, composed.table, composed.meta, elapsed_s=elapsed_s)
+    return read_manifest(path)
+
+
+def generate(
+    boxes: str | os.PathLike,
+    seed: int,
+    out_dir: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    image_sizes: str | os.PathLike | None = None,
+    counts: Sequence[int] | None = None,
+    canvas_size: int | None = None,
+    min_box_side: int | None = None,
+    resample: str | None = None,
+    source_pattern: str | None = None,
+    name: str | None = None,
+    workers: int | None = None,
+    skip_bad: bool = False,
+    progress: bool = True,
+    render: bool = True,
+) -> GenerateResult:
+    """Compose a PatchML set from a Kaggle-format boxes file into `out_dir/manifest.parquet`.
+
+    With `images` (folder of the source images), box bounds are checked against the images, the
+    folder is recorded as the manifest's `source_root` (so canvases render on the fly anywhere),
+    and unless `render=False` every canvas is also rendered to `out_dir/images/<sample_id>.png`.
+    A rerun with the same inputs leaves the manifest alone and renders only missing PNGs; a
+    different manifest already in `out_dir` is an error.
+    """
+    start = time.perf_counter()
+    params = resolve_params(counts, canvas_size, min_box_side, resample, source_pattern)
+    boxes, out_dir = Path(boxes), Path(out_dir)
+    images = None if images is None else Path(images).resolve()
+    composed = compose_set(
+        boxes, seed, params, images=images, image_sizes=image_sizes, name=name, skip_bad=skip_bad, progress=progress
+    )
+    status = check_out_dir(out_dir, composed, images)
+    manifest = write_set(out_dir, composed, status, elapsed_s=time.perf_counter() - start)
+    result = GenerateResult(
+        manifest_path=out_dir / MANIFEST_NAME,
+        manifest=manifest,
+        status=status,
+        boxes_read=composed.boxes_read,
+        rows_dropped=composed.rows_dropped,
+        pool_size=composed.pool_size,
+        bounds_source=composed.bounds_source,
+    )
+    if images is not None and render:
+        result.render = render_mod.render_to_dir(
+            manifest, out_dir / IMAGES_DIR, images, workers=workers, skip_bad=skip_bad, progress=progress
+        )
+    result.elapsed_s = time.perf_counter() - start
+    return result

@@ -1,0 +1,85 @@
+"""Manifest files: atomic writes (permissions follow the umask, no temp file left), the skip-bad policy."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+import pytest
+
+from mlreassess.datasets.manifest import base_meta, core_table, read_manifest, write_manifest
+from mlreassess.datasets.skip import raise_or_skip
+from mlreassess.errors import InputError
+from mlreassess.io import atomic_path
+
+
+def _table():
+    return core_table(["b", "a"], [None, None], [1, 2], [[1], [2, 3]])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_written_files_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = tmp_path / "m.parquet"
+        write_manifest(path, _table(), base_meta("imagenet_v1", "x", None))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "m.provenance.json").stat().st_mode) == 0o666 & ~umask
+    assert read_manifest(path).sample_ids == ["a", "b"]
+
+
+def test_atomic_path_leaves_the_umask_alone(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "f.txt") as tmp:
+            assert os.umask(0o027) == 0o027  # unchanged while the block runs
+            tmp.write_text("x")
+        assert os.umask(old) == 0o027  # and after it
+    finally:
+        os.umask(old)
+
+
+def test_atomic_path_renames_only_on_success(tmp_path):
+    target = tmp_path / "sub" / "f.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            raise RuntimeError("boom")
+    assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["f.txt"]
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.startswith(".f.txt.") and tmp.name.endswith(".tmp")
+        tmp.write_text("new")
+    assert target.read_text() == "new" and [p.name for p in target.parent.iterdir()] == ["f.txt"]
+
+
+def test_atomic_path_from_threads_gives_distinct_temp_files(tmp_path):
+    names: list[str] = []
+
+    def write(i: int) -> None:
+        with atomic_path(tmp_path / "same.txt") as tmp:
+            names.append(tmp.name)
+            tmp.write_text(str(i))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(names)) == 8
+    assert [p.name for p in tmp_path.iterdir()] == ["same.txt"]
+
+
+def test_skip_bad_policy():
+    bad = [("a.jpg", "corrupt"), ("b.jpg", "missing")]
+    with pytest.raises(InputError, match=r"^a.jpg: corrupt \(and 1 more like it\); use --skip-bad to drop bad rows$"):
+        raise_or_skip(bad, False, "bad rows")
+    assert raise_or_skip(bad, True) == [{"file": "a.jpg", "error": "corrupt"}, {"file": "b.jpg", "error": "missing"}]
+    assert raise_or_skip([], False) == []
