@@ -27,10 +27,15 @@ from mlreassess.constants import (
     DEVICES,
     IMAGENETV2_VARIANTS,
     NUM_CLASSES,
+    PATCHML_DEFAULT_CANVAS,
+    PATCHML_DEFAULT_COUNTS,
+    PATCHML_DEFAULT_MIN_BOX_SIDE,
+    PATCHML_DEFAULT_RESAMPLE,
     PATCHML_RESAMPLE_CHOICES,
     PRECISIONS,
 )
 from mlreassess.errors import InputError
+from mlreassess.results import check_name
 
 # Largest PatchML canvas side accepted: far beyond any real use, small enough to allocate.
 MAX_CANVAS = 4096
@@ -219,6 +224,7 @@ class ImagenetValOptions:
 
     def __post_init__(self) -> None:
         validate(self)
+        check_name(self.dataset)
 
     @property
     def dataset(self) -> str:
@@ -244,6 +250,7 @@ class ImagenetV2Options:
 
     def __post_init__(self) -> None:
         validate(self)
+        check_name(self.dataset)
 
     @property
     def dataset(self) -> str:
@@ -256,29 +263,35 @@ class PatchMLOptions:
     the command takes one `--seed`)."""
 
     boxes: str = option(None, "boxes CSV, e.g. LOC_val_solution.csv (inclusive pixel boxes)", path="file",
-                        result=True)
-    seed: int = option(None, "random seed (the paper's sets: 1-5)", minimum=0, result=True, yaml=False)
+                        result=True, metavar="CSV")
+    seed: int = option(None, "random seed (the paper's sets: 1-5)", minimum=0, result=True, yaml=False,
+                     metavar="S")
     images: str | None = option(None, "folder of the source images: checks boxes against them, records it in "
                                 "the manifest, renders PNGs", path="dir", result=True, metavar="DIR")
     image_sizes: str | None = option(None, "ImageId,width,height CSV to check boxes against (default: "
                                      "image_sizes.csv beside --boxes, if any)", path="file", result=True,
                                      metavar="CSV")
-    counts: tuple[int, ...] | None = option(None, "patch counts k per canvas (default 2,3,4,6,9)", minimum=1,
-                                            maximum=64, result=True)
-    canvas: int | None = option(None, "canvas side L in px (default 448)", minimum=1, maximum=MAX_CANVAS,
-                                result=True)
-    min_box_side: int | None = option(None, "drop boxes whose shorter side is below N px (default 100)",
+    counts: tuple[int, ...] | None = option(None, "patch counts k per canvas (default "
+                                            f"{','.join(map(str, PATCHML_DEFAULT_COUNTS))})", minimum=1,
+                                            maximum=64, result=True, metavar="K,K,...")
+    canvas: int | None = option(None, f"canvas side L in px (default {PATCHML_DEFAULT_CANVAS})", minimum=1, maximum=MAX_CANVAS,
+                                result=True, metavar="L")
+    min_box_side: int | None = option(None, "drop boxes whose shorter side is below N px "
+                                      f"(default {PATCHML_DEFAULT_MIN_BOX_SIDE})",
                                       minimum=0, result=True, metavar="N")
-    resample: str | None = option(None, "resize filter (default bicubic)", choices=PATCHML_RESAMPLE_CHOICES,
+    resample: str | None = option(None, f"resize filter (default {PATCHML_DEFAULT_RESAMPLE})", choices=PATCHML_RESAMPLE_CHOICES,
                                   result=True)
     source_pattern: str | None = option(None, "source image file name from its id (default '{id}.JPEG')",
-                                        result=True)
-    name: str | None = option(None, "dataset name (default patchml_seed<SEED>)", result=True)
+                                        result=True, metavar="PATTERN")
+    name: str | None = option(None, "dataset name (default patchml_seed<SEED>)", result=True,
+                              metavar="NAME")
     skip_bad: bool = option(False, "drop bad box rows / unreadable sources and report how many", result=True)
     workers: int | None = option(None, "rendering processes (default: all cores)", minimum=0, metavar="N")
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.name is not None:
+            check_name(self.name)
         if self.source_pattern is not None and not _valid_pattern(self.source_pattern):
             raise InputError(f"--source-pattern {short_repr(self.source_pattern)}: must contain '{{id}}' and no other field")
 

@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlreassess.config import RunConfig
-from mlreassess.datasets.imagenet import build_imagenet_val
-from mlreassess.datasets.imagenetv2 import build_imagenetv2
-from mlreassess.datasets.images import verify_manifest_images
+from mlreassess.datasets.build import build_v1, build_v2
 from mlreassess.datasets.manifest import Manifest, read_manifest, write_manifest
 from mlreassess.datasets.summary import summary as manifest_summary
 from mlreassess.errors import InputError, MlreassessError
@@ -37,8 +35,8 @@ from mlreassess.inference.runner import hold_folder
 from mlreassess.inference.runner import run as run_sweep
 from mlreassess.io import read_meta, write_text_atomic
 from mlreassess.metrics.evaluate import evaluate_results
-from mlreassess.options import ImagenetV2Options, ImagenetValOptions, InferOptions, PatchMLOptions, result_options
-from mlreassess.patchml import generate
+from mlreassess.options import InferOptions, PatchMLOptions, result_options
+from mlreassess.patchml import generate_from
 from mlreassess.report import ITEMS, Report
 from mlreassess.results import PATCHML_MANIFEST, ResultsLayout
 
@@ -100,8 +98,6 @@ def _build_manifest(layout: ResultsLayout, steps: StepLog, name: str, options: A
         return out
     start = time.perf_counter()
     manifest = build()
-    if options.verify_images:
-        manifest = verify_manifest_images(manifest, skip_bad=options.skip_bad)
     write_manifest(out, manifest.table, manifest.meta, elapsed_s=time.perf_counter() - start)
     log.info(manifest_summary(manifest, str(out)))
     _write_stamp(layout, step, params, time.perf_counter() - start)
@@ -109,23 +105,14 @@ def _build_manifest(layout: ResultsLayout, steps: StepLog, name: str, options: A
     return out
 
 
-def _v1(v1: ImagenetValOptions) -> Manifest:
-    return build_imagenet_val(v1.root, real=v1.real, name=v1.dataset, skip_bad=v1.skip_bad)
-
-
-def _v2(v2: ImagenetV2Options) -> Manifest:
-    return build_imagenetv2(v2.root, v2.variant, labels_file=v2.labels, name=v2.dataset, skip_bad=v2.skip_bad,
-                            keep_original=v2.keep_original)
-
-
 def build_datasets(cfg: RunConfig, steps: StepLog) -> list[Path]:
     """Every manifest the config asks for (built or found up to date), sorted by path."""
     layout = ResultsLayout(cfg.out)
     paths: list[Path] = list(cfg.manifests)
     if cfg.v1 is not None:
-        paths.append(_build_manifest(layout, steps, cfg.v1.dataset, cfg.v1, lambda: _v1(cfg.v1)))
+        paths.append(_build_manifest(layout, steps, cfg.v1.dataset, cfg.v1, lambda: build_v1(cfg.v1)))
     if cfg.v2 is not None:
-        paths.append(_build_manifest(layout, steps, cfg.v2.dataset, cfg.v2, lambda: _v2(cfg.v2)))
+        paths.append(_build_manifest(layout, steps, cfg.v2.dataset, cfg.v2, lambda: build_v2(cfg.v2)))
     if cfg.patchml is not None:
         paths += build_patchml(cfg, steps)
     return paths
@@ -134,18 +121,6 @@ def build_datasets(cfg: RunConfig, steps: StepLog) -> list[Path]:
 def patchml_name(options: PatchMLOptions) -> str:
     """One dataset name per seed: `<name>_seed<S>` (default `patchml_seed<S>`)."""
     return f"{options.name or 'patchml'}_seed{options.seed}"
-
-
-def _generate(options: PatchMLOptions, folder: Path, render: bool):
-    return generate(
-        options.boxes, options.seed, folder,
-        # Without PNGs (render: false), inference and Figure 8 render canvases on the fly from
-        # the source images recorded in the manifest, which saves ~300 kB per canvas.
-        images=options.images, render=render, image_sizes=options.image_sizes,
-        counts=options.counts, canvas_size=options.canvas, min_box_side=options.min_box_side,
-        resample=options.resample, source_pattern=options.source_pattern, name=patchml_name(options),
-        workers=options.workers, skip_bad=options.skip_bad,
-    )
 
 
 def build_patchml(cfg: RunConfig, steps: StepLog) -> list[Path]:
@@ -161,7 +136,9 @@ def build_patchml(cfg: RunConfig, steps: StepLog) -> list[Path]:
         if _stamp_matches(layout, step, params, [manifest]):
             steps.add(step, "up to date", str(manifest))
             continue
-        result = _generate(options, folder, p.render)
+        # Without PNGs (render: false), inference and Figure 8 render canvases on the fly from the
+        # source images recorded in the manifest, which saves ~300 kB per canvas.
+        result = generate_from(dataclasses.replace(options, name=patchml_name(options)), folder, p.render)
         _write_stamp(layout, step, params, result.elapsed_s)
         steps.add(step, "done", f"{len(result.manifest):,} canvases from {result.pool_size:,} patches, {result.status}")
     return out

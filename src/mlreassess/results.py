@@ -23,6 +23,7 @@ from pathlib import Path
 from mlreassess.errors import InputError
 
 PATCHML_MANIFEST = "manifest.parquet"  # the manifest inside a PatchML folder
+PATCHML_IMAGES = "images"  # its rendered canvases, <sample_id>.png
 
 
 def check_name(name: str, what: str = "dataset name") -> str:

@@ -16,13 +16,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mlreassess.constants import NUM_CLASSES
+from mlreassess.constants import IMAGENETV2_VARIANTS, NUM_CLASSES
 from mlreassess.datasets.images import is_image_file
 from mlreassess.datasets.manifest import Manifest, base_meta, core_table
 from mlreassess.datasets.skip import raise_or_skip
 from mlreassess.errors import InputError
 
-VARIANTS = ("matched-frequency", "threshold-0.7", "top-images")
+VARIANTS = IMAGENETV2_VARIANTS
 
 
 def default_name(variant: str) -> str:

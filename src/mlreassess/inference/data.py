@@ -18,6 +18,7 @@ from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference.preprocess import Preprocess
 from mlreassess.patchml.render import render_row
+from mlreassess.results import PATCHML_IMAGES
 
 
 def check_readable(manifest: Manifest) -> None:
@@ -37,7 +38,7 @@ def image_opener(manifest: Manifest, source_root: str | os.PathLike | None = Non
     else are rendered from the manifest and its source images (same pixels, SPEC 2)."""
     ids = manifest.sample_ids
     if manifest.kind == "patchml":
-        png_dir = manifest.source.parent / "images" if manifest.source is not None else None
+        png_dir = manifest.source.parent / PATCHML_IMAGES if manifest.source is not None else None
 
         def open_canvas(i: int):
             if png_dir is not None:

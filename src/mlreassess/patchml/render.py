@@ -26,6 +26,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from mlreassess.constants import PATCHML_DEFAULT_RESAMPLE
 from mlreassess.datasets.images import open_image
 from mlreassess.errors import InputError
 from mlreassess.io import atomic_path
@@ -38,7 +39,7 @@ RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-DEFAULT_RESAMPLE = "bicubic"
+DEFAULT_RESAMPLE = PATCHML_DEFAULT_RESAMPLE
 # PNG encoding dominates rendering time. PIL's encoder tries five filters on every row; we use
 # the "Up" filter for every row and zlib's Z_RLE strategy: ~5x faster than PIL's default on these
 # mostly-black canvases, files ~10% larger, still lossless (see docs/patchml.md).

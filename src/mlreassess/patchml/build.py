@@ -1,4 +1,4 @@
-"""`generate`: a whole PatchML set, what `mlreassess patchml` runs, in four steps.
+"""`generate` (module `build`): a whole PatchML set, what `mlreassess patchml` runs, in four steps.
 
 compose (boxes file -> pool -> canvases table + metadata), check (against what `out_dir` already
 holds), write (the manifest, unless the same one is there), render (PNGs, with `images`).
@@ -18,11 +18,15 @@ import pyarrow as pa
 from mlreassess.constants import PATCHML_DEFAULT_CANVAS, PATCHML_DEFAULT_COUNTS, PATCHML_DEFAULT_MIN_BOX_SIDE
 from mlreassess.datasets.manifest import Manifest, read_manifest, write_manifest
 from mlreassess.errors import InputError
-from mlreassess.patchml import layout, pool as pool_mod, render as render_mod
+from mlreassess.locks import folder_lock
+from mlreassess.options import PatchMLOptions
+from mlreassess.patchml import layout
+from mlreassess.patchml import pool as pool_mod
+from mlreassess.patchml import render as render_mod
 from mlreassess.patchml.pool import BadRow, Pool
+from mlreassess.results import PATCHML_IMAGES as IMAGES_DIR
+from mlreassess.results import PATCHML_MANIFEST as MANIFEST_NAME
 
-MANIFEST_NAME = "manifest.parquet"
-IMAGES_DIR = "images"
 # Metadata that says where things are, not what the canvases are: a rerun may change them.
 _LOCATION_KEYS = ("root", "source_root", "mlreassess_version")
 
@@ -246,3 +250,16 @@ def generate(
         )
     result.elapsed_s = time.perf_counter() - start
     return result
+
+
+def generate_from(options: PatchMLOptions, out_dir: str | os.PathLike, render: bool = True,
+                  progress: bool = True) -> GenerateResult:
+    """`generate` with the schema's options (what the CLI and `mlreassess run` pass), holding
+    `out_dir` so that no second writer composes into it at the same time."""
+    with folder_lock(out_dir):
+        return generate(
+            options.boxes, options.seed, out_dir, images=options.images, image_sizes=options.image_sizes,
+            counts=options.counts, canvas_size=options.canvas, min_box_side=options.min_box_side,
+            resample=options.resample, source_pattern=options.source_pattern, name=options.name,
+            workers=options.workers, skip_bad=options.skip_bad, progress=progress, render=render,
+        )
