@@ -327,3 +327,72 @@ def test_options_that_change_results_are_recorded(tiny, tmp_path):
     _, meta = writers.read_predictions(ResultsLayout(tmp_path).prediction("tiny", "test_resnet"))
     assert meta["test_input_size"] is True and meta["checkpoint_key"] == "state_dict"
     assert meta["weights"].endswith(".pth")  # a bare state dict: no checkpoint entry to name
+
+
+# ---- outputs that are never stale (issue "Numbers users can trust") --------------------------------
+
+
+def _weights_of(out: Path, model: str) -> str:
+    return writers.read_predictions(ResultsLayout(out).prediction("tiny", model))[1]["weights"]
+
+
+def test_changed_weights_redo_the_output_and_say_why(tiny, tmp_path, caplog):
+    out = tmp_path / "out"
+    base = ["--data", str(tiny["manifest"]), "--model", "test_resnet"]
+    assert infer(*base, "--weights", "random", out=out) == 0
+    assert _weights_of(out, "test_resnet") == "random"
+    caplog.clear()
+    assert infer(*base, "--weights", f"file:{tiny['weights']['test_resnet']}", out=out) == 0
+    assert _weights_of(out, "test_resnet").startswith("file:")
+    assert "redoing it: weights random -> file:" in caplog.text
+
+
+def test_a_weights_file_edited_in_place_redoes_the_output(tiny, tmp_path, caplog):
+    out = tmp_path / "out"
+    weights = save_weights(tmp_path / "w.pth", "test_resnet", seed=5)
+    args = ["--data", str(tiny["manifest"]), "--model", "test_resnet", "--weights", f"file:{weights}"]
+    assert infer(*args, out=out) == 0
+    first = writers.read_predictions(ResultsLayout(out).prediction("tiny", "test_resnet"))[0]
+    save_weights(weights, "test_resnet", seed=6)  # same path, other bytes
+    caplog.clear()
+    assert infer(*args, out=out) == 0
+    assert "redoing it: weights changed" in caplog.text
+    second = writers.read_predictions(ResultsLayout(out).prediction("tiny", "test_resnet"))[0]
+    assert not first.column("topk_prob").equals(second.column("topk_prob"))
+
+
+@pytest.mark.parametrize("flag, reason", [
+    (("--precision", "bf16"), "precision fp32 -> bf16"),
+    (("--topk", "3"), "topk 10 -> 3"),
+    (("--crop", "center"), "crop none -> center"),
+    (("--save-softmax",), "save_softmax false -> true"),
+])
+def test_changed_result_options_redo_the_output(tiny, tmp_path, caplog, flag, reason):
+    out = tmp_path / "out"
+    args = ["--data", str(tiny["manifest"]), *model_args(tiny, "test_resnet")]
+    assert infer(*args, out=out) == 0
+    caplog.clear()
+    assert infer(*args, *flag, out=out) == 0
+    assert reason in caplog.text
+    caplog.clear()
+    assert infer(*args, *flag, out=out) == 0  # and then it is up to date
+    assert "redoing" not in caplog.text
+
+
+def test_failures_fixed_by_a_later_run_leave_failures_jsonl(tiny, tmp_path):
+    out = tmp_path / "out"
+    models = tmp_path / "models.txt"
+    models.write_text(f"test_resnet file:{tiny['weights']['test_convnext']}\n")  # wrong weights: fails
+    assert infer("--data", str(tiny["manifest"]), "--models", str(models), out=out) == 1
+    assert ResultsLayout(out).failures.is_file()
+    models.write_text(f"test_resnet file:{tiny['weights']['test_resnet']}\n")
+    assert infer("--data", str(tiny["manifest"]), "--models", str(models), out=out) == 0
+    assert not ResultsLayout(out).failures.exists()
+
+
+def test_dataset_names_cannot_escape_results(tiny, tmp_path, capsys):
+    evil = make_manifest(tmp_path / "evil.parquet", tiny["root"], tiny["ids"], name="../../x")
+    out = tmp_path / "a" / "b" / "out"
+    assert infer("--data", str(evil), *model_args(tiny, "test_resnet"), out=out) == 2
+    assert "dataset name '../../x': must be one plain name" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "x").exists() and not list(tmp_path.rglob("x.parquet"))

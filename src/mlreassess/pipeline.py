@@ -33,10 +33,11 @@ from mlreassess.inference import writers
 from mlreassess.inference.models import ModelSpec, check_specs, read_models_file
 from mlreassess.inference.runner import hold_folder
 from mlreassess.inference.runner import run as run_sweep
-from mlreassess.io import read_meta, write_text_atomic
+from mlreassess.io import write_text_atomic
 from mlreassess.metrics.evaluate import evaluate_results
-from mlreassess.options import InferOptions, PatchMLOptions, result_options
+from mlreassess.options import InferOptions, PatchMLOptions, options_of, result_options
 from mlreassess.patchml import generate_from
+from mlreassess.provenance import changed, inputs_changed, inputs_fingerprint
 from mlreassess.report import ITEMS, Report
 from mlreassess.results import PATCHML_MANIFEST, ResultsLayout
 
@@ -68,17 +69,26 @@ class StepLog:
 
 
 def _stamp_matches(layout: ResultsLayout, step: str, params: dict[str, Any], outputs: list[Path]) -> bool:
+    """Whether `step`'s outputs exist and were made with `params` from input files unchanged since;
+    if not, and it was done before, one line says why it is redone."""
     path = layout.stamp(step)
     if not path.is_file() or not all(p.exists() for p in outputs):
         return False
     try:
-        return json.loads(path.read_text()).get("params") == _jsonable(params)
+        record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False  # a damaged stamp: redo the step
+    reason = changed(record.get("params"), params) or inputs_changed(record.get("inputs") or {})
+    if reason is not None:
+        log.info(f"run: {step}: redoing it: {reason}")
+    return reason is None
 
 
-def _write_stamp(layout: ResultsLayout, step: str, params: dict[str, Any], elapsed_s: float) -> None:
-    record = {"step": step, "params": _jsonable(params), "elapsed_s": round(elapsed_s, 3)}
+def _write_stamp(layout: ResultsLayout, step: str, params: dict[str, Any], elapsed_s: float,
+                 inputs: list[Any] = ()) -> None:
+    """Record what made `step`: its options and the fingerprints of the files it read."""
+    record = {"step": step, "params": _jsonable(params), "inputs": inputs_fingerprint(list(inputs)),
+              "elapsed_s": round(elapsed_s, 3)}
     write_text_atomic(layout.stamp(step), json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
@@ -100,9 +110,19 @@ def _build_manifest(layout: ResultsLayout, steps: StepLog, name: str, options: A
     manifest = build()
     write_manifest(out, manifest.table, manifest.meta, elapsed_s=time.perf_counter() - start)
     log.info(manifest_summary(manifest, str(out)))
-    _write_stamp(layout, step, params, time.perf_counter() - start)
+    _write_stamp(layout, step, params, time.perf_counter() - start, _manifest_inputs(manifest, options))
     steps.add(step, "done", f"{len(manifest):,} samples")
     return out
+
+
+def _manifest_inputs(manifest: Manifest, options: Any) -> list[Any]:
+    """The files a V1/V2 manifest was read from: its path options (ReaL, labels), its ground-truth
+    file, and its image folder's listing."""
+    files = [getattr(options, o.name) for o in options_of(type(options)) if o.spec.path == "file"]
+    source = manifest.meta.get("label_source")
+    if source and Path(source).is_file():
+        files.append(source)
+    return files + [manifest.meta.get("root")]
 
 
 def build_datasets(cfg: RunConfig, steps: StepLog) -> list[Path]:
@@ -139,7 +159,7 @@ def build_patchml(cfg: RunConfig, steps: StepLog) -> list[Path]:
         # Without PNGs (render: false), inference and Figure 8 render canvases on the fly from the
         # source images recorded in the manifest, which saves ~300 kB per canvas.
         result = generate_from(dataclasses.replace(options, name=patchml_name(options)), folder, p.render)
-        _write_stamp(layout, step, params, result.elapsed_s)
+        _write_stamp(layout, step, params, result.elapsed_s, [options.boxes, options.image_sizes])
         steps.add(step, "done", f"{len(result.manifest):,} canvases from {result.pool_size:,} patches, {result.status}")
     return out
 
@@ -166,50 +186,25 @@ def model_specs(cfg: RunConfig) -> list[ModelSpec]:
         raise InputError(f"{cfg.source}: models: {exc}") from None
 
 
-# Prediction metadata that must match the config for a finished file to count as done.
-_PREDICTION_KEYS = ("precision", "crop", "topk")
-
-
-def _stale_predictions(cfg: RunConfig, manifests: list[Path], specs: list[ModelSpec],
-                       opts: InferOptions) -> tuple[list[Path], list[Path]]:
-    """(complete and matching, stale) predictions files; stale = made with other options, or from an
-    earlier build of a manifest the config has since rebuilt (then its RESULTS copy is stale too)."""
+def _drop_rebuilt_copies(cfg: RunConfig, manifests: list[Path]) -> None:
+    """A manifest the config has rebuilt (same name, other rows) replaces its RESULTS copy; its
+    predictions then no longer match their recipe and are redone by the sweep."""
     layout = ResultsLayout(cfg.out)
-    fresh, stale = [], []
     for m in manifests:
         manifest = read_manifest(m)
         try:
             writers.check_manifest_copy(layout, manifest)
-            rebuilt = False
-        except InputError:  # same name, other rows: the config changed how this dataset is built
-            rebuilt = True
-            stale.append(layout.manifest_copy(manifest.name))
-        for spec in specs:
-            path = layout.prediction(manifest.name, spec.name)
-            if not writers.is_complete(path):
-                continue
-            meta = read_meta(path)
-            if rebuilt or any(meta.get(k) != getattr(opts, k) for k in _PREDICTION_KEYS):
-                stale.append(path)
-            else:
-                fresh.append(path)
-    return fresh, stale
+        except InputError:
+            log.info(f"run: {layout.manifest_copy(manifest.name)}: {m} was rebuilt since: replacing it")
+            layout.manifest_copy(manifest.name).unlink()
 
 
 def infer(cfg: RunConfig, steps: StepLog, manifests: list[Path], specs: list[ModelSpec], is_main: bool) -> list[str]:
-    """Run the sweep unless every prediction is there; returns the failed units' lines."""
-    opts = inference_options(cfg)
-    fresh, stale = _stale_predictions(cfg, manifests, specs, opts)
-    total = len(manifests) * len(specs)
-    if len(fresh) == total:
-        steps.add("infer", "up to date", f"{total} predictions files")
+    """Run the sweep (it skips what is up to date and redoes what is stale); the failed units' lines."""
+    summary = run_sweep([str(m) for m in manifests], specs, cfg.out, inference_options(cfg))
+    if not summary.done and not summary.failed:
+        steps.add("infer", "up to date", f"{len(summary.skipped)} predictions files")
         return []
-    if stale and is_main:
-        for path in stale:
-            log.info(f"run: {path}: made with other inference options ({', '.join(_PREDICTION_KEYS)}) "
-                     "or from an older build of its dataset: redoing it")
-            path.unlink()
-    summary = run_sweep([str(m) for m in manifests], specs, cfg.out, opts)
     if is_main:
         for line in summary.lines():
             log.info(line)
@@ -253,6 +248,7 @@ def _datasets_on_rank0(cfg: RunConfig, steps: StepLog, dist: D.Dist) -> list[Pat
     if dist.is_main:
         try:
             manifests = build_datasets(cfg, steps)
+            _drop_rebuilt_copies(cfg, manifests)  # before the broadcast: no rank checks a copy too early
         except MlreassessError as exc:
             error = str(exc)
             if not dist.active:

@@ -17,7 +17,7 @@ from mlreassess.datasets.images import open_image
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference.preprocess import Preprocess
-from mlreassess.patchml.render import render_row
+from mlreassess.patchml.render import is_whole_png, render_row
 from mlreassess.results import PATCHML_IMAGES
 
 
@@ -34,7 +34,7 @@ def check_readable(manifest: Manifest) -> None:
 
 
 def image_opener(manifest: Manifest, source_root: str | os.PathLike | None = None) -> Callable[[int], object]:
-    """Row index -> RGB PIL image. PatchML canvases come from DIR/images/<id>.png when present,
+    """Row index -> RGB PIL image. PatchML canvases come from DIR/images/<id>.png when it is whole,
     else are rendered from the manifest and its source images (same pixels, SPEC 2)."""
     ids = manifest.sample_ids
     if manifest.kind == "patchml":
@@ -43,7 +43,7 @@ def image_opener(manifest: Manifest, source_root: str | os.PathLike | None = Non
         def open_canvas(i: int):
             if png_dir is not None:
                 png = png_dir / f"{ids[i]}.png"
-                if png.is_file():
+                if is_whole_png(png):
                     return open_image(png)
             return render_row(manifest, i, source_root=source_root)
 

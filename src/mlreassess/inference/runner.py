@@ -192,6 +192,7 @@ class Unit:
     dataset: int  # index into the sweep's manifests
     model: ModelSpec
     preprocess: Preprocess
+    recipe: dict = field(default_factory=dict, compare=False, hash=False)  # what its output depends on
 
 
 @dataclass
@@ -230,15 +231,22 @@ def load_manifests(paths: list[str | Path]) -> list[Manifest]:
 
 
 def _plan(manifests: list[Manifest], specs: list[ModelSpec], layout: ResultsLayout, opts: InferOptions):
-    """(pending units in pass order, skipped (dataset, model) pairs). Run on rank 0 only."""
+    """(pending units in pass order, skipped (dataset, model) pairs). Run on rank 0 only. A complete
+    output is redone, with a line saying why, when what made it differs from what would make it now."""
     prep = {s: preprocess_for(registry_data_config(s.name, opts.test_input_size), opts.crop) for s in specs}
     pending, skipped = [], []
     for d, manifest in enumerate(manifests):
+        content = writers.content_sha256(manifest.table)
         for spec in specs:
-            if not opts.overwrite and writers.is_complete(layout.prediction(manifest.name, spec.name)):
-                skipped.append((manifest.name, spec.name))
-            else:
-                pending.append(Unit(d, spec, prep[spec]))
+            unit = Unit(d, spec, prep[spec], writers.recipe(spec.weights, opts, prep[spec], content))
+            path = layout.prediction(manifest.name, spec.name)
+            if not opts.overwrite and writers.is_complete(path):
+                reason = writers.stale_reason(path, unit.recipe)
+                if reason is None:
+                    skipped.append((manifest.name, spec.name))
+                    continue
+                log.info(f"{path}: redoing it: {reason}")
+            pending.append(unit)
     pending.sort(key=lambda u: (u.dataset, u.preprocess, u.model))
     return pending, skipped
 
@@ -372,6 +380,7 @@ def _run(dist: D.Dist, manifest_paths, specs: list[ModelSpec], results: Path, op
         return summary
     if claims is not None:
         claims.remove()
+    writers.prune_failures(layout)  # failures that this run fixed are history
     total = Summary(elapsed_s=max(s.elapsed_s for s in everyone))
     for s in everyone:
         total.merge(s)
@@ -432,7 +441,9 @@ def _finish_pass(result: PassResult, runners: list[ModelRunner], units: list[Uni
             continue
         idx, prob, soft = result.outputs[name]
         table = writers.predictions_table([ids[r] for r in result.rows], idx, prob, soft)
-        meta = _meta(by_name[name], manifest, preprocess, opts, result.elapsed_s, table.num_rows, failed, pass_models, dist.world)
+        meta = _meta(by_name[name], manifest, preprocess, opts, result.elapsed_s, table.num_rows, failed, pass_models,
+                     dist.world)
+        meta["recipe"] = unit.recipe
         writers.write_predictions(layout.prediction(manifest.name, name), table, meta)
         summary.done.append((manifest.name, name))
         summary.images += table.num_rows

@@ -9,6 +9,7 @@ RESULTS/failures.jsonl                          one JSON line per failed (model,
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,7 +21,10 @@ import pyarrow.parquet as pq
 
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError
-from mlreassess.io import read_meta, read_table, write_table
+from mlreassess.inference.preprocess import Preprocess
+from mlreassess.io import read_meta, read_table, write_table, write_text_atomic
+from mlreassess.options import InferOptions, result_options
+from mlreassess.provenance import canonical, changed, fingerprint
 from mlreassess.results import ResultsLayout
 
 # Keys a predictions file's metadata must have to count as a finished output.
@@ -87,6 +91,60 @@ def record_failure(layout: ResultsLayout, model: str, dataset: str, error: str, 
 
 def _content(table: pa.Table) -> pa.Table:
     return table.replace_schema_metadata(None)
+
+
+def content_sha256(table: pa.Table) -> str:
+    """sha256 of a table's rows (not its metadata): what the predictions of a manifest depend on."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, _content(table).schema) as writer:
+        writer.write_table(_content(table).combine_chunks())
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def recipe(spec_weights: str, opts: InferOptions, prep: Preprocess, manifest_sha256: str) -> dict[str, Any]:
+    """What a predictions file depends on: its manifest's rows, the weights (and their bytes), the
+    options that change results, and the preprocessing resolved from the model's config."""
+    options = {k: v for k, v in result_options(opts).items() if k != "weights"}
+    is_file = spec_weights.startswith("file:")
+    if not is_file:
+        options.pop("checkpoint_key")  # it only picks an entry of a file checkpoint
+    return canonical({
+        **options,
+        "weights": spec_weights,
+        "weights_sha256": fingerprint(spec_weights[len("file:") :]) if is_file else None,
+        "input_size": [prep.height, prep.width],
+        "interpolation": prep.interpolation,
+        "crop_pct": prep.crop_pct,
+        "manifest_sha256": manifest_sha256,
+    })
+
+
+def stale_reason(path: Path, wanted: dict[str, Any]) -> str | None:
+    """Why the complete predictions file `path` must be redone (None: it is up to date)."""
+    return changed(read_meta(path).get("recipe"), wanted, first=("weights", "weights_sha256", "manifest_sha256"))
+
+
+def prune_failures(layout: ResultsLayout) -> int:
+    """Drop failures.jsonl entries of units whose predictions now exist; returns how many went."""
+    path = layout.failures
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    keep = [ln for ln in lines if not _fixed(ln, layout)]
+    if len(keep) < len(lines):
+        if keep:
+            write_text_atomic(path, "".join(ln + "\n" for ln in keep))
+        else:
+            path.unlink()
+    return len(lines) - len(keep)
+
+
+def _fixed(line: str, layout: ResultsLayout) -> bool:
+    try:
+        entry = json.loads(line)
+        return is_complete(layout.prediction(entry["dataset"], entry["model"]))
+    except (ValueError, KeyError, TypeError, InputError):
+        return False  # keep what cannot be read: a person may want to see it
 
 
 def check_manifest_copy(layout: ResultsLayout, manifest: Manifest) -> bool:

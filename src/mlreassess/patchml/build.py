@@ -7,6 +7,7 @@ holds), write (the manifest, unless the same one is there), render (PNGs, with `
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from mlreassess.patchml import render as render_mod
 from mlreassess.patchml.pool import BadRow, Pool
 from mlreassess.results import PATCHML_IMAGES as IMAGES_DIR
 from mlreassess.results import PATCHML_MANIFEST as MANIFEST_NAME
+
+log = logging.getLogger(__name__)
 
 # Metadata that says where things are, not what the canvases are: a rerun may change them.
 _LOCATION_KEYS = ("root", "source_root", "mlreassess_version")
@@ -173,16 +176,19 @@ def _difference(old: Manifest, table: pa.Table, meta: dict[str, Any]) -> str | N
 
 
 def check_out_dir(out_dir: Path, composed: Composed, images: Path | None) -> str:
-    """What writing `composed` to `out_dir` means: "written", "unchanged" or "updated source_root".
+    """What writing `composed` to `out_dir` means: "written", "unchanged", "updated source_root" or
+    "redone" (the folder held an older build: other inputs or options; its PNGs go).
 
-    InputError if `out_dir` holds another set (a different manifest, or PNGs without one).
+    InputError if `out_dir` holds PNGs without a manifest (they may be another set's).
     """
     path = out_dir / MANIFEST_NAME
     if path.exists():
         old = read_manifest(path)
         diff = _difference(old, composed.table, composed.meta)
         if diff is not None:
-            raise InputError(f"{path}: holds a different PatchML manifest ({diff}); use another --out or remove it")
+            log.info(f"{path}: redoing it: {diff}")
+            _remove_pngs(out_dir)
+            return "redone"
         if images is not None and old.meta.get("source_root") != composed.meta["source_root"]:
             return "updated source_root"
         return "unchanged"
@@ -190,6 +196,12 @@ def check_out_dir(out_dir: Path, composed: Composed, images: Path | None) -> str
         # PNGs without their manifest may be another set's: resuming would mix two sets.
         raise InputError(f"{out_dir / IMAGES_DIR}: holds PNGs but {path} is missing; remove them or use another --out")
     return "written"
+
+
+def _remove_pngs(out_dir: Path) -> None:
+    """The canvases of an older build: every one of them may differ from the new set's."""
+    for png in (out_dir / IMAGES_DIR).glob("*.png"):
+        png.unlink()
 
 
 def write_set(out_dir: Path, composed: Composed, status: str, elapsed_s: float) -> Manifest:

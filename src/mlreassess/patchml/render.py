@@ -266,7 +266,7 @@ def render_to_dir(
     job.out_dir.mkdir(parents=True, exist_ok=True)
     summary = RenderSummary()
     all_rows = canvases(manifest.table)
-    todo = [c for c in all_rows if not (job.out_dir / f"{c.sample_id}.png").exists()]
+    todo = [c for c in all_rows if not is_whole_png(job.out_dir / f"{c.sample_id}.png")]
     summary.existing = len(all_rows) - len(todo)
     workers = max(1, workers or render_workers())
     if workers > 1 and todo:
@@ -282,6 +282,21 @@ def render_to_dir(
             job.pool.join()
     summary.elapsed_s = time.perf_counter() - start
     return summary
+
+
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
+
+
+def is_whole_png(path: Path) -> bool:
+    """A PNG that starts and ends like one: an empty or truncated file (a full disk, a copy cut
+    short) does not count as rendered. Reads 8 + 12 bytes, not the image."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(-len(PNG_END), os.SEEK_END)
+            return head == _PNG_SIGNATURE and f.read() == PNG_END
+    except OSError:  # missing, or shorter than the two marks together
+        return False
 
 
 def _decode_block(job: _Job, block: list[Canvas], summary: RenderSummary) -> tuple[dict[tuple, np.ndarray], dict[str, str]]:

@@ -1,0 +1,100 @@
+"""What made an output, and what changed since: the one staleness mechanism of every stage.
+
+An output records its *recipe*: the fingerprints of its input files and every option that changes
+the result. A rerun computes the recipe it would use now; `changed(old, new)` says, in one short
+phrase, the first thing that differs ("weights random -> pypi", "real.json changed"), or None when
+the output is up to date. Inputs are fingerprinted by content (sha256), so a file edited in place
+is noticed even if its size and time are restored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+# Content hashes by (path, size, mtime_ns, inode): a big weights file is read once per process.
+_hashes: dict[tuple[str, int, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _hashes:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _hashes[key] = digest.hexdigest()
+    return _hashes[key]
+
+
+def fingerprint(path: str | os.PathLike | None) -> str | None:
+    """A file's content hash; None for no file (an option left unset)."""
+    return None if path is None else file_sha256(path)
+
+
+def canonical(value: Any) -> Any:
+    """`value` as plain JSON types (tuples -> lists, paths -> str), so recipes compare equal."""
+    return json.loads(json.dumps(value, default=str, sort_keys=True))
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def changed(old: dict[str, Any] | None, new: dict[str, Any], first: tuple[str, ...] = ()) -> str | None:
+    """The first difference between a recorded recipe and the current one, in a few words; the keys
+    in `first` are compared first (a new weights source also changes what follows from it)."""
+    if not old:
+        return "no record of the inputs and options that made it (an older mlreassess?)"
+    new = canonical(new)
+    for key in [*first, *sorted((set(old) | set(new)) - set(first))]:
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key.endswith("sha256") or key.startswith("input:"):
+            return f"{key.removesuffix('_sha256').removeprefix('input:')} changed"
+        return f"{key} {_short(a)} -> {_short(b)}"
+    return None
+
+
+def folder_fingerprint(folder: str | os.PathLike) -> str:
+    """sha256 of a folder's file listing (relative paths and sizes): images added, removed or
+    replaced by another size show; reading 50,000 images' bytes for every check would not pay."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            try:
+                size = path.stat().st_size
+            except OSError:  # a dangling link: its name still counts
+                size = -1
+            digest.update(f"{path.relative_to(folder)}\0{size}\n".encode())
+    return digest.hexdigest()
+
+
+def inputs_fingerprint(paths: list[str | os.PathLike | None]) -> dict[str, str]:
+    """{path: fingerprint} of the given files and folders (None and missing paths left out)."""
+    out = {}
+    for p in paths:
+        if p is None or not Path(p).exists():
+            continue
+        out[str(p)] = folder_fingerprint(p) if Path(p).is_dir() else file_sha256(p)
+    return out
+
+
+def inputs_changed(recorded: dict[str, str]) -> str | None:
+    """Which recorded input file differs now (None: all the same)."""
+    for path, old in sorted(recorded.items()):
+        now = inputs_fingerprint([path]).get(path)
+        if now != old:
+            return f"{path} {'is gone' if now is None else 'changed'}"
+    return None
