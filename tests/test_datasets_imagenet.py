@@ -333,3 +333,41 @@ def test_real_label_count_distribution_matches_paper_table1():
     over5 = sum(v for k, v in dist.items() if k > 5)
     # Paper Table 1, ImageNetV1 row.
     assert [dist[1], dist[2], dist[3], dist[4], dist[5], over5] == [39_394, 5_408, 1_319, 411, 161, 144]
+
+
+@pytest.mark.parametrize("target", ["LOC_val_solution.csv", "LOC_synset_mapping.txt"])
+def test_data_never_writes_over_its_own_inputs(tmp_path, write_jpeg, real_file, capsys, target):
+    root = make_kaggle(tmp_path / "root", write_jpeg, {1: ["n01440764"]}, [1])
+    before = (root / target).read_bytes()
+    argv = ["data", "imagenet-val", "--root", str(root), "--real", str(real_file), "--out", str(root / target)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exists and is not an mlreassess output; refusing to replace it" in err[0]
+    assert (root / target).read_bytes() == before
+
+
+def test_names_that_would_escape_the_results_folder_are_refused(tmp_path, write_jpeg, real_file, capsys):
+    root = make_kaggle(tmp_path / "root", write_jpeg, {1: ["n01440764"]}, [1])
+    for name in ("../../x", "..", "/abs", "a/b"):
+        argv = ["data", "imagenet-val", "--root", str(root), "--out", str(tmp_path / "m.parquet"), "--name", name]
+        assert main(argv) == 2
+        assert "must be one plain name" in capsys.readouterr().err
+
+
+def test_skip_bad_drops_an_unknown_wnid_folder_and_says_so(tmp_path, write_jpeg, real_file):
+    write_jpeg(tmp_path / "n99999999" / f"{vid(1)}.JPEG")
+    write_jpeg(tmp_path / "n01440764" / f"{vid(2)}.JPEG")
+    m = build_imagenet_val(tmp_path, real=real_file, skip_bad=True)
+    assert m.sample_ids == [vid(2)]
+    (dropped,) = m.meta["skipped"]
+    assert dropped["file"].endswith("n99999999") and "unknown wnid" in dropped["error"]
+
+
+def test_a_symlink_loop_is_a_bad_image_not_a_silent_gap(tmp_path, write_jpeg, real_file):
+    root = make_kaggle(tmp_path / "root", write_jpeg, {1: ["n01440764"], 2: ["n01443537"]}, [1])
+    loop = root / "ILSVRC/Data/CLS-LOC/val" / f"{vid(2)}.JPEG"
+    loop.symlink_to(loop)
+    with pytest.raises(InputError, match=r"ILSVRC2012_val_00000002\.JPEG: not a readable file .*--skip-bad"):
+        build_imagenet_val(root, real=real_file)
+    m = build_imagenet_val(root, real=real_file, skip_bad=True)
+    assert m.sample_ids == [vid(1)] and "symlink loop" in m.meta["skipped"][0]["error"]

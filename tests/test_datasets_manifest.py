@@ -83,3 +83,35 @@ def test_skip_bad_policy():
         raise_or_skip(bad, False, "bad rows")
     assert raise_or_skip(bad, True) == [{"file": "a.jpg", "error": "corrupt"}, {"file": "b.jpg", "error": "missing"}]
     assert raise_or_skip([], False) == []
+
+
+def test_an_output_never_replaces_a_file_this_tool_did_not_write(tmp_path):
+    import pyarrow as pa
+
+    from mlreassess.io import write_table
+
+    csv = tmp_path / "LOC_val_solution.csv"
+    csv.write_text("ImageId,PredictionString\n")
+    with pytest.raises(InputError, match=r"LOC_val_solution\.csv: exists and is not an mlreassess output"):
+        write_table(csv, pa.table({"a": [1]}), {"kind": "x"})
+    assert csv.read_text() == "ImageId,PredictionString\n"
+    ours = tmp_path / "ours.parquet"
+    write_table(ours, pa.table({"a": [1]}), {"kind": "x"})
+    write_table(ours, pa.table({"a": [2]}), {"kind": "x"})  # our own output: replaced
+
+
+def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlreassess.io import write_table
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", full)
+    with pytest.raises(InputError, match=r"out\.parquet: cannot write it \(No space left on device\)"):
+        write_table(tmp_path / "out.parquet", pa.table({"a": [1]}))
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind

@@ -81,6 +81,7 @@ def _bad_lines():
         ("x1 == x0", "empty or inverted", f"img_x,{a} 5 2 5 9"),
         ("y1 < y0", "empty or inverted", f"img_x,{a} 1 9 5 2"),
         ("negative", "negative coordinate", f"img_x,{a} -1 2 5 9"),
+        ("huge", "coordinate 100000000000000000000 beyond any image", f"img_x,{a} 1 2 100000000000000000000 9"),
         ("unknown wnid", "unknown wnid 'n99999999'", "img_x,n99999999 1 2 5 9"),
         ("repeated id", "repeated (first on line 2)", f"img_a,{a} 1 2 5 9"),
     ]
@@ -174,3 +175,11 @@ def test_binary_garbage_is_one_error(tmp_path):
 def test_one_kaggle_reader_for_patchml_and_imagenet_v1():
     assert pool.read_boxes_csv is kaggle.read_boxes_csv
     assert imagenet.read_kaggle_lines is kaggle.read_kaggle_lines
+
+
+def test_a_byte_order_mark_is_read_as_if_it_were_not_there(tmp_path):
+    a = _wnids(1)[0]
+    plain = write_boxes(tmp_path / "plain.csv", [f"img_a,{a} 1 2 40 12"])
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert read_boxes_csv(bom) == read_boxes_csv(plain)

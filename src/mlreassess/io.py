@@ -29,12 +29,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     outputs get the same permissions as any other new file (outputs are shared data).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        # A full disk or a read-only folder raises without a file name: say which output it hit.
+        raise InputError(f"{path}: cannot write it ({exc.strerror or exc})") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -51,12 +54,26 @@ def write_table(path: str | os.PathLike, table: pa.Table, meta: dict[str, Any] |
     Written deterministically (no creation timestamps from pyarrow itself) so identical inputs
     give byte-identical files.
     """
+    _check_replaceable(Path(path))
     if meta is not None:
         existing = dict(table.schema.metadata or {})
         existing[META_KEY] = json.dumps(meta, sort_keys=True).encode()
         table = table.replace_schema_metadata(existing)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+
+
+def _check_replaceable(path: Path) -> None:
+    """An existing file is replaced only if this tool wrote it: an output path that names one of
+    the inputs (`--out ROOT/LOC_val_solution.csv`) must not destroy it."""
+    if not path.exists():
+        return
+    try:
+        ours = META_KEY in (pq.read_schema(path).metadata or {})
+    except Exception:  # not parquet at all
+        ours = False
+    if not ours:
+        raise InputError(f"{path}: exists and is not an mlreassess output; refusing to replace it (choose another output path)")
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:

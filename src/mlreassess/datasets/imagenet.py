@@ -265,19 +265,29 @@ def read_classic_ground_truth(root: Path, image_dir: Path) -> tuple[dict[int, in
 
 
 def _list_flat(image_dir: Path) -> list[str]:
-    return [e.name for e in _scan(image_dir) if e.is_file() and is_image_file(e.name)]
+    # Links are listed even when they lead nowhere (a loop, a dangling link): they are bad images,
+    # reported as such (or dropped with --skip-bad), never silently left out.
+    return [e.name for e in _scan(image_dir) if (e.is_symlink() or e.is_file()) and is_image_file(e.name)]
 
 
-def _list_class_folders(image_dir: Path) -> list[tuple[str, int]]:
-    """(relative path, class index) of every image in `image_dir/<wnid>/`."""
+def _list_class_folders(image_dir: Path, skip_bad: bool, bad: list[dict[str, str]]) -> list[tuple[str, int]]:
+    """(relative path, class index) of every image in `image_dir/<wnid>/`; with `skip_bad`, a folder
+    of an unknown wnid goes to `bad` instead of raising."""
     out = []
     for entry in _scan(image_dir):
         if not entry.is_dir():
             continue
         if not _WNID.fullmatch(entry.name):
             raise InputError(f"{entry.path}: class folder name must be a wnid (nNNNNNNNN)")
-        index = lab.class_index(entry.name, entry.path)
-        out.extend((f"{entry.name}/{e.name}", index) for e in _scan(Path(entry.path)) if e.is_file() and is_image_file(e.name))
+        try:
+            index = lab.class_index(entry.name, entry.path)
+        except InputError as exc:
+            if not skip_bad:
+                raise
+            bad.append((entry.path, str(exc).removeprefix(f"{entry.path}: ")))
+            continue
+        out.extend((f"{entry.name}/{e.name}", index) for e in _scan(Path(entry.path))
+                   if (e.is_symlink() or e.is_file()) and is_image_file(e.name))
     return out
 
 
@@ -294,7 +304,9 @@ def _ground_truth(
     if layout == "classic-flat":
         truth, label_source = read_classic_ground_truth(root, image_dir)
         return [(f, None) for f in _list_flat(image_dir)], truth, label_source, []
-    return list(_list_class_folders(image_dir)), {}, "class folder names (wnids)", []
+    dropped: list[dict[str, str]] = []
+    files = _list_class_folders(image_dir, skip_bad, dropped)
+    return files, {}, "class folder names (wnids)", [{"file": f, "error": e} for f, e in dropped]
 
 
 def _label_rows(
@@ -306,6 +318,9 @@ def _label_rows(
     seen: dict[int, str] = {}
     for rel, folder_label in files:
         stem = Path(rel).stem
+        if not (image_dir / rel).is_file():
+            bad.append((str(image_dir / rel), "not a readable file (a symlink loop or a dangling link?)"))
+            continue
         number = _image_number(stem)
         if number is None:
             bad.append((str(image_dir / rel), "not an ILSVRC2012 val image name (ILSVRC2012_val_00000001 .. _00050000)"))

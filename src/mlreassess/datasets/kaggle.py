@@ -42,6 +42,10 @@ class KaggleLine:
     boxes: tuple[BoxRecord, ...]  # in line order; may be empty
 
 
+# Larger coordinates cannot come from an image (and would overflow the int64 manifest columns).
+MAX_COORDINATE = 1 << 20
+
+
 @dataclass(frozen=True)
 class BadRow:
     row: int  # line number in the boxes file
@@ -55,8 +59,9 @@ def raise_bad_rows(bad: Sequence[BadRow], skip_bad: bool) -> list[dict[str, str]
 
 
 def csv_rows(path: Path, header: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of each non-blank line after the expected header (UTF-8 CSV)."""
-    with path.open(newline="", encoding="utf-8") as f:
+    """(line number, fields) of each non-blank line after the expected header (UTF-8 CSV; a byte
+    order mark, as some spreadsheet programs write, is read as if it were not there)."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         try:
             first = next(reader, None)
@@ -121,6 +126,8 @@ def _parse_line(fields: list[str], row: int, classes: Mapping[str, int]) -> tupl
         x0, y0, x1, y1 = box
         if min(box) < 0:
             return None, f"box {j // 5}: negative coordinate in {list(box)}"
+        if max(box) > MAX_COORDINATE:
+            return None, f"box {j // 5}: coordinate {max(box)} beyond any image ({MAX_COORDINATE:,} px)"
         if x1 <= x0 or y1 <= y0:
             return None, f"box {j // 5}: empty or inverted box {list(box)} (needs x1 > x0 and y1 > y0)"
         boxes.append(BoxRecord(image_id, classes[wnid], box, row, j // 5))  # type: ignore[arg-type]

@@ -82,11 +82,14 @@ def record_failure(layout: ResultsLayout, model: str, dataset: str, error: str, 
         "error": error,
         **extra,
     }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:  # a full disk names no file by itself
+        raise InputError(f"{path}: cannot write it ({exc.strerror or exc})") from None
 
 
 def _content(table: pa.Table) -> pa.Table:
