@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mlreassess"
 # Lower layers never import higher ones; a package may import itself.
 LAYERS = {
     "errors": 0, "constants": 0,
-    "results": 1, "io": 1, "progress": 1, "locks": 1,
+    "results": 1, "io": 1, "progress": 1, "locks": 1, "cpus": 1, "provenance": 1,
     "options": 2,
     "datasets": 3,
     "patchml": 4, "metrics": 4,

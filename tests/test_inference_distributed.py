@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlreassess.inference import writers
+from mlreassess.locks import LOCK_NAME
 from mlreassess.results import ResultsLayout
 
 from test_inference_run import make_images, make_manifest, save_weights
@@ -81,7 +82,7 @@ def test_torchrun_two_ranks_equals_one_process(setup, tmp_path, case, data, mode
         assert meta["world_size"] == 2
         if dataset == "set_a":
             assert [f["sample_id"] for f in meta["failed_samples"]] == [setup["bad"]]
-    produced = sorted(p.relative_to(multi).as_posix() for p in multi.rglob("*") if p.is_file())
+    produced = sorted(p.relative_to(multi).as_posix() for p in multi.rglob("*") if p.is_file() and p.name != LOCK_NAME)
     assert produced == sorted([f"manifests/{d}.parquet" for d in {u[0] for u in units}]
                               + [f"predictions/{d}/{m}.parquet" for d, m in units])
 
@@ -107,7 +108,7 @@ def test_kill_9_mid_sweep_then_rerun_finishes_without_redoing(setup, tmp_path):
     assert all(writers.is_complete(p) for p in finished)
     # Whatever else the kill left (temporary files) never carries a final name.
     assert all(p.name.startswith(".") and p.suffix == ".tmp" for p in out.rglob("*") if p.is_file()
-               and p not in finished and p.parent.name != "manifests" and p.name != "failures.jsonl")
+               and p not in finished and p.parent.name != "manifests" and p.name not in ("failures.jsonl", LOCK_NAME))
 
     rerun = run(cmd)
     assert f"infer: {6 - len(finished)} done, {len(finished)} skipped, 0 failed" in rerun.stdout

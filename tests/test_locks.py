@@ -63,3 +63,4 @@ def test_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
     proc = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(60)", "pass"), str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "held"
+

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mlreassess.cpus import available_cpus
 from mlreassess.datasets.images import open_image
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
@@ -82,7 +83,7 @@ class ManifestImages(Dataset):
 
 def default_workers() -> int:
     """Decode workers per process: the CPUs this process may use, split among local ranks, max 16."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = available_cpus()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, min(16, cpus // max(1, local) - 1))
 

@@ -24,6 +24,7 @@ import numpy as np
 import timm
 import torch
 
+from mlreassess.cpus import capped_workers
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import distributed as D
@@ -140,7 +141,7 @@ def run_pass(
     opts.strict, stop the run); a runner that raises is dropped and its error kept. `sync_after`:
     wait for the device after that many batches (a timing mark for benchmarks)."""
     device = runners[0].device if runners else resolve_device(opts.device)
-    workers = default_workers() if opts.workers is None else opts.workers
+    workers = default_workers() if opts.workers is None else capped_workers(opts.workers)
     dataset = ManifestImages(manifest, preprocess, rows, source_root=opts.source_root)
     loader = make_loader(dataset, opts.batch_size, workers, uses_pinned_memory(device))
     result = PassResult()

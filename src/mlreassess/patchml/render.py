@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from mlreassess.constants import PATCHML_DEFAULT_RESAMPLE
+from mlreassess.cpus import available_cpus, capped_workers
 from mlreassess.datasets.images import open_image
 from mlreassess.errors import InputError
 from mlreassess.io import atomic_path
@@ -214,9 +215,7 @@ def _blocks(todo: list[Canvas]) -> Iterator[list[Canvas]]:
 
 def render_workers() -> int:
     """Default number of rendering processes: the CPU cores this process may use."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return available_cpus()
 
 
 def _map(pool: Any, fn: Any, tasks: Iterable, chunksize: int) -> Iterator:
@@ -268,7 +267,7 @@ def render_to_dir(
     all_rows = canvases(manifest.table)
     todo = [c for c in all_rows if not is_whole_png(job.out_dir / f"{c.sample_id}.png")]
     summary.existing = len(all_rows) - len(todo)
-    workers = max(1, workers or render_workers())
+    workers = max(1, capped_workers(workers) if workers else render_workers())
     if workers > 1 and todo:
         job.pool = multiprocessing.get_context().Pool(workers)
     try:
