@@ -120,34 +120,35 @@ def _canvas_models(rows: list[dict], columns: list[dict], roles: data.Roles, opt
     return tuple(dict.fromkeys(top + [m for m in opts.canvas_models if m in known]))
 
 
+def _kinds_and_roles(report: Report, metrics: pd.DataFrame | None) -> tuple[dict[str, str], data.Roles]:
+    """dataset -> kind for every dataset in the metrics, and which of them play V1 / V2 / PatchML."""
+    if metrics is None:
+        return {}, data.Roles()
+    kinds = report.kinds()
+    kinds.update({d: "" for d in metrics["dataset"].unique() if d not in kinds})  # not in the metadata
+    return kinds, data.Roles(report.v1_name, report.v2_name, report.patchml_name)
+
+
 def page_data(root: Path, opts: PageOptions) -> dict:
-    """Everything the page's script draws, as JSON-ready data (see html_data)."""
+    """Everything the page's script draws, as JSON-ready data (see html_data); writes the canvases."""
     layout = ResultsLayout(root)
     report = _report(root, opts)
     metrics = report.metrics
-    failures = data.read_failures(layout.failures)
-    if metrics is None:
-        kinds, roles, columns, meta = {}, data.Roles(), [], {}
-    else:
-        kinds = report.kinds()
-        kinds.update({d: "" for d in metrics["dataset"].unique() if d not in kinds})
-        roles = data.Roles(report.v1_name, report.v2_name, report.patchml_name)
-        meta = read_meta(layout.metrics)
+    kinds, roles = _kinds_and_roles(report, metrics)
     paper = data.paper_values(report.reported_csv)
-    failures = data.open_failures(failures, metrics)
-    if metrics is not None:
-        columns = data.leaderboard_columns(metrics, kinds, roles, paper)
+    failures = data.open_failures(data.read_failures(layout.failures), metrics)
+    columns = data.leaderboard_columns(metrics, kinds, roles, paper) if metrics is not None else []
     rows = data.leaderboard_rows(metrics, columns, roles, paper, failures)
     datasets = data.dataset_order(kinds, roles)
     sub = data.subgroups(metrics, datasets) if metrics is not None else {}
-    predicted = [d for d in datasets if d != roles.patchml]
+    predicted = [d for d in datasets if d != roles.patchml]  # the mean has no prediction files
     details = {r["model"]: {"subgroups": sub.get(r["model"], {}),
                             "meta": data.prediction_meta(layout, r["model"], predicted)} for r in rows}
-    canvases = None
     seeds = sorted(d for d, k in kinds.items() if k == "patchml" and d != roles.patchml)
+    canvases = None
     if seeds:
-        request = CanvasRequest(seeds[0], _canvas_models(rows, columns, roles, opts), opts.canvases)
-        canvases = write_canvases(layout, request)
+        canvases = write_canvases(layout, CanvasRequest(seeds[0], _canvas_models(rows, columns, roles, opts), opts.canvases))
+    meta = read_meta(layout.metrics) if metrics is not None else {}
     return {"columns": columns, "rows": rows, "details": details, "canvases": canvases,
             "failures": failures, "has_metrics": metrics is not None,
             "roles": {"v1": roles.v1, "v2": roles.v2, "patchml": roles.patchml},
