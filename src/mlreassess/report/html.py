@@ -1,0 +1,249 @@
+"""`RESULTS/index.html`: the results page people open in a browser.
+
+One self-contained file (inline CSS and JS from `resources/results_page.html`, no network request
+of any kind) that opens from disk or from any static server:
+- a leaderboard, one row per checkpoint: top-1, ReaL and ASMA on every dataset with their 95%
+  intervals, the paper's value beside ours (marked when it lies outside our interval), rank shift;
+  sortable, filterable, downloadable as CSV; a row expands to the model's subgroup accuracies by
+  label count, its prediction files' metadata and its failures;
+- PatchML canvases with the top models' top-g predictions (as in Figure 8);
+- the failed (model, dataset) units from `failures.jsonl`;
+- the paper's figures (`figures/*.png`, linked) and tables (`tables/*.csv`).
+The numbers travel as one JSON block; the page's script draws the leaderboard from it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from mlreassess.io import read_meta, write_text_atomic
+from mlreassess.report import REPORTED_CSV, Report
+from mlreassess.report import html_data as data
+from mlreassess.report.html_canvases import CanvasRequest, write_canvases
+from mlreassess.results import ResultsLayout
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = "results_page.html"  # in mlreassess/resources/
+FIGURE_ORDER = ("figure8", "figure7", "figure4", "figure5", "figure6")
+FIGURE_TITLES = {
+    "figure8": "Figure 8: PatchML canvases and the best model's top-g predictions (green: a true label)",
+    "figure7": "Figure 7: PatchML subgroup accuracy by label count, over models and seeds",
+    "figure4": "Figure 4: label-count shares of the ImageNet datasets",
+    "figure5": "Figure 5: V1 vs V2 per model",
+    "figure6": "Figure 6: V1 vs V2 by label count",
+}
+TABLE_ORDER = ("table3", "table1", "table2", "tables4-10", "reported_vs_reproduced")
+# Long tables: the leaderboard shows their numbers, so the page links them instead.
+LINKED_TABLES = ("tables4-10", "reported_vs_reproduced")
+NO_METRICS = ('<p class="note">No metrics.parquet yet: run <code>mlreassess evaluate --results RESULTS</code>, '
+              "then <code>mlreassess report --results RESULTS</code>.</p>")
+# The leaderboard's frame; the page's script fills the table from the JSON data.
+BOARD = """<section id="leaderboard-section">
+<h2>Leaderboard</h2>
+<p class="note" id="board-note"></p>
+<div class="controls">
+<input type="search" id="filter" placeholder="Filter by name, e.g. vit convnext" aria-label="Filter models by name">
+<label><input type="checkbox" id="show-ci" checked> 95% intervals</label>
+<label><input type="checkbox" id="show-paper" checked> paper values</label>
+<button type="button" id="download-csv">Download CSV (visible rows)</button>
+<span id="row-count" aria-live="polite"></span>
+</div>
+<div class="table-wrap board-wrap"><table id="leaderboard" class="board"><thead></thead><tbody></tbody></table></div>
+<noscript><p class="note">The leaderboard needs JavaScript; tables/tables4-10.csv holds the same numbers.</p></noscript>
+</section>"""
+
+
+@dataclass(frozen=True)
+class PageOptions:
+    title: str = "mlreassess results"
+    intro: str = ""  # a paragraph under the title
+    v1: str | None = None  # which datasets play V1 / V2 (as `mlreassess report --v1/--v2`)
+    v2: str | None = None
+    reported_csv: Path | None = None  # the paper's numbers (default data_manifests/paper_reported.csv)
+    extra_figures: tuple[tuple[Path, str], ...] = ()  # (png, title), shown right after Figure 8
+    figures_first: bool = False  # figures above the leaderboard (the demo opens with them)
+    top_models: int = 3  # models (by PatchML ASMA) whose top-g bars go with the canvases
+    canvas_models: tuple[str, ...] = field(default=())  # more models to show there, on request
+    canvases: int = 4  # PatchML canvases shown (= PNG files written)
+
+
+def _rank(stem: str, order: tuple[str, ...]) -> int:
+    return order.index(stem) if stem in order else len(order)
+
+
+def ordered_figures(root: Path, extra: tuple[tuple[Path, str], ...] = ()) -> list[tuple[Path, str]]:
+    """(png, title) of RESULTS/figures/*.png in the page's order, `extra` right after Figure 8."""
+    layout = ResultsLayout(root)
+    pngs = sorted(layout.figures.glob("*.png"), key=lambda p: (_rank(p.stem, FIGURE_ORDER), p.stem))
+    out = [(p, FIGURE_TITLES.get(p.stem, p.stem)) for p in pngs]
+    at = 1 if out and out[0][0].stem == "figure8" else 0
+    return out[:at] + [(Path(p), t) for p, t in extra if Path(p).exists()] + out[at:]
+
+
+def ordered_tables(root: Path) -> list[Path]:
+    """RESULTS/tables/*.md in the page's order."""
+    tables = ResultsLayout(root).tables
+    return sorted(tables.glob("*.md"), key=lambda p: (_rank(p.stem, TABLE_ORDER), p.stem))
+
+
+def table_parts(md_path: Path) -> tuple[str, str]:
+    """(caption, note) of a report table's Markdown file: its bold first line and trailing text."""
+    lines = md_path.read_text().strip().splitlines()
+    caption = lines[0].strip("* ") if lines else md_path.stem
+    note = "\n".join(line for line in lines[1:] if line.strip() and not line.startswith("|"))
+    return caption, note
+
+
+# ---------------------------------------------------------------- data
+
+
+def _report(root: Path, opts: PageOptions) -> Report:
+    layout = ResultsLayout(root)
+    return Report(root, layout.tables, layout.figures, [], opts.v1, opts.v2, opts.reported_csv or REPORTED_CSV)
+
+
+def _canvas_models(rows: list[dict], columns: list[dict], roles: data.Roles, opts: PageOptions) -> tuple[str, ...]:
+    """The top models by PatchML ASMA, then the ones asked for (that were evaluated)."""
+    col = next((i for i, c in enumerate(columns) if c["id"] == f"{roles.patchml}/asma"), None)
+    scored = [] if col is None else [(r["cells"][col][0], r["model"]) for r in rows if r["cells"][col]]
+    top = [m for _, m in sorted(scored, key=lambda s: (-s[0], s[1]))[: max(opts.top_models, 0)]]
+    known = {r["model"] for r in rows}
+    return tuple(dict.fromkeys(top + [m for m in opts.canvas_models if m in known]))
+
+
+def _kinds_and_roles(report: Report, metrics: pd.DataFrame | None) -> tuple[dict[str, str], data.Roles]:
+    """dataset -> kind for every dataset in the metrics, and which of them play V1 / V2 / PatchML."""
+    if metrics is None:
+        return {}, data.Roles()
+    kinds = report.kinds()
+    kinds.update({d: "" for d in metrics["dataset"].unique() if d not in kinds})  # not in the metadata
+    return kinds, data.Roles(report.v1_name, report.v2_name, report.patchml_name)
+
+
+def page_data(root: Path, opts: PageOptions) -> dict:
+    """Everything the page's script draws, as JSON-ready data (see html_data); writes the canvases."""
+    layout = ResultsLayout(root)
+    report = _report(root, opts)
+    metrics = report.metrics
+    kinds, roles = _kinds_and_roles(report, metrics)
+    paper = data.paper_values(report.reported_csv)
+    failures = data.open_failures(data.read_failures(layout.failures), metrics)
+    columns = data.leaderboard_columns(metrics, kinds, roles, paper) if metrics is not None else []
+    rows = data.leaderboard_rows(metrics, columns, roles, paper, failures)
+    datasets = data.dataset_order(kinds, roles)
+    sub = data.subgroups(metrics, datasets) if metrics is not None else {}
+    predicted = [d for d in datasets if d != roles.patchml]  # the mean has no prediction files
+    details = {r["model"]: {"subgroups": sub.get(r["model"], {}),
+                            "meta": data.prediction_meta(layout, r["model"], predicted)} for r in rows}
+    seeds = sorted(d for d, k in kinds.items() if k == "patchml" and d != roles.patchml)
+    canvases = None
+    if seeds:
+        canvases = write_canvases(layout, CanvasRequest(seeds[0], _canvas_models(rows, columns, roles, opts), opts.canvases))
+    meta = read_meta(layout.metrics) if metrics is not None else {}
+    return {"columns": columns, "rows": rows, "details": details, "canvases": canvases,
+            "failures": failures, "has_metrics": metrics is not None,
+            "roles": {"v1": roles.v1, "v2": roles.v2, "patchml": roles.patchml},
+            "n_boot": meta.get("n_boot"), "level": meta.get("level"), "paper_csv": bool(paper)}
+
+
+# ---------------------------------------------------------------- HTML sections
+
+
+def _e(text) -> str:
+    return html.escape(str(text))
+
+
+def _figures_html(root: Path, opts: PageOptions) -> str:
+    figures = ordered_figures(root, opts.extra_figures)
+    if not figures:
+        return ""
+    parts = ['<section id="figures"><h2>Figures</h2>']
+    for path, title in figures:
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+        parts.append(f'<figure><figcaption>{_e(title)}</figcaption><a href="{_e(rel)}">'
+                     f'<img src="{_e(rel)}" alt="{_e(title)}" loading="lazy"></a></figure>')
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _tables_html(root: Path) -> str:
+    tables = ordered_tables(root)
+    if not tables:
+        return ""
+    parts = ['<section id="tables"><h2>The paper\'s tables</h2>']
+    for md in tables:
+        caption, note = table_parts(md)
+        rel = md.relative_to(root).as_posix()
+        csv_path = md.with_suffix(".csv")
+        if md.stem in LINKED_TABLES or not csv_path.exists():
+            parts.append(f'<p class="linked">{_e(caption)} <a href="{_e(rel)}">{_e(rel)}</a> '
+                         f'(also <a href="{_e(csv_path.relative_to(root).as_posix())}">.csv</a>, .tex)</p>')
+            continue
+        frame = pd.read_csv(csv_path, keep_default_na=False)
+        parts.append(f"<h3>{_e(caption)}</h3>")
+        parts.append('<div class="table-wrap plain">'
+                     + frame.to_html(index=False, border=0, classes="paper-table", float_format=lambda v: f"{v:.2f}")
+                     + "</div>")
+        if note:
+            parts.append(f'<p class="note">{_e(note)}</p>')
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _failures_html(failures: list[dict]) -> str:
+    if not failures:
+        return ""
+    rows = "".join(f"<tr><td>{_e(f['model'])}</td><td>{_e(f['dataset'])}</td><td class=\"err\">{_e(f['error'])}</td></tr>"
+                   for f in sorted(failures, key=lambda f: (f["model"], f["dataset"])))
+    return ('<section id="failures"><h2>Failures</h2><p class="note">From failures.jsonl: the (model, dataset) '
+            "units that failed and have no metrics since.</p><div class=\"table-wrap plain\">"
+            f'<table class="failures"><thead><tr><th>model</th><th>dataset</th><th>error</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table></div></section>")
+
+
+def _leaderboard_html(d: dict) -> str:
+    note = "" if d["has_metrics"] else NO_METRICS
+    if not d["rows"]:
+        return f'<section id="leaderboard-section"><h2>Leaderboard</h2>{note}</section>'
+    return BOARD.replace("<h2>Leaderboard</h2>", "<h2>Leaderboard</h2>" + note, 1)
+
+
+def _nav(sections: list[tuple[str, str]]) -> str:
+    return "<nav>" + " ".join(f'<a href="#{i}">{_e(t)}</a>' for i, t in sections) + "</nav>"
+
+
+def page_html(root: Path, opts: PageOptions, d: dict) -> str:
+    board = _leaderboard_html(d)
+    canvases = '<section id="canvases" hidden></section>' if d["canvases"] else ""
+    figures, tables, failures = _figures_html(root, opts), _tables_html(root), _failures_html(d["failures"])
+    order = [figures, board, canvases] if opts.figures_first else [board, canvases, figures]
+    body = "\n".join(s for s in [*order[:2], failures, *order[2:], tables] if s)
+    titles = {"leaderboard-section": "Leaderboard", "canvases": "PatchML canvases", "failures": "Failures",
+              "figures": "Figures", "tables": "Tables"}
+    nav = _nav([(i, t) for i, t in titles.items() if f'id="{i}"' in body])
+    intro = f'<p class="intro">{_e(opts.intro)}</p>' if opts.intro else ""
+    payload = json.dumps(d, allow_nan=False, separators=(",", ":"))
+    # Inside <script>: no "</script>" or "<!--" can appear, whatever a model name or error holds.
+    payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    template = (resources.files("mlreassess") / "resources" / TEMPLATE).read_text(encoding="utf-8")
+    fill = {"TITLE": _e(opts.title), "HEADER": f"<h1>{_e(opts.title)}</h1>{intro}{nav}", "BODY": body, "DATA": payload}
+    return re.sub(r"@@(TITLE|HEADER|BODY|DATA)@@", lambda m: fill[m.group(1)], template)  # one pass: no re-substitution
+
+
+def write_results_page(results: str | Path, opts: PageOptions = PageOptions()) -> Path:
+    """Write RESULTS/index.html (and the canvases it shows); returns its path."""
+    root = Path(results)
+    d = page_data(root, opts)
+    path = ResultsLayout(root).index_html
+    write_text_atomic(path, page_html(root, opts, d))
+    log.info("results page: %s (%d models)", path, len(d["rows"]))
+    return path

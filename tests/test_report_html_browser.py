@@ -1,0 +1,310 @@
+"""The results page in a real browser: headless Chromium (Debian's `chromium` and `chromium-driver`)
+driven by selenium from PyPI, so nothing downloads a browser. `.ci/run` installs the two packages;
+without them (or without selenium) these tests skip and say why.
+
+Checked: the page loads from disk with the network off and asks for nothing but file:/data:/blob:
+URLs; its numbers equal metrics.parquet; sorting (numeric, missing values last), filtering, the CSV
+download, the per-model view; 315 models x 7 datasets load and sort in under a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import http.server
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from mlreassess.io import read_meta, write_table
+from mlreassess.report.html import PageOptions, write_results_page
+from test_report_html import MEAN, PAPER_MODELS, SEEDS, V1, V2, write_failures, write_synthetic_results
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
+from selenium.webdriver.chrome.service import Service  # noqa: E402  (after the skip above)
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="headless Chromium not found (apt-get install chromium chromium-driver; .ci/run does it)",
+)
+MINI_MODELS = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
+LOCAL = ("file:", "data:", "blob:")
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # no request lines in the test output
+        pass
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def driver(downloads):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+        opts.add_argument(arg)
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False})
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every network event, for the no-request check
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    yield d
+    d.quit()
+
+
+def network(driver, offline: bool) -> None:
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": offline, "latency": 0,
+                                                                 "downloadThroughput": -1, "uploadThroughput": -1})
+    driver.get_log("performance")  # drop earlier pages' events
+
+
+def load(driver, page: Path, offline: bool = False) -> None:
+    network(driver, offline)
+    driver.get(page.as_uri())
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.documentElement.dataset.ready === '1'"))
+
+
+def requested_urls(driver) -> list[str]:
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def visible_models(driver) -> list[str]:
+    """The rows in the table, top to bottom, once the page has placed them all (it places them in chunks)."""
+    WebDriverWait(driver, 20).until(
+        lambda d: d.execute_script("return document.getElementById('leaderboard').getAttribute('aria-busy') === 'false'"))
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('#leaderboard tbody tr[data-model]'))"
+        ".filter(function (tr) { return !tr.hidden; }).map(function (tr) { return tr.dataset.model; });")
+
+
+def click_header(driver, col_id: str) -> None:
+    driver.find_element(By.CSS_SELECTOR, f'#leaderboard th[data-col-id="{col_id}"]').click()
+
+
+def whole_metric(results: Path, dataset: str, metric: str) -> pd.Series:
+    m = pd.read_parquet(results / "metrics.parquet")
+    m = m[(m.dataset == dataset) & (m.metric == metric) & m.label_count.isna()]
+    return m.set_index("model")["value_pct"]
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory, write_dataset, write_predictions):
+    """Like the mini set's results: lite0/1/2 on V1 and three PatchML seeds (canvases with PNGs),
+    a figure, and one model that failed."""
+    root = tmp_path_factory.mktemp("mini")
+    datasets = {V1: "imagenet_v1", **{s: "patchml" for s in SEEDS[:3]}}
+    path = write_synthetic_results(root, MINI_MODELS, datasets, seed=3)
+    metrics, meta = pd.read_parquet(path), read_meta(path)
+    first = metrics.index[(metrics.dataset == V1) & (metrics.metric == "top1")][0]
+    metrics.loc[first, "value_pct"] = 12.125  # an exact half: printed 12.12, as Python (and tables/*.md) print it
+    metrics["label_count"] = metrics["label_count"].astype("Int64")
+    write_table(path, pa.Table.from_pandas(metrics, preserve_index=False), meta)
+    samples = {f"k{g}_0": (None, list(range(g))) for g in (1, 2, 3, 4)}
+    write_dataset(root, SEEDS[0], "patchml", samples)
+    for sid in samples:
+        (root / "manifests" / "images").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 64), (20, 120, 200)).save(root / "manifests" / "images" / f"{sid}.png")
+    for m in MINI_MODELS:
+        write_predictions(root, SEEDS[0], "patchml", m, {s: [0, 5, 1, 2, 3] for s in samples})
+    (root / "figures").mkdir(exist_ok=True)
+    Image.new("RGB", (40, 30), (250, 250, 250)).save(root / "figures" / "figure8.png")
+    write_failures(root, [("resnet_broken", V1, "RuntimeError: CUDA out of memory")])
+    return root, write_results_page(root)
+
+
+def test_loads_offline_and_requests_nothing_from_the_network(driver, mini):
+    _, page = mini
+    load(driver, page, offline=True)
+    assert len(visible_models(driver)) == len(MINI_MODELS) + 1
+    urls = requested_urls(driver)
+    assert urls and all(u.startswith(LOCAL) for u in urls), [u for u in urls if not u.startswith(LOCAL)]
+    entries = driver.execute_script("return performance.getEntriesByType('resource').map(function (e) { return e.name; })")
+    assert all(u.startswith(LOCAL) for u in entries), entries
+    images = driver.execute_script("return Array.from(document.images).map(function (i) { return [i.getAttribute('src'), i.complete && i.naturalWidth > 0]; })")
+    assert ["figures/figure8.png", True] in images
+    assert [s for s, ok in images if s.startswith("figures/canvases/")] and all(ok for _, ok in images), images
+
+
+def test_loads_from_a_static_server_with_same_origin_requests_only(driver, mini):
+    root, _ = mini
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        network(driver, offline=False)
+        driver.get(origin + "index.html")
+        WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.documentElement.dataset.ready === '1'"))
+        assert len(visible_models(driver)) == len(MINI_MODELS) + 1
+        urls = requested_urls(driver)
+        assert all(u.startswith((origin, "data:", "blob:")) for u in urls), urls
+        assert driver.execute_script("return Array.from(document.images).every(function (i) { return i.complete && i.naturalWidth > 0; })")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_numbers_on_screen_equal_metrics(driver, mini):
+    root, page = mini
+    load(driver, page)
+    metrics = pd.read_parquet(root / "metrics.parquet")
+    shown = driver.execute_script("""
+        var ids = Array.from(document.querySelectorAll('#leaderboard th[data-col-id]')).map(function (th) { return th.dataset.colId; });
+        return Array.from(document.querySelectorAll('#leaderboard tbody tr[data-model]')).map(function (tr) {
+          return [tr.dataset.model, Array.from(tr.cells).slice(1).map(function (td, i) {
+            var v = td.querySelector('.v'); return [ids[i], td.dataset.v, v ? v.textContent : null]; })]; });""")
+    ref = {(r.model, r.dataset, r.metric): r.value_pct for r in metrics[metrics.label_count.isna()].itertuples()}
+    compared = 0
+    for model, cells in shown:
+        for col_id, data_v, text in cells:
+            if col_id == "rank_shift":
+                continue
+            dataset, metric = col_id.rsplit("/", 1)
+            value = ref.get((model, dataset, metric))
+            if value is None:
+                assert data_v == "" and text is None, (model, col_id)
+                continue
+            assert float(data_v) == value and text == f"{value:.2f}", (model, col_id, data_v, text)
+            compared += 1
+    assert compared == 3 * (3 + 4 * 2)  # 3 models: V1 top-1/ReaL/ASMA, 3 seeds + mean ReaL/ASMA
+
+
+def test_sort_by_patchml_asma_numeric_with_missing_last(driver, mini):
+    root, page = mini
+    load(driver, page)
+    asma = whole_metric(root, MEAN, "asma")
+    click_header(driver, f"{V1}/top1")  # away from the default order first
+    click_header(driver, f"{MEAN}/asma")
+    order = visible_models(driver)
+    assert order[0] == asma.idxmax()
+    assert order == list(asma.sort_values(ascending=False).index) + ["resnet_broken"]
+    header = driver.find_element(By.CSS_SELECTOR, f'#leaderboard th[data-col-id="{MEAN}/asma"]')
+    assert header.get_attribute("aria-sort") == "descending"
+    click_header(driver, f"{MEAN}/asma")
+    assert visible_models(driver) == list(asma.sort_values().index) + ["resnet_broken"], "missing stays last"
+    positions = driver.execute_script("return Array.from(document.querySelectorAll('#leaderboard tbody .pos')).map(function (p) { return p.textContent; })")
+    assert positions == ["1", "2", "3", "4"]
+
+
+def test_filter_leaves_only_matching_rows(driver, mini):
+    _, page = mini
+    load(driver, page)
+    box = driver.find_element(By.ID, "filter")
+    box.send_keys("LITE1")
+    assert visible_models(driver) == ["tf_efficientnet_lite1"]
+    box.clear()
+    box.send_keys("efficientnet lite")
+    assert sorted(visible_models(driver)) == MINI_MODELS
+    box.send_keys("x")
+    assert visible_models(driver) == []
+    assert driver.find_element(By.ID, "row-count").text == "0 of 4 checkpoints"
+
+
+def _download(driver, downloads: Path) -> list[dict]:
+    for old in downloads.iterdir():
+        old.unlink()
+    driver.find_element(By.ID, "download-csv").click()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        done = [p for p in downloads.iterdir() if p.suffix == ".csv"]
+        if done and not any(p.name.endswith(".crdownload") for p in downloads.iterdir()):
+            with done[0].open(newline="") as f:
+                return list(csv.DictReader(f))
+        time.sleep(0.1)
+    raise AssertionError(f"no CSV download in {downloads}: {list(downloads.iterdir())}")
+
+
+def test_csv_download_holds_the_numbers_of_metrics(driver, mini, downloads):
+    root, page = mini
+    load(driver, page)
+    rows = _download(driver, downloads)
+    metrics = pd.read_parquet(root / "metrics.parquet")
+    whole = metrics[metrics.label_count.isna() & metrics.metric.isin(["top1", "real", "asma"])]
+    assert sorted(r["model"] for r in rows) == sorted(MINI_MODELS + ["resnet_broken"])
+    by_model = {r["model"]: r for r in rows}
+    for r in whole.itertuples():
+        row, key = by_model[r.model], f"{r.dataset}/{r.metric}"
+        assert float(row[key]) == r.value_pct and float(row[key + "/ci_low"]) == r.ci_low_pct
+        assert float(row[key + "/ci_high"]) == r.ci_high_pct and int(row[key + "/n"]) == r.n
+    assert by_model["resnet_broken"][f"{MEAN}/asma"] == "" and "CUDA out of memory" in by_model["resnet_broken"]["failed"]
+    assert set(by_model["tf_efficientnet_lite0"]) >= {"rank_shift", "rank_shift/top1_rank", "rank_shift/asma_rank"}
+    driver.find_element(By.ID, "filter").send_keys("lite2")
+    assert [r["model"] for r in _download(driver, downloads)] == ["tf_efficientnet_lite2"], "only the visible rows"
+
+
+def test_a_row_expands_to_the_model_view(driver, mini):
+    _, page = mini
+    load(driver, page)
+    driver.find_element(By.CSS_SELECTOR, 'tr[data-model="tf_efficientnet_lite0"] button.expand').click()
+    detail = driver.find_element(By.CSS_SELECTOR, "#leaderboard tr.detail")
+    text = detail.text.lower()  # headings are upper-cased by the style sheet
+    assert "subgroup accuracy by label count" in text and "prediction files" in text
+    for s in SEEDS[:3]:
+        assert s in text
+    assert detail.find_elements(By.CSS_SELECTOR, "img[data-canvas]"), "the model's canvases with its top-g bars"
+    assert len(detail.find_elements(By.CSS_SELECTOR, ".bar.ok")) >= 1
+    click_header(driver, f"{V1}/asma")  # the open view moves with its row
+    assert driver.execute_script(
+        "var d = document.querySelector('#leaderboard tr.detail'); return d.previousElementSibling.dataset.model") == "tf_efficientnet_lite0"
+
+
+@pytest.fixture(scope="module")
+def paper_scale(tmp_path_factory):
+    """315 checkpoints x 7 datasets (V1, V2, 5 PatchML seeds) + their mean; a few rows missing."""
+    root = tmp_path_factory.mktemp("paper_scale")
+    missing = {m: {V2} for m in PAPER_MODELS[::40]} | {m: set(SEEDS) for m in PAPER_MODELS[5::50]}
+    write_synthetic_results(root, PAPER_MODELS, missing=missing, seed=7)
+    return root, write_results_page(root, PageOptions(canvases=0)), missing
+
+
+def test_315_models_by_7_datasets_load_and_sort_under_a_second(driver, paper_scale):
+    root, page, missing = paper_scale
+    load(driver, page)
+    loaded_ms = driver.execute_script("return performance.getEntriesByType('navigation')[0].loadEventEnd")
+    assert len(visible_models(driver)) == 315
+    timings = {}
+    for col_id in (f"{V1}/top1", f"{MEAN}/asma", "rank_shift", f"{V2}/real"):
+        # ms until the sorted top rows are laid out, and until every row is in place
+        timings[col_id] = driver.execute_async_script(f"""
+            var done = arguments[arguments.length - 1], table = document.getElementById('leaderboard');
+            var t0 = performance.now();
+            table.querySelector('th[data-col-id="{col_id}"]').click();
+            void document.body.offsetHeight;
+            var first = performance.now() - t0;
+            (function wait() {{
+              if (table.getAttribute('aria-busy') === 'false') {{ void document.body.offsetHeight; done([first, performance.now() - t0]); }}
+              else {{ setTimeout(wait, 1); }}
+            }})();""")
+    print(f"315 x 7: page loaded in {loaded_ms:.0f} ms; sorting (top rows, all rows): "
+          + ", ".join(f"{k} {a:.0f}, {b:.0f} ms" for k, (a, b) in timings.items()))
+    assert loaded_ms < 1000, f"page load took {loaded_ms:.0f} ms"
+    assert max(a for a, _ in timings.values()) < 500, timings
+    assert max(b for _, b in timings.values()) < 2000, timings
+    order = visible_models(driver)  # sorted by V2 ReaL, high to low: models without V2 last
+    v2 = whole_metric(root, V2, "real")
+    assert order[: len(v2)] == list(v2.sort_values(ascending=False, kind="stable").index)
+    assert set(order[len(v2):]) == {m for m, gone in missing.items() if V2 in gone}
+    click_header(driver, f"{MEAN}/asma")
+    assert visible_models(driver)[0] == whole_metric(root, MEAN, "asma").idxmax()
