@@ -15,13 +15,25 @@ writes OUT/index.md and OUT/index.html, which open with the figures.
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import skimage.data
+from matplotlib.patches import Rectangle
+from PIL import Image
 
+from mlreassess.config import PatchMLConfig, RunConfig
+from mlreassess.datasets.kaggle import read_boxes_csv
+from mlreassess.datasets.labels import class_index, class_name
+from mlreassess.datasets.manifest import base_meta, core_table, read_manifest, write_manifest
 from mlreassess.errors import InputError
-from mlreassess.io import read_table, write_text_atomic
+from mlreassess.io import atomic_path, read_table, write_text_atomic
+from mlreassess.options import EvaluateOptions, InferOptions, PatchMLOptions
+from mlreassess.pipeline import run_study
+from mlreassess.report.figures import new_figure
 from mlreassess.report.html import PageOptions, ordered_figures, ordered_tables, table_parts, write_results_page
 from mlreassess.report.tables import to_markdown
 from mlreassess.results import ResultsLayout
@@ -37,14 +49,14 @@ SOURCE_PATTERN = "{id}.png"  # photos are stored losslessly as PNG
 MIN_BOX_SIDE = 16
 ANNOTATED_FIGURE = "demo_photos_boxes.png"
 
+log = logging.getLogger(__name__)
+
 
 # --- annotations -----------------------------------------------------------------------------------
 
 
 def read_images_csv(path: Path) -> list[dict]:
     """Rows of images.csv: ImageId, skimage (loader name), label (wnid), labels (wnids)."""
-    from mlreassess.datasets.labels import class_index
-
     if not path.is_file():
         raise InputError(f"{path}: demo annotations not found (run the demo from a source checkout: pip install -e .)")
     rows = []
@@ -65,10 +77,6 @@ def read_images_csv(path: Path) -> list[dict]:
 
 def load_photo(name: str):
     """The RGB PIL image of `skimage.data.<name>()` (the first image when it returns several)."""
-    import numpy as np
-    import skimage.data
-    from PIL import Image
-
     loader = getattr(skimage.data, name, None)
     if loader is None:
         raise InputError(f"skimage.data has no image {name!r} (scikit-image {skimage.__version__})")
@@ -80,8 +88,6 @@ def load_photo(name: str):
 
 def materialise_photos(rows: list[dict], folder: Path) -> None:
     """Write each photo as folder/<ImageId>.png (lossless), unless it is already there."""
-    from mlreassess.io import atomic_path
-
     for row in rows:
         path = folder / SOURCE_PATTERN.format(id=row["id"])
         if not path.exists():
@@ -91,8 +97,6 @@ def materialise_photos(rows: list[dict], folder: Path) -> None:
 
 def photos_manifest(rows: list[dict], folder: Path, path: Path) -> Path:
     """The `demo_photos` manifest (kind imagenet_v1), rewritten only when its content changed."""
-    from mlreassess.datasets.manifest import base_meta, core_table, read_manifest, write_manifest
-
     table = core_table(
         [r["id"] for r in rows],
         [SOURCE_PATTERN.format(id=r["id"]) for r in rows],
@@ -111,24 +115,16 @@ def photos_manifest(rows: list[dict], folder: Path, path: Path) -> Path:
 
 def draw_annotations(rows: list[dict], boxes_csv: Path, folder: Path, out: Path) -> Path:
     """A figure of the photographs with their hand-drawn boxes and class names (what was annotated)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    from mlreassess.datasets.labels import class_name
-    from mlreassess.io import atomic_path
-    from mlreassess.patchml.pool import read_boxes_csv
-
     records, _ = read_boxes_csv(boxes_csv)
     cols = 3
-    fig, axes = plt.subplots((len(rows) + cols - 1) // cols, cols, figsize=(4.2 * cols, 3.4 * ((len(rows) + cols - 1) // cols)))
+    nrows = (len(rows) + cols - 1) // cols
+    fig = new_figure(figsize=(4.2 * cols, 3.4 * nrows))  # its own canvas: no global matplotlib state
+    axes = fig.subplots(nrows, cols, squeeze=False)
     for ax, row in zip(axes.flat, rows):
         ax.imshow(Image.open(folder / SOURCE_PATTERN.format(id=row["id"])))
         for r in (r for r in records if r.image_id == row["id"]):
             x0, y0, x1, y1 = r.box
-            ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, color="lime", lw=2))
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, color="lime", lw=2))
             ax.text(x0 + 4, y0 + 4, class_name(r.label), color="black", fontsize=8, va="top",
                     bbox={"facecolor": "lime", "alpha": 0.8, "pad": 1, "lw": 0})
         ax.set_title(f"{row['id']}: {', '.join(class_name(i) for i in row['labels'])}", fontsize=9)
@@ -138,7 +134,6 @@ def draw_annotations(rows: list[dict], boxes_csv: Path, folder: Path, out: Path)
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
     return out
 
 
@@ -210,31 +205,26 @@ def write_index(out: Path, elapsed_s: float | None = None) -> tuple[Path, Path]:
 # --- the whole demo --------------------------------------------------------------------------------
 
 
-def demo_config(out: Path, annotations: Path):
+def demo_config(out: Path, annotations: Path) -> RunConfig:
     """The demo as an ordinary study config (what `mlreassess run` would read)."""
-    from mlreassess.config import InferenceConfig, PatchMLConfig, RunConfig
-
     return RunConfig(
         source=annotations / "images.csv",
         out=out,
-        manifests=(out / "data" / f"{PHOTOS_DATASET}.parquet",),
+        manifests=(ResultsLayout(out).data_manifest(PHOTOS_DATASET),),
         patchml=PatchMLConfig(
-            boxes=annotations / "boxes.csv",
-            images=out / PHOTOS_DIR,
+            PatchMLOptions(boxes=str(annotations / "boxes.csv"), seed=SEEDS[0], images=str(out / PHOTOS_DIR),
+                           min_box_side=MIN_BOX_SIDE, source_pattern=SOURCE_PATTERN),
             seeds=SEEDS,
-            min_box_side=MIN_BOX_SIDE,
-            source_pattern=SOURCE_PATTERN,
             render=True,  # few canvases: keep them as PNGs to look at
         ),
         models=MODELS,
-        inference=InferenceConfig(device="cpu", weights="pypi", batch_size=16, workers=0),
+        inference=InferOptions(device="cpu", weights="pypi", batch_size=16, workers=0),
+        evaluate=EvaluateOptions(),
     )
 
 
 def run_demo(out: str | Path = DEFAULT_OUT, annotations: str | Path = ANNOTATIONS) -> Path:
     """Run the demo into `out`; returns the path of index.html."""
-    from mlreassess.pipeline import log, run_study
-
     start = time.perf_counter()
     out, annotations = Path(out).absolute(), Path(annotations)
     rows = read_images_csv(annotations / "images.csv")
@@ -248,5 +238,5 @@ def run_demo(out: str | Path = DEFAULT_OUT, annotations: str | Path = ANNOTATION
         draw_annotations(rows, inputs[0], photos, figure)
     run_study(cfg)
     _, index = write_index(out, time.perf_counter() - start)
-    log(f"demo: done in {time.perf_counter() - start:.0f} s; open {index}")
+    log.info(f"demo: done in {time.perf_counter() - start:.0f} s; open {index}")
     return index

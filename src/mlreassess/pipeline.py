@@ -39,6 +39,7 @@ from mlreassess.options import InferOptions, PatchMLOptions, options_of, result_
 from mlreassess.patchml import generate_from
 from mlreassess.provenance import changed, inputs_changed, inputs_fingerprint
 from mlreassess.report import ITEMS, Report
+from mlreassess.report.html import write_results_page
 from mlreassess.results import PATCHML_MANIFEST, ResultsLayout
 
 log = logging.getLogger(__name__)
@@ -230,11 +231,12 @@ def _report_inputs(layout: ResultsLayout) -> dict[str, Any]:
 def report(cfg: RunConfig, steps: StepLog) -> None:
     layout = ResultsLayout(cfg.out)
     params = {"inputs": _report_inputs(layout), "items": list(ITEMS)}
-    if _stamp_matches(layout, "report", params, [layout.tables, layout.figures]):
-        steps.add("report", "up to date", f"{layout.tables}, {layout.figures}")
+    if _stamp_matches(layout, "report", params, [layout.tables, layout.figures, layout.index_html]):
+        steps.add("report", "up to date", f"{layout.tables}, {layout.figures}, {layout.index_html}")
         return
     start = time.perf_counter()
     done = Report(cfg.out, layout.tables, layout.figures).run(list(ITEMS))
+    write_results_page(cfg.out)
     _write_stamp(layout, "report", params, time.perf_counter() - start)
     steps.add("report", "done", f"{len(done)} of {len(ITEMS)} items")
 

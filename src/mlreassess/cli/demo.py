@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlreassess.demo import run_demo
+    from mlreassess.demo import run_demo  # here, not at the top: `mlreassess --help` must not import torch
 
     run_demo(args.out)
     return 0
