@@ -231,7 +231,7 @@ def test_canvases_are_bounded_and_shared(tmp_path, write_dataset, write_predicti
 def test_report_command_writes_the_page(tmp_path, capsys):
     write_synthetic_results(tmp_path, PAPER_MODELS[:3], {V1: "imagenet_v1", "patchml_seed1": "patchml"})
     assert main(["report", "table3", "--results", str(tmp_path)]) == 0
-    assert f"report: results page {tmp_path / 'index.html'}" in capsys.readouterr().err
+    assert f"results page: {tmp_path / 'index.html'}" in capsys.readouterr().err
     text = (tmp_path / "index.html").read_text()
     assert "Table 3: top-10 models by PatchML ASMA." in text
     assert len(page_payload(tmp_path / "index.html")["rows"]) == 3

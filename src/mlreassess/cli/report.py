@@ -57,5 +57,5 @@ def run(args: argparse.Namespace) -> int:
         from mlreassess.report.html import PageOptions, write_results_page
 
         options = PageOptions(v1=args.v1, v2=args.v2, reported_csv=Path(args.reported) if args.reported else None)
-        print(f"report: results page {write_results_page(results, options)}")
+        write_results_page(results, options)  # logs "results page: PATH (N models)"
     return 0

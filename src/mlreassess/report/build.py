@@ -20,6 +20,7 @@ from mlreassess.datasets.labels import real_labels
 from mlreassess.errors import MlreassessError
 from mlreassess.report import figures, tables
 from mlreassess.report.inputs import ReportInputs, Skip, figure8_examples
+from mlreassess.report.paper import REPORTED_CSV
 from mlreassess.report.tables import metric_column
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,6 @@ TABLES = ("table1", "table2", "table3", "tables4-10", "reported_vs_reproduced")
 FIGURES = ("figure4", "figure5", "figure6", "figure7", "figure8")
 ITEMS = TABLES + FIGURES
 ALIASES = {f"table{i}": "tables4-10" for i in range(4, 11)}
-REPORTED_CSV = Path(__file__).resolve().parents[3] / "data_manifests" / "paper_reported.csv"
 _ASMA_GROUPS = f"{IMAGENET_ASMA_RANGE[0]}-{IMAGENET_ASMA_RANGE[-1]}"
 
 

@@ -25,9 +25,10 @@ from pathlib import Path
 import pandas as pd
 
 from mlreassess.io import read_meta, write_text_atomic
-from mlreassess.report import REPORTED_CSV, Report
 from mlreassess.report import html_data as data
 from mlreassess.report.html_canvases import CanvasRequest, write_canvases
+from mlreassess.report.inputs import ReportInputs
+from mlreassess.report.paper import REPORTED_CSV
 from mlreassess.results import ResultsLayout
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,8 @@ def table_parts(md_path: Path) -> tuple[str, str]:
 # ---------------------------------------------------------------- data
 
 
-def _report(root: Path, opts: PageOptions) -> Report:
-    layout = ResultsLayout(root)
-    return Report(root, layout.tables, layout.figures, [], opts.v1, opts.v2, opts.reported_csv or REPORTED_CSV)
+def _inputs(root: Path, opts: PageOptions) -> ReportInputs:
+    return ReportInputs(root, [], opts.v1, opts.v2)
 
 
 def _canvas_models(rows: list[dict], columns: list[dict], roles: data.Roles, opts: PageOptions) -> tuple[str, ...]:
@@ -120,7 +120,7 @@ def _canvas_models(rows: list[dict], columns: list[dict], roles: data.Roles, opt
     return tuple(dict.fromkeys(top + [m for m in opts.canvas_models if m in known]))
 
 
-def _kinds_and_roles(report: Report, metrics: pd.DataFrame | None) -> tuple[dict[str, str], data.Roles]:
+def _kinds_and_roles(report: ReportInputs, metrics: pd.DataFrame | None) -> tuple[dict[str, str], data.Roles]:
     """dataset -> kind for every dataset in the metrics, and which of them play V1 / V2 / PatchML."""
     if metrics is None:
         return {}, data.Roles()
@@ -132,10 +132,10 @@ def _kinds_and_roles(report: Report, metrics: pd.DataFrame | None) -> tuple[dict
 def page_data(root: Path, opts: PageOptions) -> dict:
     """Everything the page's script draws, as JSON-ready data (see html_data); writes the canvases."""
     layout = ResultsLayout(root)
-    report = _report(root, opts)
+    report = _inputs(root, opts)
     metrics = report.metrics
     kinds, roles = _kinds_and_roles(report, metrics)
-    paper = data.paper_values(report.reported_csv)
+    paper = data.paper_values(opts.reported_csv or REPORTED_CSV)
     failures = data.open_failures(data.read_failures(layout.failures), metrics)
     columns = data.leaderboard_columns(metrics, kinds, roles, paper) if metrics is not None else []
     rows = data.leaderboard_rows(metrics, columns, roles, paper, failures)

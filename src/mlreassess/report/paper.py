@@ -12,6 +12,10 @@ import csv
 import io
 import re
 from dataclasses import dataclass
+from pathlib import Path
+
+# The paper's reported numbers, parsed from its tables (scripts/parse_paper_tables.py).
+REPORTED_CSV = Path(__file__).resolve().parents[3] / "data_manifests" / "paper_reported.csv"
 
 CSV_COLUMNS = ("checkpoint", "timm_checkpoint", "metric", "dataset", "value", "source_table")
 # Columns of Tables 4-10 after the checkpoint name, in order.
