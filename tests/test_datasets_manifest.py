@@ -115,3 +115,16 @@ def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"out\.parquet: cannot write it \(No space left on device\)"):
         write_table(tmp_path / "out.parquet", pa.table({"a": [1]}))
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_a_manifest_column_of_the_wrong_type_is_one_line(tmp_path):
+    import pyarrow as pa
+
+    from mlreassess.io import write_table
+
+    table = core_table(["a", "b"], ["a.jpg", "b.jpg"], [1, 2], [[1], [2]])
+    bad = table.set_column(table.schema.get_field_index("label"), "label", pa.array(["1", "2"]))
+    path = tmp_path / "m.parquet"
+    write_table(path, bad, base_meta("imagenet_v1", "x", tmp_path))
+    with pytest.raises(InputError, match=r"m\.parquet: column 'label' is string, expected int64$"):
+        read_manifest(path)

@@ -137,15 +137,14 @@ def test_no_render_records_the_source_folder_and_writes_no_png(src, tmp_path):
     assert rendered.manifest.table.equals(manifest.table)
 
 
-def test_different_manifest_in_the_folder_is_an_error(src, tmp_path):
+def test_a_folder_with_another_build_is_redone_saying_why(src, tmp_path, caplog):
     out = tmp_path / "out"
     generate(src / "boxes.csv", 1, out, **PARAMS)
-    with pytest.raises(InputError) as err:
-        generate(src / "boxes.csv", 2, out, **PARAMS)
-    assert str(err.value).startswith(f"{out / 'manifest.parquet'}: holds a different PatchML manifest")
-    assert "seed 1 there vs 2 now" in str(err.value)
-    with pytest.raises(InputError, match="min_box_side 4 there vs 5 now"):
-        generate(src / "boxes.csv", 1, out, **{**PARAMS, "min_box_side": 5})
+    assert generate(src / "boxes.csv", 2, out, **PARAMS).status == "redone"
+    assert f"{out / 'manifest.parquet'}: redoing it: seed 1 there vs 2 now" in caplog.text
+    assert read_manifest(out / "manifest.parquet").meta["seed"] == 2
+    generate(src / "boxes.csv", 2, out, **{**PARAMS, "min_box_side": 5})
+    assert "min_box_side 4 there vs 5 now" in caplog.text
 
 
 def _truncate(path: Path) -> None:
@@ -229,7 +228,7 @@ def test_cli_prints_label_count_table(src, tmp_path, capsys):
         (["--boxes", "nope.csv"], "nope.csv: boxes file not found"),
         (["--counts", "2,x"], None),  # argparse usage error, exit 2
         (["--source-pattern", "x.JPEG"], "must contain '{id}'"),
-        (["--counts", "2,2"], "a patch count is repeated"),
+        (["--counts", "2,2"], "--counts: duplicate values in [2, 2]"),
     ],
 )
 def test_cli_errors_are_one_line(src, tmp_path, capsys, args, message):
@@ -273,9 +272,9 @@ def test_cli_bad_rows_error_then_skip_bad_reports_them(src, tmp_path, capsys):
     assert main(base + ["--skip-bad"]) == 0
     out = capsys.readouterr().out
     assert "skipped 1 bad rows (--skip-bad)" in out and "box bounds: UNCHECKED" in out
-    assert main(base[:4] + ["2"] + base[5:] + ["--skip-bad"]) == 2  # seed 2 into seed 1's folder
+    assert main(base[:4] + ["2"] + base[5:] + ["--skip-bad"]) == 0  # seed 2 into seed 1's folder: redone
     err = capsys.readouterr().err
-    assert f"{tmp_path / 'o' / 'manifest.parquet'}: holds a different PatchML manifest" in err and err.count("\n") == 1
+    assert f"{tmp_path / 'o' / 'manifest.parquet'}: redoing it: seed 1 there vs 2 now" in err
 
 
 def test_small_patch_memory_renders_in_blocks_with_the_same_bytes(src, tmp_path, monkeypatch):
@@ -295,3 +294,60 @@ def test_pngs_without_their_manifest_are_not_reused(src, tmp_path):
     (out / "manifest.parquet").unlink()
     with pytest.raises(InputError, match="holds PNGs but .*manifest.parquet is missing"):
         generate(src / "boxes.csv", 2, out, images=src / "val", workers=1, **PARAMS)
+
+
+# ---- outputs that are never stale ------------------------------------------------------------------
+
+
+def test_empty_or_truncated_pngs_are_rendered_again(src, tmp_path):
+    out = tmp_path / "out"
+    generate(src / "boxes.csv", 3, out, images=src / "val", workers=1, **PARAMS)
+    before = files_digest(out / "images")
+    first, second = sorted(before)[:2]
+    (out / "images" / first).write_bytes(b"")  # a full disk's leftover
+    data = (out / "images" / second).read_bytes()
+    (out / "images" / second).write_bytes(data[: len(data) // 2])  # a copy cut short
+    res = generate(src / "boxes.csv", 3, out, images=src / "val", workers=1, **PARAMS)
+    assert res.render.rendered == 2 and files_digest(out / "images") == before
+
+
+def test_an_edited_boxes_file_redoes_the_set_and_says_why(src, tmp_path, caplog):
+    out = tmp_path / "out"
+    generate(src / "boxes.csv", 3, out, images=src / "val", workers=1, **PARAMS)
+    lines = (src / "boxes.csv").read_text().splitlines()
+    (src / "boxes.csv").write_text("\n".join(lines[:-3]) + "\n")  # edited in place: three images fewer
+    res = generate(src / "boxes.csv", 3, out, images=src / "val", workers=1, **PARAMS)
+    assert res.status == "redone" and "manifest.parquet: redoing it: boxes_sha256" in caplog.text
+    m = read_manifest(out / "manifest.parquet")
+    assert sorted(p.stem for p in (out / "images").iterdir()) == sorted(m.sample_ids)  # no stale canvas left
+
+
+def test_a_second_patchml_into_a_folder_in_use_stops_at_once(src, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    hold = ("import sys, time\nfrom mlreassess.locks import folder_lock\n"
+            "with folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        assert main(["patchml", "--boxes", str(src / "boxes.csv"), "--seed", "2", "--out", str(out)]) == 2
+        assert "in use by mlreassess (pid" in capsys.readouterr().err
+        assert not (out / "manifest.parquet").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--canvas", "1000000000", "--canvas: must be at most 4096"),
+    ("--name", "../x", "dataset name '../x': must be one plain name"),
+    ("--counts", "2,0", "--counts: must be at least 1"),
+    ("--workers", "-1", "--workers: must be at least 0"),
+])
+def test_impossible_patchml_options_are_one_line(src, tmp_path, capsys, flag, value, message):
+    assert main(["patchml", "--boxes", str(src / "boxes.csv"), "--seed", "1", "--out", str(tmp_path / "o"),
+                 flag, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -49,7 +49,6 @@ def setup_logging() -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    logger.propagate = False  # one line per message, even if the host program configured logging
 
 
 def main(argv: list[str] | None = None) -> int:
