@@ -161,8 +161,27 @@ def test_mean_of_groups_is_asma_of_subgroup_estimates():
     assert aggregate.mean_of_groups([]) is None
 
 
-def test_asma_range_by_dataset_kind():
+def test_asma_groups_by_dataset_kind():
     counts = np.array([0, 1, 2, 2, 6, 7])
-    assert aggregate.asma_range("imagenet_v1", counts) == (1, 2)  # 1..5 present; 0, 6, 7 never
-    assert aggregate.asma_range("imagenet_v2", counts) == (1, 2)
-    assert aggregate.asma_range("patchml", counts) == (1, 2, 6, 7)  # every g >= 1 present
+    # subgroup rows: V1/V2 1..5 present (0, 6, 7 never); PatchML every g >= 1 present
+    assert aggregate.subgroup_counts("imagenet_v1", counts) == (1, 2)
+    assert aggregate.subgroup_counts("imagenet_v2", counts) == (1, 2)
+    assert aggregate.subgroup_counts("patchml", counts) == (1, 2, 6, 7)
+    # design label counts: V1/V2 1..5; PatchML its patch counts (default those of Table 2)
+    assert aggregate.design_counts("imagenet_v1") == (1, 2, 3, 4, 5)
+    assert aggregate.design_counts("patchml", [9, 2, 6]) == (2, 6, 9)
+    assert aggregate.design_counts("patchml", None) == (2, 3, 4, 6, 9)
+    # averaged: design counts present with at least min_n samples
+    sizes = {1: 2, 2: 40, 3: 29, 4: 30, 6: 100, 9: 31}
+    assert aggregate.asma_groups((2, 3, 4, 6, 9), sizes, 30) == (2, 4, 6, 9)  # 1 not a design count, 3 too small
+    assert aggregate.asma_groups((1, 2, 3, 4, 5), sizes, 30) == (2, 4)  # 5 absent
+    assert aggregate.asma_groups((1, 2, 3, 4, 5), sizes, 1) == (1, 2, 3, 4)
+
+
+def test_asma_leaves_out_groups_below_min_n_and_names_the_groups():
+    # g=1: acc 1, 0 (n 2) -> 50; g=2: acc 1 (n 1) -> 100; min_n 2 -> only g=1 -> 50
+    acc, count = np.array([1.0, 0.0, 1.0]), np.array([1, 1, 2])
+    assert aggregate.asma(acc, count, (1, 2), min_n=2) == (pytest.approx(50.0), {1: 2})
+    subgroups = {1: aggregate.Estimate(50.0, 2), 2: aggregate.Estimate(100.0, 1)}
+    assert aggregate.mean_of_groups(subgroups).groups == "1,2"
+    assert aggregate.mean_of_groups(list(subgroups.values())).groups is None  # a plain list names none

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mlreassess.cli import main
 from mlreassess.metrics.evaluate import evaluate_results
-from mlreassess.report import ITEMS, figures, resolve_items, tables
+from mlreassess.report import ITEMS, build, figures, resolve_items, tables
 
 
 def test_label_count_row_and_table1():
@@ -71,6 +71,11 @@ def test_resolve_items():
         resolve_items(["table11"])
 
 
+# The study's PatchML sets were "made" with patch counts 2, 3, 4 (their g=1 canvases: a repeated class).
+PATCHML = {"counts": [2, 3, 4], "canvas_size": 448, "min_box_side": 100}
+MIN_GROUP_N = 5  # the groups hold 3..13 samples: some are averaged, some only reported
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, write_dataset, write_predictions) -> Path:
     """6 models on a tiny V1 (60), V2 (40) and 2 PatchML seeds (30 each), K = 10."""
@@ -89,8 +94,8 @@ def study(tmp_path_factory, write_dataset, write_predictions) -> Path:
     sets = {
         "imagenet_v1": ("imagenet_v1", dataset("imagenet_v1", "imagenet_v1", 60, 6, True)),
         "imagenet_v2_matched-frequency": ("imagenet_v2", dataset("imagenet_v2_matched-frequency", "imagenet_v2", 40, 6, True)),
-        "patchml_seed1": ("patchml", dataset("patchml_seed1", "patchml", 30, 4, False, seed=1)),
-        "patchml_seed2": ("patchml", dataset("patchml_seed2", "patchml", 30, 4, False, seed=2)),
+        "patchml_seed1": ("patchml", dataset("patchml_seed1", "patchml", 30, 4, False, seed=1, **PATCHML)),
+        "patchml_seed2": ("patchml", dataset("patchml_seed2", "patchml", 30, 4, False, seed=2, **PATCHML)),
     }
     for m in range(6):
         skill = 0.3 + 0.1 * m
@@ -105,17 +110,17 @@ def study(tmp_path_factory, write_dataset, write_predictions) -> Path:
     images.mkdir(parents=True)
     for sid in sets["patchml_seed1"][1]:
         Image.new("RGB", (64, 64), (40, 80, 120)).save(images / f"{sid}.png")
-    evaluate_results(root, n_boot=50)
+    evaluate_results(root, n_boot=50, min_group_n=MIN_GROUP_N)
     return root
 
 
 @pytest.mark.slow
-def test_report_writes_every_item(study: Path, caplog, capsys):
-    caplog.set_level(logging.INFO, logger="mlreassess")
+def test_report_writes_every_item(study: Path, capsys):
     assert main(["report", "--results", str(study)]) == 0
-    assert "skipped" not in caplog.text, caplog.text
-    assert "figure8: wrote figure8.png, figure8.pdf" in caplog.text
-    assert f"report: 10 of 10 item(s) written to {study / 'tables'} and {study / 'figures'}" in capsys.readouterr().out
+    out, log = capsys.readouterr()  # the CLI's log lines go to stderr
+    assert "skipped" not in log, log
+    assert "figure8: wrote figure8.png, figure8.pdf" in log
+    assert f"report: 10 of 10 item(s) written to {study / 'tables'} and {study / 'figures'}" in out
     for stem in ("table1", "table2", "table3", "tables4-10", "reported_vs_reproduced"):
         for ext in ("md", "csv", "tex"):
             assert (study / "tables" / f"{stem}.{ext}").stat().st_size > 0
@@ -131,18 +136,23 @@ def test_report_writes_every_item(study: Path, caplog, capsys):
     assert len(full) == 6 and full["ASMA PatchML"].is_monotonic_decreasing
     rvr = pd.read_csv(study / "tables" / "reported_vs_reproduced.csv")
     assert (rvr["Status"] == "not run").all()  # none of the paper's checkpoints ran here
+    # captions say which ReaL and which label counts each ASMA averaged (seed 2's g=4 holds 3 canvases < 5)
+    note = (study / "tables" / "tables4-10.md").read_text()
+    assert "ReaL = over images with 1-5 labels, the paper's convention (metrics.parquet `real_1to5`" in note
+    assert "PatchML: 2,3,4 (patchml_seed1); 2,3 (patchml_seed2)" in note
+    assert "Label counts 2,3,4 are the sets' patch counts k" in (study / "tables" / "table2.md").read_text()
 
 
-def test_report_degrades_without_inputs(tmp_path: Path, caplog, capsys, write_dataset, write_predictions):
+def test_report_degrades_without_inputs(tmp_path: Path, capsys, write_dataset, write_predictions):
     # a RESULTS with only V1 and a single model: V2 / PatchML items are skipped with a note
     write_dataset(tmp_path, "imagenet_v1", "imagenet_v1", {"a": (1, [1]), "b": (2, [2, 3])})
     write_predictions(tmp_path, "imagenet_v1", "imagenet_v1", "m", {"a": [1, 2, 3, 4, 5], "b": [3, 2, 1, 4, 5]})
     evaluate_results(tmp_path, n_boot=10)
-    caplog.set_level(logging.INFO, logger="mlreassess")
     assert main(["report", "--results", str(tmp_path)]) == 0
+    log = capsys.readouterr().err
     for item in ("table2", "table3", "figure5", "figure6", "figure7", "figure8"):
-        assert f"{item}: skipped (" in caplog.text
-    assert "Traceback" not in capsys.readouterr().err
+        assert f"{item}: skipped (" in log
+    assert "Traceback" not in log
     assert (tmp_path / "tables" / "tables4-10.md").exists()
 
 
@@ -170,3 +180,49 @@ def test_figures_leave_matplotlib_global_state_alone(tmp_path: Path):
     assert matplotlib.rcParams.copy() == before  # no rcParams.update, no backend chosen
     assert [p.name for p in paths] == ["figure4.png", "figure4.pdf"]
     assert b"/FontFile2" in paths[1].read_bytes()  # the style still reached the PDF (pdf.fonttype 42)
+
+
+def test_paper_tables_use_the_papers_real_convention():
+    # `real` (every labelled image) 80, `real_1to5` (images with 1..5 labels, the paper's) 78:
+    # Tables 4-10 print 78, and the paper's ReaL is compared with 78
+    rows = [("x.tag", "v1", "top1", None, 70.0), ("x.tag", "v1", "real", None, 80.0), ("x.tag", "v1", "real_1to5", None, 78.0)]
+    full = tables.tables4_10(_metrics(rows), "v1", None, None)
+    assert full["ReaL V1"].tolist() == [78.0]
+    reported = pd.DataFrame([("x.tag", "x.tag", "real", "imagenet_v1", 77.5, "4")],
+                            columns=["checkpoint", "timm_checkpoint", "metric", "dataset", "value", "source_table"])
+    df = tables.reported_vs_reproduced(reported, _metrics(rows), {"imagenet_v1": "v1"})
+    assert df["Ours"].tolist() == [78.0] and df["Difference"].iloc[0] == pytest.approx(0.5)
+
+
+def test_figure7_lines_come_from_models_with_patchml_results():
+    # "v1only" has the best V1 top-1 but no PatchML results: it gets no line
+    rows = [("v1only", "v1", "top1", None, 99.0)]
+    for m, t1, asma in (("a", 90, 10), ("b", 80, 30)):
+        rows += [(m, "v1", "top1", None, t1), (m, "pm", "asma", None, asma)]
+        rows += [(m, "pm", "subgroup", g, asma + g) for g in (2, 3)]
+    top_v1, top_asma = build.figure7_lines(_metrics(rows), "v1", "pm", [2, 3])
+    assert list(top_v1) == ["a", "b"] and list(top_asma) == ["b", "a"]
+    assert top_v1["a"] == {2: 12.0, 3: 13.0}
+
+
+def test_figure7_every_legend_entry_is_visible_when_the_same_models_lead_both():
+    lines = {m: {2: 50.0 + i, 3: 40.0 + i} for i, m in enumerate(("a", "b"))}
+    fig = figures.figure7({2: np.array([40.0, 60.0]), 3: np.array([30.0, 50.0])}, [2, 3], lines, dict(lines))
+    ax = fig.axes[0]
+    drawn = [line for line in ax.get_lines() if not line.get_label().startswith("_") and len(line.get_xdata())]
+    assert len(drawn) == 4 and len(ax.get_legend().get_texts()) == 5  # 4 lines + the boxes
+    # the same values, but no line lies on top of another: the families are drawn side by side
+    paths = {tuple(np.round(line.get_xydata().ravel(), 6)) for line in drawn}
+    assert len(paths) == 4
+
+
+def test_an_unreadable_reported_file_is_one_line(tmp_path: Path, capsys):
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(b"\xff\xfe\x00\x81binary")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("a,b\n1,2\n")
+    for path, why in ((garbage, "cannot read the paper's reported numbers"), (wrong, "missing columns"),
+                      (tmp_path / "absent.csv", "no such file (--reported)"), (tmp_path, "no such file")):
+        assert main(["report", "reported_vs_reproduced", "--out", str(tmp_path / "out"), "--reported", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{path}: " in err[0] and why in err[0], err

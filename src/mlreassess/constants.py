@@ -10,6 +10,10 @@ NUM_CLASSES = 1000
 # "calculated for samples with one to five labels").
 IMAGENET_ASMA_RANGE = (1, 2, 3, 4, 5)
 
+# ASMA leaves out (but still reports) a label-count subgroup with fewer samples than this: one
+# canvas, or a handful of images, must not weigh as much as a group of thousands.
+DEFAULT_MIN_GROUP_N = 30
+
 # PatchML: the paper's patch counts per canvas (Table 2), canvas side and smallest box side kept.
 PATCHML_DEFAULT_COUNTS = (2, 3, 4, 6, 9)
 PATCHML_DEFAULT_CANVAS = 448

@@ -24,6 +24,7 @@ from mlreassess.constants import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_CHECKPOINT_KEY,
     DEFAULT_CI_LEVEL,
+    DEFAULT_MIN_GROUP_N,
     DEVICES,
     IMAGENETV2_VARIANTS,
     NUM_CLASSES,
@@ -204,6 +205,8 @@ class EvaluateOptions:
     bootstrap: int = option(DEFAULT_BOOTSTRAP, "bootstrap resamples", minimum=1, result=True, metavar="B")
     ci: float = option(DEFAULT_CI_LEVEL, "confidence level in percent", minimum=1.0, maximum=99.99, result=True, metavar="PCT")
     seed: int = option(0, "seed of the bootstrap resamples", minimum=0, result=True)
+    min_group_n: int = option(DEFAULT_MIN_GROUP_N, "ASMA averages only label-count subgroups with at least N "
+                              "samples; smaller ones are still reported", minimum=1, result=True, metavar="N")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -16,8 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="top-1, top-5, ReaL, subgroup accuracy, ASMA, recall@g with bootstrap CIs -> RESULTS/metrics.parquet",
         description="Score every RESULTS/predictions/<dataset>/<model>.parquet against "
         "RESULTS/manifests/<dataset>.parquet (labels looked up by sample_id) and write "
-        "RESULTS/metrics.parquet (long format, see docs/outputs.md). Reruns skip the work when "
-        "no input file and no parameter changed.",
+        "RESULTS/metrics.parquet (long format, see docs/outputs.md). ASMA averages the design label "
+        "counts (V1/V2 1..5, PatchML the set's patch counts) with at least --min-group-n samples; "
+        "docs/metrics.md gives every convention. Reruns skip the work when no input file and no "
+        "parameter changed.",
     )
     p.add_argument("--results", required=True, metavar="RESULTS", help="results folder written by `mlreassess infer`")
     add_options(p, EvaluateOptions)
@@ -32,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     opts = options_from(EvaluateOptions, args)
-    out, summary = evaluate_results(args.results, opts.bootstrap, opts.ci, opts.seed, args.force, args.out)
+    out, summary = evaluate_results(args.results, opts.bootstrap, opts.ci, opts.seed, args.force, args.out,
+                                    min_group_n=opts.min_group_n)
     if summary is None:
         print(f"{out}: up to date (inputs unchanged; --force to recompute)", file=sys.stderr)
         return 0
@@ -47,5 +50,16 @@ def _dataset_line(info: dict) -> str:
     missing = info.get("missing_samples") or {}
     extra = f", samples missing from predictions: {sum(missing.values())} over {len(missing)} model(s)" if missing else ""
     groups = f", ASMA over g={info['asma_range_present']}" if "asma_range_present" in info else ""
+    left_out = []
+    if info.get("below_min_group_n"):
+        left_out.append(f"g={_keys(info['below_min_group_n'])}: under {info['min_group_n']} samples")
+    if info.get("outside_design"):
+        left_out.append(f"g={_keys(info['outside_design'])}: not a design count")
+    if left_out:
+        groups += f" (reported, not averaged: {'; '.join(left_out)})"
     seeds = f", mean of {len(info['seeds'])} seed(s)" if "seeds" in info else ""
     return f"{len(info['models'])} model(s){groups}{seeds}{extra}"
+
+
+def _keys(groups: dict) -> str:
+    return ",".join(groups)

@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here so `mlreassess --help` need not load pandas and matplotlib.
     from mlreassess.report import REPORTED_CSV, Report, resolve_items
+    from mlreassess.report.inputs import read_reported
 
     items = resolve_items(args.items)
     results = Path(args.results) if args.results else None
@@ -46,10 +47,14 @@ def run(args: argparse.Namespace) -> int:
     for d in args.data:
         if not Path(d).exists():
             raise InputError(f"{d}: no such manifest")
+    reported = Path(args.reported) if args.reported else REPORTED_CSV
+    if args.reported and not reported.is_file():
+        raise InputError(f"{reported}: no such file (--reported)")
+    if "reported_vs_reproduced" in items and reported.is_file():
+        read_reported(reported)  # an unreadable file: one line now, before any item is written
     tables_dir = Path(args.out) if args.out else ResultsLayout(results).tables
     figures_dir = Path(args.out) if args.out else ResultsLayout(results).figures
-    report = Report(results, tables_dir, figures_dir, [Path(d) for d in args.data], args.v1, args.v2,
-                    Path(args.reported) if args.reported else REPORTED_CSV)
+    report = Report(results, tables_dir, figures_dir, [Path(d) for d in args.data], args.v1, args.v2, reported)
     done = report.run(items)
     print(f"report: {len(done)} of {len(items)} item(s) written to {tables_dir}"
           + (f" and {figures_dir}" if figures_dir != tables_dir else ""))

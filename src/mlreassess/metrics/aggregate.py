@@ -15,19 +15,28 @@ from typing import Sequence
 
 import numpy as np
 
-from mlreassess.constants import IMAGENET_ASMA_RANGE
+from mlreassess.constants import DEFAULT_MIN_GROUP_N, IMAGENET_ASMA_RANGE, PATCHML_DEFAULT_COUNTS
 
-# Dataset kinds whose ASMA averages over IMAGENET_ASMA_RANGE; other kinds use every g >= 1 present.
+# Dataset kinds whose subgroups and ASMA cover IMAGENET_ASMA_RANGE (the paper's 1..5 labels).
 IMAGENET_KINDS = ("imagenet_v1", "imagenet_v2")
 
 
 @dataclass
 class Estimate:
-    """One metric value in percent, over `n` samples, with its bootstrap replicates (percent)."""
+    """One metric value in percent, over `n` samples, with its bootstrap replicates (percent).
+
+    `groups`: for a mean of subgroups (ASMA), the label counts it averaged, e.g. "2,3,4,6,9".
+    """
 
     value_pct: float
     n: int
     reps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (B,); empty without a bootstrap
+    groups: str | None = None
+
+
+def groups_text(groups: Sequence[int]) -> str:
+    """The label counts a mean averaged, as metrics.parquet's `groups` column spells them: "2,3,4,6,9"."""
+    return ",".join(str(int(g)) for g in groups)
 
 
 def ratio(
@@ -49,15 +58,20 @@ def ratio(
     return Estimate(float(value), int(round(n)), reps)
 
 
-def mean_of_groups(groups: Sequence[Estimate]) -> Estimate | None:
+def mean_of_groups(groups: dict[int, Estimate] | Sequence[Estimate]) -> Estimate | None:
     """ASMA from its subgroup estimates: unweighted mean of the values and of the replicates.
 
-    `n` = samples in the groups used; None when no group has a sample.
+    `groups`: {label count: subgroup estimate} (the row then names the counts it averaged) or a
+    plain sequence. `n` = samples in the groups used; None when there is no group.
     """
-    if not groups:
+    ests = list(groups.values()) if isinstance(groups, dict) else list(groups)
+    if not ests:
         return None
     return Estimate(
-        float(np.mean([e.value_pct for e in groups])), sum(e.n for e in groups), np.mean([e.reps for e in groups], axis=0)
+        float(np.mean([e.value_pct for e in ests])),
+        sum(e.n for e in ests),
+        np.mean([e.reps for e in ests], axis=0),
+        groups_text(sorted(groups)) if isinstance(groups, dict) else None,
     )
 
 
@@ -66,11 +80,30 @@ def present_groups(counts: np.ndarray) -> list[int]:
     return sorted(int(g) for g in np.unique(counts) if g > 0)
 
 
-def asma_range(kind: str | None, counts: np.ndarray) -> tuple[int, ...]:
-    """V1/V2: g = 1..5 (paper Sec. 4.2); other kinds (PatchML): every g >= 1 present. Only present groups are kept."""
-    present = set(present_groups(counts))
-    wanted = IMAGENET_ASMA_RANGE if kind in IMAGENET_KINDS else sorted(present)
-    return tuple(g for g in wanted if g in present)
+def design_counts(kind: str | None, patch_counts: Sequence[int] | None = None) -> tuple[int, ...]:
+    """The label counts ASMA is defined over: V1/V2 1..5 (paper Sec. 4.2); PatchML its patch counts k
+    (the manifest's `counts`, default 2,3,4,6,9: Table 2, Fig. 7); other kinds: none (every g present)."""
+    if kind in IMAGENET_KINDS:
+        return IMAGENET_ASMA_RANGE
+    if kind == "patchml":
+        return tuple(sorted(int(k) for k in (patch_counts or PATCHML_DEFAULT_COUNTS)))
+    return ()
+
+
+def subgroup_counts(kind: str | None, counts: np.ndarray) -> tuple[int, ...]:
+    """The label counts that get subgroup rows: V1/V2 1..5 present (their rare 6+ label images would
+    need a deeper top-K); other kinds every g >= 1 present (PatchML: also canvases that repeat a class)."""
+    present = present_groups(counts)
+    if kind in IMAGENET_KINDS:
+        return tuple(g for g in IMAGENET_ASMA_RANGE if g in present)
+    return tuple(present)
+
+
+def asma_groups(design: Sequence[int], sizes: dict[int, int], min_n: int = DEFAULT_MIN_GROUP_N) -> tuple[int, ...]:
+    """The label counts ASMA averages: those of `design` (every size given when empty) with at least
+    `min_n` samples. Smaller groups keep their subgroup rows; they are only left out of the mean."""
+    wanted = design or sorted(sizes)
+    return tuple(int(g) for g in wanted if sizes.get(int(g), 0) >= min_n)
 
 
 # --- one score vector (NaN = not applicable) through the same functions ---------------------------
@@ -99,15 +132,17 @@ def subgroup_accuracy(acc: np.ndarray, count: np.ndarray, g: int) -> tuple[float
     return (est.value_pct, est.n) if est else (float("nan"), 0)
 
 
-def asma(acc: np.ndarray, count: np.ndarray, g_range: Sequence[int] | None = None) -> tuple[float, dict[int, int]]:
+def asma(
+    acc: np.ndarray, count: np.ndarray, g_range: Sequence[int] | None = None, min_n: int = 1
+) -> tuple[float, dict[int, int]]:
     """ASMA: unweighted mean of the subgroup accuracies over `g_range` (default: every g >= 1 present).
 
-    Groups in the range with no (scored) samples are skipped; returns (value_pct, {g: n}) for the
-    groups that were used, so callers can say which were present.
+    Groups in the range with fewer than `min_n` (scored) samples are skipped; returns
+    (value_pct, {g: n}) for the groups that were used, so callers can say which were averaged.
     """
     if g_range is None:
         g_range = present_groups(np.asarray(count))
     groups = {int(g): _subgroup(acc, count, int(g)) for g in g_range}
-    used = {g: e for g, e in groups.items() if e is not None}
-    est = mean_of_groups(list(used.values()))
+    used = {g: e for g, e in groups.items() if e is not None and e.n >= min_n}
+    est = mean_of_groups(used)
     return (est.value_pct if est else float("nan")), {g: e.n for g, e in used.items()}

@@ -2,6 +2,7 @@
 
 A dataset's samples are reordered by (label_count, sample_id), so each label-count stratum is one
 contiguous block (see `bootstrap`); predictions are matched to them by sample_id, never by position.
+What a file must hold to be scored (column types, a softmax's top-k) is checked in `checks`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from mlreassess.constants import NUM_CLASSES
 from mlreassess.datasets.manifest import read_manifest
 from mlreassess.errors import InputError
 from mlreassess.io import read_meta, read_table
 from mlreassess.metrics import bootstrap as bs
-from mlreassess.metrics import core
-from mlreassess.metrics.aggregate import asma_range
+from mlreassess.metrics import checks, core
+from mlreassess.metrics.aggregate import design_counts, subgroup_counts
 from mlreassess.results import ResultsLayout
+
+# PatchML parameters that must agree for seeds to be averaged (everything that shapes a set but its seed).
+PATCHML_PARAMS = ("counts", "canvas_size", "min_box_side", "resample", "boxes_sha256", "pool_size")
 
 
 @dataclass
@@ -36,8 +39,15 @@ class Sample:
     labels: core.LabelSets
     strata: np.ndarray  # sorted distinct label counts present
     bounds: list[tuple[int, int]]
-    asma_range: tuple[int, ...]  # label counts ASMA averages over (those present)
+    design: tuple[int, ...]  # label counts ASMA is defined over (V1/V2 1..5, PatchML its patch counts)
+    groups: tuple[int, ...]  # label counts present that get subgroup rows
     index: Any = field(repr=False, default=None)  # pandas.Index of sample_ids (fast lookup)
+    params: dict[str, Any] = field(default_factory=dict)  # PatchML: PATCHML_PARAMS of the manifest
+
+    @property
+    def sizes(self) -> dict[int, int]:
+        """Samples per label count present (0 included)."""
+        return {int(g): int(b - a) for g, (a, b) in zip(self.strata, self.bounds)}
 
 
 @dataclass
@@ -48,8 +58,12 @@ class Prediction:
     topk: np.ndarray  # (len(rows), K) int64
 
 
-def make_sample(name: str, kind: str, sample_ids, label, labels: core.LabelSets, source: Path | None = None) -> Sample:
-    """A Sample from arrays in any order (label -1 = none); reorders by (label_count, sample_id)."""
+def make_sample(name: str, kind: str, sample_ids, label, labels: core.LabelSets, source: Path | None = None,
+                meta: dict[str, Any] | None = None) -> Sample:
+    """A Sample from arrays in any order (label -1 = none); reorders by (label_count, sample_id).
+
+    `meta`: the manifest's metadata (PatchML: its `counts` are the design label counts)."""
+    meta = meta or {}
     ids = np.asarray(sample_ids, dtype=object)
     label = np.asarray(label, dtype=np.int64)
     order = np.lexsort((ids.astype(str), labels.count))
@@ -64,13 +78,16 @@ def make_sample(name: str, kind: str, sample_ids, label, labels: core.LabelSets,
         labels=labels,
         strata=strata,
         bounds=bs.stratum_bounds(sizes),
-        asma_range=asma_range(kind, labels.count),
+        design=design_counts(kind, meta.get("counts")),
+        groups=subgroup_counts(kind, labels.count),
         index=pd.Index(ids[order]),
+        params={k: meta.get(k) for k in PATCHML_PARAMS} if kind == "patchml" else {},
     )
 
 
 def load_sample(path: Path) -> Sample:
     """The Sample of a manifest file; its name is the file's stem."""
+    checks.check_manifest_types(path)  # before the reader, which assumes the types
     manifest = read_manifest(path)
     table = manifest.table
     ids = table.column("sample_id").to_numpy(zero_copy_only=False)
@@ -79,7 +96,7 @@ def load_sample(path: Path) -> Sample:
     lists = table.column("labels").combine_chunks()
     offsets = np.concatenate([[0], np.cumsum(lists.value_lengths().fill_null(0).to_numpy())])
     labels = core.label_sets_from_flat(offsets, lists.flatten().to_numpy())
-    return make_sample(path.stem, manifest.kind, ids, label, labels, source=path)
+    return make_sample(path.stem, manifest.kind, ids, label, labels, source=path, meta=manifest.meta)
 
 
 def load_prediction(path: Path, sample: Sample) -> Prediction:
@@ -88,13 +105,10 @@ def load_prediction(path: Path, sample: Sample) -> Prediction:
     if meta.get("dataset") not in (None, sample.name):
         raise InputError(f"{path}: predictions are for dataset {meta['dataset']!r}, but sit under {sample.name!r}")
     table = read_table(path)
-    for col in ("sample_id", "topk_idx"):
-        if col not in table.column_names:
-            raise InputError(f"{path}: not a predictions file (no {col!r} column)")
+    checks.check_prediction_types(path, table)
     ids = table.column("sample_id").to_numpy(zero_copy_only=False)
     rows = _sample_rows(path, sample, ids)
-    topk = _read_topk(path, table)
-    _check_class_range(path, ids, topk)
+    topk = _read_topk(path, table, ids)
     return Prediction(model=meta.get("model") or path.stem, path=path, rows=rows, topk=topk)
 
 
@@ -109,22 +123,18 @@ def _sample_rows(path: Path, sample: Sample, ids: np.ndarray) -> np.ndarray:
     return rows
 
 
-def _read_topk(path: Path, table: pa.Table) -> np.ndarray:
-    """(n, K) int64 top-k classes, tied probabilities ordered by class index (`core.canonical_topk`)."""
+def _read_topk(path: Path, table: pa.Table, ids: np.ndarray) -> np.ndarray:
+    """(n, K) int64 top-k classes, checked to be a softmax's top-k (`checks`), tied probabilities
+    ordered by class index (`core.canonical_topk`)."""
     topk = _list_matrix(table.column("topk_idx"), path, "topk_idx", np.int64)
+    checks.check_topk_classes(path, ids, topk)
     if "topk_prob" in table.column_names:
         prob = _list_matrix(table.column("topk_prob"), path, "topk_prob", np.float32)
         if prob.shape != topk.shape:
             raise InputError(f"{path}: topk_prob has shape {prob.shape} but topk_idx has {topk.shape}")
+        checks.check_topk_probs(path, ids, prob)
         topk = core.canonical_topk(topk, prob)
     return topk
-
-
-def _check_class_range(path: Path, ids: np.ndarray, topk: np.ndarray) -> None:
-    bad = (topk < 0) | (topk >= NUM_CLASSES)
-    if len(topk) and bad.any():
-        i = int(np.flatnonzero(bad.any(axis=1))[0])
-        raise InputError(f"{path}: sample {ids[i]!r}: class index out of range 0..{NUM_CLASSES - 1} in topk_idx")
 
 
 def _list_matrix(column, path: Path, name: str, dtype) -> np.ndarray:
@@ -141,7 +151,7 @@ def discover(layout: ResultsLayout) -> list[tuple[Path, list[Path]]]:
     pred_root = layout.predictions_dir
     if not pred_root.is_dir():
         raise InputError(
-            f"{layout.root}: no {pred_root.name}/ folder (run `mlreassess infer --results {layout.root}` first)"
+            f"{layout.root}: no {pred_root.name}/ folder (run `mlreassess infer --out {layout.root}` first)"
         )
     found = []
     for folder in sorted(p for p in pred_root.iterdir() if p.is_dir()):

@@ -3,20 +3,21 @@
 Every model's per-sample scores (`core`) become columns of one matrix, next to the masks saying
 which samples each metric applies to; one shared stratified resample-count matrix turns them into
 per-stratum sums for all models and resamples at once (`bootstrap`), and `aggregate` turns the sums
-into estimates. PatchML seeds are also averaged into one `patchml_mean` dataset whose replicates
-pool the seeds' (replicate b of the mean = mean of the seeds' replicate b). No file I/O here:
-predictions come as `Prediction`s or as callables that build one when its block is scored.
+into estimates. PatchML seeds made with the same parameters are also averaged into one
+`patchml_mean` dataset whose replicates pool the seeds' (replicate b of the mean = mean of the
+seeds' replicate b). No file I/O here: predictions come as `Prediction`s or as callables that
+build one when its block is scored.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from mlreassess.constants import DEFAULT_BOOTSTRAP
+from mlreassess.constants import DEFAULT_BOOTSTRAP, DEFAULT_MIN_GROUP_N, IMAGENET_ASMA_RANGE
 from mlreassess.errors import InputError
 from mlreassess.metrics import aggregate as agg
 from mlreassess.metrics import bootstrap as bs
@@ -39,13 +40,14 @@ class DatasetResult:
     kind: str
     estimates: dict[str, dict[Key, Estimate]]  # model -> estimates
     info: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)  # PatchML parameters (what seeds must share)
 
 
 def _model_scores(sample: Sample, pred: Prediction) -> tuple[np.ndarray, np.ndarray]:
     """(n, 5) float64 scores (0 where not applicable) and (n,) availability, in Sample order."""
     n = len(sample.label)
     k = pred.topk.shape[1]
-    need = max(sample.asma_range, default=0)
+    need = max(sample.groups, default=0)
     if need > k:
         raise InputError(
             f"{pred.path}: stored top-{k} predictions, but {sample.name} needs top-{need} "
@@ -55,7 +57,7 @@ def _model_scores(sample: Sample, pred: Prediction) -> tuple[np.ndarray, np.ndar
     topk[pred.rows, :k] = pred.topk
     avail = np.zeros(n, dtype=bool)
     avail[pred.rows] = True
-    in_range = np.isin(sample.labels.count, sample.asma_range) & avail
+    in_range = np.isin(sample.labels.count, sample.groups) & avail
     x = np.zeros((n, len(_SCORES)), dtype=np.float64)
     x[:, 0] = np.nan_to_num(core.top1_correct(topk, sample.label))
     if k >= 5:
@@ -70,29 +72,40 @@ def _model_scores(sample: Sample, pred: Prediction) -> tuple[np.ndarray, np.ndar
 
 
 def _masks(sample: Sample, avail: np.ndarray) -> np.ndarray:
-    """(n, 3) float32: which samples top-1, ReaL and the ASMA-range metrics apply to."""
-    in_range = np.isin(sample.labels.count, sample.asma_range)
+    """(n, 3) float32: which samples top-1, ReaL and the subgroup metrics apply to."""
+    in_range = np.isin(sample.labels.count, sample.groups)
     return np.stack([(sample.label >= 0) & avail, (sample.labels.count > 0) & avail, in_range & avail], axis=1).astype(np.float32)
 
 
 def _wanted(sample: Sample, k: int) -> Iterator[tuple[str, int | None, list[int], str, str]]:
-    """(metric, label_count, strata, score column, mask column) of every row a model gets."""
-    all_strata = list(range(len(sample.strata)))
+    """(metric, label_count, strata, score column, mask column) of every row a model gets.
+
+    `real` counts every sample with a label set (Beyer et al., timm); V1/V2 also get `real_1to5`,
+    the paper's convention (samples with 1..5 labels). Whole-set `recall` covers the design counts.
+    """
     stratum_of = {int(g): s for s, g in enumerate(sample.strata)}
-    in_range = [stratum_of[g] for g in sample.asma_range]
+    all_strata = list(range(len(sample.strata)))
     yield "top1", None, all_strata, "top1", "has_label"
     if k >= 5:
         yield "top5", None, all_strata, "top5", "has_label"
     yield "real", None, all_strata, "real", "has_labels"
-    yield "recall", None, in_range, "recall", "in_range"
-    for g, s in zip(sample.asma_range, in_range):
-        yield "subgroup", g, [s], "acc", "in_range"
-        yield "real", g, [s], "real", "in_range"
-        yield "recall", g, [s], "recall", "in_range"
+    if sample.kind in agg.IMAGENET_KINDS:
+        yield "real_1to5", None, [stratum_of[g] for g in IMAGENET_ASMA_RANGE if g in stratum_of], "real", "has_labels"
+    design = sample.design or sample.groups
+    yield "recall", None, [stratum_of[g] for g in sample.groups if g in design], "recall", "in_range"
+    for g in sample.groups:
+        yield "subgroup", g, [stratum_of[g]], "acc", "in_range"
+        yield "real", g, [stratum_of[g]], "real", "in_range"
+        yield "recall", g, [stratum_of[g]], "recall", "in_range"
 
 
-def _model_estimates(sample: Sample, point, reps, col: int, mcol: int, k: int) -> dict[Key, Estimate]:
-    """All metric estimates of one model from the stratum sums (point (S, C), reps (S, B, C))."""
+def _model_estimates(sample: Sample, point, reps, cols: tuple[int, int, int], averaged: tuple[int, ...]) -> dict[Key, Estimate]:
+    """All metric estimates of one model from the stratum sums (point (S, C), reps (S, B, C)).
+
+    `cols`: (first score column, first mask column, stored K); `averaged`: the label counts ASMA
+    (and `asma_recall`, the same mean of recall@g) averages.
+    """
+    col, mcol, k = cols
     c = {name: col + i for i, name in enumerate(_SCORES)}
     m = {name: mcol + i for i, name in enumerate(_MASKS)}
     out: dict[Key, Estimate] = {}
@@ -102,13 +115,15 @@ def _model_estimates(sample: Sample, point, reps, col: int, mcol: int, k: int) -
         est = agg.ratio(point[strata, c[num]], point[strata, m[den]], reps[strata, :, c[num]], reps[strata, :, m[den]])
         if est is not None:
             out[(metric, g)] = est
-    asma = agg.mean_of_groups([out[("subgroup", g)] for g in sample.asma_range if ("subgroup", g) in out])
-    if asma is not None:
-        out[("asma", None)] = asma
+    for metric, per_group in (("asma", "subgroup"), ("asma_recall", "recall")):
+        mean = agg.mean_of_groups({g: out[(per_group, g)] for g in averaged if (per_group, g) in out})
+        if mean is not None:
+            out[(metric, None)] = mean
     return out
 
 
-def _score_block(sample: Sample, block: list[Prediction], counts: np.ndarray, done: dict, missing: dict[str, int]) -> None:
+def _score_block(sample: Sample, block: list[Prediction], counts: np.ndarray, done: dict, missing: dict[str, int],
+                 averaged: tuple[int, ...]) -> None:
     """Score a block of models with one matrix product; adds their estimates to `done`."""
     cols, exact, patterns, layout = [], [], {}, []
     for pred in block:
@@ -131,7 +146,7 @@ def _score_block(sample: Sample, block: list[Prediction], counts: np.ndarray, do
     reps = bs.stratum_sums(counts, x, sample.bounds)
     for j, (pred, key) in enumerate(layout):
         mcol = mask_base + keys.index(key) * len(_MASKS)
-        done[pred.model] = _model_estimates(sample, point, reps, j * len(_SCORES), mcol, pred.topk.shape[1])
+        done[pred.model] = _model_estimates(sample, point, reps, (j * len(_SCORES), mcol, pred.topk.shape[1]), averaged)
 
 
 def _resolve(pred: Prediction | Callable[[], Prediction]) -> Prediction:
@@ -145,41 +160,83 @@ def evaluate_dataset(
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    min_group_n: int = DEFAULT_MIN_GROUP_N,
 ) -> DatasetResult:
-    """Score every model's predictions of one dataset; CIs from one shared resample matrix."""
+    """Score every model's predictions of one dataset; CIs from one shared resample matrix.
+
+    ASMA averages the design label counts with at least `min_group_n` samples in the dataset (the
+    same groups for every model, so models compare on one footing)."""
     counts = bs.resample_counts([b - a for a, b in sample.bounds], n_boot, seed)
+    averaged = agg.asma_groups(sample.design, {g: n for g, n in sample.sizes.items() if g in sample.groups}, min_group_n)
     estimates: dict[str, dict[Key, Estimate]] = {}
     missing: dict[str, int] = {}
     for b0 in range(0, len(preds), _MODEL_BLOCK):
         block = [_resolve(p) for p in preds[b0 : b0 + _MODEL_BLOCK]]
-        _score_block(sample, block, counts, estimates, missing)
+        _score_block(sample, block, counts, estimates, missing, averaged)
         if progress:
             progress(len(block))
-    groups = {int(g): int(b - a) for g, (a, b) in zip(sample.strata, sample.bounds)}
-    info = {
-        "kind": sample.kind,
-        "manifest": str(sample.source),
+    info = {"kind": sample.kind, "manifest": str(sample.source), **_group_info(sample, averaged, min_group_n),
+            "missing_samples": {m: k for m, k in sorted(missing.items()) if k}, "models": sorted(estimates)}
+    return DatasetResult(sample.name, sample.kind, estimates, info, dict(sample.params))
+
+
+def _group_info(sample: Sample, averaged: tuple[int, ...], min_group_n: int) -> dict[str, Any]:
+    """What metrics.parquet's metadata says about a dataset's label-count groups."""
+    sizes = sample.sizes
+    design = sample.design or sample.groups
+    return {
         "n_samples": int(len(sample.label)),
-        "label_count_n": {str(g): n for g, n in groups.items()},
-        "asma_range_present": list(sample.asma_range),
-        "missing_samples": {m: k for m, k in sorted(missing.items()) if k},
-        "models": sorted(estimates),
+        "label_count_n": {str(g): n for g, n in sizes.items()},
+        "design_counts": list(sample.design),
+        "min_group_n": min_group_n,
+        "asma_range_present": list(averaged),
+        "below_min_group_n": {str(g): sizes[g] for g in design if g in sizes and g not in averaged},
+        "outside_design": {str(g): sizes[g] for g in sample.groups if g not in design},
     }
-    return DatasetResult(sample.name, sample.kind, estimates, info)
+
+
+def seed_mismatch(results: list[DatasetResult]) -> str | None:
+    """Why these PatchML seeds cannot be averaged (a parameter other than the seed differs), or None."""
+    first = results[0] if results else None
+    for res in results[1:]:
+        for key in sorted(set(first.params) | set(res.params)):
+            a, b = first.params.get(key), res.params.get(key)
+            if a != b:
+                return f"{first.name} and {res.name} differ in {key} ({a} vs {b})"
+    return None
 
 
 def mean_over_seeds(results: list[DatasetResult]) -> DatasetResult:
-    """PatchML mean over seeds: value = mean of the seeds' values, n = number of seeds, CI pooled."""
+    """PatchML mean over seeds: value = mean of the seeds' values, n = number of seeds, CI pooled.
+
+    Only seeds whose PatchML parameters are identical but for the seed are averaged (InputError
+    otherwise). An ASMA row names the label counts averaged; seeds that averaged different ones
+    (a group below --min-group-n in one seed) are named with theirs."""
+    why = seed_mismatch(results)
+    if why:
+        raise InputError(f"{PATCHML_MEAN}: refusing to average PatchML sets made with other parameters: {why}")
     sums: dict[str, dict[Key, list]] = {}
     for res in results:
         for model, ests in res.estimates.items():
             for key, e in ests.items():
-                acc = sums.setdefault(model, {}).setdefault(key, [0.0, np.zeros_like(e.reps), 0])
+                acc = sums.setdefault(model, {}).setdefault(key, [0.0, np.zeros_like(e.reps), 0, {}])
                 acc[0] += e.value_pct
                 acc[1] = acc[1] + e.reps
                 acc[2] += 1
+                if e.groups is not None:
+                    acc[3].setdefault(e.groups, []).append(res.name)
     estimates = {
-        model: {key: Estimate(v / c, c, r / c) for key, (v, r, c) in keys.items()} for model, keys in sums.items()
+        model: {key: Estimate(v / c, c, r / c, _seed_groups(g)) for key, (v, r, c, g) in keys.items()}
+        for model, keys in sums.items()
     }
     info = {"kind": "patchml", "seeds": [r.name for r in results], "models": sorted(estimates)}
-    return DatasetResult(PATCHML_MEAN, "patchml", estimates, info)
+    return DatasetResult(PATCHML_MEAN, "patchml", estimates, info, dict(results[0].params) if results else {})
+
+
+def _seed_groups(by_groups: dict[str, list[str]]) -> str | None:
+    """The `groups` text of a mean over seeds: one list when every seed averaged it, else each with its seeds."""
+    if not by_groups:
+        return None
+    if len(by_groups) == 1:
+        return next(iter(by_groups))
+    return "; ".join(f"{g} ({', '.join(names)})" for g, names in by_groups.items())

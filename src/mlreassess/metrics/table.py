@@ -1,4 +1,8 @@
-"""The rows of metrics.parquet: one per (model, dataset, metric, label_count), long format."""
+"""The rows of metrics.parquet: one per (model, dataset, metric, label_count), long format.
+
+`groups` is set on the rows that average subgroups (`asma`, `asma_recall`): the label counts they
+averaged, e.g. "2,3,4,6,9"; null elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ import pyarrow as pa
 from mlreassess.metrics import bootstrap as bs
 from mlreassess.metrics.scoring import DatasetResult
 
-METRICS = ("top1", "top5", "real", "asma", "subgroup", "recall")  # row order within a model
+# row order within a model
+METRICS = ("top1", "top5", "real", "real_1to5", "asma", "asma_recall", "subgroup", "recall")
 SCHEMA = pa.schema(
     [
         ("model", pa.string()),
@@ -21,6 +26,7 @@ SCHEMA = pa.schema(
         ("n", pa.int64()),
         ("ci_low_pct", pa.float64()),
         ("ci_high_pct", pa.float64()),
+        ("groups", pa.string()),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
@@ -48,6 +54,7 @@ def rows_of(result: DatasetResult, level: float) -> list[dict[str, Any]]:
                     "n": e.n,
                     "ci_low_pct": float(lo),
                     "ci_high_pct": float(hi),
+                    "groups": e.groups,
                 }
             )
     return rows

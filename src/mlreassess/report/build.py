@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlreassess.constants import IMAGENET_ASMA_RANGE
+from mlreassess.constants import IMAGENET_ASMA_RANGE, PATCHML_DEFAULT_COUNTS
 from mlreassess.datasets.labels import real_labels
 from mlreassess.errors import MlreassessError
 from mlreassess.report import figures, tables
-from mlreassess.report.inputs import ReportInputs, Skip, figure8_examples
+from mlreassess.report.inputs import ReportInputs, Skip, figure8_examples, read_reported
 from mlreassess.report.paper import REPORTED_CSV
-from mlreassess.report.tables import metric_column
+from mlreassess.report.tables import PAPER_REAL, asma_groups, metric_column
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,31 @@ TABLES = ("table1", "table2", "table3", "tables4-10", "reported_vs_reproduced")
 FIGURES = ("figure4", "figure5", "figure6", "figure7", "figure8")
 ITEMS = TABLES + FIGURES
 ALIASES = {f"table{i}": "tables4-10" for i in range(4, 11)}
-_ASMA_GROUPS = f"{IMAGENET_ASMA_RANGE[0]}-{IMAGENET_ASMA_RANGE[-1]}"
+_PAPER_RANGE = f"{IMAGENET_ASMA_RANGE[0]}-{IMAGENET_ASMA_RANGE[-1]}"
+REAL_NOTE = (f"ReaL = over images with {_PAPER_RANGE} labels, the paper's convention (metrics.parquet `{PAPER_REAL}`; "
+             "its `real` counts every labelled image, as Beyer et al. and timm do).")
+FIGURE7_TOP = 5  # lines per family in Figure 7
+
+
+def figure7_lines(metrics: pd.DataFrame, v1: str | None, pm: str, groups: list[int]) -> tuple[dict, dict]:
+    """Figure 7's lines: PatchML subgroup accuracy per label count of the top models by V1 top-1 and by
+    PatchML ASMA, both chosen among the models that have PatchML results (a line needs them)."""
+    asma = metric_column(metrics, pm, "asma").dropna()
+
+    def lines(values: pd.Series) -> dict:
+        top = values[values.index.isin(asma.index)].sort_values(ascending=False, kind="stable").index[:FIGURE7_TOP]
+        return {m: {g: float(metric_column(metrics, pm, "subgroup", g).get(m, np.nan)) for g in groups} for m in top}
+
+    return (lines(metric_column(metrics, v1, "top1")) if v1 else {}), lines(asma)
+
+
+def _groups_label(metrics: pd.DataFrame, names: dict[str, str | None]) -> str:
+    """'label counts 1,2,3,4,5', or each dataset's when they differ ('V1: 1,2,3; V2: 1,2,3,4,5')."""
+    found = {role: asma_groups(metrics, name) for role, name in names.items() if name}
+    distinct = {g for g in found.values() if g}
+    if len(distinct) == 1:
+        return f"label counts {distinct.pop()}"
+    return "; ".join(f"{role}: {g or 'none'}" for role, g in found.items())
 
 
 def resolve_items(names: list[str]) -> list[str]:
@@ -88,16 +112,22 @@ class Report:
         counts = self.inputs.label_counts(("patchml",))
         if not counts:
             raise Skip("no PatchML manifests (--data or RESULTS/manifests)")
+        design = ",".join(map(str, self.inputs.manifest_counts(("patchml",)) or PATCHML_DEFAULT_COUNTS))
+        note = (f"Label counts {design} are the sets' patch counts k, the paper's columns. A canvas whose patches "
+                "repeat a class has fewer labels than patches (other columns): it has subgroup rows, not ASMA.")
         return tables.write_table_files(tables.table2(counts), self.tables_dir, "table2",
-                                        "Table 2: PatchML images per label count, per seed.")
+                                        "Table 2: PatchML images per label count, per seed.", note)
 
     def table3(self) -> list[Path]:
         metrics = self.inputs.need_metrics()
         v1, pm = self.inputs.v1_name, self.inputs.patchml_name
-        if not v1 or not pm:
-            raise Skip("needs ImageNetV1 and PatchML metrics")
+        if not v1:
+            raise Skip("needs ImageNetV1 metrics")
+        if not pm:
+            raise Skip(self.inputs.no_patchml_mean())
         ranked = tables.ranks(metric_column(metrics, v1, "top1"), metric_column(metrics, pm, "asma"))
-        note = (f"V1 = {v1}; PatchML ASMA = mean over seeds ({pm}). Ranks over the {len(ranked)} models "
+        note = (f"V1 = {v1}; PatchML ASMA = mean over seeds ({pm}) of ASMA over "
+                f"{_groups_label(metrics, {'PatchML': pm})}. Ranks over the {len(ranked)} models "
                 "with both; ties share the best rank.")
         return tables.write_table_files(tables.table3(metrics, v1, pm), self.tables_dir, "table3",
                                         "Table 3: top-10 models by PatchML ASMA.", note)
@@ -108,7 +138,8 @@ class Report:
         if not (v1 or v2 or pm):
             raise Skip("no ImageNetV1 / V2 / PatchML metrics")
         note = (f"V1 = {v1 or 'not run'}, V2 = {v2 or 'not run'}, PatchML = {pm or 'not run'} "
-                "(mean over seeds). The paper splits this table over Tables 4-10; here it is one table, same order "
+                f"(mean over seeds). {REAL_NOTE} ASMA over {_groups_label(metrics, {'V1': v1, 'V2': v2, 'PatchML': pm})}. "
+                "The paper splits this table over Tables 4-10; here it is one table, same order "
                 "(PatchML ASMA, descending). Rank shift = rank by V1 top-1 minus rank by PatchML ASMA.")
         return tables.write_table_files(tables.tables4_10(metrics, v1, v2, pm), self.tables_dir, "tables4-10",
                                         "Tables 4-10: every checkpoint.", note)
@@ -116,7 +147,7 @@ class Report:
     def reported_vs_reproduced(self) -> list[Path]:
         if not self.reported_csv.exists():
             raise Skip(f"{self.reported_csv} not found (run scripts/parse_paper_tables.py)")
-        reported = pd.read_csv(self.reported_csv, dtype={"timm_checkpoint": str}, keep_default_na=False)
+        reported = read_reported(self.reported_csv)
         metrics = self.inputs.metrics
         if metrics is None:
             roles = {}
@@ -129,6 +160,7 @@ class Report:
         used = ", ".join(f"{role} = {name or 'not run'}" for role, name in roles.items()) or "no metrics yet"
         note = (f"{done} of {len(df)} reported values have a reproduced counterpart; Difference = ours - paper. "
                 f"Ours from: {used} (a subset of a dataset gives other numbers than the paper's full set). "
+                f"The paper's ReaL is compared with ours over images with {_PAPER_RANGE} labels (`{PAPER_REAL}`). "
                 "Ranks are recomputed over the models evaluated here.")
         return tables.write_table_files(df, self.tables_dir, "reported_vs_reproduced",
                                         "The paper's numbers beside ours.", note)
@@ -151,8 +183,9 @@ class Report:
         metrics, v1, v2 = self._v1_v2()
         panels = {
             title: (metric_column(metrics, v1, m), metric_column(metrics, v2, m))
-            for title, m in (("Top-1 accuracy", "top1"), ("ReaL accuracy", "real"),
-                             (f"ASMA (label counts {_ASMA_GROUPS})", "asma"))
+            for title, m in (("Top-1 accuracy", "top1"),
+                             (f"ReaL accuracy (images with {_PAPER_RANGE} labels, the paper's convention)", PAPER_REAL),
+                             (f"ASMA ({_groups_label(metrics, {'V1': v1, 'V2': v2})})", "asma"))
         }
         if all(a.index.intersection(b.index).empty for a, b in panels.values()):
             raise Skip("no model has both V1 and V2 metrics")
@@ -171,24 +204,20 @@ class Report:
         metrics = self.inputs.need_metrics()
         pm, v1, seeds = self.inputs.patchml_name, self.inputs.v1_name, self.inputs.patchml_seeds()
         if not pm or not seeds:
-            raise Skip("no PatchML metrics")
+            raise Skip(self.inputs.no_patchml_mean())
         sub = metrics[(metrics["metric"] == "subgroup") & metrics["dataset"].isin(seeds)]
-        groups = sorted(int(g) for g in sub["label_count"].dropna().unique())
+        present = sorted(int(g) for g in sub["label_count"].dropna().unique())
+        # the design label counts (patch counts k), as in the paper; repeated-class canvases are not drawn
+        groups = [g for g in self.inputs.design_counts(seeds) if g in present] or present
         per_seed = {g: sub[sub["label_count"] == g]["value_pct"].to_numpy() for g in groups}
-
-        def lines(values: pd.Series) -> dict:  # the top 5 models' PatchML subgroup accuracy per label count
-            top = values.sort_values(ascending=False, kind="stable").index[:5]
-            return {m: {g: float(metric_column(metrics, pm, "subgroup", g).get(m, np.nan)) for g in groups} for m in top}
-
-        top_v1 = lines(metric_column(metrics, v1, "top1")) if v1 else {}
-        top_asma = lines(metric_column(metrics, pm, "asma"))
+        top_v1, top_asma = figure7_lines(metrics, v1, pm, groups)
         return figures.save_figure(figures.figure7(per_seed, groups, top_v1, top_asma), self.figures_dir, "figure7")
 
     def figure8(self) -> list[Path]:
         metrics = self.inputs.need_metrics()
         pm = self.inputs.patchml_name
         if not pm:
-            raise Skip("no PatchML metrics")
+            raise Skip(self.inputs.no_patchml_mean())
         asma = metric_column(metrics, pm, "asma")
         if asma.empty:
             raise Skip("no PatchML ASMA values")

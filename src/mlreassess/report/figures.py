@@ -169,6 +169,11 @@ def figure6(panels: Mapping[str, Mapping[str, Mapping[int, np.ndarray]]], groups
     return fig
 
 
+# Figure 7's two families of lines sit a little left (top-1) and right (ASMA) of each label count,
+# with their own markers, so a model that leads both is drawn twice and neither line hides the other.
+FIGURE7_FAMILIES = (("top-1 V1", "Blues", "o", -0.12), ("ASMA PatchML", "Oranges", "s", 0.12))
+
+
 @styled
 def figure7(per_seed: Mapping[int, np.ndarray], groups: Sequence[int], top_v1: Mapping[str, Mapping[int, float]],
             top_asma: Mapping[str, Mapping[int, float]]) -> Figure:
@@ -179,12 +184,14 @@ def figure7(per_seed: Mapping[int, np.ndarray], groups: Sequence[int], top_v1: M
     ax = fig.subplots()
     _boxes(ax, groups, {"all models x seeds": per_seed}, {"all models x seeds": "#7f7f7f"}, rng)
     x = np.arange(len(groups))
-    for lines, cmap_name, marker, who in ((top_v1, "Blues", "o", "top-1 V1"), (top_asma, "Oranges", "s", "ASMA PatchML")):
+    for lines, (who, cmap_name, marker, dx) in zip((top_v1, top_asma), FIGURE7_FAMILIES):
         cmap = matplotlib.colormaps[cmap_name]
         for i, (model, vals) in enumerate(lines.items()):
             y = [vals.get(g, np.nan) for g in groups]
-            ax.plot(x, y, color=cmap(0.9 - 0.12 * i), marker=marker, ms=3.5, lw=1.2, label=f"{model} ({who} #{i + 1})")
+            ax.plot(x + dx, y, color=cmap(0.9 - 0.12 * i), marker=marker, ms=3.5, lw=1.2, zorder=4,
+                    label=f"{model} ({who} #{i + 1})")
     ax.set_ylabel("subgroup accuracy (%)")
+    ax.set_xlabel("label count (the sets' patch counts k)")
     ax.set_title("PatchML: subgroup accuracy by label count")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=6.5, frameon=False)
     fig.tight_layout()

@@ -17,11 +17,12 @@ from PIL import Image
 
 from mlreassess.datasets.labels import class_name
 from mlreassess.datasets.manifest import Manifest, read_manifest
-from mlreassess.errors import MlreassessError
+from mlreassess.errors import InputError, MlreassessError
 from mlreassess.io import read_meta, read_table
 from mlreassess.metrics.evaluate import PATCHML_MEAN
 from mlreassess.patchml import IMAGES_DIR
 from mlreassess.patchml.render import render_row
+from mlreassess.report.paper import CSV_COLUMNS
 from mlreassess.results import ResultsLayout
 
 DEFAULT_V1 = "imagenet_v1"
@@ -97,7 +98,17 @@ class ReportInputs:
 
     def patchml_seeds(self) -> list[str]:
         """The PatchML datasets averaged into `patchml_name`, by name."""
-        return sorted(n for n, k in self.kinds().items() if k == "patchml" and n != self.patchml_name)
+        return sorted(n for n, k in self.kinds().items() if k == "patchml" and n != PATCHML_MEAN)
+
+    def no_patchml_mean(self) -> str:
+        """Why there is no mean over PatchML seeds (the reason `evaluate` recorded, if any)."""
+        why = self._metrics_file[1].get("patchml_mean_skipped")
+        return f"no {PATCHML_MEAN}: {why}" if why else "no PatchML metrics"
+
+    def design_counts(self, datasets: list[str]) -> list[int]:
+        """The design label counts of these datasets (PatchML: their patch counts), as evaluate recorded them."""
+        infos = self._metrics_file[1].get("datasets", {})
+        return sorted({int(g) for d in datasets for g in infos.get(d, {}).get("design_counts", [])})
 
     # ------------------------------------------------------------ manifests
     @cached_property
@@ -114,6 +125,10 @@ class ReportInputs:
             out.append((meta.get("dataset", p.stem), meta["kind"], Path(p)))
         return out
 
+    def manifest_counts(self, kinds: tuple[str, ...]) -> list[int]:
+        """The patch counts k the manifests of these kinds record (PatchML `counts`), sorted, once."""
+        return sorted({int(k) for _, kind, p in self.manifests if kind in kinds for k in read_meta(p).get("counts") or []})
+
     def label_counts(self, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
         """dataset -> label count of each sample, for the manifests of these kinds."""
         return {
@@ -121,6 +136,27 @@ class ReportInputs:
             for name, kind, p in self.manifests
             if kind in kinds
         }
+
+
+# ---------------------------------------------------------------- the paper's numbers
+
+def read_reported(path: Path) -> pd.DataFrame:
+    """data_manifests/paper_reported.csv (or `--reported`): its columns, numeric values; InputError, one
+    line naming the file, when it cannot be read as such."""
+    try:
+        df = pd.read_csv(path, dtype={"timm_checkpoint": str}, keep_default_na=False)
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot read the paper's reported numbers ({first})") from None
+    missing = [c for c in CSV_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: not a reported-numbers CSV (missing columns: {', '.join(missing)}; "
+                         "see scripts/parse_paper_tables.py)")
+    values = pd.to_numeric(df["value"], errors="coerce")
+    if values.isna().any():
+        i = int(values.isna().to_numpy().nonzero()[0][0])
+        raise InputError(f"{path}: line {i + 2}: value {str(df['value'].iloc[i])[:40]!r} is not a number")
+    return df.assign(value=values)
 
 
 # ---------------------------------------------------------------- Figure 8: canvases and predictions
