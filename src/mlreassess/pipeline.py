@@ -218,7 +218,7 @@ def infer(cfg: RunConfig, steps: StepLog, manifests: list[Path], specs: list[Mod
 
 def evaluate(cfg: RunConfig, steps: StepLog) -> None:
     e = cfg.evaluate
-    path, summary = evaluate_results(cfg.out, e.bootstrap, e.ci, e.seed)
+    path, summary = evaluate_results(cfg.out, e.bootstrap, e.ci, e.seed, min_group_n=e.min_group_n)
     steps.add("evaluate", "up to date" if summary is None else "done", str(path))
 
 

@@ -103,10 +103,10 @@ def validate(table: pa.Table, where: str) -> None:
     missing = [c for c in CORE_COLUMNS if c not in table.column_names]
     if missing:
         raise InputError(f"{where}: not an mlreassess manifest (missing columns: {', '.join(missing)})")
-    for field in CORE_SCHEMA:
-        actual = table.schema.field(field.name).type
-        if actual != field.type:  # e.g. labels stored as strings by hand-made tooling
-            raise InputError(f"{where}: column {field.name!r} is {actual}, expected {field.type}")
+    for expected in CORE_SCHEMA:
+        actual = table.schema.field(expected.name).type
+        if actual != expected.type:  # e.g. labels stored as strings by hand-made tooling
+            raise InputError(f"{where}: column {expected.name!r} is {actual}, expected {expected.type}")
     ids = table.column("sample_id").to_pylist()
     if len(set(ids)) != len(ids):
         dup = min(i for i, n in Counter(ids).items() if n > 1)
