@@ -243,7 +243,7 @@ def _inference(s: _Section | None) -> InferOptions:
 
 
 def _evaluate(top: _Section) -> EvaluateOptions | None:
-    """`evaluate: true | false | {bootstrap, ci, seed}`."""
+    """`evaluate: true | false | {bootstrap, ci, seed, min_group_n}`."""
     value = top.raw("evaluate", True)
     if isinstance(value, bool):
         return EvaluateOptions() if value else None
