@@ -106,6 +106,12 @@ def test_schema_validates_whoever_builds_it():
         PatchMLOptions(boxes="b.csv", seed=1, source_pattern="{name}.jpg")
     with pytest.raises(InputError, match=r"--seed: required"):
         PatchMLOptions(boxes="b.csv")
+    with pytest.raises(InputError, match=r"--ci: expected a finite number, got nan"):
+        EvaluateOptions(ci=float("nan"))
+    with pytest.raises(InputError, match=r"--bootstrap: must be at most 100000"):
+        EvaluateOptions(bootstrap=10**12)
+    with pytest.raises(InputError, match=r"--batch-size: must be at most 65536"):
+        InferOptions(batch_size=10**30)
 
 
 def test_cli_range_errors_are_one_line(capsys):
@@ -117,5 +123,6 @@ def test_cli_range_errors_are_one_line(capsys):
 
 
 def test_result_options_are_what_changes_outputs():
-    assert set(result_options(InferOptions())) == {"weights", "precision", "crop", "topk", "save_softmax"}
+    assert set(result_options(InferOptions())) == {"weights", "precision", "crop", "topk", "save_softmax",
+                                                   "checkpoint_key", "test_input_size"}
     assert result_options(InferOptions(precision="bf16"))["precision"] == "bf16"

@@ -14,6 +14,7 @@ option is both a CLI flag and a YAML key. Imports neither argparse nor torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,8 +39,10 @@ from mlreassess.constants import (
 from mlreassess.errors import InputError
 from mlreassess.results import check_name
 
-# Largest PatchML canvas side accepted: far beyond any real use, small enough to allocate.
-MAX_CANVAS = 4096
+# Bounds far beyond any real use that keep impossible values from reaching an allocation.
+MAX_CANVAS = 4096  # PatchML canvas side, px
+MAX_BATCH = 1 << 16  # images per batch
+MAX_BOOTSTRAP = 100_000  # resamples: the resample matrix is resamples x samples bytes
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,8 @@ def problem(opt: Option, value: Any) -> str | None:
         return f"expected true or false, got {value!r}"
     if base in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float) if base is float else int)):
         return f"expected {'a number' if base is float else 'an integer'}, got {short_repr(value)}"
+    if base is float and not math.isfinite(value):
+        return f"expected a finite number, got {short_repr(value)}"
     if base is str and (not isinstance(value, str) or not value):
         return f"expected a non-empty string, got {short_repr(value)}"
     if base is tuple:
@@ -174,7 +179,7 @@ class InferOptions:
     test_input_size: bool = option(False, "use the checkpoint's test_input_size (timm's pretrained config) "
                                    "instead of its input_size", result=True)
     device: str | None = option(None, "default: cuda if available, else cpu", choices=DEVICES)
-    batch_size: int = option(128, "images per batch", minimum=1, metavar="N")
+    batch_size: int = option(128, "images per batch", minimum=1, maximum=MAX_BATCH, metavar="N")
     precision: str = option("fp32", "autocast dtype; softmax is always float32", choices=PRECISIONS,
                             result=True)
     channels_last: bool = option(False, "channels_last memory format")
@@ -202,8 +207,10 @@ class InferOptions:
 class EvaluateOptions:
     """`mlreassess evaluate` flags and the `evaluate:` section of a study config."""
 
-    bootstrap: int = option(DEFAULT_BOOTSTRAP, "bootstrap resamples", minimum=1, result=True, metavar="B")
-    ci: float = option(DEFAULT_CI_LEVEL, "confidence level in percent", minimum=1.0, maximum=99.99, result=True, metavar="PCT")
+    bootstrap: int = option(DEFAULT_BOOTSTRAP, "bootstrap resamples", minimum=1, maximum=MAX_BOOTSTRAP, result=True,
+                            metavar="B")
+    ci: float = option(DEFAULT_CI_LEVEL, "confidence level in percent", minimum=1.0, maximum=99.99, result=True,
+                       metavar="PCT")
     seed: int = option(0, "seed of the bootstrap resamples", minimum=0, result=True)
     min_group_n: int = option(DEFAULT_MIN_GROUP_N, "ASMA averages only label-count subgroups with at least N "
                               "samples; smaller ones are still reported", minimum=1, result=True, metavar="N")
