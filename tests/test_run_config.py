@@ -274,11 +274,47 @@ def test_run_redoes_predictions_made_with_other_options(study, capsys, tmp_path)
     capsys.readouterr()
     assert main(["run", str(cfg)]) == 0
     err = capsys.readouterr().err
-    assert "made with other inference options" in err and "infer: 1 done" in err
+    assert "redoing it: topk 10 -> 5" in err and "infer: 1 done" in err
 
     from mlreassess.io import read_meta
 
     assert read_meta(folder / f"results/predictions/v1_tiny/{MODEL}.parquet")["topk"] == 5
+
+
+def test_run_redoes_predictions_after_the_configs_weights_change(study, capsys, tmp_path):
+    from mlreassess.io import read_meta
+
+    folder, cfg, data = _finished_v1_only_study(study, tmp_path)
+    data["inference"]["weights"] = "random"
+    cfg.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert main(["run", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "run: nothing to do" not in err
+    assert "redoing it: weights file:" in err and "-> random" in err and "infer: 1 done" in err
+    assert read_meta(folder / f"results/predictions/v1_tiny/{MODEL}.parquet")["weights"] == "random"
+
+
+def test_run_rebuilds_a_dataset_whose_labels_file_was_edited_in_place(study, capsys, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from mlreassess.datasets.labels import real_labels
+
+    folder, cfg, data = _finished_v1_only_study(study, tmp_path)
+    real = folder / "real.json"
+    real.write_text(json.dumps([[1]] * len(real_labels())))
+    data["datasets"]["imagenet_v1"]["real"] = "real.json"
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["run", str(cfg)]) == 0
+    real.write_text(json.dumps([[2]] * len(real_labels())))  # the same path, edited in place
+    capsys.readouterr()
+    assert main(["run", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert f"run: data/v1_tiny: redoing it: {real} changed" in err and "infer: 1 done" in err
+    copy = pd.read_parquet(folder / "results/manifests/v1_tiny.parquet")
+    assert all(list(ls) == [2] for ls in copy["labels"])
 
 
 def test_run_redoes_predictions_when_the_config_rebuilds_a_dataset(study, capsys, tmp_path):
@@ -297,7 +333,7 @@ def test_run_redoes_predictions_when_the_config_rebuilds_a_dataset(study, capsys
     capsys.readouterr()
     assert main(["run", str(cfg)]) == 0
     err = capsys.readouterr().err
-    assert "older build of its dataset" in err and "infer: 1 done" in err
+    assert "was rebuilt since: replacing it" in err and "infer: 1 done" in err
 
     copy = pd.read_parquet(folder / "results/manifests/v1_tiny.parquet")
     assert all(list(ls) == [0] for ls in copy["labels"])  # evaluate sees the new labels

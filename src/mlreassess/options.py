@@ -220,14 +220,9 @@ class EvaluateOptions:
 
 
 @dataclass
-class ImagenetValOptions:
-    """`mlreassess data imagenet-val` and `datasets.imagenet_v1` of a study config."""
+class _ImageSetOptions:
+    """What the V1 and V2 builds share: the skip-bad policy, image verification, a safe name."""
 
-    root: str = option(None, "Kaggle root (with ILSVRC/ and LOC_val_solution.csv) or classic val root",
-                       path="dir", result=True)
-    real: str | None = option(None, "ReaL labels JSON (default: the copy timm ships)", path="file", result=True,
-                              metavar="FILE")
-    name: str | None = option(None, "dataset name used in output paths (default: imagenet_v1)", result=True)
     skip_bad: bool = option(False, "drop bad samples (no ground truth, unreadable) instead of failing", result=True)
     verify_images: bool = option(False, "decode every image now and treat unreadable ones as bad (slow)",
                                  result=True)
@@ -238,11 +233,26 @@ class ImagenetValOptions:
 
     @property
     def dataset(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass
+class ImagenetValOptions(_ImageSetOptions):
+    """`mlreassess data imagenet-val` and `datasets.imagenet_v1` of a study config."""
+
+    root: str = option(None, "Kaggle root (with ILSVRC/ and LOC_val_solution.csv) or classic val root",
+                       path="dir", result=True)
+    real: str | None = option(None, "ReaL labels JSON (default: the copy timm ships)", path="file", result=True,
+                              metavar="FILE")
+    name: str | None = option(None, "dataset name used in output paths (default: imagenet_v1)", result=True)
+
+    @property
+    def dataset(self) -> str:
         return self.name or "imagenet_v1"
 
 
 @dataclass
-class ImagenetV2Options:
+class ImagenetV2Options(_ImageSetOptions):
     """`mlreassess data imagenetv2` and `datasets.imagenet_v2` of a study config."""
 
     root: str = option(None, "folder holding imagenetv2-<variant>-format-val/, or that folder", path="dir",
@@ -254,13 +264,6 @@ class ImagenetV2Options:
                                  "of an error", result=True)
     name: str | None = option(None, "dataset name used in output paths (default: imagenet_v2_<variant>)",
                               result=True)
-    skip_bad: bool = option(False, "drop bad samples (no ground truth, unreadable) instead of failing", result=True)
-    verify_images: bool = option(False, "decode every image now and treat unreadable ones as bad (slow)",
-                                 result=True)
-
-    def __post_init__(self) -> None:
-        validate(self)
-        check_name(self.dataset)
 
     @property
     def dataset(self) -> str:

@@ -42,9 +42,10 @@ def _argument(opt: Option, default: Any) -> tuple[str, dict[str, Any]]:
 
 def add_options(parser: argparse.ArgumentParser, cls: type, only: Iterable[str] | None = None,
                 exclude: Iterable[str] = (), defaults: dict[str, Any] | None = None) -> None:
-    """Add a flag for each CLI option of schema `cls` (or only those named), in schema order."""
+    """Add a flag for each CLI option of schema `cls` (or only those named): required ones first, then
+    in schema order."""
     only, exclude, defaults = set(only or ()), set(exclude), defaults or {}
-    for opt in options_of(cls):
+    for opt in sorted(options_of(cls), key=lambda o: not (o.default is None and not o.optional)):
         if not opt.spec.cli or (only and opt.name not in only) or opt.name in exclude:
             continue
         flag, kwargs = _argument(opt, defaults.get(opt.name, opt.default))
