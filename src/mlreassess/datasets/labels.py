@@ -62,7 +62,8 @@ def timm_real_labels_path() -> Path:
 
 
 @lru_cache(maxsize=4)
-def _load_real(path: str) -> tuple[tuple[int, ...], ...]:
+def _load_real(path: str, version: tuple[int, int, int]) -> tuple[tuple[int, ...], ...]:
+    """`version` (size, mtime, inode) is part of the cache key: a file edited in place is read again."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: ReaL labels file not found")
@@ -83,4 +84,9 @@ def real_labels(path: str | os.PathLike | None = None) -> tuple[tuple[int, ...],
 
     Default source: timm's bundled copy (google-research/reassessed-imagenet).
     """
-    return _load_real(str(Path(path) if path else timm_real_labels_path()))
+    p = Path(path) if path else timm_real_labels_path()
+    try:
+        st = p.stat()
+    except OSError:
+        raise InputError(f"{p}: ReaL labels file not found") from None
+    return _load_real(str(p), (st.st_size, st.st_mtime_ns, st.st_ino))

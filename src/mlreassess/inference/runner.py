@@ -237,7 +237,7 @@ def _plan(manifests: list[Manifest], specs: list[ModelSpec], layout: ResultsLayo
     prep = {s: preprocess_for(registry_data_config(s.name, opts.test_input_size), opts.crop) for s in specs}
     pending, skipped = [], []
     for d, manifest in enumerate(manifests):
-        content = writers.content_sha256(manifest.table)
+        content = writers.pixels_sha256(manifest)
         for spec in specs:
             unit = Unit(d, spec, prep[spec], writers.recipe(spec.weights, opts, prep[spec], content))
             path = layout.prediction(manifest.name, spec.name)

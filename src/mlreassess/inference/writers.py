@@ -96,16 +96,28 @@ def _content(table: pa.Table) -> pa.Table:
     return table.replace_schema_metadata(None)
 
 
-def content_sha256(table: pa.Table) -> str:
-    """sha256 of a table's rows (not its metadata): what the predictions of a manifest depend on."""
+# What the labels of a manifest are: evaluate reads them, the predictions do not depend on them.
+LABEL_COLUMNS = ("label", "labels", "label_count", "patch_labels")
+# Manifest metadata that changes the pixels of PatchML canvases.
+PIXEL_META = ("canvas_size", "resample", "source_pattern")
+
+
+def pixels_sha256(manifest: Manifest) -> str:
+    """sha256 of what a manifest's predictions depend on: its samples and how their pixels are made
+    (ids, paths, PatchML placements and resize), not its labels, so a relabelled dataset (another
+    ReaL file) is re-evaluated without running every model again."""
+    table = _content(manifest.table)
+    table = table.drop_columns([c for c in LABEL_COLUMNS if c in table.column_names])
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, _content(table).schema) as writer:
-        writer.write_table(_content(table).combine_chunks())
-    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    digest = hashlib.sha256(sink.getvalue().to_pybytes())
+    digest.update(json.dumps({k: manifest.meta.get(k) for k in PIXEL_META}, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
-def recipe(spec_weights: str, opts: InferOptions, prep: Preprocess, manifest_sha256: str) -> dict[str, Any]:
-    """What a predictions file depends on: its manifest's rows, the weights (and their bytes), the
+def recipe(spec_weights: str, opts: InferOptions, prep: Preprocess, pixels: str) -> dict[str, Any]:
+    """What a predictions file depends on: its manifest's samples (`pixels_sha256`), the weights (and their bytes), the
     options that change results, and the preprocessing resolved from the model's config."""
     options = {k: v for k, v in result_options(opts).items() if k != "weights"}
     is_file = spec_weights.startswith("file:")
@@ -118,13 +130,13 @@ def recipe(spec_weights: str, opts: InferOptions, prep: Preprocess, manifest_sha
         "input_size": [prep.height, prep.width],
         "interpolation": prep.interpolation,
         "crop_pct": prep.crop_pct,
-        "manifest_sha256": manifest_sha256,
+        "samples_sha256": pixels,
     })
 
 
 def stale_reason(path: Path, wanted: dict[str, Any]) -> str | None:
     """Why the complete predictions file `path` must be redone (None: it is up to date)."""
-    return changed(read_meta(path).get("recipe"), wanted, first=("weights", "weights_sha256", "manifest_sha256"))
+    return changed(read_meta(path).get("recipe"), wanted, first=("weights", "weights_sha256", "samples_sha256"))
 
 
 def prune_failures(layout: ResultsLayout) -> int:
