@@ -396,3 +396,22 @@ def test_dataset_names_cannot_escape_results(tiny, tmp_path, capsys):
     assert infer("--data", str(evil), *model_args(tiny, "test_resnet"), out=out) == 2
     assert "dataset name '../../x': must be one plain name" in capsys.readouterr().err
     assert not (tmp_path / "a" / "x").exists() and not list(tmp_path.rglob("x.parquet"))
+
+
+def test_a_relabelled_manifest_replaces_its_copy_and_keeps_the_predictions(tiny, tmp_path):
+    from mlreassess.datasets.manifest import read_manifest
+
+    out = tmp_path / "out"
+    assert infer("--data", str(tiny["manifest"]), *model_args(tiny, "test_resnet"), out=out) == 0
+    pred = ResultsLayout(out).prediction("tiny", "test_resnet")
+    before = pred.stat().st_mtime_ns
+    relabelled = tmp_path / "relabelled.parquet"
+    ids = tiny["ids"]
+    table = core_table(ids, [f"{s}.jpg" for s in ids], [(i + 1) % 1000 for i in range(len(ids))],
+                       [[(i + 1) % 1000] for i in range(len(ids))])
+    write_manifest(relabelled, table, base_meta("imagenet_v1", "tiny", tiny["root"]))
+    assert infer("--data", str(relabelled), *model_args(tiny, "test_resnet"), out=out) == 0
+    assert pred.stat().st_mtime_ns == before  # same samples: nothing to predict again
+    copy = read_manifest(ResultsLayout(out).manifest_copy("tiny"))
+    assert copy.table.column("label").equals(read_manifest(relabelled).table.column("label"))
+    assert not copy.table.column("label").equals(read_manifest(tiny["manifest"]).table.column("label"))

@@ -216,16 +216,20 @@ def test_record_failure_appends_json_lines(tmp_path):
     assert lines[1]["rank"] == 1 and "time" in lines[0]
 
 
-def test_manifest_copy_conflict(tmp_path):
-    def manifest(label):
-        t = pa.table({"sample_id": ["x"], "path": ["x.jpg"], "label": [label]})
-        return Manifest(t, {"kind": "imagenet_v1", "dataset": "v1"}, tmp_path / f"m{label}.parquet")
+def test_manifest_copy_conflict_and_relabel(tmp_path):
+    from mlreassess.datasets.manifest import base_meta, core_table
 
-    assert not writers.check_manifest_copy(ResultsLayout(tmp_path), manifest(1))
-    writers.write_manifest_copy(ResultsLayout(tmp_path), manifest(1))
-    assert writers.check_manifest_copy(ResultsLayout(tmp_path), manifest(1))
-    with pytest.raises(InputError, match="already used"):
-        writers.check_manifest_copy(ResultsLayout(tmp_path), manifest(2))
+    def manifest(label, path="x.jpg"):
+        t = core_table(["x"], [path], [label], [[label]])
+        return Manifest(t, base_meta("imagenet_v1", "v1", tmp_path), tmp_path / f"m{label}.parquet")
+
+    layout = ResultsLayout(tmp_path)
+    assert not writers.check_manifest_copy(layout, manifest(1))
+    writers.write_manifest_copy(layout, manifest(1))
+    assert writers.check_manifest_copy(layout, manifest(1))
+    assert not writers.check_manifest_copy(layout, manifest(2))  # same sample, new label: replace the copy
+    with pytest.raises(InputError, match="already used .* by a manifest with other samples"):
+        writers.check_manifest_copy(layout, manifest(1, path="y.jpg"))
 
 
 # ---- model names, weights, models file -----------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlreassess.datasets.manifest import Manifest
+from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError
 from mlreassess.inference.preprocess import Preprocess
 from mlreassess.io import read_meta, read_table, write_table, write_text_atomic
 from mlreassess.options import InferOptions, result_options
 from mlreassess.provenance import canonical, changed, fingerprint
 from mlreassess.results import ResultsLayout
+
+log = logging.getLogger(__name__)
 
 # Keys a predictions file's metadata must have to count as a finished output.
 REQUIRED_META = ("model", "dataset", "n_samples", "topk")
@@ -163,20 +166,25 @@ def _fixed(line: str, layout: ResultsLayout) -> bool:
 
 
 def check_manifest_copy(layout: ResultsLayout, manifest: Manifest) -> bool:
-    """True if RESULTS/manifests/<dataset>.parquet already holds this manifest's rows, False if absent.
+    """True if RESULTS/manifests/<dataset>.parquet already holds this manifest's rows; False if it is
+    absent, or holds the same samples with other labels (a relabelled set: the copy is to be replaced,
+    and every prediction of the dataset still stands).
 
-    A copy with other rows means two different datasets share a name: their predictions would mix.
+    A copy with other samples means two different datasets share a name: their predictions would mix.
     """
     path = layout.manifest_copy(manifest.name)
     if not path.exists():
         return False
-    existing = read_table(path)
-    if not _content(existing).equals(_content(manifest.table)):
-        raise InputError(
+    existing = read_manifest(path)
+    if _content(existing.table).equals(_content(manifest.table)):
+        return True
+    if pixels_sha256(existing) == pixels_sha256(manifest):
+        log.info(f"{path}: {manifest.source} has new labels for the same samples: replacing the copy")
+        return False
+    raise InputError(
             f"{manifest.source}: dataset name {manifest.name!r} is already used in {path} by a manifest with "
-            f"different rows; give this one another name (`--name` when building it) or use another --out"
+            f"other samples; give this one another name (`--name` when building it) or use another --out"
         )
-    return True
 
 
 def write_manifest_copy(layout: ResultsLayout, manifest: Manifest) -> None:
