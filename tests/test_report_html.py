@@ -235,3 +235,17 @@ def test_report_command_writes_the_page(tmp_path, capsys):
     text = (tmp_path / "index.html").read_text()
     assert "Table 3: top-10 models by PatchML ASMA." in text
     assert len(page_payload(tmp_path / "index.html")["rows"]) == 3
+
+
+def test_real_beside_the_papers_value_is_the_papers_convention(tmp_path):
+    """Where evaluate wrote `real_1to5` (images with 1..5 labels), the ReaL column shows it."""
+    path = write_synthetic_results(tmp_path, ["a_model"], {V1: "imagenet_v1"})
+    metrics = pd.read_parquet(path)
+    whole_real = metrics[(metrics.metric == "real") & metrics.label_count.isna()]
+    paper_real = whole_real.assign(metric="real_1to5", value_pct=whole_real.value_pct - 1.25)
+    both = pd.concat([metrics, paper_real], ignore_index=True)
+    write_table(path, pa.Table.from_pandas(both, preserve_index=False), {"datasets": {V1: {"kind": "imagenet_v1"}}})
+    d = page_payload(write_results_page(tmp_path))
+    col = next(i for i, c in enumerate(d["columns"]) if c["id"] == f"{V1}/real")
+    assert d["columns"][col]["metric"] == "real_1to5"
+    assert d["rows"][0]["cells"][col][0] == pytest.approx(float(paper_real.value_pct.iloc[0]))

@@ -27,6 +27,10 @@ from mlreassess.results import ResultsLayout
 log = logging.getLogger(__name__)
 
 LEADERBOARD_METRICS = ("top1", "real", "asma")
+# ReaL beside the paper's value is the paper's convention (images with 1..5 labels) where evaluate
+# wrote it (V1, V2); the column keeps its id and label, and says which metric it shows.
+PAPER_CONVENTION = {"real": "real_1to5"}
+CELL_METRICS = (*LEADERBOARD_METRICS, *PAPER_CONVENTION.values())
 METRIC_LABELS = {"top1": "top-1", "real": "ReaL", "asma": "ASMA", "rank_shift": "rank shift"}
 KIND_LABELS = {"imagenet_v1": "ImageNetV1", "imagenet_v2": "ImageNetV2", "patchml": "PatchML"}
 RANK_SHIFT = "rank_shift"  # the id of the rank-shift column (also the paper's metric name)
@@ -81,7 +85,7 @@ def role_label(dataset: str, kind: str, roles: Roles) -> str:
 
 def leaderboard_columns(metrics: pd.DataFrame, kinds: Mapping[str, str], roles: Roles, paper: Mapping) -> list[dict]:
     """One column per (dataset, metric) present among top-1 / ReaL / ASMA, then rank shift."""
-    whole = metrics[metrics["label_count"].isna() & metrics["metric"].isin(LEADERBOARD_METRICS)]
+    whole = metrics[metrics["label_count"].isna() & metrics["metric"].isin(CELL_METRICS)]
     present = set(zip(whole["dataset"], whole["metric"]))
     paper_keys = {(role, metric) for _, role, metric in paper}
     columns = []
@@ -89,7 +93,10 @@ def leaderboard_columns(metrics: pd.DataFrame, kinds: Mapping[str, str], roles: 
         for metric in LEADERBOARD_METRICS:
             if (dataset, metric) in present:
                 role = roles.paper_role(dataset)
-                columns.append({"id": f"{dataset}/{metric}", "dataset": dataset, "metric": metric,
+                shown = PAPER_CONVENTION.get(metric, metric)
+                shown = shown if (dataset, shown) in present else metric
+                columns.append({"id": f"{dataset}/{metric}", "dataset": dataset, "metric": shown,
+                                "paper_metric": metric,
                                 "label": METRIC_LABELS[metric], "kind": kinds[dataset],
                                 "group": role_label(dataset, kinds[dataset], roles),
                                 "paper": (role, metric) in paper_keys})
@@ -103,7 +110,7 @@ def leaderboard_columns(metrics: pd.DataFrame, kinds: Mapping[str, str], roles: 
 
 def whole_dataset_cells(metrics: pd.DataFrame) -> dict[tuple[str, str, str], list]:
     """(model, dataset, metric) -> [value, ci_low, ci_high, n] for the whole-dataset rows."""
-    m = metrics[metrics["label_count"].isna() & metrics["metric"].isin(LEADERBOARD_METRICS)]
+    m = metrics[metrics["label_count"].isna() & metrics["metric"].isin(CELL_METRICS)]
     return {
         (r.model, r.dataset, r.metric): [clean(r.value_pct), clean(r.ci_low_pct), clean(r.ci_high_pct),
                                          None if pd.isna(r.n) else int(r.n)]
@@ -173,7 +180,7 @@ def leaderboard_rows(metrics: pd.DataFrame | None, columns: list[dict], roles: R
             else:
                 row_cells.append(cells.get((model, col["dataset"], col["metric"])))
             role = roles.paper_role(col["dataset"])
-            row_paper.append(paper.get((name, role, col["metric"])) if col["paper"] else None)
+            row_paper.append(paper.get((name, role, col.get("paper_metric", col["metric"]))) if col["paper"] else None)
         failed = [[f["dataset"], f["error"]] for f in failures if f["model"] == model]
         rows.append({"model": model, "checkpoint": name, "cells": row_cells, "paper": row_paper, "failed": failed})
     return rows
