@@ -141,6 +141,9 @@ def test_minimal_config_resolves_paths_against_its_folder(tmp_path, monkeypatch)
         (lambda d: d.update(evaluate={"ci": 120}), r"evaluate\.ci: must be at most 99\.99"),
         (lambda d: d.update(evaluate={"bootstraps": 10}), r"evaluate\.bootstraps: unknown key"),
         (lambda d: d.update(evaluate=False), r"report: true needs evaluate: true"),
+        (lambda d: d["datasets"].update(imagenet_v1={"root": "images", "name": "../x"}),
+         r"datasets\.imagenet_v1: dataset name '\.\./x': must be one plain name"),
+        (lambda d: d["datasets"]["patchml"].update(source_pattern="{name}"), r"datasets\.patchml: --source-pattern"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, edit, expected):

@@ -201,7 +201,10 @@ def _option_value(s: _Section, opt: Option) -> Any:
 def read_options(s: _Section, cls: type, **given: Any) -> Any:
     """An instance of schema `cls` from the YAML keys of its options (`given` fills the others)."""
     values = {o.name: _option_value(s, o) for o in options_of(cls) if o.spec.yaml and o.name not in given}
-    return cls(**{k: v for k, v in values.items() if v is not None}, **given)
+    try:
+        return cls(**{k: v for k, v in values.items() if v is not None}, **given)
+    except InputError as exc:  # a check across keys (a name, a pattern): still name the file and section
+        raise InputError(f"{s.where}: {s.key}: {exc}") from None
 
 
 def _patchml(s: _Section) -> PatchMLConfig:
