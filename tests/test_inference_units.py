@@ -224,10 +224,10 @@ def test_manifest_copy_conflict_and_relabel(tmp_path):
         return Manifest(t, base_meta("imagenet_v1", "v1", tmp_path), tmp_path / f"m{label}.parquet")
 
     layout = ResultsLayout(tmp_path)
-    assert not writers.check_manifest_copy(layout, manifest(1))
+    assert writers.check_manifest_copy(layout, manifest(1)) == "absent"
     writers.write_manifest_copy(layout, manifest(1))
-    assert writers.check_manifest_copy(layout, manifest(1))
-    assert not writers.check_manifest_copy(layout, manifest(2))  # same sample, new label: replace the copy
+    assert writers.check_manifest_copy(layout, manifest(1)) == "same"
+    assert writers.check_manifest_copy(layout, manifest(2)) == "relabelled"  # same sample, new label
     with pytest.raises(InputError, match="already used .* by a manifest with other samples"):
         writers.check_manifest_copy(layout, manifest(1, path="y.jpg"))
 

@@ -358,7 +358,11 @@ def _run(dist: D.Dist, manifest_paths, specs: list[ModelSpec], results: Path, op
     specs = check_specs(specs)
     manifests = load_manifests(manifest_paths)
     for m in manifests:  # every rank checks, so a clash stops all of them alike
-        if not writers.check_manifest_copy(layout, m) and dist.is_main:
+        state = writers.check_manifest_copy(layout, m)
+        if state != "same" and dist.is_main:
+            if state == "relabelled":
+                log.info(f"{layout.manifest_copy(m.name)}: {m.source} has new labels for the same samples: "
+                         "replacing the copy (the predictions stand)")
             writers.write_manifest_copy(layout, m)
     device = _device(opts, dist)
     plan = (*_plan(manifests, specs, layout, opts), uuid.uuid4().hex) if dist.is_main else None

@@ -165,26 +165,25 @@ def _fixed(line: str, layout: ResultsLayout) -> bool:
         return False  # keep what cannot be read: a person may want to see it
 
 
-def check_manifest_copy(layout: ResultsLayout, manifest: Manifest) -> bool:
-    """True if RESULTS/manifests/<dataset>.parquet already holds this manifest's rows; False if it is
-    absent, or holds the same samples with other labels (a relabelled set: the copy is to be replaced,
-    and every prediction of the dataset still stands).
+def check_manifest_copy(layout: ResultsLayout, manifest: Manifest) -> str:
+    """What RESULTS/manifests/<dataset>.parquet holds for `manifest`: "same" (its rows), "absent", or
+    "relabelled" (the same samples with other labels: the copy is to be replaced, and every prediction
+    of the dataset still stands).
 
     A copy with other samples means two different datasets share a name: their predictions would mix.
     """
     path = layout.manifest_copy(manifest.name)
     if not path.exists():
-        return False
+        return "absent"
     existing = read_manifest(path)
     if _content(existing.table).equals(_content(manifest.table)):
-        return True
+        return "same"
     if pixels_sha256(existing) == pixels_sha256(manifest):
-        log.info(f"{path}: {manifest.source} has new labels for the same samples: replacing the copy")
-        return False
+        return "relabelled"
     raise InputError(
-            f"{manifest.source}: dataset name {manifest.name!r} is already used in {path} by a manifest with "
-            f"other samples; give this one another name (`--name` when building it) or use another --out"
-        )
+        f"{manifest.source}: dataset name {manifest.name!r} is already used in {path} by a manifest with "
+        f"other samples; give this one another name (`--name` when building it) or use another --out"
+    )
 
 
 def write_manifest_copy(layout: ResultsLayout, manifest: Manifest) -> None:
