@@ -64,7 +64,8 @@ def _flat_patches(table: Any) -> tuple[np.ndarray, list[str], np.ndarray, np.nda
     return starts, src, pairs("src_boxes", 4), pairs("sizes", 2), pairs("positions", 2)
 
 
-def _source_key(manifest: Any, source_root: str | os.PathLike | None) -> tuple[str, str, str]:
+def source_key(manifest: Any, source_root: str | os.PathLike | None) -> tuple[str, str, str]:
+    """(source folder, file pattern, filter): manifests with equal keys can share one cache."""
     meta = manifest.meta
     root = str(_source_root(manifest, source_root))
     return root, meta.get("source_pattern", DEFAULT_SOURCE_PATTERN), meta["resample"]
@@ -79,22 +80,29 @@ def _remove(folder: str, owner: int) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _fill_source(task: tuple[str, str, str, list[tuple[tuple, tuple, int]], str]) -> tuple[str, str]:
-    """Worker: decode one source, write its resized patches into the cache file; (src, error or '')."""
+def _fill_source(task: tuple[str, str, str, list[tuple[tuple, tuple, int]], str]) -> list[tuple[int, str]]:
+    """Worker: decode one source, write its resized patches into the cache file at their offsets.
+
+    Returns the offsets that could not be filled, with render_row's error for them (a source that
+    does not decode fails all its patches; a box outside its image only its own)."""
     src, path, cache_file, wanted, resample = task
     try:
         image = open_image(path)
-        filt = resample_filter(resample)
-        lo = min(off for _, _, off in wanted)
-        hi = max(off + 3 * w * h for _, (w, h), off in wanted)
-        mm = np.memmap(cache_file, dtype=np.uint8, mode="r+", offset=lo, shape=(hi - lo,))
-        for box, (w, h), off in wanted:
-            mm[off - lo : off - lo + 3 * w * h] = make_patch(image, box, (w, h), filt, path).reshape(-1)
-        mm.flush()
-        del mm
-        return src, ""
     except InputError as exc:
-        return src, str(exc)
+        return [(off, str(exc)) for _, _, off in wanted]
+    filt = resample_filter(resample)
+    lo = min(off for _, _, off in wanted)
+    hi = max(off + 3 * w * h for _, (w, h), off in wanted)
+    mm = np.memmap(cache_file, dtype=np.uint8, mode="r+", offset=lo, shape=(hi - lo,))
+    failed = []
+    for box, (w, h), off in wanted:
+        try:
+            mm[off - lo : off - lo + 3 * w * h] = make_patch(image, box, (w, h), filt, path).reshape(-1)
+        except InputError as exc:
+            failed.append((off, str(exc)))
+    mm.flush()
+    del mm
+    return failed
 
 
 @dataclass
@@ -146,8 +154,8 @@ def _plan(manifests: Sequence[Any], rows: Sequence[Sequence[int]] | None, budget
     return _Plan(sources, slot_src, box_arr, size_arr, offsets, per_manifest, int(nbytes.sum()))
 
 
-def _fill(plan: _Plan, root: str, pattern: str, resample: str, cache_file: str, workers: int) -> dict[str, str]:
-    """Decode each source once (in `workers` processes if > 1) into the file; {bad source: error}."""
+def _fill(plan: _Plan, root: str, pattern: str, resample: str, cache_file: str, workers: int) -> dict[int, str]:
+    """Decode each source once (in `workers` processes if > 1) into the file; {bad slot: error}."""
     wanted: list[list[tuple]] = [[] for _ in plan.sources]
     for s, n in enumerate(plan.slot_src):
         wanted[n].append((tuple(int(v) for v in plan.boxes[s]), tuple(int(v) for v in plan.sizes[s]),
@@ -159,7 +167,8 @@ def _fill(plan: _Plan, root: str, pattern: str, resample: str, cache_file: str, 
             results = list(pool.imap_unordered(_fill_source, tasks, chunksize=8))
     else:
         results = [_fill_source(t) for t in tasks]
-    return {src: error for src, error in results if error}
+    slot_at = {int(off): s for s, off in enumerate(plan.offsets)}
+    return {slot_at[off]: error for failed in results for off, error in failed}
 
 
 class PatchCache:
@@ -168,15 +177,13 @@ class PatchCache:
     Manifests are numbered in the order given to `build_cache`; rows are manifest row indices.
     """
 
-    def __init__(self, file: str, plan: _Plan, canvas_sizes: list[int], bad: dict[str, str]):
+    def __init__(self, file: str, plan: _Plan, canvas_sizes: list[int], bad: dict[int, str]):
         self.file = file
         self.offsets = plan.offsets
         self.sizes = plan.sizes
-        self.slot_src = plan.slot_src
-        self.sources = plan.sources
         self.rows = plan.rows
         self.canvas_sizes = canvas_sizes
-        self.bad = bad  # {source id: error}: sources that failed to decode
+        self.bad = bad  # {slot: error}: patches whose source failed to decode (or box to fit)
         self._map: np.ndarray | None = None
 
     @property
@@ -205,9 +212,8 @@ class PatchCache:
             raise KeyError(f"row {i} of manifest {m} is not in the patch cache")
         if self.bad:
             for s in slots:
-                error = self.bad.get(self.sources[self.slot_src[s]])
-                if error:
-                    raise InputError(error)
+                if int(s) in self.bad:
+                    raise InputError(self.bad[int(s)])
         pixels = self._pixels()
         patches = []
         for s in slots:
@@ -231,7 +237,7 @@ def build_cache(manifests: Sequence[Any], rows: Sequence[Sequence[int]] | None =
     are left out (`cached` is False for them). A source that fails to decode does not stop the
     build: its canvases raise InputError naming the file when painted. `workers` > 1: a process pool.
     """
-    keys = {_source_key(m, source_root) for m in manifests}
+    keys = {source_key(m, source_root) for m in manifests}
     if len(keys) != 1:
         raise InputError("a patch cache needs PatchML manifests sharing one source folder, pattern and filter")
     ((root, pattern, resample),) = keys
