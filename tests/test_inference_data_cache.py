@@ -84,3 +84,14 @@ def test_missing_source_fails_its_samples_only(patchml, tmp_path):
         assert bool(error) == uses[j]
         if error:
             assert "image file not found" in error and f"{gone}.JPEG" in error and not tensor.any()
+
+
+def test_collate_matches_torch_default_collate():
+    from torch.utils.data import default_collate
+
+    from mlreassess.inference.data import collate
+
+    items = [(i, torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8), "" if i % 2 else "bad") for i in range(5)]
+    want, got = default_collate(items), collate(items)
+    assert torch.equal(got[0], want[0]) and got[0].dtype == want[0].dtype
+    assert torch.equal(got[1], want[1]) and got[1].dtype == torch.uint8 and got[2] == list(want[2])

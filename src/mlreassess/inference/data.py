@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from mlreassess.cpus import available_cpus
 from mlreassess.datasets.images import open_image
@@ -133,6 +134,18 @@ def default_workers() -> int:
     return max(1, min(16, cpus // max(1, local) - 1))
 
 
+def collate(items: list) -> tuple:
+    """(rows int64 tensor, uint8 images (B, 3, H, W), error texts): what torch's default collate gives,
+    but the images are copied by numpy on one thread. torch.stack of uint8 with several intra-op
+    threads took ~100 ms of CPU per 128-image batch on a busy 2-core machine, 30x more (measured)."""
+    rows, images, errors = zip(*items)
+    out = torch.empty((len(images), *images[0].shape), dtype=torch.uint8)
+    if get_worker_info() is not None:  # as default_collate: a worker's batch goes to shared memory
+        out.share_memory_()
+    np.stack([t.numpy() for t in images], out=out.numpy())
+    return torch.tensor(rows, dtype=torch.int64), out, list(errors)
+
+
 def make_loader(dataset: ManifestImages, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
     """In-order batches (sample order is the manifest's), prefetched by `workers` processes."""
     return DataLoader(
@@ -141,6 +154,7 @@ def make_loader(dataset: ManifestImages, batch_size: int, workers: int, pin_memo
         shuffle=False,
         num_workers=workers,
         pin_memory=pin_memory,
+        collate_fn=collate,
         prefetch_factor=4 if workers > 0 else None,
         persistent_workers=False,
     )

@@ -100,8 +100,7 @@ def _fill_source(task: tuple[str, str, str, list[tuple[tuple, tuple, int]], str]
             mm[off - lo : off - lo + 3 * w * h] = make_patch(image, box, (w, h), filt, path).reshape(-1)
         except InputError as exc:
             failed.append((off, str(exc)))
-    mm.flush()
-    del mm
+    del mm  # no flush: other mappings of the file see the pages at once (MAP_SHARED); no disk write needed
     return failed
 
 
