@@ -1,4 +1,5 @@
-"""`mlreassess bench ...`: speed benchmarks (`bench infer`: pipeline vs pure forward speed)."""
+"""`mlreassess bench ...`: speed benchmarks (`bench infer`: pipeline vs pure forward speed; `bench data`:
+the input pipeline alone)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from mlreassess.cli.options import add_options, options_from
 from mlreassess.options import InferOptions
 
 # The inference options that matter for speed (the rest change no timing).
+# Those that matter for the input pipeline alone.
+DATA_OPTIONS = ("test_input_size", "crop", "workers", "batch_size", "source_root")
 BENCH_OPTIONS = ("weights", "checkpoint_key", "test_input_size", "device", "batch_size", "precision", "channels_last", "compile", "crop", "workers")
 
 
@@ -27,6 +30,25 @@ def register(subparsers) -> None:
     infer.add_argument("--batches", type=int, default=20, metavar="N", help="timed batches (default: 20)")
     infer.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed batches first (default: 2)")
     infer.set_defaults(func=run_infer)
+    register_data(inner)
+
+
+def register_data(inner) -> None:
+    data = inner.add_parser(
+        "data",
+        help="the input pipeline alone: samples/s and CPU ms per sample",
+        description="Decode and preprocess (the model's timm data config, resize-only by default, as infer "
+        "does) every sample of the manifests, without a forward pass; PatchML canvases without PNGs come "
+        "from one patch cache per source folder. CPU time counts this process and its workers, cache "
+        "building included; the last line is 'cpu_ms_per_sample X.XX'.",
+    )
+    data.add_argument("--data", required=True, action="append", metavar="MANIFEST",
+                      help="manifest to read (repeat for several)")
+    data.add_argument("--model", required=True, metavar="NAME", help="timm model name (its preprocessing)")
+    add_options(data, InferOptions, only=DATA_OPTIONS)
+    data.add_argument("--no-patch-cache", dest="patch_cache", action="store_false",
+                      help="render PatchML canvases on the fly, each source decoded per patch (the old path)")
+    data.set_defaults(func=run_data)
 
 
 def run_infer(args: argparse.Namespace) -> int:
@@ -39,6 +61,18 @@ def run_infer(args: argparse.Namespace) -> int:
     configure_torch(opts.device)
     result = bench_infer(ModelSpec(args.model, opts.weights), args.data, opts, batches=args.batches,
                          warmup=args.warmup)
+    for line in result.lines():
+        print(line)
+    return 0
+
+
+def run_data(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: `mlreassess --help` must not import torch.
+    from mlreassess.inference.bench import bench_data
+    from mlreassess.inference.models import ModelSpec
+
+    opts = options_from(InferOptions, args)
+    result = bench_data(ModelSpec(args.model, "random"), args.data, opts, patch_cache=args.patch_cache)
     for line in result.lines():
         print(line)
     return 0

@@ -1,13 +1,19 @@
-"""How close the pipeline gets to a model's pure forward speed.
+"""Speed: how close the pipeline gets to a model's pure forward speed, and the input pipeline alone.
 
-forward-only: random already-normalised tensors on the device, the same batch size and precision.
+`bench_infer`: forward-only: random already-normalised tensors on the device, the same batch size and precision.
 end-to-end: the sweep's own pass (decode + resize in workers, uint8 copy, normalise, forward,
 softmax, top-k) over the manifest's first images. Both skip their first `warmup` batches.
+
+`bench_data`: the input pipeline alone (decode, PatchML patch cache, the model's CPU preprocessing,
+batching; no forward pass) over every sample of the given manifests. CPU time is this process's
+plus its finished children's (DataLoader workers, cache builders): `resource.getrusage`.
 """
 
 from __future__ import annotations
 
+import resource
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +21,15 @@ import torch
 
 from mlreassess.datasets.manifest import read_manifest
 from mlreassess.errors import InputError
-from mlreassess.inference.data import check_readable
+from mlreassess.cpus import capped_workers
+from mlreassess.datasets.manifest import Manifest
+from mlreassess.inference.data import ManifestImages, check_readable, default_workers, make_loader, patch_cache_for
 from mlreassess.inference.distributed import resolve_device
-from mlreassess.inference.models import ModelSpec, build, check_specs
-from mlreassess.inference.preprocess import preprocess_for
+from mlreassess.inference.models import ModelSpec, build, check_specs, registry_data_config
+from mlreassess.inference.preprocess import Preprocess, preprocess_for
 from mlreassess.inference.runner import ModelRunner, run_pass, sync_device
 from mlreassess.options import InferOptions
+from mlreassess.patchml.cache import PatchCache, source_key
 
 
 @dataclass
@@ -96,3 +105,83 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: InferOptions, 
         precision=opts.precision, batch_size=b, batches=batches, forward_images_per_s=fwd,
         end_to_end_images_per_s=e2e, unreadable=len(result.failed),
     )
+
+
+@dataclass
+class DataBenchResult:
+    model: str
+    preprocess: str
+    manifests: int
+    samples: int
+    unreadable: int
+    workers: int
+    cache_bytes: int  # patch cache file(s), 0 without PatchML (or with --no-patch-cache)
+    elapsed_s: float
+    cpu_s: float
+
+    def lines(self) -> list[str]:
+        return [
+            f"model {self.model}: {self.preprocess}; {self.manifests} manifests, {self.samples} samples"
+            + (f" ({self.unreadable} unreadable)" if self.unreadable else "")
+            + f", {self.workers} workers, patch cache {self.cache_bytes / 2**20:.1f} MiB",
+            f"{self.samples / self.elapsed_s:.1f} samples/s ({self.elapsed_s:.2f} s wall, {self.cpu_s:.2f} s CPU)",
+            f"cpu_ms_per_sample {1000 * self.cpu_s / max(1, self.samples):.2f}",
+        ]
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished (waited-for) children."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                               resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def shared_caches(manifests: list[Manifest], source_root, workers: int) -> dict[int, tuple[PatchCache, int]]:
+    """One patch cache per group of PatchML manifests sharing sources: {manifest: (cache, index in it)}."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for n, m in enumerate(manifests):
+        if m.kind != "patchml":
+            continue
+        try:
+            groups[source_key(m, source_root)].append(n)
+        except InputError:  # no source folder known: its canvases fail one by one, as in infer
+            continue
+    out = {}
+    for members in groups.values():
+        group = [manifests[n] for n in members]
+        cache = patch_cache_for(group, [list(range(len(m))) for m in group], source_root, workers)
+        if cache is not None:
+            out.update({n: (cache, j) for j, n in enumerate(members)})
+    return out
+
+
+def _drain(manifest: Manifest, prep: Preprocess, opts: InferOptions, workers: int, cached) -> tuple[int, int]:
+    """(samples, unreadable) of one pass of the loader over all rows of `manifest`."""
+    cache, index = cached if cached is not None else (False, 0)
+    data = ManifestImages(manifest, prep, list(range(len(manifest))), opts.source_root, patch_cache=cache,
+                          cache_index=index)
+    samples = unreadable = 0
+    for _, _, errors in make_loader(data, opts.batch_size, workers, pin_memory=False):
+        samples += len(errors)
+        unreadable += sum(1 for e in errors if e)
+    return samples, unreadable
+
+
+def bench_data(spec: ModelSpec, manifest_paths: list[str | Path], opts: InferOptions,
+               patch_cache: bool = True) -> DataBenchResult:
+    """Time the input pipeline alone over every sample of `manifest_paths` (cache building included)."""
+    manifests = [read_manifest(p) for p in manifest_paths]
+    for m in manifests:
+        check_readable(m)
+    prep = preprocess_for(registry_data_config(spec.name, opts.test_input_size), opts.crop)
+    workers = default_workers() if opts.workers is None else capped_workers(opts.workers)
+    cpu0, start = cpu_seconds(), time.perf_counter()
+    caches = shared_caches(manifests, opts.source_root, workers) if patch_cache else {}
+    cache_bytes = sum(c.nbytes for c in {id(c): c for c, _ in caches.values()}.values())
+    samples = unreadable = 0
+    for n, m in enumerate(manifests):
+        s, u = _drain(m, prep, opts, workers, caches.get(n))
+        samples, unreadable = samples + s, unreadable + u
+    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
+    return DataBenchResult(model=spec.name, preprocess=prep.describe(), manifests=len(manifests), samples=samples,
+                           unreadable=unreadable, workers=workers, cache_bytes=cache_bytes, elapsed_s=elapsed,
+                           cpu_s=cpu)

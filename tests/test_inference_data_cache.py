@@ -1,0 +1,97 @@
+"""The inference data path paints PatchML canvases without PNGs from the patch cache, same pixels."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from mlreassess.datasets.manifest import read_manifest
+from mlreassess.inference.data import ManifestImages, make_loader, rows_to_render
+from mlreassess.inference.preprocess import Preprocess
+from mlreassess.patchml import generate
+from mlreassess.patchml.render import render_row
+from test_patchml_render import PARAMS, make_sources
+
+PREP = Preprocess(height=40, width=48, interpolation="bicubic")
+
+
+@pytest.fixture(scope="module")
+def patchml(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("data_cache")
+    src = make_sources(tmp / "src")
+    generate(src / "boxes.csv", 4, tmp / "set", images=src / "val", workers=1, **PARAMS)
+    bare = tmp / "bare"  # the manifest alone: no PNGs
+    bare.mkdir()
+    shutil.copy(tmp / "set" / "manifest.parquet", bare / "manifest.parquet")
+    return tmp, read_manifest(tmp / "set" / "manifest.parquet"), read_manifest(bare / "manifest.parquet")
+
+
+def expected(manifest, i):
+    return PREP(render_row(manifest, i))
+
+
+def test_without_pngs_every_row_comes_from_the_cache_with_render_row_pixels(patchml):
+    _, _, bare = patchml
+    rows = list(range(len(bare)))
+    data = ManifestImages(bare, PREP, rows, cache_workers=0)
+    assert data.patch_cache is not None and all(data.patch_cache.cached(0, i) for i in rows)
+    for j, i in enumerate(rows):
+        row, tensor, error = data[j]
+        assert row == i and error == "" and torch.equal(tensor, expected(bare, i))
+    old = ManifestImages(bare, PREP, rows, patch_cache=False)  # the on-the-fly path stays available
+    assert old.patch_cache is None and torch.equal(old[3][1], data[3][1])
+
+
+def test_cache_only_for_rows_without_png(patchml):
+    tmp, with_png, _ = patchml
+    assert rows_to_render(with_png, [0, 1, 2]) == [] and ManifestImages(with_png, PREP, [0, 1]).patch_cache is None
+    png = tmp / "set" / "images" / f"{with_png.sample_ids[1]}.png"
+    saved = png.read_bytes()
+    png.unlink()
+    try:
+        assert rows_to_render(with_png, [0, 1, 2, 1]) == [1]
+        data = ManifestImages(with_png, PREP, [0, 1, 2], cache_workers=0)
+        assert data.patch_cache.cached(0, 1) and not data.patch_cache.cached(0, 0)
+        assert all(torch.equal(data[j][1], expected(with_png, j)) for j in range(3))
+    finally:
+        png.write_bytes(saved)
+
+
+def test_loader_workers_share_the_cache(patchml):
+    _, _, bare = patchml
+    rows = list(range(len(bare)))[::-1]
+    data = ManifestImages(bare, PREP, rows, cache_workers=2)
+    batches = list(make_loader(data, batch_size=4, workers=2, pin_memory=False))
+    got = torch.cat([b[1] for b in batches])
+    assert [int(i) for b in batches for i in b[0]] == rows
+    assert torch.equal(got, torch.stack([expected(bare, i) for i in rows]))
+
+
+def test_missing_source_fails_its_samples_only(patchml, tmp_path):
+    _, _, bare = patchml
+    src_root = tmp_path / "val"
+    shutil.copytree(bare.meta["source_root"], src_root)
+    gone = bare.table.column("src_ids").to_pylist()[0][0]
+    (src_root / f"{gone}.JPEG").unlink()
+    rows = list(range(len(bare)))
+    data = ManifestImages(bare, PREP, rows, source_root=src_root, cache_workers=0)
+    uses = [gone in ids for ids in bare.table.column("src_ids").to_pylist()]
+    for j in rows:
+        _, tensor, error = data[j]
+        assert bool(error) == uses[j]
+        if error:
+            assert "image file not found" in error and f"{gone}.JPEG" in error and not tensor.any()
+
+
+def test_collate_matches_torch_default_collate():
+    from torch.utils.data import default_collate
+
+    from mlreassess.inference.data import collate
+
+    items = [(i, torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8), "" if i % 2 else "bad") for i in range(5)]
+    want, got = default_collate(items), collate(items)
+    assert torch.equal(got[0], want[0]) and got[0].dtype == want[0].dtype
+    assert torch.equal(got[1], want[1]) and got[1].dtype == torch.uint8 and got[2] == list(want[2])
