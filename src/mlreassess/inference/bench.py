@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 
-from mlreassess.datasets.manifest import read_manifest
-from mlreassess.errors import InputError
 from mlreassess.cpus import capped_workers
-from mlreassess.datasets.manifest import Manifest
+from mlreassess.datasets.manifest import Manifest, read_manifest
+from mlreassess.errors import InputError
 from mlreassess.inference.data import ManifestImages, check_readable, default_workers, make_loader, patch_cache_for
 from mlreassess.inference.distributed import resolve_device
 from mlreassess.inference.models import ModelSpec, build, check_specs, registry_data_config

@@ -24,7 +24,6 @@ import shutil
 import tempfile
 import weakref
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
