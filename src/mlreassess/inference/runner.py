@@ -142,7 +142,7 @@ def run_pass(
     wait for the device after that many batches (a timing mark for benchmarks)."""
     device = runners[0].device if runners else resolve_device(opts.device)
     workers = default_workers() if opts.workers is None else capped_workers(opts.workers)
-    dataset = ManifestImages(manifest, preprocess, rows, source_root=opts.source_root)
+    dataset = ManifestImages(manifest, preprocess, rows, source_root=opts.source_root, cache_workers=workers)
     loader = make_loader(dataset, opts.batch_size, workers, uses_pinned_memory(device))
     result = PassResult()
     live = list(runners)
