@@ -105,7 +105,8 @@ def validate(table: pa.Table, where: str) -> None:
         raise InputError(f"{where}: not an mlreassess manifest (missing columns: {', '.join(missing)})")
     for expected in CORE_SCHEMA:
         actual = table.schema.field(expected.name).type
-        if actual != expected.type:  # e.g. labels stored as strings by hand-made tooling
+        all_null = expected.nullable and pa.types.is_null(actual)  # e.g. no sample has a single label
+        if actual != expected.type and not all_null:  # e.g. labels stored as strings by hand-made tooling
             raise InputError(f"{where}: column {expected.name!r} is {actual}, expected {expected.type}")
     ids = table.column("sample_id").to_pylist()
     if len(set(ids)) != len(ids):

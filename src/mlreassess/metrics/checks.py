@@ -1,6 +1,6 @@
 """What a file must hold before `evaluate` scores it; each refusal is one line naming the file (and sample).
 
-- Manifests: column types (a `label` stored as text is refused here, before the manifest reader).
+(Manifests' column types are checked by their reader, `datasets.manifest.read_manifest`.)
 - Predictions: column types, then what a softmax's top-k always is: class indices in 0..999, none
   twice in a row (a repeated true class would count twice, and raise ASMA), probabilities finite,
   in 0..1 and never increasing along the row (best first).
@@ -12,11 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mlreassess.constants import NUM_CLASSES
 from mlreassess.errors import InputError
-from mlreassess.io import read_meta
 
 _PROB_SLACK = 1e-6  # float32 rounding of a softmax may overshoot 1 by an ulp or two
 
@@ -27,17 +25,7 @@ def _list_of(is_item):
     return lambda t: (pa.types.is_list(t) or pa.types.is_large_list(t)) and is_item(t.value_type)
 
 
-def _null_or(check):
-    return lambda t: pa.types.is_null(t) or check(t)
-
-
 # column -> (type check, what it must be)
-MANIFEST_TYPES = {
-    "sample_id": (_STR, "string"),
-    "label": (_null_or(_INT), "int64 (class index, or null)"),
-    "labels": (_null_or(_list_of(_INT)), "list<int64> (class indices)"),
-    "label_count": (_INT, "int64"),
-}
 PREDICTION_TYPES = {
     "sample_id": (_STR, "string"),
     "topk_idx": (_list_of(_INT), "list<int32> (class indices, best first)"),
@@ -54,12 +42,6 @@ def _check_types(path: Path, schema: pa.Schema, types: dict, required: tuple[str
         actual = schema.field(name).type
         if not ok(actual):
             raise InputError(f"{path}: column {name!r} is {actual}, expected {expected}")
-
-
-def check_manifest_types(path: Path) -> None:
-    """The core columns a manifest has carry the types `evaluate` reads (missing ones: the reader says)."""
-    read_meta(path)  # one line for a missing or non-parquet file
-    _check_types(path, pq.read_schema(path), MANIFEST_TYPES, (), "manifest")
 
 
 def check_prediction_types(path: Path, table: pa.Table) -> None:

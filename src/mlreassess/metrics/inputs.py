@@ -87,7 +87,6 @@ def make_sample(name: str, kind: str, sample_ids, label, labels: core.LabelSets,
 
 def load_sample(path: Path) -> Sample:
     """The Sample of a manifest file; its name is the file's stem."""
-    checks.check_manifest_types(path)  # before the reader, which assumes the types
     manifest = read_manifest(path)
     table = manifest.table
     ids = table.column("sample_id").to_numpy(zero_copy_only=False)
