@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from mlreassess.constants import PATCHML_DEFAULT_SEEDS
-from mlreassess.errors import InputError
+from mlreassess.errors import InputError, short_repr
 from mlreassess.options import (
     EvaluateOptions,
     ImagenetV2Options,
@@ -44,7 +44,6 @@ from mlreassess.options import (
     PatchMLOptions,
     options_of,
     problem,
-    short_repr,
 )
 
 # Caps on the YAML document, so an alias bomb or a huge file stops with one line, not a hang.

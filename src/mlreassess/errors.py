@@ -1,5 +1,7 @@
 """User-facing errors: the CLI prints them as one line, never as a traceback."""
 
+from typing import Any
+
 
 class MlreassessError(Exception):
     """A problem with the user's input or environment, worded for the user.
@@ -10,3 +12,9 @@ class MlreassessError(Exception):
 
 class InputError(MlreassessError):
     """Bad input data: a malformed file, a box outside its image, an unknown label, ..."""
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """repr cut to `limit` characters: a hostile value must not flood a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -36,7 +36,7 @@ from mlreassess.constants import (
     PATCHML_RESAMPLE_CHOICES,
     PRECISIONS,
 )
-from mlreassess.errors import InputError
+from mlreassess.errors import InputError, short_repr
 from mlreassess.results import check_name
 
 # Bounds far beyond any real use that keep impossible values from reaching an allocation.
@@ -138,12 +138,6 @@ def _range_problem(spec: Spec, value: Any) -> str | None:
     if spec.maximum is not None and value > spec.maximum:
         return f"must be at most {spec.maximum:g}, not {short_repr(value)}"
     return None
-
-
-def short_repr(value: Any, limit: int = 60) -> str:
-    """repr cut to `limit` characters: a hostile value must not flood the message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def validate(obj: Any) -> None:

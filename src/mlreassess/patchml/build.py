@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from mlreassess.constants import PATCHML_DEFAULT_CANVAS, PATCHML_DEFAULT_COUNTS, PATCHML_DEFAULT_MIN_BOX_SIDE
 from mlreassess.datasets.manifest import Manifest, read_manifest, write_manifest
-from mlreassess.errors import InputError
+from mlreassess.errors import InputError, short_repr
 from mlreassess.locks import folder_lock
 from mlreassess.options import PatchMLOptions
 from mlreassess.patchml import layout
@@ -158,15 +158,10 @@ def compose_set(
     return Composed(table, meta, boxes_read, len(bad), len(patch_pool), bounds_source)
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _difference(old: Manifest, table: pa.Table, meta: dict[str, Any]) -> str | None:
     """How an existing manifest differs from the one just composed (None: same canvases)."""
     diffs = [
-        f"{key} {_short(old.meta.get(key))} there vs {_short(meta.get(key))} now"
+        f"{key} {short_repr(old.meta.get(key), 40)} there vs {short_repr(meta.get(key), 40)} now"
         for key in sorted(set(old.meta) | set(meta))
         if key not in _LOCATION_KEYS and old.meta.get(key) != meta.get(key)
     ]
