@@ -37,7 +37,7 @@ from mlreassess.io import write_text_atomic
 from mlreassess.metrics.evaluate import evaluate_results
 from mlreassess.options import InferOptions, PatchMLOptions, options_of, result_options
 from mlreassess.patchml import generate_from
-from mlreassess.provenance import changed, inputs_changed, inputs_fingerprint
+from mlreassess.provenance import canonical, changed, inputs_changed, inputs_fingerprint
 from mlreassess.report import ITEMS, Report
 from mlreassess.report.html import write_results_page
 from mlreassess.results import PATCHML_MANIFEST, ResultsLayout
@@ -88,13 +88,9 @@ def _stamp_matches(layout: ResultsLayout, step: str, params: dict[str, Any], out
 def _write_stamp(layout: ResultsLayout, step: str, params: dict[str, Any], elapsed_s: float,
                  inputs: list[Any] = ()) -> None:
     """Record what made `step`: its options and the fingerprints of the files it read."""
-    record = {"step": step, "params": _jsonable(params), "inputs": inputs_fingerprint(list(inputs)),
+    record = {"step": step, "params": canonical(params), "inputs": inputs_fingerprint(list(inputs)),
               "elapsed_s": round(elapsed_s, 3)}
     write_text_atomic(layout.stamp(step), json.dumps(record, indent=2, sort_keys=True) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str, sort_keys=True))
 
 
 # --- datasets ------------------------------------------------------------------------------------
@@ -188,8 +184,9 @@ def model_specs(cfg: RunConfig) -> list[ModelSpec]:
 
 
 def _drop_rebuilt_copies(cfg: RunConfig, manifests: list[Path]) -> None:
-    """A manifest the config has rebuilt (same name, other rows) replaces its RESULTS copy; its
-    predictions then no longer match their recipe and are redone by the sweep."""
+    """A manifest the config has rebuilt with other samples (same name) replaces its RESULTS copy; its
+    predictions then no longer match their recipe and are redone by the sweep. (Same samples with
+    new labels: the sweep itself replaces the copy.)"""
     layout = ResultsLayout(cfg.out)
     for m in manifests:
         manifest = read_manifest(m)

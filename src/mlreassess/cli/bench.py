@@ -9,9 +9,10 @@ from mlreassess.cli.options import add_options, options_from
 from mlreassess.options import InferOptions
 
 # The inference options that matter for speed (the rest change no timing).
+BENCH_OPTIONS = ("weights", "checkpoint_key", "test_input_size", "device", "batch_size", "precision",
+                 "channels_last", "compile", "crop", "workers")
 # Those that matter for the input pipeline alone.
 DATA_OPTIONS = ("test_input_size", "crop", "workers", "batch_size", "source_root")
-BENCH_OPTIONS = ("weights", "checkpoint_key", "test_input_size", "device", "batch_size", "precision", "channels_last", "compile", "crop", "workers")
 
 
 def register(subparsers) -> None:

@@ -61,6 +61,6 @@ def run(args: argparse.Namespace) -> int:
     if results is not None:  # RESULTS/index.html (imported here: keeps `mlreassess --help` fast)
         from mlreassess.report.html import PageOptions, write_results_page
 
-        options = PageOptions(v1=args.v1, v2=args.v2, reported_csv=Path(args.reported) if args.reported else None)
+        options = PageOptions(v1=args.v1, v2=args.v2, reported_csv=reported)
         write_results_page(results, options)  # logs "results page: PATH (N models)"
     return 0

@@ -120,8 +120,8 @@ def pixels_sha256(manifest: Manifest) -> str:
 
 
 def recipe(spec_weights: str, opts: InferOptions, prep: Preprocess, pixels: str) -> dict[str, Any]:
-    """What a predictions file depends on: its manifest's samples (`pixels_sha256`), the weights (and their bytes), the
-    options that change results, and the preprocessing resolved from the model's config."""
+    """What a predictions file depends on: its manifest's samples (`pixels_sha256`), the weights (and
+    their bytes), the options that change results, and the preprocessing resolved from the model's config."""
     options = {k: v for k, v in result_options(opts).items() if k != "weights"}
     is_file = spec_weights.startswith("file:")
     if not is_file:
