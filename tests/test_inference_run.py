@@ -8,6 +8,7 @@ The torchrun and crash/resume tests are in test_inference_distributed.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -415,3 +416,14 @@ def test_a_relabelled_manifest_replaces_its_copy_and_keeps_the_predictions(tiny,
     copy = read_manifest(ResultsLayout(out).manifest_copy("tiny"))
     assert copy.table.column("label").equals(read_manifest(relabelled).table.column("label"))
     assert not copy.table.column("label").equals(read_manifest(tiny["manifest"]).table.column("label"))
+
+
+def test_a_weights_file_under_home_is_fingerprinted_like_it_is_loaded(tiny, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(tiny["weights"]["test_resnet"], home / "w.pth")
+    monkeypatch.setenv("HOME", str(home))
+    args = ["--data", str(tiny["manifest"]), "--model", "test_resnet", "--weights", "file:~/w.pth"]
+    assert infer(*args, out=tmp_path / "out") == 0
+    _, meta = writers.read_predictions(ResultsLayout(tmp_path / "out").prediction("tiny", "test_resnet"))
+    assert meta["recipe"]["weights_sha256"] == hashlib.sha256((home / "w.pth").read_bytes()).hexdigest()

@@ -129,7 +129,7 @@ def recipe(spec_weights: str, opts: InferOptions, prep: Preprocess, pixels: str)
     return canonical({
         **options,
         "weights": spec_weights,
-        "weights_sha256": fingerprint(spec_weights[len("file:") :]) if is_file else None,
+        "weights_sha256": fingerprint(Path(spec_weights[len("file:") :]).expanduser()) if is_file else None,
         "input_size": [prep.height, prep.width],
         "interpolation": prep.interpolation,
         "crop_pct": prep.crop_pct,
