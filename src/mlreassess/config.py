@@ -107,28 +107,18 @@ class _Section:
         value = self.raw(k)
         return None if value is None else _Section(value, self._name(k), self.where)
 
-    def string(self, k: str, default: str | None = None, required: bool = False, choices=None) -> str | None:
+    def string(self, k: str, default: str | None = None, required: bool = False) -> str | None:
         value = self.raw(k, default, required)
         if value is None:
             return None
         if not isinstance(value, str) or not value:
             raise self.error(k, f"expected a non-empty string, got {short_repr(value)}")
-        if choices is not None and value not in choices:
-            raise self.error(k, f"{short_repr(value)} is not one of {', '.join(map(str, choices))}")
         return value
 
     def boolean(self, k: str, default: bool) -> bool:
         value = self.raw(k, default)
         if not isinstance(value, bool):
             raise self.error(k, f"expected true or false, got {short_repr(value)}")
-        return value
-
-    def integer(self, k: str, default: int | None = None, minimum: int = 1) -> int | None:
-        value = self.raw(k, default)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.error(k, f"expected an integer >= {minimum}, got {short_repr(value)}")
         return value
 
     def int_list(self, k: str, default: tuple[int, ...] | None = None, minimum: int = 0) -> tuple[int, ...] | None:
