@@ -9,17 +9,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from PIL import Image
+
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import distributed as D
 from mlreassess.inference import weights as W
 from mlreassess.inference import writers
+from mlreassess.inference.data import uses_pinned_memory
 from mlreassess.inference.models import LoadedModel, ModelSpec, check_model_name, check_specs, read_models_file
 from mlreassess.inference.preprocess import Normalizer, amp_dtype, autocast, preprocess_for
-from mlreassess.inference.runner import ModelRunner, forward_with_retry, topk_stable, uses_pinned_memory
+from mlreassess.inference.runner import ModelRunner, forward_with_retry, topk_stable
 from mlreassess.options import InferOptions
 from mlreassess.results import ResultsLayout, model_file_name
-from PIL import Image
 
 
 def _photo(w=37, h=23, seed=0) -> Image.Image:

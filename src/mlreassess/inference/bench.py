@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import resource
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +21,12 @@ import torch
 from mlreassess.cpus import capped_workers
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError
-from mlreassess.inference.data import ManifestImages, check_readable, default_workers, make_loader, patch_cache_for
+from mlreassess.inference.data import check_readable, default_workers, pil_batches, shared_caches
 from mlreassess.inference.distributed import resolve_device
 from mlreassess.inference.models import ModelSpec, build, check_specs, registry_data_config
 from mlreassess.inference.preprocess import Preprocess, preprocess_for
 from mlreassess.inference.runner import ModelRunner, run_pass, sync_device
 from mlreassess.options import InferOptions
-from mlreassess.patchml.cache import PatchCache, source_key
 
 
 @dataclass
@@ -134,32 +132,12 @@ def cpu_seconds() -> float:
                                                resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
-def shared_caches(manifests: list[Manifest], source_root, workers: int) -> dict[int, tuple[PatchCache, int]]:
-    """One patch cache per group of PatchML manifests sharing sources: {manifest: (cache, index in it)}."""
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for n, m in enumerate(manifests):
-        if m.kind != "patchml":
-            continue
-        try:
-            groups[source_key(m, source_root)].append(n)
-        except InputError:  # no source folder known: its canvases fail one by one, as in infer
-            continue
-    out = {}
-    for members in groups.values():
-        group = [manifests[n] for n in members]
-        cache = patch_cache_for(group, [list(range(len(m))) for m in group], source_root, workers)
-        if cache is not None:
-            out.update({n: (cache, j) for j, n in enumerate(members)})
-    return out
-
-
 def _drain(manifest: Manifest, prep: Preprocess, opts: InferOptions, workers: int, cached) -> tuple[int, int]:
-    """(samples, unreadable) of one pass of the loader over all rows of `manifest`."""
-    cache, index = cached if cached is not None else (False, 0)
-    data = ManifestImages(manifest, prep, list(range(len(manifest))), opts.source_root, patch_cache=cache,
-                          cache_index=index)
+    """(samples, unreadable) of one pass of the input pipeline over all rows of `manifest`."""
+    cached = cached or (False, 0)  # no cache for this manifest: render on the fly, as infer would
     samples = unreadable = 0
-    for _, _, errors in make_loader(data, opts.batch_size, workers, pin_memory=False):
+    for _, _, errors in pil_batches(manifest, list(range(len(manifest))), prep, "cpu", opts.batch_size, workers,
+                                    opts.source_root, cached):
         samples += len(errors)
         unreadable += sum(1 for e in errors if e)
     return samples, unreadable
@@ -174,7 +152,8 @@ def bench_data(spec: ModelSpec, manifest_paths: list[str | Path], opts: InferOpt
     prep = preprocess_for(registry_data_config(spec.name, opts.test_input_size), opts.crop)
     workers = default_workers() if opts.workers is None else capped_workers(opts.workers)
     cpu0, start = cpu_seconds(), time.perf_counter()
-    caches = shared_caches(manifests, opts.source_root, workers) if patch_cache else {}
+    every = [list(range(len(m))) for m in manifests]
+    caches = shared_caches(manifests, every, opts.source_root, workers) if patch_cache else {}
     cache_bytes = sum(c.nbytes for c in {id(c): c for c, _ in caches.values()}.values())
     samples = unreadable = 0
     for n, m in enumerate(manifests):

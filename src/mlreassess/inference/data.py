@@ -11,8 +11,9 @@ and the runner leaves it out of the predictions (or stops, with --strict).
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from mlreassess.datasets.images import open_image
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference.preprocess import Preprocess
-from mlreassess.patchml.cache import PatchCache, build_cache
+from mlreassess.patchml.cache import PatchCache, build_cache, source_key
 from mlreassess.patchml.render import is_whole_png, render_row
 from mlreassess.results import PATCHML_IMAGES
 
@@ -90,6 +91,27 @@ def patch_cache_for(manifests: list[Manifest], rows: list[list[int]], source_roo
         return None
 
 
+def shared_caches(manifests: list[Manifest], rows: list[list[int]], source_root,
+                  workers: int) -> dict[int, tuple[PatchCache, int]]:
+    """One patch cache per group of PatchML manifests sharing sources, for their `rows` (per
+    manifest): {manifest number: (cache, its index in the cache)}. Each source image of a group is
+    decoded once, however many seeds, passes and models use it."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for n, m in enumerate(manifests):
+        if m.kind != "patchml" or not rows[n]:
+            continue
+        try:
+            groups[source_key(m, source_root)].append(n)
+        except InputError:  # no source folder known: its canvases fail one by one
+            continue
+    out = {}
+    for members in groups.values():
+        cache = patch_cache_for([manifests[n] for n in members], [rows[n] for n in members], source_root, workers)
+        if cache is not None:
+            out.update({n: (cache, j) for j, n in enumerate(members)})
+    return out
+
+
 class ManifestImages(Dataset):
     """Item j -> (row index, uint8 tensor (3, H, W), error text or '')."""
 
@@ -144,6 +166,23 @@ def collate(items: list) -> tuple:
         out.share_memory_()
     np.stack([t.numpy() for t in images], out=out.numpy())
     return torch.tensor(rows, dtype=torch.int64), out, list(errors)
+
+
+def uses_pinned_memory(device: str) -> bool:
+    """Pinned host batches (for async host-to-device copies) pay off only when copying to a GPU."""
+    return torch.device(device).type == "cuda"
+
+
+def pil_batches(manifest: Manifest, rows: list[int], preprocess: Preprocess, device: str, batch_size: int,
+                workers: int, source_root=None, cached: tuple[PatchCache, int] | None = None) -> Iterator[tuple]:
+    """(rows, uint8 images (B, 3, H, W) on `device`, error texts) for `rows`, in order: decoded and
+    resized by PIL in `workers` processes. `cached`: (patch cache, manifest index in it) for PatchML
+    canvases; without one, a cache is built here for these rows."""
+    cache, index = cached if cached is not None else (True, 0)
+    dataset = ManifestImages(manifest, preprocess, rows, source_root=source_root, patch_cache=cache,
+                             cache_index=index, cache_workers=workers)
+    for idx, images, errors in make_loader(dataset, batch_size, workers, uses_pinned_memory(device)):
+        yield idx, images.to(device, non_blocking=True), errors
 
 
 def make_loader(dataset: ManifestImages, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:

@@ -29,12 +29,13 @@ from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import distributed as D
 from mlreassess.inference import writers
-from mlreassess.inference.data import ManifestImages, check_readable, default_workers, make_loader
+from mlreassess.inference.data import check_readable, default_workers, pil_batches
 from mlreassess.inference.distributed import resolve_device
 from mlreassess.inference.models import LoadedModel, ModelSpec, build, check_specs, registry_data_config
 from mlreassess.inference.preprocess import Normalizer, Preprocess, autocast, preprocess_for
 from mlreassess.locks import folder_lock
 from mlreassess.options import InferOptions
+from mlreassess.patchml.cache import PatchCache
 from mlreassess.progress import bar
 from mlreassess.results import ResultsLayout
 
@@ -118,11 +119,6 @@ class PassResult:
     batch_end_s: list[float] = field(default_factory=list)  # time of each batch's end, from start
 
 
-def uses_pinned_memory(device: str) -> bool:
-    """Pinned host batches (for async host-to-device copies) pay off only when copying to a GPU."""
-    return torch.device(device).type == "cuda"
-
-
 def sync_device(device: str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
@@ -136,22 +132,23 @@ def run_pass(
     opts: InferOptions,
     desc: str = "",
     sync_after: int | None = None,
+    cached: tuple[PatchCache, int] | None = None,
 ) -> PassResult:
     """Decode `rows` once and feed every batch to every runner. Bad samples are left out (or, with
     opts.strict, stop the run); a runner that raises is dropped and its error kept. `sync_after`:
-    wait for the device after that many batches (a timing mark for benchmarks)."""
+    wait for the device after that many batches (a timing mark for benchmarks). `cached`: the
+    sweep's patch cache for a PatchML manifest (and the manifest's index in it)."""
     device = runners[0].device if runners else resolve_device(opts.device)
-    workers = default_workers() if opts.workers is None else capped_workers(opts.workers)
-    dataset = ManifestImages(manifest, preprocess, rows, source_root=opts.source_root, cache_workers=workers)
-    loader = make_loader(dataset, opts.batch_size, workers, uses_pinned_memory(device))
+    batches = pil_batches(manifest, rows, preprocess, device, opts.batch_size, pass_workers(opts), opts.source_root,
+                          cached)
     result = PassResult()
     live = list(runners)
     start = time.perf_counter()
     with torch.inference_mode(), bar(total=len(rows), desc=desc, enabled=opts.progress) as progress:
-        for idx, images, errors in loader:
+        for idx, images, errors in batches:
             idx, images = _drop_unreadable(manifest, idx, images, errors, opts.strict, result)
             if len(idx):
-                _predict(images.to(device, non_blocking=True), live, manifest.name, result)
+                _predict(images, live, manifest.name, result)
                 result.rows.extend(int(i) for i in idx)
             if sync_after is not None and len(result.batch_end_s) + 1 == sync_after:
                 sync_device(device)
@@ -161,6 +158,10 @@ def run_pass(
             result.outputs[runner.name] = runner.collect()
         result.elapsed_s = time.perf_counter() - start
     return result
+
+
+def pass_workers(opts: InferOptions) -> int:
+    return default_workers() if opts.workers is None else capped_workers(opts.workers)
 
 
 def _drop_unreadable(manifest: Manifest, idx, images, errors: list[str], strict: bool, result: PassResult):
