@@ -124,5 +124,5 @@ def test_cli_range_errors_are_one_line(capsys):
 
 def test_result_options_are_what_changes_outputs():
     assert set(result_options(InferOptions())) == {"weights", "precision", "crop", "topk", "save_softmax",
-                                                   "checkpoint_key", "test_input_size"}
+                                                   "checkpoint_key", "test_input_size", "decode"}
     assert result_options(InferOptions(precision="bf16"))["precision"] == "bf16"

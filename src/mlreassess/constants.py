@@ -35,6 +35,9 @@ PATCHML_DEFAULT_RESAMPLE = "bicubic"
 PRECISIONS = ("fp32", "bf16", "fp16")
 CROPS = ("none", "center")
 DEVICES = ("cuda", "cpu")
+# Where images are decoded and resized: cpu = PIL in DataLoader workers (the reference pixels);
+# gpu = torchvision on the inference device (nvjpeg on CUDA; the same tensor code on a CPU device).
+DECODES = ("cpu", "gpu")
 
 # Entries of a `file:` training checkpoint that hold weights. The raw weights are the default: an EMA
 # copy is a different model, loaded only when asked for (--checkpoint-key state_dict_ema).

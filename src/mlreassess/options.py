@@ -25,6 +25,7 @@ from mlreassess.constants import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_CHECKPOINT_KEY,
     DEFAULT_CI_LEVEL,
+    DECODES,
     DEFAULT_MIN_GROUP_N,
     DEVICES,
     IMAGENETV2_VARIANTS,
@@ -178,6 +179,9 @@ class InferOptions:
                             result=True)
     channels_last: bool = option(False, "channels_last memory format")
     compile: bool = option(False, "torch.compile each model")
+    decode: str = option("cpu", "cpu: PIL decode and resize in DataLoader workers (the reference pixels); gpu: "
+                         "torchvision JPEG decode (nvjpeg) and resize on the inference device, PatchML canvases "
+                         "composed there (pixels differ slightly from PIL's)", choices=DECODES, result=True)
     crop: str = option("none", "none: resize-only to the model's input size (the paper's setting); "
                        "center: timm's standard eval transform", choices=CROPS, result=True)
     workers: int | None = option(None, "decode workers per process (default: CPUs per local rank - 1, max 16)",

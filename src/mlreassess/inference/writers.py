@@ -126,6 +126,8 @@ def recipe(spec_weights: str, opts: InferOptions, prep: Preprocess, pixels: str)
     is_file = spec_weights.startswith("file:")
     if not is_file:
         options.pop("checkpoint_key")  # it only picks an entry of a file checkpoint
+    if options["decode"] == "cpu":  # PIL decode made every output before --decode existed: those stay valid
+        options.pop("decode")
     return canonical({
         **options,
         "weights": spec_weights,
