@@ -137,7 +137,7 @@ def test_minimal_config_resolves_paths_against_its_folder(tmp_path, monkeypatch)
         (lambda d: d.update(inference={"channels_last": "yes"}), r"inference\.channels_last: expected true or false"),
         (lambda d: d.update(inference={"weights": "file:w.pth"}), r"inference\.weights: .*w\.pth: no such weights file"),
         (lambda d: d.update(inference={"topk": 1001}), r"inference\.topk: must be at most 1000"),
-        (lambda d: d.update(inference={"models_per_pass": "x" * 500}), r"inference\.models_per_pass: expected an integer, got 'x{20,}\.\.\.$"),
+        (lambda d: d.update(inference={"models_per_pass": "x" * 500}), r"inference\.models_per_pass: expected an integer or auto, got 'x{20,}\.\.\.$"),
         (lambda d: d.update(evaluate={"ci": 120}), r"evaluate\.ci: must be at most 99\.99"),
         (lambda d: d.update(evaluate={"bootstraps": 10}), r"evaluate\.bootstraps: unknown key"),
         (lambda d: d.update(evaluate=False), r"report: true needs evaluate: true"),

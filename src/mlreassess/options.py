@@ -22,10 +22,10 @@ from typing import Any
 from mlreassess.constants import (
     CHECKPOINT_KEYS,
     CROPS,
+    DECODES,
     DEFAULT_BOOTSTRAP,
     DEFAULT_CHECKPOINT_KEY,
     DEFAULT_CI_LEVEL,
-    DECODES,
     DEFAULT_MIN_GROUP_N,
     DEVICES,
     IMAGENETV2_VARIANTS,
@@ -39,6 +39,8 @@ from mlreassess.constants import (
 )
 from mlreassess.errors import InputError, short_repr
 from mlreassess.results import check_name
+
+MODELS_PER_PASS_AUTO = "auto"
 
 # Bounds far beyond any real use that keep impossible values from reaching an allocation.
 MAX_CANVAS = 4096  # PatchML canvas side, px
@@ -57,6 +59,7 @@ class Spec:
     result: bool = False  # changes the output (so a change makes an output stale)
     path: str | None = None  # 'file' | 'dir': must exist; YAML paths resolve against the config's folder
     metavar: str | None = None
+    words: tuple[str, ...] = ()  # strings accepted besides values of the option's type ('auto')
 
 
 def option(default: Any, help: str, **spec: Any) -> Any:
@@ -105,11 +108,14 @@ def problem(opt: Option, value: Any) -> str | None:
     """Why `value` is not valid for `opt` (None if it is)."""
     if value is None:
         return None if opt.optional else "required"
+    if isinstance(value, str) and value in opt.spec.words:
+        return None
     base = opt.base
     if base is bool and not isinstance(value, bool):
         return f"expected true or false, got {value!r}"
     if base in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float) if base is float else int)):
-        return f"expected {'a number' if base is float else 'an integer'}, got {short_repr(value)}"
+        words = "".join(f" or {w}" for w in opt.spec.words)
+        return f"expected {'a number' if base is float else 'an integer'}{words}, got {short_repr(value)}"
     if base is float and not math.isfinite(value):
         return f"expected a finite number, got {short_repr(value)}"
     if base is str and (not isinstance(value, str) or not value):
@@ -189,8 +195,10 @@ class InferOptions:
     topk: int = option(10, "classes kept per sample", minimum=1, maximum=NUM_CLASSES, result=True, metavar="K")
     save_softmax: bool = option(False, "also store the full softmax (float16)", result=True)
     strict: bool = option(False, "stop at the first unreadable image")
-    models_per_pass: int = option(4, "models sharing one decode of a dataset (same preprocessing), held in "
-                                  "memory together", minimum=1, metavar="N")
+    models_per_pass: int | str = option(MODELS_PER_PASS_AUTO, "models sharing one decode of a dataset (same "
+                                        "preprocessing), held on the device together; auto: as many as fit in "
+                                        "half its free memory", minimum=1, metavar="N|auto",
+                                        words=(MODELS_PER_PASS_AUTO,))
     # Per-invocation choices, not part of a study's definition:
     overwrite: bool = option(False, "redo units whose output already exists", yaml=False)
     source_root: str | None = option(None, "PatchML manifests: folder of the source images, if not the one "

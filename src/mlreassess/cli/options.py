@@ -16,6 +16,19 @@ def int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 2,3,4,6,9") from None
 
 
+def _or_words(base: type, words: tuple[str, ...]):
+    """An argparse type: one of `words`, or a value of `base`."""
+    def convert(text: str):
+        if text in words:
+            return text
+        try:
+            return base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {base.__name__} or {' or '.join(words)}") from None
+
+    return convert
+
+
 def _help(opt: Option, default: Any) -> str:
     text = opt.spec.help
     if default is not None and opt.base is not bool and "default" not in text:
@@ -30,7 +43,7 @@ def _argument(opt: Option, default: Any) -> tuple[str, dict[str, Any]]:
         if default:  # an option that is on by default is turned off by --no-<name>
             return "--no-" + opt.name.replace("_", "-"), {**kwargs, "action": "store_false"}
         return opt.flag, {**kwargs, "action": "store_true"}
-    kwargs["type"] = int_list if opt.base is tuple else opt.base
+    kwargs["type"] = int_list if opt.base is tuple else _or_words(opt.base, opt.spec.words) if opt.spec.words else opt.base
     if opt.spec.choices is not None:
         kwargs["choices"] = opt.spec.choices
     if opt.spec.metavar:

@@ -112,6 +112,44 @@ def shared_caches(manifests: list[Manifest], rows: list[list[int]], source_root,
     return out
 
 
+class SweepCaches:
+    """The patch caches of a sweep's PatchML datasets, built when first asked for: each source image
+    is decoded once for all the seeds, passes and models of the sweep."""
+
+    def __init__(self, manifests: list[Manifest], rows: dict[int, list[int]], source_root, workers: int):
+        """`rows`: {manifest number: the rows this process will predict} for the PatchML manifests."""
+        self.manifests = manifests
+        self.rows = rows
+        self.source_root = source_root
+        self.workers = workers
+        self._built: dict[int, tuple[PatchCache, int]] | None = None
+        self._to_render: dict[int, list[int]] = {}
+
+    def _build(self) -> dict[int, tuple[PatchCache, int]]:
+        if self._built is None:
+            order = sorted(self.rows)
+            self._to_render = {d: rows_to_render(self.manifests[d], self.rows[d]) for d in order}
+            built = shared_caches([self.manifests[d] for d in order], [self._to_render[d] for d in order],
+                                  self.source_root, self.workers)
+            self._built = {order[j]: entry for j, entry in built.items()}
+        return self._built
+
+    def get(self, d: int) -> tuple[PatchCache, int] | None:
+        """(cache, manifest index in it) for manifest `d`, or None (not PatchML, or nothing cached)."""
+        return self._build().get(d) if d in self.rows else None
+
+    def decodes_per_image(self, d: int, passes: int) -> int | None:
+        """How many times the sweep decodes each image file behind manifest `d`: images and PNG canvases
+        once per pass over it, the sources of cached canvases once. None: some canvases are rendered on
+        the fly (each source decoded again for every patch)."""
+        if d not in self.rows:
+            return passes
+        entry, todo = self.get(d), self._to_render.get(d, [])
+        if todo and (entry is None or not all(entry[0].cached(entry[1], i) for i in todo)):
+            return None
+        return passes if len(todo) < len(self.rows[d]) else 1
+
+
 class ManifestImages(Dataset):
     """Item j -> (row index, uint8 tensor (3, H, W), error text or '')."""
 

@@ -11,10 +11,10 @@ when there are fewer units than ranks, split the samples of each unit (rank 0 me
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 import uuid
+from collections import Counter
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +29,13 @@ from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import distributed as D
 from mlreassess.inference import writers
-from mlreassess.inference.data import check_readable, default_workers, pil_batches
+from mlreassess.inference.data import SweepCaches, check_readable, default_workers, pil_batches
 from mlreassess.inference.distributed import resolve_device
 from mlreassess.inference.models import LoadedModel, ModelSpec, build, check_specs, registry_data_config
+from mlreassess.inference.passes import make_passes, memory_budget, model_bytes, unit_bytes
 from mlreassess.inference.preprocess import Normalizer, Preprocess, autocast, preprocess_for
 from mlreassess.locks import folder_lock
-from mlreassess.options import InferOptions
+from mlreassess.options import MODELS_PER_PASS_AUTO, InferOptions
 from mlreassess.patchml.cache import PatchCache
 from mlreassess.progress import bar
 from mlreassess.results import ResultsLayout
@@ -203,6 +204,7 @@ class Summary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (dataset, model, error)
     images: int = 0  # samples predicted, summed over models
+    passes: int = 0  # passes over a dataset (each decodes it once for its models)
     elapsed_s: float = 0.0
 
     def merge(self, other: "Summary") -> None:
@@ -210,11 +212,13 @@ class Summary:
         self.skipped += other.skipped
         self.failed += other.failed
         self.images += other.images
+        self.passes += other.passes
 
     def lines(self) -> list[str]:
         rate = self.images / self.elapsed_s if self.elapsed_s > 0 else 0.0
         out = [
-            f"infer: {len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed; "
+            f"infer: {len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed in "
+            f"{self.passes} pass{'es' if self.passes != 1 else ''}; "
             f"{self.images:,} images in {self.elapsed_s:.1f} s ({rate:.1f} images/s over all models)"
         ]
         out += [f"  failed: {m} on {d}: {e}" for d, m, e in sorted(self.failed)]
@@ -253,12 +257,20 @@ def _plan(manifests: list[Manifest], specs: list[ModelSpec], layout: ResultsLayo
     return pending, skipped
 
 
-def _passes(units: list[Unit], per_pass: int):
-    """Consecutive units of one dataset and preprocessing, at most `per_pass` models each."""
-    for _, group in itertools.groupby(units, key=lambda u: (u.dataset, u.preprocess)):
-        group = list(group)
-        for i in range(0, len(group), per_pass):
-            yield group[i : i + per_pass]
+def _sweep_plan(manifests: list[Manifest], specs: list[ModelSpec], layout: ResultsLayout, opts: InferOptions,
+                device: str) -> tuple[list[list[Unit]], list[tuple[str, str]]]:
+    """(passes, skipped (dataset, model) pairs). Run on rank 0 only; its device sets an auto budget."""
+    pending, skipped = _plan(manifests, specs, layout, opts)
+    budget = memory_budget(device) if opts.models_per_pass == MODELS_PER_PASS_AUTO else 0
+    sizes = {u.model.name: model_bytes(u.model.name) for u in pending} if budget else {}
+
+    def cost(u: Unit) -> int:
+        return unit_bytes(sizes[u.model.name], len(manifests[u.dataset]), opts.topk, opts.save_softmax, budget)
+
+    passes = make_passes(pending, lambda u: (u.dataset, u.preprocess), opts.models_per_pass, cost, budget)
+    if budget:
+        log.debug(f"models per pass: auto, {budget / 2**30:.1f} GiB for the models of a pass on {device}")
+    return passes, skipped
 
 
 def _load(unit: Unit, device: str, opts: InferOptions) -> ModelRunner:
@@ -272,7 +284,7 @@ def _load(unit: Unit, device: str, opts: InferOptions) -> ModelRunner:
 
 
 def _meta(runner: ModelRunner, manifest: Manifest, preprocess: Preprocess, opts: InferOptions, elapsed_s: float,
-          n: int, failed: list[dict], pass_models: list[str], world: int) -> dict[str, Any]:
+          n: int, failed: list[dict], world: int) -> dict[str, Any]:
     cfg = runner.loaded.data_config
     return {
         "model": runner.name,
@@ -300,7 +312,6 @@ def _meta(runner: ModelRunner, manifest: Manifest, preprocess: Preprocess, opts:
         "elapsed_s": round(elapsed_s, 3),
         "images_per_s": round(n / elapsed_s, 2) if elapsed_s > 0 else None,
         "failed_samples": failed,
-        "decoded_with": pass_models,  # models sharing this pass's decode (and its elapsed_s)
         "world_size": world,
     }
 
@@ -366,20 +377,27 @@ def _run(dist: D.Dist, manifest_paths, specs: list[ModelSpec], results: Path, op
                          "replacing the copy (the predictions stand)")
             writers.write_manifest_copy(layout, m)
     device = _device(opts, dist)
-    plan = (*_plan(manifests, specs, layout, opts), uuid.uuid4().hex) if dist.is_main else None
-    pending, skipped, run_id = dist.broadcast(plan)
+    plan = (*_sweep_plan(manifests, specs, layout, opts, device), uuid.uuid4().hex) if dist.is_main else None
+    passes, skipped, run_id = dist.broadcast(plan)
     # Biggest datasets first: with first-come claims, the last passes to finish are short ones.
-    passes = sorted(_passes(pending, opts.models_per_pass), key=lambda p: -len(manifests[p[0].dataset]))
-    split_samples = dist.active and 0 < len(pending) < dist.world
+    passes = sorted(passes, key=lambda p: -len(manifests[p[0].dataset]))
+    n_units = sum(len(p) for p in passes)
+    split_samples = dist.active and 0 < n_units < dist.world
     claims = None
     if dist.active and not split_samples:
         if len(passes) < dist.world:  # rather split a pass's models than leave a rank idle
             passes = [[u] for p in passes for u in p]
         claims = D.Claims(results / ".claims" / run_id, dist.rank)
-    summary = Summary(skipped=skipped if dist.is_main else [])
+    sweep = _Sweep(manifests, device, opts, layout, dist, split_samples, Counter(p[0].dataset for p in passes),
+                   Summary(skipped=skipped if dist.is_main else []))
+    # PatchML canvases come from one patch cache per sweep (and rank), built at its first pass.
+    patchml = {d: sweep.rows(d) for d in sorted(sweep.passes_over) if manifests[d].kind == "patchml"}
+    sweep.caches = SweepCaches(manifests, patchml, opts.source_root, pass_workers(opts))
     for i, units in enumerate(passes):
         if claims is None or claims.take(i):
-            _one_pass(units, manifests[units[0].dataset], device, opts, layout, dist, split_samples, summary)
+            _one_pass(units, sweep)
+            sweep.summary.passes += 1
+    summary = sweep.summary
     summary.elapsed_s = time.perf_counter() - start
     everyone = dist.gather(summary)  # also: every rank is past its last claim
     if not dist.is_main:
@@ -393,6 +411,26 @@ def _run(dist: D.Dist, manifest_paths, specs: list[ModelSpec], results: Path, op
     return total
 
 
+@dataclass
+class _Sweep:
+    """What the passes of one sweep share."""
+
+    manifests: list[Manifest]
+    device: str
+    opts: InferOptions
+    layout: ResultsLayout
+    dist: D.Dist
+    split_samples: bool  # every unit's samples are split among the ranks
+    passes_over: Counter  # dataset index -> passes over it in the whole sweep
+    summary: Summary
+    caches: SweepCaches | None = None
+
+    def rows(self, d: int) -> list[int]:
+        """The rows of dataset `d` this rank predicts."""
+        rows = list(range(len(self.manifests[d])))
+        return D.block(rows, self.dist.rank, self.dist.world) if self.split_samples else rows
+
+
 def _device(opts: InferOptions, dist: D.Dist) -> str:
     """This rank's device, checked to exist."""
     device = D.device_for(resolve_device(opts.device), dist)
@@ -403,55 +441,61 @@ def _device(opts: InferOptions, dist: D.Dist) -> str:
     return device
 
 
-def _one_pass(units: list[Unit], manifest: Manifest, device: str, opts: InferOptions, layout: ResultsLayout,
-              dist: D.Dist, split_samples: bool, summary: Summary) -> None:
+def _one_pass(units: list[Unit], sweep: _Sweep) -> None:
     """Load the pass's models, decode the dataset once for all of them, write their outputs."""
+    d, dist = units[0].dataset, sweep.dist
+    manifest = sweep.manifests[d]
     runners, load_errors = [], {}
     for unit in units:
         try:
-            runners.append(_load(unit, device, opts))
+            runners.append(_load(unit, sweep.device, sweep.opts))
         except Exception as exc:  # weights missing, offline hub, bad file: this model only
             load_errors[unit.model.name] = str(exc) if isinstance(exc, MlreassessError) else f"{type(exc).__name__}: {exc}"
             log.warning(f"model {unit.model.name} failed on {manifest.name}: {load_errors[unit.model.name]}")
-    rows = list(range(len(manifest)))
-    if split_samples:
-        rows = D.block(rows, dist.rank, dist.world)
     names = [r.name for r in runners]
     desc = f"{manifest.name} | {', '.join(names)}" + (f" [rank {dist.rank}]" if dist.active else "")
-    result = run_pass(manifest, rows, runners, units[0].preprocess, opts, desc=desc) if runners else PassResult()
+    result = PassResult()
+    if runners:
+        result = run_pass(manifest, sweep.rows(d), runners, units[0].preprocess, sweep.opts, desc=desc,
+                          cached=sweep.caches.get(d))
     result.model_errors.update(load_errors)
-    if split_samples:
+    if sweep.split_samples:
         shards = dist.gather(result)
         if not dist.is_main:
             return
         result = _merge_shards(shards)
-    _finish_pass(result, runners, units, manifest, units[0].preprocess, opts, layout, dist, summary)
+    _finish_pass(result, runners, units, sweep)
 
 
-def _finish_pass(result: PassResult, runners: list[ModelRunner], units: list[Unit], manifest: Manifest,
-                 preprocess: Preprocess, opts: InferOptions, layout: ResultsLayout, dist: D.Dist,
-                 summary: Summary) -> None:
+def _finish_pass(result: PassResult, runners: list[ModelRunner], units: list[Unit], sweep: _Sweep) -> None:
     """Write each model's predictions (or record its failure) for one finished pass."""
+    d = units[0].dataset
+    manifest, layout, summary = sweep.manifests[d], sweep.layout, sweep.summary
     ids = manifest.sample_ids
     failed = [{"sample_id": ids[r], "error": e} for r, e in sorted(result.failed, key=lambda f: ids[f[0]])]
     by_name = {r.name: r for r in runners}
-    pass_models = sorted(u.model.name for u in units)
+    decoding = {
+        "decoded_with": sorted(u.model.name for u in units),  # models sharing this pass's decode (and its elapsed_s)
+        "models_per_pass": sweep.opts.models_per_pass,
+        "dataset_passes": sweep.passes_over[d],
+        "decodes_per_image": sweep.caches.decodes_per_image(d, sweep.passes_over[d]),
+    }
     for unit in units:
         name = unit.model.name
         error = result.model_errors.get(name)
         if error is None and not result.rows:
             error = f"no sample of {manifest.name} could be read"
         if error is not None:
-            writers.record_failure(layout, name, manifest.name, error, weights=unit.model.weights, rank=dist.rank)
+            writers.record_failure(layout, name, manifest.name, error, weights=unit.model.weights, rank=sweep.dist.rank)
             summary.failed.append((manifest.name, name, error))
             continue
         idx, prob, soft = result.outputs[name]
         table = writers.predictions_table([ids[r] for r in result.rows], idx, prob, soft)
-        meta = _meta(by_name[name], manifest, preprocess, opts, result.elapsed_s, table.num_rows, failed, pass_models,
-                     dist.world)
-        meta["recipe"] = unit.recipe
+        meta = _meta(by_name[name], manifest, units[0].preprocess, sweep.opts, result.elapsed_s, table.num_rows,
+                     failed, sweep.dist.world)
+        meta.update(decoding, recipe=unit.recipe)
         writers.write_predictions(layout.prediction(manifest.name, name), table, meta)
         summary.done.append((manifest.name, name))
         summary.images += table.num_rows
         log.info(f"{manifest.name} / {name}: {table.num_rows} images, {meta['images_per_s']} images/s"
-             + (f", {len(failed)} unreadable" if failed else ""))
+                 + (f", {len(failed)} unreadable" if failed else ""))

@@ -1,0 +1,166 @@
+"""A sweep decodes each dataset once per preprocessing group: passes sized by memory (`--models-per-pass
+auto`), one patch cache per sweep for PatchML, decodes per image recorded, and predictions bit-identical
+to running each model alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlreassess.inference.data as data
+import mlreassess.patchml.cache as cache
+import mlreassess.patchml.render as render
+import numpy as np
+import pytest
+import timm
+from mlreassess.cli import main
+from mlreassess.datasets.labels import class_wnid
+from mlreassess.datasets.manifest import read_manifest
+from mlreassess.errors import InputError
+from mlreassess.inference import passes, writers
+from mlreassess.options import InferOptions
+from mlreassess.results import ResultsLayout
+from PIL import Image
+from test_inference_run import N_IMAGES, infer, make_images, make_manifest, save_weights
+
+# Twelve timm test models with one preprocessing (160x160 bicubic, resize-only).
+TWELVE = ("test_byobnet", "test_convnext", "test_convnext2", "test_convnext3", "test_efficientnet",
+          "test_efficientnet_evos", "test_efficientnet_gn", "test_efficientnet_ln", "test_nfnet", "test_vit",
+          "test_vit2", "test_vit3")
+
+
+@pytest.fixture(scope="module")
+def twelve(tmp_path_factory):
+    base = tmp_path_factory.mktemp("twelve")
+    ids = make_images(base / "images")
+    models = base / "models.txt"
+    models.write_text("".join(f"{m} file:{save_weights(base / f'{m}.pth', m, seed)}\n" for seed, m in enumerate(TWELVE)))
+    return {"base": base, "manifest": make_manifest(base / "tiny.parquet", base / "images", ids), "models": models}
+
+
+def count_opens(monkeypatch, *modules) -> list[str]:
+    """File names opened through `open_image` by `modules` (in this process: run with --workers 0)."""
+    opened = []
+    for module in modules:
+        real = module.open_image
+        monkeypatch.setattr(module, "open_image", lambda p, real=real: opened.append(Path(p).name) or real(p))
+    return opened
+
+
+def topk(out: Path, dataset: str, model: str):
+    table, meta = writers.read_predictions(ResultsLayout(out).prediction(dataset, model))
+    return np.array(table.column("topk_idx").to_pylist()), np.array(table.column("topk_prob").to_pylist()), meta
+
+
+def test_twelve_models_decode_each_image_once_and_match_one_at_a_time(twelve, tmp_path, monkeypatch):
+    opened = count_opens(monkeypatch, data)
+    together, alone = tmp_path / "together", tmp_path / "alone"
+    assert infer("--data", str(twelve["manifest"]), "--models", str(twelve["models"]), out=together) == 0
+    assert sorted(opened) == sorted(f"img{i:03d}.jpg" for i in range(N_IMAGES))  # each image once
+    opened.clear()
+    assert infer("--data", str(twelve["manifest"]), "--models", str(twelve["models"]), "--models-per-pass", "1",
+                 out=alone) == 0
+    assert len(opened) == 12 * N_IMAGES
+    for model in TWELVE:
+        idx, prob, meta = topk(together, "tiny", model)
+        idx1, prob1, meta1 = topk(alone, "tiny", model)
+        np.testing.assert_array_equal(idx, idx1)
+        np.testing.assert_array_equal(prob, prob1)  # bit for bit
+        assert meta["decoded_with"] == sorted(TWELVE) and meta1["decoded_with"] == [model]
+        assert (meta["models_per_pass"], meta["dataset_passes"], meta["decodes_per_image"]) == ("auto", 1, 1)
+        assert (meta1["models_per_pass"], meta1["dataset_passes"], meta1["decodes_per_image"]) == (1, 12, 12)
+
+
+def test_the_summary_counts_passes(twelve, tmp_path, capsys):
+    assert infer("--data", str(twelve["manifest"]), "--models", str(twelve["models"]), "--models-per-pass", "5",
+                 out=tmp_path) == 0
+    assert "infer: 12 done, 0 skipped, 0 failed in 3 passes;" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+    """PatchML seeds 1 and 2 over the same generated sources, manifests only (canvases rendered at inference)."""
+    base = tmp_path_factory.mktemp("seeds")
+    rng = np.random.default_rng(1)
+    (base / "src").mkdir()
+    lines = ["ImageId,PredictionString"]
+    for i in range(8):
+        sid = f"ILSVRC2012_val_{i + 1:08d}"
+        Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(base / "src" / f"{sid}.JPEG")
+        lines.append(f"{sid},{class_wnid(i)} 2 3 40 50 {class_wnid(i + 10)} 30 10 79 63")
+    (base / "boxes.csv").write_text("\n".join(lines) + "\n")
+    for seed in (1, 2):
+        assert main(["patchml", "--boxes", str(base / "boxes.csv"), "--seed", str(seed), "--out", str(base / f"s{seed}"),
+                     "--images", str(base / "src"), "--no-render", "--counts", "2,3", "--canvas", "64",
+                     "--min-box-side", "4", "--workers", "1"]) == 0
+    return base
+
+
+def test_patchml_sources_are_decoded_once_per_sweep(tiny_models, two_seeds, tmp_path, monkeypatch):
+    opened = count_opens(monkeypatch, cache, render)
+    manifests = [str(two_seeds / f"s{seed}" / "manifest.parquet") for seed in (1, 2)]
+    # Two preprocessing groups (bicubic, bilinear) over two seeds: four passes, one decode per source.
+    args = [a for m in manifests for a in ("--data", m)]
+    assert infer(*args, "--models", str(tiny_models), out=tmp_path) == 0
+    used = {s for m in manifests for ids in read_manifest(m).table.column("src_ids").to_pylist() for s in ids}
+    assert sorted(opened) == sorted(f"{s}.JPEG" for s in used)
+    for seed in (1, 2):
+        for model in ("test_convnext", "test_resnet"):
+            _, _, meta = topk(tmp_path, f"patchml_seed{seed}", model)
+            assert (meta["dataset_passes"], meta["decodes_per_image"]) == (2, 1)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    base = tmp_path_factory.mktemp("two_groups")
+    models = base / "models.txt"
+    models.write_text("".join(f"{m} file:{save_weights(base / f'{m}.pth', m, seed)}\n"
+                              for seed, m in enumerate(("test_convnext", "test_resnet"))))
+    return models
+
+
+# ---- auto pass sizes ---------------------------------------------------------------------------------
+
+
+def test_auto_fills_passes_up_to_the_budget_and_keeps_the_order():
+    sizes = {"a": 5, "b": 4, "c": 3, "d": 9, "e": 1}
+    assert passes.fill(list("abcde"), sizes.get, 9) == [["a", "b"], ["c"], ["d"], ["e"]]
+    assert passes.fill(list("abcde"), sizes.get, 100) == [list("abcde")]
+    assert passes.fill(["d"], sizes.get, 1) == [["d"]]  # a model over the budget still runs, alone
+    assert passes.fill([], sizes.get, 1) == []
+
+
+def test_passes_never_mix_datasets_or_preprocessing():
+    units = [(0, "p", "a"), (0, "p", "b"), (0, "q", "c"), (1, "p", "d"), (1, "p", "e")]
+    key = lambda u: u[:2]  # noqa: E731
+    assert passes.make_passes(units, key, "auto", lambda u: 1, 10) == [units[:2], units[2:3], units[3:]]
+    assert passes.make_passes(units, key, 1, None, 0) == [[u] for u in units]
+    assert passes.make_passes(units, key, 4, None, 0) == [units[:2], units[2:3], units[3:]]
+
+
+def test_model_sizes_come_from_an_empty_build():
+    model = timm.create_model("test_resnet")
+    expected = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    assert passes.model_bytes("test_resnet") == expected
+    assert passes.model_bytes("hf-hub:someone/model") is None  # only known once downloaded
+    assert passes.model_bytes("no_such_model") is None
+
+
+def test_unit_cost_counts_weights_and_kept_predictions():
+    assert passes.unit_bytes(1000, 10, 5, False, 10**6) == 1000 + 10 * 5 * 8
+    assert passes.unit_bytes(1000, 10, 5, True, 10**6) == 1000 + 10 * (5 * 8 + 2000)
+    assert passes.unit_bytes(None, 0, 5, False, 400) == 100  # unknown size: a quarter of the budget
+
+
+def test_the_cpu_budget_is_half_its_free_memory():
+    free = passes.free_memory("cpu")
+    assert free > 0 and 0.4 * free < passes.memory_budget("cpu") < 0.6 * free
+
+
+def test_models_per_pass_accepts_auto_or_a_positive_integer(tmp_path, capsys):
+    assert InferOptions().models_per_pass == "auto" and InferOptions(models_per_pass=3).models_per_pass == 3
+    for bad in (0, "all", 2.5, True):
+        with pytest.raises(InputError, match="--models-per-pass"):
+            InferOptions(models_per_pass=bad)
+    with pytest.raises(SystemExit):
+        main(["infer", "--data", "x", "--model", "test_resnet", "--out", str(tmp_path), "--models-per-pass", "many"])
+    assert "'many': expected int or auto" in capsys.readouterr().err
