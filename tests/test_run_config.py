@@ -138,6 +138,8 @@ def test_minimal_config_resolves_paths_against_its_folder(tmp_path, monkeypatch)
         (lambda d: d.update(inference={"weights": "file:w.pth"}), r"inference\.weights: .*w\.pth: no such weights file"),
         (lambda d: d.update(inference={"topk": 1001}), r"inference\.topk: must be at most 1000"),
         (lambda d: d.update(inference={"models_per_pass": "x" * 500}), r"inference\.models_per_pass: expected an integer or auto, got 'x{20,}\.\.\.$"),
+        (lambda d: d.update(inference={"models_per_pass": "AUTO"}), r"inference\.models_per_pass: expected an integer or auto, got 'AUTO'"),
+        (lambda d: d.update(inference={"models_per_pass": 0}), r"inference\.models_per_pass: must be at least 1"),
         (lambda d: d.update(evaluate={"ci": 120}), r"evaluate\.ci: must be at most 99\.99"),
         (lambda d: d.update(evaluate={"bootstraps": 10}), r"evaluate\.bootstraps: unknown key"),
         (lambda d: d.update(evaluate=False), r"report: true needs evaluate: true"),
@@ -154,6 +156,13 @@ def test_config_errors_name_the_key(tmp_path, edit, expected):
         load_config(path)
     assert str(info.value).startswith(str(path))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["auto", 3])
+def test_models_per_pass_is_auto_or_a_count(tmp_path, value):
+    data = _minimal(tmp_path)
+    data["inference"] = {"models_per_pass": value}
+    assert load_config(_cfg(tmp_path, data)).inference.models_per_pass == value
 
 
 def test_yaml_syntax_error_gives_the_line(tmp_path):
