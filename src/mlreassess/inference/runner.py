@@ -467,6 +467,17 @@ def _one_pass(units: list[Unit], sweep: _Sweep) -> None:
     _finish_pass(result, runners, units, sweep)
 
 
+def _decoding(units: list[Unit], sweep: _Sweep) -> dict[str, Any]:
+    """How a pass's dataset was decoded, for its outputs' metadata."""
+    d = units[0].dataset
+    return {
+        "decoded_with": sorted(u.model.name for u in units),  # models sharing this pass's decode (and its elapsed_s)
+        "models_per_pass": sweep.opts.models_per_pass,
+        "dataset_passes": sweep.passes_over[d],
+        "decodes_per_image": sweep.caches.decodes_per_image(d, sweep.passes_over[d]),
+    }
+
+
 def _finish_pass(result: PassResult, runners: list[ModelRunner], units: list[Unit], sweep: _Sweep) -> None:
     """Write each model's predictions (or record its failure) for one finished pass."""
     d = units[0].dataset
@@ -474,12 +485,7 @@ def _finish_pass(result: PassResult, runners: list[ModelRunner], units: list[Uni
     ids = manifest.sample_ids
     failed = [{"sample_id": ids[r], "error": e} for r, e in sorted(result.failed, key=lambda f: ids[f[0]])]
     by_name = {r.name: r for r in runners}
-    decoding = {
-        "decoded_with": sorted(u.model.name for u in units),  # models sharing this pass's decode (and its elapsed_s)
-        "models_per_pass": sweep.opts.models_per_pass,
-        "dataset_passes": sweep.passes_over[d],
-        "decodes_per_image": sweep.caches.decodes_per_image(d, sweep.passes_over[d]),
-    }
+    decoding = _decoding(units, sweep) if result.outputs else {}  # no output: build no cache for it
     for unit in units:
         name = unit.model.name
         error = result.model_errors.get(name)
