@@ -380,6 +380,21 @@ def test_changed_result_options_redo_the_output(tiny, tmp_path, caplog, flag, re
     assert "redoing" not in caplog.text
 
 
+def test_outputs_from_before_decode_was_recorded_stay_valid(tiny, tmp_path, caplog):
+    args = ["--data", str(tiny["manifest"]), *model_args(tiny, "test_resnet")]
+    assert infer(*args, out=tmp_path) == 0
+    path = ResultsLayout(tmp_path).prediction("tiny", "test_resnet")
+    table, meta = writers.read_predictions(path)
+    assert meta["recipe"]["decode"] == "cpu"
+    del meta["recipe"]["decode"]  # as an output written before --decode existed
+    writers.write_predictions(path, table, {k: v for k, v in meta.items() if k != "n_samples"})
+    caplog.clear()
+    assert infer(*args, out=tmp_path) == 0
+    assert "redoing" not in caplog.text
+    assert infer(*args, "--decode", "gpu", out=tmp_path) == 0  # what the old output was not made with
+    assert "redoing it: decode cpu -> gpu" in caplog.text
+
+
 def test_failures_fixed_by_a_later_run_leave_failures_jsonl(tiny, tmp_path):
     out = tmp_path / "out"
     models = tmp_path / "models.txt"

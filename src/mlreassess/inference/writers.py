@@ -126,8 +126,6 @@ def recipe(spec_weights: str, opts: InferOptions, prep: Preprocess, pixels: str)
     is_file = spec_weights.startswith("file:")
     if not is_file:
         options.pop("checkpoint_key")  # it only picks an entry of a file checkpoint
-    if options["decode"] == "cpu":  # PIL decode made every output before --decode existed: those stay valid
-        options.pop("decode")
     return canonical({
         **options,
         "weights": spec_weights,
@@ -139,9 +137,16 @@ def recipe(spec_weights: str, opts: InferOptions, prep: Preprocess, pixels: str)
     })
 
 
+# Recipe entries added after outputs were first written, with the value every older output had
+# (so those outputs stay valid).
+RECIPE_DEFAULTS = {"decode": "cpu"}
+
+
 def stale_reason(path: Path, wanted: dict[str, Any]) -> str | None:
     """Why the complete predictions file `path` must be redone (None: it is up to date)."""
-    return changed(read_meta(path).get("recipe"), wanted, first=("weights", "weights_sha256", "samples_sha256"))
+    old = read_meta(path).get("recipe")
+    old = {**RECIPE_DEFAULTS, **old} if old else old
+    return changed(old, wanted, first=("weights", "weights_sha256", "samples_sha256"))
 
 
 def prune_failures(layout: ResultsLayout) -> int:
