@@ -30,6 +30,7 @@ from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import distributed as D
 from mlreassess.inference import writers
 from mlreassess.inference.data import check_readable, default_workers, pil_batches
+from mlreassess.inference.device_input import device_batches
 from mlreassess.inference.distributed import resolve_device
 from mlreassess.inference.models import LoadedModel, ModelSpec, build, check_specs, registry_data_config
 from mlreassess.inference.preprocess import Normalizer, Preprocess, autocast, preprocess_for
@@ -139,8 +140,9 @@ def run_pass(
     wait for the device after that many batches (a timing mark for benchmarks). `cached`: the
     sweep's patch cache for a PatchML manifest (and the manifest's index in it)."""
     device = runners[0].device if runners else resolve_device(opts.device)
-    batches = pil_batches(manifest, rows, preprocess, device, opts.batch_size, pass_workers(opts), opts.source_root,
-                          cached)
+    make_batches = device_batches if opts.decode == "gpu" else pil_batches
+    batches = make_batches(manifest, rows, preprocess, device, opts.batch_size, pass_workers(opts), opts.source_root,
+                           cached)
     result = PassResult()
     live = list(runners)
     start = time.perf_counter()
