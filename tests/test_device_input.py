@@ -354,15 +354,55 @@ def test_bench_infer_with_decode_gpu(v1, capsys):
 # ---- CUDA --------------------------------------------------------------------------------------
 
 
-@CUDA
-def test_nvjpeg_batches_are_close_to_the_pil_path(v1):
-    prep = Preprocess(28, 36, "bicubic")
-    pil = collect(pil_batches, v1, prep)[1]
-    rows, dev, errors = collect(device_batches, v1, prep, device="cuda")
-    assert errors == [""] * len(v1)
+@pytest.fixture(scope="module")
+def smooth(tmp_path_factory):
+    """Photo-like JPEGs (smooth colour fields, various sizes): what nvjpeg and PIL are compared on
+    (on noise, chroma upsampling differences between decoders are at their largest)."""
+    base = tmp_path_factory.mktemp("smooth")
+    rng = np.random.default_rng(5)
+    ids = []
+    for i in range(12):
+        low = Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8))
+        low.resize((int(rng.integers(60, 400)), int(rng.integers(60, 400))), Image.Resampling.BICUBIC).save(
+            base / f"s{i:02d}.jpg", quality=90)
+        ids.append(f"s{i:02d}")
+    return read_manifest(make_manifest(base / "smooth.parquet", base, ids, name="smooth"))
+
+
+@pytest.mark.parametrize("crop", ["none", "center"])
+def test_photo_like_images_of_many_sizes(smooth, crop):
+    prep = Preprocess(224, 224, "bicubic", crop, 0.875 if crop == "center" else None, "center" if crop == "center" else None)
+    pil, dev, errors = both(smooth, prep)
     diff = level_diff(pil, dev)
-    # nvjpeg's IDCT and chroma upsampling are not libjpeg-turbo's: a looser bound than on the CPU
-    assert diff.float().mean() < 2 and (diff > 8).float().mean() < 0.01
+    # measured: at most 2 levels (centre crop; 1 resize-only), on under 0.1% of values
+    assert errors == [""] * len(smooth) and diff.max() <= 2 and (diff > 0).float().mean() < 1e-3
+
+
+@CUDA
+def test_nvjpeg_batches_are_close_to_the_pil_path(smooth):
+    prep = Preprocess(224, 224, "bicubic")
+    pil = collect(pil_batches, smooth, prep)[1]
+    _, dev, errors = collect(device_batches, smooth, prep, device="cuda")
+    assert errors == [""] * len(smooth)
+    diff = level_diff(pil, dev)
+    # nvjpeg's IDCT and chroma upsampling are not libjpeg-turbo's: a looser bound than on the CPU.
+    # A wrong channel order, geometry or stale memory is tens of levels off on average.
+    assert diff.float().mean() < 2 and (diff > 16).float().mean() < 1e-3
+
+
+@CUDA
+def test_odd_files_on_cuda(tmp_path):
+    names = _odd_files(tmp_path / "img")
+    manifest = _files_manifest(tmp_path, names)
+    prep = Preprocess(24, 32, "bicubic")
+    _, pil, errors_p = collect(pil_batches, manifest, prep)
+    _, dev, errors_d = collect(device_batches, manifest, prep, device="cuda")
+    assert errors_p == errors_d
+    by_name = dict(zip(manifest.table.column("path").to_pylist(), range(len(manifest))))
+    for name in ("cmyk.jpg", "png_named.jpg"):  # decoded by PIL in the workers
+        assert torch.equal(pil[by_name[name]], dev[by_name[name]])
+    gray = dev[by_name["gray.jpg"]]
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
 
 
 @CUDA
@@ -374,3 +414,5 @@ def test_canvases_painted_on_the_gpu_are_bit_identical(patchml):
     rows = list(range(len(m)))
     expected = torch.stack([torch.from_numpy(cache.canvas(0, i)).permute(2, 0, 1) for i in rows])
     assert torch.equal(painter.paint(rows).cpu(), expected)
+    _, dev, _ = collect(device_batches, m, CANVAS, source_root=patchml["sources"], cached=(cache, 0), device="cuda")
+    assert torch.equal(dev, expected)

@@ -120,6 +120,7 @@ class DataBenchResult:
     cache_bytes: int  # patch cache file(s), 0 without PatchML (or with --no-patch-cache)
     elapsed_s: float
     cpu_s: float
+    cpu_main_s: float  # of cpu_s, this process's (the rest: DataLoader workers, cache builders)
 
     def lines(self) -> list[str]:
         return [
@@ -127,15 +128,16 @@ class DataBenchResult:
             f"{self.manifests} manifests, {self.samples} samples"
             + (f" ({self.unreadable} unreadable)" if self.unreadable else "")
             + f", {self.workers} workers, patch cache {self.cache_bytes / 2**20:.1f} MiB",
-            f"{self.samples / self.elapsed_s:.1f} samples/s ({self.elapsed_s:.2f} s wall, {self.cpu_s:.2f} s CPU)",
+            f"{self.samples / self.elapsed_s:.1f} samples/s ({self.elapsed_s:.2f} s wall, {self.cpu_s:.2f} s CPU: "
+            f"{self.cpu_main_s:.2f} s main process, {self.cpu_s - self.cpu_main_s:.2f} s workers)",
             f"cpu_ms_per_sample {1000 * self.cpu_s / max(1, self.samples):.2f}",
         ]
 
 
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and its finished (waited-for) children."""
-    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                               resource.getrusage(resource.RUSAGE_CHILDREN)))
+def cpu_seconds(children: bool = True) -> float:
+    """User + system CPU time of this process and (`children`) its finished (waited-for) children."""
+    who = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) if children else (resource.RUSAGE_SELF,)
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, who))
 
 
 def _bench_device(opts: InferOptions) -> str:
@@ -169,7 +171,7 @@ def bench_data(spec: ModelSpec, manifest_paths: list[str | Path], opts: InferOpt
     if opts.decode == "gpu":
         check_device_preprocess(prep)  # before the patch cache is built
     workers = default_workers() if opts.workers is None else capped_workers(opts.workers)
-    cpu0, start = cpu_seconds(), time.perf_counter()
+    cpu0, main0, start = cpu_seconds(), cpu_seconds(children=False), time.perf_counter()
     every = [list(range(len(m))) for m in manifests]
     caches = shared_caches(manifests, every, opts.source_root, workers) if patch_cache else {}
     cache_bytes = sum(c.nbytes for c in {id(c): c for c, _ in caches.values()}.values())
@@ -178,8 +180,8 @@ def bench_data(spec: ModelSpec, manifest_paths: list[str | Path], opts: InferOpt
         s, u = _drain(m, prep, opts, device, workers, caches.get(n))
         samples, unreadable = samples + s, unreadable + u
     sync_device(device)  # the last batches' device work is part of the pipeline
-    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
+    elapsed, cpu, main = time.perf_counter() - start, cpu_seconds() - cpu0, cpu_seconds(children=False) - main0
     return DataBenchResult(model=spec.name, preprocess=prep.describe(), decode=opts.decode, device=device,
                            manifests=len(manifests), samples=samples,
                            unreadable=unreadable, workers=workers, cache_bytes=cache_bytes, elapsed_s=elapsed,
-                           cpu_s=cpu)
+                           cpu_s=cpu, cpu_main_s=main)

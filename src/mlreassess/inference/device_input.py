@@ -240,8 +240,8 @@ class DeviceAssembler:
 
     def __call__(self, batch: EncodedBatch) -> tuple:
         errors = list(batch.errors)
-        images = {**self._jpegs(batch, errors), **self._pixels(batch), **self._canvases(batch)}
-        return batch.rows, self._fit(images, len(errors)), errors
+        groups = _same_size({**self._jpegs(batch, errors), **self._pixels(batch)}) + self._canvases(batch)
+        return batch.rows, self._fit(groups, len(errors)), errors
 
     def _jpegs(self, batch: EncodedBatch, errors: list[str]) -> dict[int, torch.Tensor]:
         chosen = [j for j, k in enumerate(batch.kinds) if k == JPEG]
@@ -276,27 +276,32 @@ class DeviceAssembler:
             out[j] = flat[start:end].view(h, w, 3).permute(2, 0, 1)
         return out
 
-    def _canvases(self, batch: EncodedBatch) -> dict[int, torch.Tensor]:
+    def _canvases(self, batch: EncodedBatch) -> list[tuple[list[int], torch.Tensor]]:
+        """[(items, their canvases (n, 3, L, L))]: painted together, resized together."""
         chosen = [j for j, k in enumerate(batch.kinds) if k == CANVAS]
         if not chosen:
-            return {}
-        painted = self.painter.paint([int(batch.rows[j]) for j in chosen])
-        return {j: painted[n] for n, j in enumerate(chosen)}
+            return []
+        return [(chosen, self.painter.paint([int(batch.rows[j]) for j in chosen]))]
 
-    def _fit(self, images: dict[int, torch.Tensor], batch_size: int) -> torch.Tensor:
-        """The batch: each image resized (and cropped) on the device, same-size images together;
+    def _fit(self, groups: list[tuple[list[int], torch.Tensor]], batch_size: int) -> torch.Tensor:
+        """The batch: each group of same-size images resized (and cropped) on the device at once;
         samples without an image stay zeros."""
         out = torch.zeros((batch_size, 3, self.prep.height, self.prep.width), dtype=torch.uint8, device=self.device)
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for j, image in images.items():
-            groups[tuple(image.shape[1:])].append(j)
         if not groups:
             return out
-        order = [j for members in groups.values() for j in members]
-        fitted = torch.cat([fit(torch.stack([images[j] for j in members]), self.prep) for members in groups.values()])
+        order = [j for members, _ in groups for j in members]
+        fitted = torch.cat([fit(images, self.prep) for _, images in groups])
         # Non-blocking index copy: a blocking one would wait for the forward passes already queued.
         index = torch.from_numpy(np.asarray(order, dtype=np.int64)).to(self.device, non_blocking=True)
         return out.index_copy_(0, index, fitted)
+
+
+def _same_size(images: dict[int, torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
+    """{item: (3, h, w) image} -> [(items, their images stacked (n, 3, h, w))], one group per size."""
+    by_size: dict[tuple, list[int]] = defaultdict(list)
+    for j, image in images.items():
+        by_size[tuple(image.shape[1:])].append(j)
+    return [(members, torch.stack([images[j] for j in members])) for members in by_size.values()]
 
 
 def _pass_cache(manifest: Manifest, rows: list[int], source_root, workers: int,
