@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlreassess.inference.data as data
-import mlreassess.patchml.cache as cache
-import mlreassess.patchml.render as render
 import numpy as np
 import pytest
 import timm
+from PIL import Image
+from test_inference_run import N_IMAGES, infer, make_images, make_manifest, save_weights
+
+import mlreassess.inference.data as data
+import mlreassess.patchml.cache as cache
+import mlreassess.patchml.render as render
 from mlreassess.cli import main
 from mlreassess.datasets.labels import class_wnid
 from mlreassess.datasets.manifest import read_manifest
@@ -19,8 +22,6 @@ from mlreassess.errors import InputError
 from mlreassess.inference import passes, writers
 from mlreassess.options import InferOptions
 from mlreassess.results import ResultsLayout
-from PIL import Image
-from test_inference_run import N_IMAGES, infer, make_images, make_manifest, save_weights
 
 # Twelve timm test models with one preprocessing (160x160 bicubic, resize-only).
 TWELVE = ("test_byobnet", "test_convnext", "test_convnext2", "test_convnext3", "test_efficientnet",
@@ -164,3 +165,28 @@ def test_models_per_pass_accepts_auto_or_a_positive_integer(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["infer", "--data", "x", "--model", "test_resnet", "--out", str(tmp_path), "--models-per-pass", "many"])
     assert "'many': expected int or auto" in capsys.readouterr().err
+
+
+def test_decode_gpu_refuses_a_model_without_a_device_resize_before_any_work(twelve, tmp_path, monkeypatch, capsys):
+    import mlreassess.inference.runner as runner
+
+    real = runner.registry_data_config
+    monkeypatch.setattr(runner, "registry_data_config",
+                        lambda name, *a: {**real(name, *a), "interpolation": "lanczos"} if name == "test_vit" else real(name, *a))
+    assert infer("--data", str(twelve["manifest"]), "--models", str(twelve["models"]), "--decode", "gpu", out=tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["mlreassess: error: model 'test_vit': --decode gpu: the model's interpolation 'lanczos' has no device "
+                   "resize (bicubic, bilinear, nearest); use --decode cpu"]
+    assert not (tmp_path / "predictions").exists()
+
+
+def test_with_decode_gpu_a_shared_pass_also_matches_one_at_a_time(twelve, tmp_path):
+    common = ["--data", str(twelve["manifest"]), "--models", str(twelve["models"]), "--decode", "gpu"]
+    assert infer(*common, out=tmp_path / "together") == 0
+    assert infer(*common, "--models-per-pass", "1", out=tmp_path / "alone") == 0
+    for model in TWELVE:
+        idx, prob, meta = topk(tmp_path / "together", "tiny", model)
+        idx1, prob1, _ = topk(tmp_path / "alone", "tiny", model)
+        np.testing.assert_array_equal(idx, idx1)
+        np.testing.assert_array_equal(prob, prob1)
+        assert meta["recipe"]["decode"] == "gpu" and meta["decodes_per_image"] == 1

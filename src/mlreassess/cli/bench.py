@@ -10,9 +10,10 @@ from mlreassess.options import InferOptions
 
 # The inference options that matter for speed (the rest change no timing).
 BENCH_OPTIONS = ("weights", "checkpoint_key", "test_input_size", "device", "batch_size", "precision",
-                 "channels_last", "compile", "crop", "workers")
-# Those that matter for the input pipeline alone.
-DATA_OPTIONS = ("test_input_size", "crop", "workers", "batch_size", "source_root")
+                 "channels_last", "compile", "crop", "decode", "workers")
+# Those that matter for the input pipeline alone (the device: where the batches end up, and where
+# --decode gpu decodes and resizes).
+DATA_OPTIONS = ("test_input_size", "crop", "decode", "device", "workers", "batch_size", "source_root")
 
 
 def register(subparsers) -> None:
@@ -39,9 +40,9 @@ def register_data(inner) -> None:
         "data",
         help="the input pipeline alone: samples/s and CPU ms per sample",
         description="Decode and preprocess (the model's timm data config, resize-only by default, as infer "
-        "does) every sample of the manifests, without a forward pass; PatchML canvases without PNGs come "
-        "from one patch cache per source folder. CPU time counts this process and its workers, cache "
-        "building included; the last line is 'cpu_ms_per_sample X.XX'.",
+        "does) every sample of the manifests into uint8 batches on the device, without a forward pass; "
+        "PatchML canvases without PNGs come from one patch cache per source folder. CPU time counts this "
+        "process and its workers, cache building included; the last line is 'cpu_ms_per_sample X.XX'.",
     )
     data.add_argument("--data", required=True, action="append", metavar="MANIFEST",
                       help="manifest to read (repeat for several)")

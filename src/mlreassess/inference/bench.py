@@ -4,9 +4,11 @@
 end-to-end: the sweep's own pass (decode + resize in workers, uint8 copy, normalise, forward,
 softmax, top-k) over the manifest's first images. Both skip their first `warmup` batches.
 
-`bench_data`: the input pipeline alone (decode, PatchML patch cache, the model's CPU preprocessing,
-batching; no forward pass) over every sample of the given manifests. CPU time is this process's
-plus its finished children's (DataLoader workers, cache builders): `resource.getrusage`.
+`bench_data`: the input pipeline alone (decode, PatchML patch cache, the model's preprocessing,
+batching, the uint8 batches on the device; no forward pass) over every sample of the given
+manifests, with `--decode cpu` (PIL in the workers) or `gpu` (`device_input`: decode and resize on
+the device). CPU time is this process's plus its finished children's (DataLoader workers, cache
+builders): `resource.getrusage`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from mlreassess.cpus import capped_workers
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError
 from mlreassess.inference.data import check_readable, default_workers, pil_batches, shared_caches
+from mlreassess.inference.device_input import device_batches
+from mlreassess.inference.device_resize import check_device_preprocess
 from mlreassess.inference.distributed import resolve_device
 from mlreassess.inference.models import ModelSpec, build, check_specs, registry_data_config
 from mlreassess.inference.preprocess import Preprocess, preprocess_for
@@ -38,6 +42,7 @@ class BenchResult:
     precision: str
     batch_size: int
     batches: int
+    decode: str
     forward_images_per_s: float
     end_to_end_images_per_s: float
     unreadable: int
@@ -49,7 +54,7 @@ class BenchResult:
     def lines(self) -> list[str]:
         return [
             f"model {self.model} ({self.weights}), {self.preprocess}, batch {self.batch_size}, "
-            f"{self.precision}, {self.device}, {self.batches} timed batches",
+            f"{self.precision}, {self.device}, decode {self.decode}, {self.batches} timed batches",
             f"forward-only: {self.forward_images_per_s:.1f} images/s",
             f"end-to-end: {self.end_to_end_images_per_s:.1f} images/s"
             + (f" ({self.unreadable} unreadable images skipped)" if self.unreadable else ""),
@@ -81,9 +86,7 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: InferOptions, 
     if len(manifest) == 0:
         raise InputError(f"{manifest_path}: the manifest has no samples to benchmark on")
     check_readable(manifest)
-    device = resolve_device(opts.device)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available here (use --device cpu)")
+    device = _bench_device(opts)
     loaded = build(spec, opts.test_input_size, opts.checkpoint_key)
     prep = preprocess_for(loaded.data_config, opts.crop)
     runner = ModelRunner(loaded, device, opts)
@@ -99,7 +102,7 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: InferOptions, 
     e2e = timed_images / (result.elapsed_s - result.batch_end_s[warmup - 1])
     return BenchResult(
         model=spec.name, weights=loaded.weights, preprocess=prep.describe(), device=device,
-        precision=opts.precision, batch_size=b, batches=batches, forward_images_per_s=fwd,
+        precision=opts.precision, batch_size=b, batches=batches, decode=opts.decode, forward_images_per_s=fwd,
         end_to_end_images_per_s=e2e, unreadable=len(result.failed),
     )
 
@@ -108,6 +111,8 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: InferOptions, 
 class DataBenchResult:
     model: str
     preprocess: str
+    decode: str
+    device: str
     manifests: int
     samples: int
     unreadable: int
@@ -115,29 +120,41 @@ class DataBenchResult:
     cache_bytes: int  # patch cache file(s), 0 without PatchML (or with --no-patch-cache)
     elapsed_s: float
     cpu_s: float
+    cpu_main_s: float  # of cpu_s, this process's (the rest: DataLoader workers, cache builders)
 
     def lines(self) -> list[str]:
         return [
-            f"model {self.model}: {self.preprocess}; {self.manifests} manifests, {self.samples} samples"
+            f"model {self.model}: {self.preprocess}, decode {self.decode} on {self.device}; "
+            f"{self.manifests} manifests, {self.samples} samples"
             + (f" ({self.unreadable} unreadable)" if self.unreadable else "")
             + f", {self.workers} workers, patch cache {self.cache_bytes / 2**20:.1f} MiB",
-            f"{self.samples / self.elapsed_s:.1f} samples/s ({self.elapsed_s:.2f} s wall, {self.cpu_s:.2f} s CPU)",
+            f"{self.samples / self.elapsed_s:.1f} samples/s ({self.elapsed_s:.2f} s wall, {self.cpu_s:.2f} s CPU: "
+            f"{self.cpu_main_s:.2f} s main process, {self.cpu_s - self.cpu_main_s:.2f} s workers)",
             f"cpu_ms_per_sample {1000 * self.cpu_s / max(1, self.samples):.2f}",
         ]
 
 
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and its finished (waited-for) children."""
-    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                               resource.getrusage(resource.RUSAGE_CHILDREN)))
+def cpu_seconds(children: bool = True) -> float:
+    """User + system CPU time of this process and (`children`) its finished (waited-for) children."""
+    who = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) if children else (resource.RUSAGE_SELF,)
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, who))
 
 
-def _drain(manifest: Manifest, prep: Preprocess, opts: InferOptions, workers: int, cached) -> tuple[int, int]:
+def _bench_device(opts: InferOptions) -> str:
+    device = resolve_device(opts.device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available here (use --device cpu)")
+    return device
+
+
+def _drain(manifest: Manifest, prep: Preprocess, opts: InferOptions, device: str, workers: int,
+           cached) -> tuple[int, int]:
     """(samples, unreadable) of one pass of the input pipeline over all rows of `manifest`."""
     cached = cached or (False, 0)  # no cache for this manifest: render on the fly, as infer would
+    make_batches = device_batches if opts.decode == "gpu" else pil_batches
     samples = unreadable = 0
-    for _, _, errors in pil_batches(manifest, list(range(len(manifest))), prep, "cpu", opts.batch_size, workers,
-                                    opts.source_root, cached):
+    for _, _, errors in make_batches(manifest, list(range(len(manifest))), prep, device, opts.batch_size, workers,
+                                     opts.source_root, cached):
         samples += len(errors)
         unreadable += sum(1 for e in errors if e)
     return samples, unreadable
@@ -150,16 +167,21 @@ def bench_data(spec: ModelSpec, manifest_paths: list[str | Path], opts: InferOpt
     for m in manifests:
         check_readable(m)
     prep = preprocess_for(registry_data_config(spec.name, opts.test_input_size), opts.crop)
+    device = _bench_device(opts)
+    if opts.decode == "gpu":
+        check_device_preprocess(prep)  # before the patch cache is built
     workers = default_workers() if opts.workers is None else capped_workers(opts.workers)
-    cpu0, start = cpu_seconds(), time.perf_counter()
+    cpu0, main0, start = cpu_seconds(), cpu_seconds(children=False), time.perf_counter()
     every = [list(range(len(m))) for m in manifests]
     caches = shared_caches(manifests, every, opts.source_root, workers) if patch_cache else {}
     cache_bytes = sum(c.nbytes for c in {id(c): c for c, _ in caches.values()}.values())
     samples = unreadable = 0
     for n, m in enumerate(manifests):
-        s, u = _drain(m, prep, opts, workers, caches.get(n))
+        s, u = _drain(m, prep, opts, device, workers, caches.get(n))
         samples, unreadable = samples + s, unreadable + u
-    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
-    return DataBenchResult(model=spec.name, preprocess=prep.describe(), manifests=len(manifests), samples=samples,
+    sync_device(device)  # the last batches' device work is part of the pipeline
+    elapsed, cpu, main = time.perf_counter() - start, cpu_seconds() - cpu0, cpu_seconds(children=False) - main0
+    return DataBenchResult(model=spec.name, preprocess=prep.describe(), decode=opts.decode, device=device,
+                           manifests=len(manifests), samples=samples,
                            unreadable=unreadable, workers=workers, cache_bytes=cache_bytes, elapsed_s=elapsed,
-                           cpu_s=cpu)
+                           cpu_s=cpu, cpu_main_s=main)

@@ -30,6 +30,8 @@ from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import distributed as D
 from mlreassess.inference import writers
 from mlreassess.inference.data import SweepCaches, check_readable, default_workers, pil_batches
+from mlreassess.inference.device_input import device_batches
+from mlreassess.inference.device_resize import check_device_preprocess
 from mlreassess.inference.distributed import resolve_device
 from mlreassess.inference.models import LoadedModel, ModelSpec, build, check_specs, registry_data_config
 from mlreassess.inference.passes import make_passes, memory_budget, model_bytes, unit_bytes
@@ -140,8 +142,9 @@ def run_pass(
     wait for the device after that many batches (a timing mark for benchmarks). `cached`: the
     sweep's patch cache for a PatchML manifest (and the manifest's index in it)."""
     device = runners[0].device if runners else resolve_device(opts.device)
-    batches = pil_batches(manifest, rows, preprocess, device, opts.batch_size, pass_workers(opts), opts.source_root,
-                          cached)
+    make_batches = device_batches if opts.decode == "gpu" else pil_batches
+    batches = make_batches(manifest, rows, preprocess, device, opts.batch_size, pass_workers(opts), opts.source_root,
+                           cached)
     result = PassResult()
     live = list(runners)
     start = time.perf_counter()
@@ -240,6 +243,12 @@ def _plan(manifests: list[Manifest], specs: list[ModelSpec], layout: ResultsLayo
     """(pending units in pass order, skipped (dataset, model) pairs). Run on rank 0 only. A complete
     output is redone, with a line saying why, when what made it differs from what would make it now."""
     prep = {s: preprocess_for(registry_data_config(s.name, opts.test_input_size), opts.crop) for s in specs}
+    if opts.decode == "gpu":  # before any work, not when the model's pass comes
+        for spec, p in prep.items():
+            try:
+                check_device_preprocess(p)
+            except InputError as exc:
+                raise InputError(f"model {spec.name!r}: {exc}") from None
     pending, skipped = [], []
     for d, manifest in enumerate(manifests):
         content = writers.pixels_sha256(manifest)

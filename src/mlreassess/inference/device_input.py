@@ -1,0 +1,336 @@
+"""`--decode gpu`: manifest rows -> uint8 batches decoded and resized on the inference device.
+
+The DataLoader workers do only cheap work: read a JPEG's bytes. What the device decoder is not
+given is decoded there by PIL at full size (`open_image`, the PIL path's RGB conversion) and sent
+as pixels: files whose bytes are not JPEG (a PNG named .JPEG, an empty file) and 4-component
+(CMYK / YCCK) JPEGs, whose colour conversion nvjpeg does not promise to do as PIL does. PatchML
+canvases come as PNG pixels when DIR/images holds a whole PNG, are painted on the device from the
+sweep's patch cache (`device_canvas`), or, past the cache, are rendered in the worker.
+
+The main process decodes a batch's JPEGs in one `torchvision.io.decode_jpeg` call on the device
+(nvjpeg on CUDA, libjpeg-turbo on a CPU device); if that raises, images are decoded one by one,
+an image the device refuses falls back to PIL, and only an image PIL cannot read either becomes
+that sample's error (the PIL path's text). Then everything is resized on the device
+(`device_resize`), images of one size together. The output is `data.pil_batches`': (rows, uint8
+(B, 3, H, W) on the device, error texts), in order; unreadable samples are zeros.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from mlreassess.datasets.images import open_image
+from mlreassess.datasets.manifest import Manifest
+from mlreassess.errors import InputError, MlreassessError
+from mlreassess.inference.data import image_opener, patch_cache_for, uses_pinned_memory
+from mlreassess.inference.device_canvas import CanvasPainter
+from mlreassess.inference.device_resize import check_device_preprocess, fit
+from mlreassess.inference.preprocess import Preprocess
+from mlreassess.patchml.cache import PatchCache
+from mlreassess.patchml.render import is_whole_png
+from mlreassess.results import PATCHML_IMAGES
+
+log = logging.getLogger(__name__)
+
+# What a worker sends for a sample: JPEG file bytes, HWC uint8 pixels, a canvas to paint on the
+# device from the patch cache (no payload), or nothing (the sample's error).
+JPEG, PIXELS, CANVAS, ERROR = "jpeg", "pixels", "canvas", "error"
+_EMPTY = np.zeros(0, dtype=np.uint8)
+
+# JPEG start-of-frame markers (SOF0-3, 5-7, 9-11, 13-15) and markers without a length field.
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_NO_LENGTH = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def jpeg_components(data: bytes) -> int | None:
+    """Colour components in a JPEG's frame header (1 grey, 3 YCbCr, 4 CMYK / YCCK); None when the
+    bytes are not a JPEG or end before the frame header. Reads a few header bytes, no pixels."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker in _NO_LENGTH:
+            i += 2
+        elif marker in _SOF:
+            return data[i + 9] if i + 9 < n else None
+        elif marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _pixels(image) -> tuple:
+    """An RGB PIL image as a PIXELS item payload: (kind, flat HWC bytes, (h, w), source)."""
+    array = np.asarray(image, dtype=np.uint8)
+    return PIXELS, array.reshape(-1), array.shape[:2], ""
+
+
+class EncodedImages(Dataset):
+    """Item j -> (row, kind, payload (1-D uint8 array), (h, w) of PIXELS, JPEG path, error text)."""
+
+    def __init__(self, manifest: Manifest, rows: list[int], source_root=None, cache: PatchCache | None = None,
+                 cache_index: int = 0, paint_on_device: bool = False):
+        """`paint_on_device`: cached PatchML canvases are CANVAS items (painted by the main process);
+        else the worker paints them from the memory-mapped cache."""
+        self.manifest = manifest
+        self.rows = list(rows)
+        self.source_root = source_root
+        self.cache, self.cache_index = cache, cache_index
+        self.paint_on_device = paint_on_device and cache is not None
+        self.ids = manifest.sample_ids
+        patchml = manifest.kind == "patchml"
+        self.png_dir = manifest.source.parent / PATCHML_IMAGES if patchml and manifest.source is not None else None
+        self.paths = None if patchml else manifest.table.column("path").to_pylist()
+        self._open = None  # image_opener, built lazily in each worker
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, j: int) -> tuple:
+        i = self.rows[j]
+        try:
+            return (i, *self._item(i), "")
+        except MlreassessError as exc:
+            error = str(exc)
+        except Exception as exc:  # a decoder or renderer failure must not kill the worker
+            error = f"{type(exc).__name__}: {exc}"
+        return i, ERROR, _EMPTY, (0, 0), "", error
+
+    def _item(self, i: int) -> tuple:
+        if self.paths is not None:
+            path = Path(self.manifest.root) / self.paths[i]
+            data = _read(path)
+            if jpeg_components(data) in (1, 3):
+                return JPEG, np.frombuffer(data, dtype=np.uint8), (0, 0), str(path)
+        elif self._paint_here(i):
+            return CANVAS, _EMPTY, (0, 0), ""
+        if self._open is None:
+            self._open = image_opener(self.manifest, self.source_root, self.cache, self.cache_index)
+        return _pixels(self._open(i))  # PNG, CMYK, not a JPEG at all; PatchML PNG, cache or render
+
+    def _paint_here(self, i: int) -> bool:
+        """Whether canvas `i` is painted on the device: no whole PNG, in the cache; raises the
+        cache's error for a canvas with an unreadable source (as `PatchCache.canvas` would)."""
+        if not self.paint_on_device or not self.cache.cached(self.cache_index, i):
+            return False
+        if self.png_dir is not None and is_whole_png(self.png_dir / f"{self.ids[i]}.png"):
+            return False
+        rows = self.cache.rows[self.cache_index]
+        for s in rows.slots[rows.starts[i] : rows.starts[i + 1]]:
+            if int(s) in self.cache.bad:
+                raise InputError(self.cache.bad[int(s)])
+        return True
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""  # not a JPEG: open_image then says what is wrong, in the PIL path's words
+
+
+@dataclass
+class EncodedBatch:
+    """A worker's batch: per-item metadata, and the payloads back to back in two flat buffers."""
+
+    rows: torch.Tensor  # int64
+    kinds: list[str]
+    spans: list[tuple[int, int]]  # [start, end) of each payload in `encoded` (JPEG) or `pixels` (PIXELS)
+    shapes: list[tuple[int, int]]  # (h, w) of PIXELS items
+    sources: list[str]  # JPEG file of each JPEG item (for the PIL fallback)
+    errors: list[str]
+    encoded: torch.Tensor  # uint8 JPEG bytes (stay on the host: the decoder reads them there)
+    pixels: torch.Tensor  # uint8 HWC pixels (copied to the device)
+
+    def pin_memory(self) -> "EncodedBatch":
+        """Called by the DataLoader's pinning thread: only the pixels are copied to the device."""
+        self.pixels = self.pixels.pin_memory()
+        return self
+
+
+def _pack(payloads: tuple, kinds: tuple, kind: str, spans: list) -> torch.Tensor:
+    """The `kind` payloads back to back in one uint8 tensor (shared memory in a worker, as torch's
+    default collate does); their [start, end) go into `spans`."""
+    chosen = [j for j, k in enumerate(kinds) if k == kind]
+    sizes = [payloads[j].size for j in chosen]
+    flat = torch.empty(sum(sizes), dtype=torch.uint8)
+    if get_worker_info() is not None and len(flat):
+        flat.share_memory_()
+    if chosen:
+        np.concatenate([payloads[j] for j in chosen], out=flat.numpy())
+    end = 0
+    for j, size in zip(chosen, sizes):
+        spans[j] = (end, end + size)
+        end += size
+    return flat
+
+
+def collate_encoded(items: list) -> EncodedBatch:
+    rows, kinds, payloads, shapes, sources, errors = zip(*items)
+    spans = [(0, 0)] * len(items)
+    encoded = _pack(payloads, kinds, JPEG, spans)
+    pixels = _pack(payloads, kinds, PIXELS, spans)
+    return EncodedBatch(torch.tensor(rows, dtype=torch.int64), list(kinds), spans, list(shapes), list(sources),
+                        list(errors), encoded, pixels)
+
+
+class JpegDecoder:
+    """Batched `decode_jpeg` on the device; an image the device refuses comes back as None."""
+
+    def __init__(self, device: str):
+        self.device = torch.device(device)
+        # nvjpeg's hardware decoder may write its outputs before work already queued on the
+        # caller's stream has run (pytorch/vision#9606, meta-pytorch/torchcodec#1634): memory
+        # the caching allocator just recycled from the previous batch could be overwritten.
+        # Decoding on a stream of its own keeps its allocations apart (see _decode).
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+    def __call__(self, data: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        try:
+            return list(self._decode(data))
+        except torch.cuda.OutOfMemoryError:  # not a bad image: the caller must see it
+            raise
+        except RuntimeError:  # one bad image fails the whole call: find it
+            return [self._one(d) for d in data]
+
+    def _one(self, data: torch.Tensor) -> torch.Tensor | None:
+        try:
+            return self._decode([data])[0]
+        except torch.cuda.OutOfMemoryError:  # not a bad image: the caller must see it
+            raise
+        except RuntimeError as exc:
+            log.debug(f"device JPEG decoder refused an image ({str(exc).splitlines()[0][:200]}): PIL decodes it")
+            return None
+
+    def _decode(self, data: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.stream is None:
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+        current = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self.stream):
+            images = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+        current.wait_stream(self.stream)
+        for image in images:  # freed later, on the compute stream: not reused before it is done
+            image.record_stream(current)
+        return images
+
+
+class DeviceAssembler:
+    """An `EncodedBatch` -> (rows, uint8 (B, 3, H, W) on the device, error texts)."""
+
+    def __init__(self, preprocess: Preprocess, device: str, painter: CanvasPainter | None):
+        self.prep = preprocess
+        self.device = torch.device(device)
+        self.painter = painter
+        self.decoder = JpegDecoder(device)
+
+    def __call__(self, batch: EncodedBatch) -> tuple:
+        errors = list(batch.errors)
+        groups = _same_size({**self._jpegs(batch, errors), **self._pixels(batch)}) + self._canvases(batch)
+        return batch.rows, self._fit(groups, len(errors)), errors
+
+    def _jpegs(self, batch: EncodedBatch, errors: list[str]) -> dict[int, torch.Tensor]:
+        chosen = [j for j, k in enumerate(batch.kinds) if k == JPEG]
+        if not chosen:
+            return {}
+        decoded = self.decoder([batch.encoded[slice(*batch.spans[j])] for j in chosen])
+        out = {}
+        for j, image in zip(chosen, decoded):
+            if image is None:
+                image = self._pil_fallback(batch.sources[j], j, errors)
+            if image is not None:
+                out[j] = image
+        return out
+
+    def _pil_fallback(self, path: str, j: int, errors: list[str]) -> torch.Tensor | None:
+        """The image PIL decodes when the device decoder refused it; None (and its error) if PIL cannot."""
+        try:
+            array = np.array(open_image(path), dtype=np.uint8)
+        except InputError as exc:
+            errors[j] = str(exc)
+            return None
+        return torch.from_numpy(array).to(self.device, non_blocking=True).permute(2, 0, 1)
+
+    def _pixels(self, batch: EncodedBatch) -> dict[int, torch.Tensor]:
+        chosen = [j for j, k in enumerate(batch.kinds) if k == PIXELS]
+        if not chosen:
+            return {}
+        flat = batch.pixels.to(self.device, non_blocking=True)
+        out = {}
+        for j in chosen:
+            (start, end), (h, w) = batch.spans[j], batch.shapes[j]
+            out[j] = flat[start:end].view(h, w, 3).permute(2, 0, 1)
+        return out
+
+    def _canvases(self, batch: EncodedBatch) -> list[tuple[list[int], torch.Tensor]]:
+        """[(items, their canvases (n, 3, L, L))]: painted together, resized together."""
+        chosen = [j for j, k in enumerate(batch.kinds) if k == CANVAS]
+        if not chosen:
+            return []
+        return [(chosen, self.painter.paint([int(batch.rows[j]) for j in chosen]))]
+
+    def _fit(self, groups: list[tuple[list[int], torch.Tensor]], batch_size: int) -> torch.Tensor:
+        """The batch: each group of same-size images resized (and cropped) on the device at once;
+        samples without an image stay zeros."""
+        out = torch.zeros((batch_size, 3, self.prep.height, self.prep.width), dtype=torch.uint8, device=self.device)
+        if not groups:
+            return out
+        order = [j for members, _ in groups for j in members]
+        fitted = torch.cat([fit(images, self.prep) for _, images in groups])
+        # Non-blocking index copy: a blocking one would wait for the forward passes already queued.
+        index = torch.from_numpy(np.asarray(order, dtype=np.int64)).to(self.device, non_blocking=True)
+        return out.index_copy_(0, index, fitted)
+
+
+def _same_size(images: dict[int, torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
+    """{item: (3, h, w) image} -> [(items, their images stacked (n, 3, h, w))], one group per size."""
+    by_size: dict[tuple, list[int]] = defaultdict(list)
+    for j, image in images.items():
+        by_size[tuple(image.shape[1:])].append(j)
+    return [(members, torch.stack([images[j] for j in members])) for members in by_size.values()]
+
+
+def _pass_cache(manifest: Manifest, rows: list[int], source_root, workers: int,
+                cached: tuple | None) -> tuple[PatchCache, int] | None:
+    """As `pil_batches`: the sweep's cache, none (`(False, 0)`), or, with None, one built here."""
+    if cached is None:
+        if manifest.kind != "patchml":
+            return None
+        cache = patch_cache_for([manifest], [list(rows)], source_root, workers)
+        return (cache, 0) if cache is not None else None
+    return cached if isinstance(cached[0], PatchCache) else None
+
+
+def device_batches(manifest: Manifest, rows: list[int], preprocess: Preprocess, device: str, batch_size: int,
+                   workers: int, source_root=None, cached: tuple[PatchCache, int] | None = None) -> Iterator[tuple]:
+    """`data.pil_batches` with decode and resize on `device`: (rows, uint8 images (B, 3, H, W) on
+    `device`, error texts) for `rows`, in order. Raises InputError at once (before any worker
+    starts) when the model's preprocessing has no device version."""
+    check_device_preprocess(preprocess)
+    cached = _pass_cache(manifest, rows, source_root, workers, cached)
+    painter = CanvasPainter.for_pass(cached, device)
+    cache, index = cached if cached is not None else (None, 0)
+    dataset = EncodedImages(manifest, rows, source_root, cache, index, paint_on_device=painter is not None)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=uses_pinned_memory(device), collate_fn=collate_encoded,
+                        prefetch_factor=4 if workers > 0 else None, persistent_workers=False)
+    return _assembled(loader, DeviceAssembler(preprocess, device, painter))
+
+
+def _assembled(loader: DataLoader, assemble: DeviceAssembler) -> Iterator[tuple]:
+    for batch in loader:
+        yield assemble(batch)
