@@ -23,8 +23,8 @@ import torch
 from mlreassess.cpus import capped_workers
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError
-from mlreassess.inference.data import check_readable, default_workers, pil_batches, shared_caches
-from mlreassess.inference.device_input import device_batches
+from mlreassess.inference.data import check_readable, default_workers, shared_caches
+from mlreassess.inference.device_input import batches_for
 from mlreassess.inference.device_resize import check_device_preprocess
 from mlreassess.inference.distributed import resolve_device
 from mlreassess.inference.models import ModelSpec, build, check_specs, registry_data_config
@@ -151,7 +151,7 @@ def _drain(manifest: Manifest, prep: Preprocess, opts: InferOptions, device: str
            cached) -> tuple[int, int]:
     """(samples, unreadable) of one pass of the input pipeline over all rows of `manifest`."""
     cached = cached or (False, 0)  # no cache for this manifest: render on the fly, as infer would
-    make_batches = device_batches if opts.decode == "gpu" else pil_batches
+    make_batches = batches_for(opts.decode)
     samples = unreadable = 0
     for _, _, errors in make_batches(manifest, list(range(len(manifest))), prep, device, opts.batch_size, workers,
                                      opts.source_root, cached):

@@ -31,7 +31,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from mlreassess.datasets.images import open_image
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
-from mlreassess.inference.data import image_opener, patch_cache_for, uses_pinned_memory
+from mlreassess.inference.data import image_opener, patch_cache_for, pil_batches, uses_pinned_memory
 from mlreassess.inference.device_canvas import CanvasPainter
 from mlreassess.inference.device_resize import check_device_preprocess, fit
 from mlreassess.inference.preprocess import Preprocess
@@ -334,3 +334,9 @@ def device_batches(manifest: Manifest, rows: list[int], preprocess: Preprocess, 
 def _assembled(loader: DataLoader, assemble: DeviceAssembler) -> Iterator[tuple]:
     for batch in loader:
         yield assemble(batch)
+
+
+def batches_for(decode: str):
+    """The input pipeline of `--decode`: `data.pil_batches` (cpu) or `device_batches` (gpu); both
+    take the same arguments and yield the same batches."""
+    return device_batches if decode == "gpu" else pil_batches

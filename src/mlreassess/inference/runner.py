@@ -29,8 +29,8 @@ from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import distributed as D
 from mlreassess.inference import writers
-from mlreassess.inference.data import SweepCaches, check_readable, default_workers, pil_batches
-from mlreassess.inference.device_input import device_batches
+from mlreassess.inference.data import SweepCaches, check_readable, default_workers
+from mlreassess.inference.device_input import batches_for
 from mlreassess.inference.device_resize import check_device_preprocess
 from mlreassess.inference.distributed import resolve_device
 from mlreassess.inference.models import LoadedModel, ModelSpec, build, check_specs, registry_data_config
@@ -142,7 +142,7 @@ def run_pass(
     wait for the device after that many batches (a timing mark for benchmarks). `cached`: the
     sweep's patch cache for a PatchML manifest (and the manifest's index in it)."""
     device = runners[0].device if runners else resolve_device(opts.device)
-    make_batches = device_batches if opts.decode == "gpu" else pil_batches
+    make_batches = batches_for(opts.decode)
     batches = make_batches(manifest, rows, preprocess, device, opts.batch_size, pass_workers(opts), opts.source_root,
                            cached)
     result = PassResult()
