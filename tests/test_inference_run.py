@@ -261,20 +261,26 @@ def test_two_datasets_with_one_name_are_refused(tiny, tmp_path, capsys):
 # ---- PatchML --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def patchml_set(tmp_path_factory):
-    """A tiny PatchML set from generated sources, built with `mlreassess patchml --images` (PNGs)."""
+def write_sources(base: Path, n: int) -> None:
+    """n random 80x64 source JPEGs in base/src and base/boxes.csv with two boxes on each."""
     from mlreassess.datasets.labels import class_wnid
 
-    base = tmp_path_factory.mktemp("patchml")
     rng = np.random.default_rng(1)
     (base / "src").mkdir()
     lines = ["ImageId,PredictionString"]
-    for i in range(6):
+    for i in range(n):
         sid = f"ILSVRC2012_val_{i + 1:08d}"
         Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(base / "src" / f"{sid}.JPEG")
         lines.append(f"{sid},{class_wnid(i)} 2 3 40 50 {class_wnid(i + 10)} 30 10 79 63")
     (base / "boxes.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def patchml_set(tmp_path_factory):
+    """A tiny PatchML set from generated sources, built with `mlreassess patchml --images` (PNGs)."""
+
+    base = tmp_path_factory.mktemp("patchml")
+    write_sources(base, 6)
     assert main(["patchml", "--boxes", str(base / "boxes.csv"), "--seed", "1", "--out", str(base / "set"), "--images",
                  str(base / "src"), "--counts", "2,3", "--canvas", "64", "--min-box-side", "4", "--workers", "1"]) == 0
     return base

@@ -9,14 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import timm
-from PIL import Image
-from test_inference_run import N_IMAGES, infer, make_images, make_manifest, save_weights
+from test_inference_run import N_IMAGES, infer, make_images, make_manifest, save_weights, write_sources
 
 import mlreassess.inference.data as data
 import mlreassess.patchml.cache as cache
 import mlreassess.patchml.render as render
 from mlreassess.cli import main
-from mlreassess.datasets.labels import class_wnid
 from mlreassess.datasets.manifest import read_manifest
 from mlreassess.errors import InputError
 from mlreassess.inference import passes, writers
@@ -81,14 +79,7 @@ def test_the_summary_counts_passes(twelve, tmp_path, capsys):
 def two_seeds(tmp_path_factory):
     """PatchML seeds 1 and 2 over the same generated sources, manifests only (canvases rendered at inference)."""
     base = tmp_path_factory.mktemp("seeds")
-    rng = np.random.default_rng(1)
-    (base / "src").mkdir()
-    lines = ["ImageId,PredictionString"]
-    for i in range(8):
-        sid = f"ILSVRC2012_val_{i + 1:08d}"
-        Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(base / "src" / f"{sid}.JPEG")
-        lines.append(f"{sid},{class_wnid(i)} 2 3 40 50 {class_wnid(i + 10)} 30 10 79 63")
-    (base / "boxes.csv").write_text("\n".join(lines) + "\n")
+    write_sources(base, 8)
     for seed in (1, 2):
         assert main(["patchml", "--boxes", str(base / "boxes.csv"), "--seed", str(seed), "--out", str(base / f"s{seed}"),
                      "--images", str(base / "src"), "--no-render", "--counts", "2,3", "--canvas", "64",
