@@ -129,7 +129,7 @@ class DataBenchResult:
             + (f" ({self.unreadable} unreadable)" if self.unreadable else "")
             + f", {self.workers} workers, patch cache {self.cache_bytes / 2**20:.1f} MiB",
             f"{self.samples / self.elapsed_s:.1f} samples/s ({self.elapsed_s:.2f} s wall, {self.cpu_s:.2f} s CPU: "
-            f"{self.cpu_main_s:.2f} s main process, {self.cpu_s - self.cpu_main_s:.2f} s workers)",
+            f"{self.cpu_main_s:.2f} s main process, {max(0.0, self.cpu_s - self.cpu_main_s):.2f} s workers)",
             f"cpu_ms_per_sample {1000 * self.cpu_s / max(1, self.samples):.2f}",
         ]
 
