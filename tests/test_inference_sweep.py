@@ -101,6 +101,22 @@ def test_patchml_sources_are_decoded_once_per_sweep(tiny_models, two_seeds, tmp_
             assert (meta["dataset_passes"], meta["decodes_per_image"]) == (2, 1)
 
 
+def test_a_patchml_set_with_all_its_pngs_is_scanned_once_per_sweep(tiny_models, tmp_path, monkeypatch):
+    write_sources(tmp_path, 4)
+    assert main(["patchml", "--boxes", str(tmp_path / "boxes.csv"), "--seed", "1", "--out", str(tmp_path / "set"),
+                 "--images", str(tmp_path / "src"), "--counts", "2", "--canvas", "64", "--min-box-side", "4",
+                 "--workers", "1"]) == 0
+    scans = []
+    real = data.rows_to_render
+    monkeypatch.setattr(data, "rows_to_render", lambda m, rows: scans.append(m.name) or real(m, rows))
+    # Two passes (bicubic, bilinear); nothing to cache: the PNG check is not redone for each pass.
+    assert infer("--data", str(tmp_path / "set" / "manifest.parquet"), "--models", str(tiny_models),
+                 out=tmp_path / "out") == 0
+    assert scans == ["patchml_seed1"]
+    _, _, meta = topk(tmp_path / "out", "patchml_seed1", "test_resnet")
+    assert (meta["dataset_passes"], meta["decodes_per_image"]) == (2, 2)  # each PNG read once per pass
+
+
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     base = tmp_path_factory.mktemp("two_groups")

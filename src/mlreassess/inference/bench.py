@@ -20,16 +20,15 @@ from pathlib import Path
 
 import torch
 
-from mlreassess.cpus import capped_workers
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError
-from mlreassess.inference.data import check_readable, default_workers, shared_caches
+from mlreassess.inference.data import NO_CACHE, check_readable, shared_caches
 from mlreassess.inference.device_input import batches_for
 from mlreassess.inference.device_resize import check_device_preprocess
-from mlreassess.inference.distributed import resolve_device
+from mlreassess.inference.distributed import check_available, resolve_device
 from mlreassess.inference.models import ModelSpec, build, check_specs, registry_data_config
 from mlreassess.inference.preprocess import Preprocess, preprocess_for
-from mlreassess.inference.runner import ModelRunner, run_pass, sync_device
+from mlreassess.inference.runner import ModelRunner, pass_workers, run_pass, sync_device
 from mlreassess.options import InferOptions
 
 
@@ -86,7 +85,7 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: InferOptions, 
     if len(manifest) == 0:
         raise InputError(f"{manifest_path}: the manifest has no samples to benchmark on")
     check_readable(manifest)
-    device = _bench_device(opts)
+    device = check_available(resolve_device(opts.device))
     loaded = build(spec, opts.test_input_size, opts.checkpoint_key)
     prep = preprocess_for(loaded.data_config, opts.crop)
     runner = ModelRunner(loaded, device, opts)
@@ -140,17 +139,10 @@ def cpu_seconds(children: bool = True) -> float:
     return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, who))
 
 
-def _bench_device(opts: InferOptions) -> str:
-    device = resolve_device(opts.device)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available here (use --device cpu)")
-    return device
-
-
 def _drain(manifest: Manifest, prep: Preprocess, opts: InferOptions, device: str, workers: int,
            cached) -> tuple[int, int]:
     """(samples, unreadable) of one pass of the input pipeline over all rows of `manifest`."""
-    cached = cached or (False, 0)  # no cache for this manifest: render on the fly, as infer would
+    cached = cached or NO_CACHE  # none for this manifest: canvases rendered on the fly, as infer would
     make_batches = batches_for(opts.decode)
     samples = unreadable = 0
     for _, _, errors in make_batches(manifest, list(range(len(manifest))), prep, device, opts.batch_size, workers,
@@ -167,10 +159,10 @@ def bench_data(spec: ModelSpec, manifest_paths: list[str | Path], opts: InferOpt
     for m in manifests:
         check_readable(m)
     prep = preprocess_for(registry_data_config(spec.name, opts.test_input_size), opts.crop)
-    device = _bench_device(opts)
+    device = check_available(resolve_device(opts.device))
     if opts.decode == "gpu":
         check_device_preprocess(prep)  # before the patch cache is built
-    workers = default_workers() if opts.workers is None else capped_workers(opts.workers)
+    workers = pass_workers(opts)
     cpu0, main0, start = cpu_seconds(), cpu_seconds(children=False), time.perf_counter()
     every = [list(range(len(m))) for m in manifests]
     caches = shared_caches(manifests, every, opts.source_root, workers) if patch_cache else {}

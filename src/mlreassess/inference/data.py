@@ -41,7 +41,7 @@ def check_readable(manifest: Manifest) -> None:
         raise InputError(f"{manifest.source}: sample {sid!r} has no image path")
 
 
-def _png_dir(manifest: Manifest) -> Path | None:
+def png_dir(manifest: Manifest) -> Path | None:
     return manifest.source.parent / PATCHML_IMAGES if manifest.source is not None else None
 
 
@@ -52,11 +52,11 @@ def image_opener(manifest: Manifest, source_root: str | os.PathLike | None = Non
     from the manifest and its source images (same pixels, SPEC 2)."""
     ids = manifest.sample_ids
     if manifest.kind == "patchml":
-        png_dir = _png_dir(manifest)
+        pngs = png_dir(manifest)
 
         def open_canvas(i: int):
-            if png_dir is not None:
-                png = png_dir / f"{ids[i]}.png"
+            if pngs is not None:
+                png = pngs / f"{ids[i]}.png"
                 if is_whole_png(png):
                     return open_image(png)
             if cache is not None and cache.cached(cache_index, i):
@@ -71,11 +71,11 @@ def image_opener(manifest: Manifest, source_root: str | os.PathLike | None = Non
 
 def rows_to_render(manifest: Manifest, rows: list[int]) -> list[int]:
     """The PatchML `rows` without a whole PNG in DIR/images (all of them when there is no such folder)."""
-    png_dir = _png_dir(manifest)
-    if png_dir is None or not png_dir.is_dir():
+    pngs = png_dir(manifest)
+    if pngs is None or not pngs.is_dir():
         return sorted(set(rows))
     ids = manifest.sample_ids
-    return sorted(i for i in set(rows) if not is_whole_png(png_dir / f"{ids[i]}.png"))
+    return sorted(i for i in set(rows) if not is_whole_png(pngs / f"{ids[i]}.png"))
 
 
 def patch_cache_for(manifests: list[Manifest], rows: list[list[int]], source_root=None,
@@ -89,6 +89,22 @@ def patch_cache_for(manifests: list[Manifest], rows: list[list[int]], source_roo
         return build_cache(manifests, todo, source_root=source_root, workers=workers)
     except InputError:
         return None
+
+
+# `cached` of a pass that must use no patch cache (PatchML canvases rendered on the fly).
+NO_CACHE = (None, 0)
+
+
+def pass_cache(manifest: Manifest, rows: list[int], source_root, workers: int,
+               cached: tuple | None) -> tuple[PatchCache, int] | None:
+    """The patch cache (and the manifest's index in it) a pass over `rows` uses: `cached` as given
+    (`NO_CACHE`: none), or, with None, one built here for these rows of a PatchML manifest."""
+    if cached is not None:
+        return cached if cached[0] is not None else None
+    if manifest.kind != "patchml":
+        return None
+    cache = patch_cache_for([manifest], [list(rows)], source_root, workers)
+    return (cache, 0) if cache is not None else None
 
 
 def shared_caches(manifests: list[Manifest], rows: list[list[int]], source_root,
@@ -134,9 +150,10 @@ class SweepCaches:
             self._built = {order[j]: entry for j, entry in built.items()}
         return self._built
 
-    def get(self, d: int) -> tuple[PatchCache, int] | None:
-        """(cache, manifest index in it) for manifest `d`, or None (not PatchML, or nothing cached)."""
-        return self._build().get(d) if d in self.rows else None
+    def get(self, d: int) -> tuple[PatchCache | None, int] | None:
+        """(cache, manifest index in it) for PatchML manifest `d`, `NO_CACHE` when nothing could be
+        cached for it (its passes need not try again), None for other manifests."""
+        return self._build().get(d, NO_CACHE) if d in self.rows else None
 
     def decodes_per_image(self, d: int, passes: int) -> int | None:
         """How many times the sweep decodes each image file behind manifest `d`: images and PNG canvases
@@ -144,8 +161,8 @@ class SweepCaches:
         the fly (each source decoded again for every patch)."""
         if d not in self.rows:
             return passes
-        entry, todo = self.get(d), self._to_render.get(d, [])
-        if todo and (entry is None or not all(entry[0].cached(entry[1], i) for i in todo)):
+        (cache, index), todo = self.get(d), self._to_render.get(d, [])
+        if todo and (cache is None or not all(cache.cached(index, i) for i in todo)):
             return None
         return passes if len(todo) < len(self.rows[d]) else 1
 
@@ -214,16 +231,16 @@ def uses_pinned_memory(device: str) -> bool:
 def pil_batches(manifest: Manifest, rows: list[int], preprocess: Preprocess, device: str, batch_size: int,
                 workers: int, source_root=None, cached: tuple[PatchCache, int] | None = None) -> Iterator[tuple]:
     """(rows, uint8 images (B, 3, H, W) on `device`, error texts) for `rows`, in order: decoded and
-    resized by PIL in `workers` processes. `cached`: (patch cache, manifest index in it) for PatchML
-    canvases; without one, a cache is built here for these rows."""
-    cache, index = cached if cached is not None else (True, 0)
+    resized by PIL in `workers` processes. `cached`: see `pass_cache`."""
+    cache, index = pass_cache(manifest, rows, source_root, workers, cached) or (False, 0)
     dataset = ManifestImages(manifest, preprocess, rows, source_root=source_root, patch_cache=cache,
-                             cache_index=index, cache_workers=workers)
+                             cache_index=index)
     for idx, images, errors in make_loader(dataset, batch_size, workers, uses_pinned_memory(device)):
         yield idx, images.to(device, non_blocking=True), errors
 
 
-def make_loader(dataset: ManifestImages, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, workers: int, pin_memory: bool,
+                collate_fn: Callable = collate) -> DataLoader:
     """In-order batches (sample order is the manifest's), prefetched by `workers` processes."""
     return DataLoader(
         dataset,
@@ -231,7 +248,7 @@ def make_loader(dataset: ManifestImages, batch_size: int, workers: int, pin_memo
         shuffle=False,
         num_workers=workers,
         pin_memory=pin_memory,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         prefetch_factor=4 if workers > 0 else None,
         persistent_workers=False,
     )

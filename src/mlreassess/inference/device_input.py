@@ -31,13 +31,12 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from mlreassess.datasets.images import open_image
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
-from mlreassess.inference.data import image_opener, patch_cache_for, pil_batches, uses_pinned_memory
+from mlreassess.inference.data import image_opener, make_loader, pass_cache, pil_batches, png_dir, uses_pinned_memory
 from mlreassess.inference.device_canvas import CanvasPainter
 from mlreassess.inference.device_resize import check_device_preprocess, fit
 from mlreassess.inference.preprocess import Preprocess
 from mlreassess.patchml.cache import PatchCache
 from mlreassess.patchml.render import is_whole_png
-from mlreassess.results import PATCHML_IMAGES
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ class EncodedImages(Dataset):
         self.paint_on_device = paint_on_device and cache is not None
         self.ids = manifest.sample_ids
         patchml = manifest.kind == "patchml"
-        self.png_dir = manifest.source.parent / PATCHML_IMAGES if patchml and manifest.source is not None else None
+        self.png_dir = png_dir(manifest) if patchml else None
         self.paths = None if patchml else manifest.table.column("path").to_pylist()
         self._open = None  # image_opener, built lazily in each worker
 
@@ -304,30 +303,17 @@ def _same_size(images: dict[int, torch.Tensor]) -> list[tuple[list[int], torch.T
     return [(members, torch.stack([images[j] for j in members])) for members in by_size.values()]
 
 
-def _pass_cache(manifest: Manifest, rows: list[int], source_root, workers: int,
-                cached: tuple | None) -> tuple[PatchCache, int] | None:
-    """As `pil_batches`: the sweep's cache, none (`(False, 0)`), or, with None, one built here."""
-    if cached is None:
-        if manifest.kind != "patchml":
-            return None
-        cache = patch_cache_for([manifest], [list(rows)], source_root, workers)
-        return (cache, 0) if cache is not None else None
-    return cached if isinstance(cached[0], PatchCache) else None
-
-
 def device_batches(manifest: Manifest, rows: list[int], preprocess: Preprocess, device: str, batch_size: int,
                    workers: int, source_root=None, cached: tuple[PatchCache, int] | None = None) -> Iterator[tuple]:
     """`data.pil_batches` with decode and resize on `device`: (rows, uint8 images (B, 3, H, W) on
     `device`, error texts) for `rows`, in order. Raises InputError at once (before any worker
     starts) when the model's preprocessing has no device version."""
     check_device_preprocess(preprocess)
-    cached = _pass_cache(manifest, rows, source_root, workers, cached)
+    cached = pass_cache(manifest, rows, source_root, workers, cached)
     painter = CanvasPainter.for_pass(cached, device)
     cache, index = cached if cached is not None else (None, 0)
     dataset = EncodedImages(manifest, rows, source_root, cache, index, paint_on_device=painter is not None)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=uses_pinned_memory(device), collate_fn=collate_encoded,
-                        prefetch_factor=4 if workers > 0 else None, persistent_workers=False)
+    loader = make_loader(dataset, batch_size, workers, uses_pinned_memory(device), collate_encoded)
     return _assembled(loader, DeviceAssembler(preprocess, device, painter))
 
 

@@ -16,6 +16,8 @@ from typing import Any, Sequence, TypeVar
 import torch
 import torch.distributed as td
 
+from mlreassess.errors import InputError
+
 T = TypeVar("T")
 
 
@@ -94,6 +96,13 @@ def resolve_device(device: str | None) -> str:
     if device is not None:
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_available(device: str) -> str:
+    """`device`, or a one-line error when it is a CUDA device and none is visible."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device is available here (use --device cpu)")
+    return device
 
 
 def device_for(device: str, dist: Dist) -> str:

@@ -442,10 +442,8 @@ class _Sweep:
 
 def _device(opts: InferOptions, dist: D.Dist) -> str:
     """This rank's device, checked to exist."""
-    device = D.device_for(resolve_device(opts.device), dist)
+    device = D.device_for(D.check_available(resolve_device(opts.device)), dist)
     if torch.device(device).type == "cuda":
-        if not torch.cuda.is_available():
-            raise MlreassessError("--device cuda: no CUDA device is available here (use --device cpu)")
         torch.cuda.set_device(torch.device(device))
     return device
 
