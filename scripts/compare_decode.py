@@ -20,7 +20,7 @@ import torch
 from mlreassess.datasets.manifest import read_manifest
 from mlreassess.inference.data import check_readable, pil_batches
 from mlreassess.inference.device_input import device_batches
-from mlreassess.inference.models import registry_data_config
+from mlreassess.inference.models import ModelSpec, data_config
 from mlreassess.inference.preprocess import preprocess_for
 
 warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)  # torchvision 0.29: still works
@@ -38,7 +38,7 @@ def main() -> int:
     args = parser.parse_args()
     manifest = read_manifest(args.manifest)
     check_readable(manifest)
-    prep = preprocess_for(registry_data_config(args.model), args.crop)
+    prep = preprocess_for(data_config(ModelSpec(args.model, "random")), args.crop)
     rows = list(range(len(manifest)))
     common = (prep, args.device, args.batch_size, args.workers, args.source_root)
     histogram = torch.zeros(256, dtype=torch.int64)

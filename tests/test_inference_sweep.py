@@ -17,7 +17,8 @@ import mlreassess.patchml.render as render
 from mlreassess.cli import main
 from mlreassess.datasets.manifest import read_manifest
 from mlreassess.errors import InputError
-from mlreassess.inference import passes, writers
+from mlreassess.inference import models, passes, writers
+from mlreassess.inference.models import ModelSpec
 from mlreassess.options import InferOptions
 from mlreassess.results import ResultsLayout
 
@@ -151,9 +152,9 @@ def test_passes_never_mix_datasets_or_preprocessing():
 def test_model_sizes_come_from_an_empty_build():
     model = timm.create_model("test_resnet")
     expected = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
-    assert passes.model_bytes("test_resnet") == expected
-    assert passes.model_bytes("hf-hub:someone/model") is None  # only known once downloaded
-    assert passes.model_bytes("no_such_model") is None
+    assert models.model_bytes(ModelSpec("test_resnet", "random")) == expected
+    assert models.model_bytes(ModelSpec("hf-hub:someone/model", "hub")) is None  # only known once downloaded
+    assert models.model_bytes(ModelSpec("no_such_model", "random")) is None
 
 
 def test_unit_cost_counts_weights_and_kept_predictions():
@@ -180,9 +181,9 @@ def test_models_per_pass_accepts_auto_or_a_positive_integer(tmp_path, capsys):
 def test_decode_gpu_refuses_a_model_without_a_device_resize_before_any_work(twelve, tmp_path, monkeypatch, capsys):
     import mlreassess.inference.runner as runner
 
-    real = runner.registry_data_config
-    monkeypatch.setattr(runner, "registry_data_config",
-                        lambda name, *a: {**real(name, *a), "interpolation": "lanczos"} if name == "test_vit" else real(name, *a))
+    real = runner.data_config
+    monkeypatch.setattr(runner, "data_config",
+                        lambda spec, *a: {**real(spec, *a), "interpolation": "lanczos"} if spec.name == "test_vit" else real(spec, *a))
     assert infer("--data", str(twelve["manifest"]), "--models", str(twelve["models"]), "--decode", "gpu", out=tmp_path) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["mlreassess: error: model 'test_vit': --decode gpu: the model's interpolation 'lanczos' has no device "

@@ -26,7 +26,7 @@ from mlreassess.inference.data import NO_CACHE, check_readable, shared_caches
 from mlreassess.inference.device_input import batches_for
 from mlreassess.inference.device_resize import check_device_preprocess
 from mlreassess.inference.distributed import check_available, resolve_device
-from mlreassess.inference.models import ModelSpec, build, check_specs, registry_data_config
+from mlreassess.inference.models import ModelSpec, build, check_specs, data_config
 from mlreassess.inference.preprocess import Preprocess, preprocess_for
 from mlreassess.inference.runner import ModelRunner, pass_workers, run_pass, sync_device
 from mlreassess.options import InferOptions
@@ -158,7 +158,7 @@ def bench_data(spec: ModelSpec, manifest_paths: list[str | Path], opts: InferOpt
     manifests = [read_manifest(p) for p in manifest_paths]
     for m in manifests:
         check_readable(m)
-    prep = preprocess_for(registry_data_config(spec.name, opts.test_input_size), opts.crop)
+    prep = preprocess_for(data_config(spec, opts.test_input_size), opts.crop)
     device = check_available(resolve_device(opts.device))
     if opts.decode == "gpu":
         check_device_preprocess(prep)  # before the patch cache is built

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import difflib
+import itertools
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import timm
+import torch
 from timm.data import resolve_data_config, resolve_model_data_config
 
 from mlreassess.constants import DEFAULT_CHECKPOINT_KEY
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import weights as W
 from mlreassess.inference.weights import HUB_PREFIXES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, order=True)
@@ -77,6 +82,28 @@ def check_specs(specs: list[ModelSpec]) -> list[ModelSpec]:
         if other.weights != spec.weights:
             raise InputError(f"model {spec.name!r} listed twice with different weights ({other.weights}, {spec.weights})")
     return sorted(by_name.values())
+
+
+def data_config(spec: ModelSpec, use_test_size: bool = False) -> dict:
+    """The data config the runner plans with (before any model is built): what `build(spec)` will
+    report as `LoadedModel.data_config`."""
+    return registry_data_config(spec.name, use_test_size)
+
+
+def model_bytes(spec: ModelSpec) -> int | None:
+    """Bytes of the model's parameters and buffers as loaded (float32), from an empty build on the
+    meta device (no memory, no download); None when that cannot be known before loading."""
+    name = spec.name
+    if name.startswith(HUB_PREFIXES):
+        return None  # its architecture is only known once its config is downloaded
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            module = timm.create_model(name, pretrained=False)
+    except Exception as exc:  # the model will fail (and be reported) when it is really built
+        log.debug(f"model {name!r}: size unknown before loading ({type(exc).__name__}: {exc})")
+        return None
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def registry_data_config(name: str, use_test_size: bool = False) -> dict:

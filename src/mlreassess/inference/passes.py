@@ -5,23 +5,19 @@ A pass decodes its dataset once for all its models, so fewer, fuller passes mean
 models while their weights and the predictions they keep on the device fit in half the device's
 free memory; the other half is for the one forward pass running at a time (models of a pass run one
 after another on each batch), the input batches, and the patch cache with --decode gpu. A model's
-size comes from building it empty on the meta device (no memory, no download).
+size comes from `models.model_bytes` (an empty build on the meta device).
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 from typing import Callable, Hashable, Sequence, TypeVar
 
-import timm
 import torch
 
-from mlreassess.inference.weights import HUB_PREFIXES
 from mlreassess.options import MODELS_PER_PASS_AUTO
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Share of the device's free memory that the models of one pass may hold together.
@@ -31,20 +27,6 @@ MODEL_MEMORY_SHARE = 0.5
 UNKNOWN_MODEL_SHARE = 0.25
 SOFTMAX_BYTES = 2 * 1000  # float16 per class, per sample (--save-softmax)
 TOPK_BYTES = 4 + 4  # int32 class + float32 probability per kept class, per sample
-
-
-def model_bytes(name: str) -> int | None:
-    """Bytes of timm model `name`'s parameters and buffers as loaded (float32); None if unknown."""
-    if name.startswith(HUB_PREFIXES):
-        return None  # its architecture is only known once its config is downloaded
-    try:
-        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-            module = timm.create_model(name, pretrained=False)
-    except Exception as exc:  # the model will fail (and be reported) when it is really built
-        log.debug(f"model {name!r}: size unknown before loading ({type(exc).__name__}: {exc})")
-        return None
-    tensors = itertools.chain(module.parameters(), module.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def free_memory(device: str) -> int:

@@ -33,8 +33,8 @@ from mlreassess.inference.data import SweepCaches, check_readable, default_worke
 from mlreassess.inference.device_input import batches_for
 from mlreassess.inference.device_resize import check_device_preprocess
 from mlreassess.inference.distributed import resolve_device
-from mlreassess.inference.models import LoadedModel, ModelSpec, build, check_specs, registry_data_config
-from mlreassess.inference.passes import make_passes, memory_budget, model_bytes, unit_bytes
+from mlreassess.inference.models import LoadedModel, ModelSpec, build, check_specs, data_config, model_bytes
+from mlreassess.inference.passes import make_passes, memory_budget, unit_bytes
 from mlreassess.inference.preprocess import Normalizer, Preprocess, autocast, preprocess_for
 from mlreassess.locks import folder_lock
 from mlreassess.options import MODELS_PER_PASS_AUTO, InferOptions
@@ -242,7 +242,7 @@ def load_manifests(paths: list[str | Path]) -> list[Manifest]:
 def _plan(manifests: list[Manifest], specs: list[ModelSpec], layout: ResultsLayout, opts: InferOptions):
     """(pending units in pass order, skipped (dataset, model) pairs). Run on rank 0 only. A complete
     output is redone, with a line saying why, when what made it differs from what would make it now."""
-    prep = {s: preprocess_for(registry_data_config(s.name, opts.test_input_size), opts.crop) for s in specs}
+    prep = {s: preprocess_for(data_config(s, opts.test_input_size), opts.crop) for s in specs}
     if opts.decode == "gpu":  # before any work, not when the model's pass comes
         for spec, p in prep.items():
             try:
@@ -271,7 +271,7 @@ def _sweep_plan(manifests: list[Manifest], specs: list[ModelSpec], layout: Resul
     """(passes, skipped (dataset, model) pairs). Run on rank 0 only; its device sets an auto budget."""
     pending, skipped = _plan(manifests, specs, layout, opts)
     budget = memory_budget(device) if opts.models_per_pass == MODELS_PER_PASS_AUTO else 0
-    sizes = {u.model.name: model_bytes(u.model.name) for u in pending} if budget else {}
+    sizes = {u.model.name: model_bytes(u.model) for u in pending} if budget else {}
 
     def cost(u: Unit) -> int:
         return unit_bytes(sizes[u.model.name], len(manifests[u.dataset]), opts.topk, opts.save_softmax, budget)
