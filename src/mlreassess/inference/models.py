@@ -1,4 +1,10 @@
-"""Which models to run: name checks against timm's registry, the models file, building a model."""
+"""Which models to run: name checks against timm's registry, the models file, building a model.
+
+What the sweep (`runner`, `passes`, `bench`) asks of a model, and all it asks, is this facade:
+`check_specs`, `data_config(spec)` (planned before building), `model_bytes(spec)` (sizes passes),
+`build(spec)` (a `LoadedModel`: an eval-mode module whose forward gives the 1,000 ImageNet logits)
+and `recipe_entries(spec)` (what besides the weights makes its predictions, for staleness).
+"""
 
 from __future__ import annotations
 
@@ -88,6 +94,12 @@ def data_config(spec: ModelSpec, use_test_size: bool = False) -> dict:
     """The data config the runner plans with (before any model is built): what `build(spec)` will
     report as `LoadedModel.data_config`."""
     return registry_data_config(spec.name, use_test_size)
+
+
+def recipe_entries(spec: ModelSpec) -> dict:
+    """What a model's predictions depend on besides its weights source and the sweep's result options
+    (e.g. a zero-shot model's prompts); JSON values, compared by reruns. timm models: nothing more."""
+    return {}
 
 
 def model_bytes(spec: ModelSpec) -> int | None:

@@ -33,7 +33,8 @@ from mlreassess.inference.data import SweepCaches, check_readable, default_worke
 from mlreassess.inference.device_input import batches_for
 from mlreassess.inference.device_resize import check_device_preprocess
 from mlreassess.inference.distributed import resolve_device
-from mlreassess.inference.models import LoadedModel, ModelSpec, build, check_specs, data_config, model_bytes
+from mlreassess.inference.models import (LoadedModel, ModelSpec, build, check_specs, data_config, model_bytes,
+                                         recipe_entries)
 from mlreassess.inference.passes import make_passes, memory_budget, unit_bytes
 from mlreassess.inference.preprocess import Normalizer, Preprocess, autocast, preprocess_for
 from mlreassess.locks import folder_lock
@@ -253,7 +254,8 @@ def _plan(manifests: list[Manifest], specs: list[ModelSpec], layout: ResultsLayo
     for d, manifest in enumerate(manifests):
         content = writers.pixels_sha256(manifest)
         for spec in specs:
-            unit = Unit(d, spec, prep[spec], writers.recipe(spec.weights, opts, prep[spec], content))
+            unit = Unit(d, spec, prep[spec], writers.recipe(spec.weights, opts, prep[spec], content,
+                                                              recipe_entries(spec)))
             path = layout.prediction(manifest.name, spec.name)
             if not opts.overwrite and writers.is_complete(path):
                 reason = writers.stale_reason(path, unit.recipe)

@@ -119,9 +119,11 @@ def pixels_sha256(manifest: Manifest) -> str:
     return digest.hexdigest()
 
 
-def recipe(spec_weights: str, opts: InferOptions, prep: Preprocess, pixels: str) -> dict[str, Any]:
+def recipe(spec_weights: str, opts: InferOptions, prep: Preprocess, pixels: str,
+           model_entries: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a predictions file depends on: its manifest's samples (`pixels_sha256`), the weights (and
-    their bytes), the options that change results, and the preprocessing resolved from the model's config."""
+    their bytes), the options that change results, the preprocessing resolved from the model's config,
+    and what else its model source says the model depends on (`models.recipe_entries`)."""
     options = {k: v for k, v in result_options(opts).items() if k != "weights"}
     is_file = spec_weights.startswith("file:")
     if not is_file:
@@ -134,6 +136,7 @@ def recipe(spec_weights: str, opts: InferOptions, prep: Preprocess, pixels: str)
         "interpolation": prep.interpolation,
         "crop_pct": prep.crop_pct,
         "samples_sha256": pixels,
+        **(model_entries or {}),
     })
 
 
