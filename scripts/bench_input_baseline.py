@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from mlreassess.datasets.manifest import read_manifest
-from mlreassess.inference.data import ManifestImages, make_loader
+from mlreassess.inference.data import pil_batches
 from mlreassess.inference.preprocess import Preprocess
 from mlreassess.patchml.render import canvases
 
@@ -52,8 +52,8 @@ def plain_patchml(paths: list[str], source_root: str, size: int) -> int:
 
 def current_v1(path: str, size: int) -> int:
     m = read_manifest(path)
-    data = ManifestImages(m, Preprocess(size, size, "bicubic"), list(range(len(m))))
-    return sum(len(errors) for _, _, errors in make_loader(data, 128, 0, pin_memory=False))
+    rows = list(range(len(m)))
+    return sum(len(errors) for _, _, errors in pil_batches(m, rows, Preprocess(size, size, "bicubic"), "cpu", 128, 0))
 
 
 def main() -> None:

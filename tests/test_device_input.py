@@ -278,7 +278,7 @@ def test_patchml_canvases_from_pngs_cache_or_render(patchml, monkeypatch):
     rendered = torch.stack([torch.from_numpy(np.array(render_row(bare, i, sources))).permute(2, 0, 1)
                             for i in range(len(bare))])
     assert torch.equal(pil, dev) and torch.equal(dev, rendered)
-    monkeypatch.setattr(CanvasPainter, "for_pass", classmethod(lambda cls, cached, device: None))
+    monkeypatch.setattr(CanvasPainter, "for_pass", classmethod(lambda cls, cached, device, pixels_of=None: None))
     _, in_workers, _ = collect(device_batches, bare, CANVAS, source_root=sources, cached=(full, 0), workers=2)
     assert torch.equal(in_workers, rendered)
 

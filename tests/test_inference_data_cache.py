@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mlreassess.datasets.manifest import read_manifest
-from mlreassess.inference.data import ManifestImages, make_loader, rows_to_render
+from mlreassess.inference.data import ManifestImages, pil_batches, rows_to_render
 from mlreassess.inference.preprocess import Preprocess
 from mlreassess.patchml import generate
 from mlreassess.patchml.render import render_row
@@ -64,7 +64,7 @@ def test_loader_workers_share_the_cache(patchml):
     _, _, bare = patchml
     rows = list(range(len(bare)))[::-1]
     data = ManifestImages(bare, PREP, rows, cache_workers=2)
-    batches = list(make_loader(data, batch_size=4, workers=2, pin_memory=False))
+    batches = list(pil_batches(bare, rows, PREP, "cpu", 4, 2, cached=(data.patch_cache, 0)))
     got = torch.cat([b[1] for b in batches])
     assert [int(i) for b in batches for i in b[0]] == rows
     assert torch.equal(got, torch.stack([expected(bare, i) for i in rows]))
@@ -86,12 +86,3 @@ def test_missing_source_fails_its_samples_only(patchml, tmp_path):
             assert "image file not found" in error and f"{gone}.JPEG" in error and not tensor.any()
 
 
-def test_collate_matches_torch_default_collate():
-    from torch.utils.data import default_collate
-
-    from mlreassess.inference.data import collate
-
-    items = [(i, torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8), "" if i % 2 else "bad") for i in range(5)]
-    want, got = default_collate(items), collate(items)
-    assert torch.equal(got[0], want[0]) and got[0].dtype == want[0].dtype
-    assert torch.equal(got[1], want[1]) and got[1].dtype == torch.uint8 and got[2] == list(want[2])

@@ -19,6 +19,8 @@ from mlreassess.datasets.manifest import read_manifest
 from mlreassess.errors import InputError
 from mlreassess.inference import models, passes, writers
 from mlreassess.inference.models import ModelSpec
+from mlreassess.inference.passes import Unit
+from mlreassess.inference.preprocess import Preprocess
 from mlreassess.options import InferOptions
 from mlreassess.results import ResultsLayout
 
@@ -73,10 +75,10 @@ def test_twelve_models_decode_each_image_once_and_match_one_at_a_time(twelve, tm
 def test_the_summary_counts_passes(twelve, tmp_path, capsys):
     assert infer("--data", str(twelve["manifest"]), "--models", str(twelve["models"]), "--models-per-pass", "5",
                  out=tmp_path) == 0
-    assert "infer: 12 done, 0 skipped, 0 failed in 3 passes;" in capsys.readouterr().out
+    assert "infer: 12 done, 0 skipped, 0 failed in 3 passes (3 dataset decodes);" in capsys.readouterr().out
     # How models are grouped changes no result: another grouping finds everything up to date.
     assert infer("--data", str(twelve["manifest"]), "--models", str(twelve["models"]), out=tmp_path) == 0
-    assert "infer: 0 done, 12 skipped, 0 failed in 0 passes;" in capsys.readouterr().out
+    assert "infer: 0 done, 12 skipped, 0 failed in 0 passes (0 dataset decodes);" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +143,22 @@ def test_auto_fills_passes_up_to_the_budget_and_keeps_the_order():
     assert passes.fill([], sizes.get, 1) == []
 
 
-def test_passes_never_mix_datasets_or_preprocessing():
-    units = [(0, "p", "a"), (0, "p", "b"), (0, "q", "c"), (1, "p", "d"), (1, "p", "e")]
-    key = lambda u: u[:2]  # noqa: E731
-    assert passes.make_passes(units, key, "auto", lambda u: 1, 10) == [units[:2], units[2:3], units[3:]]
-    assert passes.make_passes(units, key, 1, None, 0) == [[u] for u in units]
-    assert passes.make_passes(units, key, 4, None, 0) == [units[:2], units[2:3], units[3:]]
+def test_passes_are_model_major_and_never_mix_preprocessing():
+    p, q = Preprocess(8, 8, "bicubic"), Preprocess(8, 8, "bilinear")
+    a, b, c = (ModelSpec(n, "random") for n in "abc")
+    units = [Unit(d, m, prep) for d in (0, 1, 2) for m, prep in ((a, p), (b, p), (c, q))]
+    one = lambda m: 1  # noqa: E731
+    made = passes.make_passes(units, "auto", one, 10)
+    # One pass per group: each model loaded once, every dataset streamed through it.
+    assert [(x.preprocess, x.models, x.datasets) for x in made] == [(p, [a, b], [0, 1, 2]), (q, [c], [0, 1, 2])]
+    assert made[0].units == sorted((u for u in units if u.preprocess == p), key=lambda u: (u.dataset, u.model))
+    assert [x.models for x in passes.make_passes(units, "auto", one, 1)] == [[a], [b], [c]]  # the budget cuts models
+    assert [x.models for x in passes.make_passes(units, 1, None, 0)] == [[a], [b], [c]]
+    assert [x.models for x in passes.make_passes(units[1:], 4, None, 0)] == [[a, b], [c]]
+    head, rest = passes.split_models(made[0], 1)
+    assert (head.models, rest.models, len(head.units) + len(rest.units)) == ([a], [b], 6)
+    assert [len(x.units) for x in passes.one_model_passes(made)] == [3, 3, 3]
+    assert [len(x.units) for x in passes.one_unit_passes(made)] == [1] * 9
 
 
 def test_model_sizes_come_from_an_empty_build():
@@ -179,10 +191,10 @@ def test_models_per_pass_accepts_auto_or_a_positive_integer(tmp_path, capsys):
 
 
 def test_decode_gpu_refuses_a_model_without_a_device_resize_before_any_work(twelve, tmp_path, monkeypatch, capsys):
-    import mlreassess.inference.runner as runner
+    import mlreassess.inference.plan as plan
 
-    real = runner.data_config
-    monkeypatch.setattr(runner, "data_config",
+    real = plan.data_config
+    monkeypatch.setattr(plan, "data_config",
                         lambda spec, *a: {**real(spec, *a), "interpolation": "lanczos"} if spec.name == "test_vit" else real(spec, *a))
     assert infer("--data", str(twelve["manifest"]), "--models", str(twelve["models"]), "--decode", "gpu", out=tmp_path) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -19,7 +19,7 @@ from mlreassess.inference import writers
 from mlreassess.inference.data import uses_pinned_memory
 from mlreassess.inference.models import LoadedModel, ModelSpec, check_model_name, check_specs, read_models_file
 from mlreassess.inference.preprocess import Normalizer, amp_dtype, autocast, preprocess_for
-from mlreassess.inference.runner import ModelRunner, forward_with_retry, topk_stable
+from mlreassess.inference.model_runner import ModelRunner, forward_with_retry, topk_stable
 from mlreassess.options import InferOptions
 from mlreassess.results import ResultsLayout, model_file_name
 
@@ -347,10 +347,11 @@ def test_claims_hand_each_item_to_one_taker(tmp_path):
 
 def test_model_runner_layout_and_compile_wiring(monkeypatch):
     compiled = []
-    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(module) or module)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append((fn, kw)) or fn)
     runner = ModelRunner(_loaded(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.Flatten(), torch.nn.Linear(32, 1000))),
                          "cpu", InferOptions(channels_last=True, compile=True, topk=2))
-    assert compiled == [runner.loaded.module]
+    (fn, kw), = compiled
+    assert kw["dynamic"] is False and fn.__code__.co_name.startswith("mlreassess_forward_")
     assert runner.module[0].weight.is_contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         runner.predict(torch.zeros((3, 3, 4, 4), dtype=torch.uint8))

@@ -38,6 +38,8 @@ DEVICES = ("cuda", "cpu")
 # Where images are decoded and resized: cpu = PIL in DataLoader workers (the reference pixels);
 # gpu = torchvision on the inference device (nvjpeg on CUDA; the same tensor code on a CPU device).
 DECODES = ("cpu", "gpu")
+# torch.compile modes (--compile-mode); reduce-overhead adds CUDA graphs.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # Entries of a `file:` training checkpoint that hold weights. The raw weights are the default: an EMA
 # copy is a different model, loaded only when asked for (--checkpoint-key state_dict_ema).

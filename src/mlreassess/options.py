@@ -21,6 +21,7 @@ from typing import Any
 
 from mlreassess.constants import (
     CHECKPOINT_KEYS,
+    COMPILE_MODES,
     CROPS,
     DECODES,
     DEFAULT_BOOTSTRAP,
@@ -184,7 +185,10 @@ class InferOptions:
     precision: str = option("fp32", "autocast dtype; softmax is always float32", choices=PRECISIONS,
                             result=True)
     channels_last: bool = option(False, "channels_last memory format")
-    compile: bool = option(False, "torch.compile each model")
+    compile: bool = option(False, "torch.compile each model (once per sweep, batches padded to one shape; a "
+                           "fallback to eager is reported)")
+    compile_mode: str = option("default", "torch.compile mode with --compile (reduce-overhead: CUDA graphs)",
+                               choices=COMPILE_MODES)
     decode: str = option("cpu", "cpu: PIL decode and resize in DataLoader workers (the reference pixels); gpu: "
                          "torchvision JPEG decode (nvjpeg) and resize on the inference device, PatchML canvases "
                          "composed there (pixels differ slightly from PIL's)", choices=DECODES, result=True)

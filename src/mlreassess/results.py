@@ -5,6 +5,7 @@
     RESULTS/predictions/<dataset>/<model>.parquet one file per (model, dataset)   (infer)
     RESULTS/manifests/<dataset>.parquet           the manifest the predictions came from (infer)
     RESULTS/failures.jsonl                        failed (model, dataset) units   (infer)
+    RESULTS/retired/<dataset>/<model>.parquet     stale predictions being redone  (infer)
     RESULTS/metrics.parquet                       every metric, long format       (evaluate)
     RESULTS/tables/, RESULTS/figures/             the paper's tables and figures  (report)
     RESULTS/index.html                            the results page                (report)
@@ -71,6 +72,11 @@ class ResultsLayout:
     @property
     def failures(self) -> Path:
         return self.root / "failures.jsonl"
+
+    def retired(self, dataset: str, model: str) -> Path:
+        """Where a stale predictions file waits while it is redone (out of what evaluate reads); it
+        stays there, beside a failures.jsonl entry, when the redo fails."""
+        return self.root / "retired" / check_name(dataset) / f"{model_file_name(model)}.parquet"
 
     # --- evaluate and report ---------------------------------------------------------------------
     @property

@@ -28,7 +28,8 @@ from mlreassess.inference.device_resize import check_device_preprocess
 from mlreassess.inference.distributed import check_available, resolve_device
 from mlreassess.inference.models import ModelSpec, build, check_specs, data_config
 from mlreassess.inference.preprocess import Preprocess, preprocess_for
-from mlreassess.inference.runner import ModelRunner, pass_workers, run_pass, sync_device
+from mlreassess.inference.model_runner import ModelRunner
+from mlreassess.inference.runner import pass_workers, run_pass, sync_device
 from mlreassess.options import InferOptions
 
 
@@ -94,7 +95,8 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: InferOptions, 
 
     n = (warmup + batches) * b
     rows = [i % len(manifest) for i in range(n)]  # a small manifest is cycled through
-    result = run_pass(manifest, rows, [runner], prep, opts, desc=f"bench {spec.name}", sync_after=warmup)
+    stream = batches_for(opts.decode)(manifest, rows, prep, device, b, pass_workers(opts), opts.source_root)
+    result = run_pass(stream, manifest, n, [runner], opts, desc=f"bench {spec.name}", sync_after=warmup)
     if runner.name in result.model_errors:
         raise InputError(f"model {spec.name!r} failed during the benchmark: {result.model_errors[runner.name]}")
     timed_images = n - warmup * b

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from mlreassess.cpus import available_cpus
 from mlreassess.datasets.images import open_image
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
+from mlreassess.inference.device_canvas import device_pixels
 from mlreassess.inference.preprocess import Preprocess
+from mlreassess.inference.slots import HELD, Slots
 from mlreassess.patchml.cache import PatchCache, build_cache, source_key
 from mlreassess.patchml.render import is_whole_png, render_row
 from mlreassess.results import PATCHML_IMAGES
@@ -140,6 +143,14 @@ class SweepCaches:
         self.workers = workers
         self._built: dict[int, tuple[PatchCache, int]] | None = None
         self._to_render: dict[int, list[int]] = {}
+        self._on_device: dict[tuple[int, str], torch.Tensor] = {}
+
+    def device_pixels(self, cache: PatchCache, device: str) -> torch.Tensor:
+        """A cache's pixels on `device`, copied once per sweep whatever the passes (--decode gpu)."""
+        key = (id(cache), str(device))
+        if key not in self._on_device:
+            self._on_device[key] = device_pixels(cache, device)
+        return self._on_device[key]
 
     def _build(self) -> dict[int, tuple[PatchCache, int]]:
         if self._built is None:
@@ -168,7 +179,8 @@ class SweepCaches:
 
 
 class ManifestImages(Dataset):
-    """Item j -> (row index, uint8 tensor (3, H, W), error text or '')."""
+    """Item j -> (row index, uint8 tensor (3, H, W), error text or ''); `item(row)` takes a manifest
+    row directly (what a group's pipeline asks for)."""
 
     def __init__(self, manifest: Manifest, preprocess: Preprocess, rows: list[int], source_root=None,
                  patch_cache: PatchCache | bool = True, cache_index: int = 0, cache_workers: int | None = None):
@@ -191,7 +203,9 @@ class ManifestImages(Dataset):
         return len(self.rows)
 
     def __getitem__(self, j: int):
-        i = self.rows[j]
+        return self.item(self.rows[j])
+
+    def item(self, i: int):
         if self._open is None:
             self._open = image_opener(self.manifest, self.source_root, self.patch_cache, self.cache_index)
         try:
@@ -211,44 +225,185 @@ def default_workers() -> int:
     return max(1, min(16, cpus // max(1, local) - 1))
 
 
-def collate(items: list) -> tuple:
-    """(rows int64 tensor, uint8 images (B, 3, H, W), error texts): what torch's default collate gives,
-    but the images are copied by numpy on one thread. torch.stack of uint8 with several intra-op
-    threads took ~100 ms of CPU per 128-image batch on a busy 2-core machine, 30x more (measured)."""
-    rows, images, errors = zip(*items)
-    out = torch.empty((len(images), *images[0].shape), dtype=torch.uint8)
-    if get_worker_info() is not None:  # as default_collate: a worker's batch goes to shared memory
-        out.share_memory_()
-    np.stack([t.numpy() for t in images], out=out.numpy())
-    return torch.tensor(rows, dtype=torch.int64), out, list(errors)
-
-
 def uses_pinned_memory(device: str) -> bool:
     """Pinned host batches (for async host-to-device copies) pay off only when copying to a GPU."""
     return torch.device(device).type == "cuda"
+
+
+@dataclass
+class Keys:
+    """What a worker is sent for one batch: the dataset, its rows, and (with batch slots) where to
+    write it. A numpy array of rows pickles in microseconds; a list of 256 (dataset, row) keys did not."""
+
+    d: int
+    rows: np.ndarray
+    slot: int | None = None
+
+
+class _GroupItems(Dataset):
+    """A batch's `Keys` -> its items from that dataset's `item(row)`: one Dataset for all datasets of a
+    preprocessing group, so one set of workers serves them all. With `slots`, the worker writes the
+    batch's pixels into its slot and returns only (slot, count, errors or None)."""
+
+    def __init__(self, datasets: dict[int, Dataset], slots: Slots | None):
+        self.datasets, self.slots = datasets, slots
+
+    def __getitems__(self, keys: Keys):
+        items = [self.datasets[keys.d].item(r) for r in keys.rows.tolist()]
+        if self.slots is None:
+            return items
+        out = self.slots.view(keys.slot, len(items)).numpy()
+        for j, (_, image, _) in enumerate(items):
+            # numpy, on this one thread: torch.stack of uint8 with several intra-op threads took
+            # ~100 ms of CPU per 128-image batch on a busy 2-core machine, 30x more (measured).
+            np.copyto(out[j], image.numpy())
+        errors = [e for _, _, e in items]
+        return keys.slot, len(items), (errors if any(errors) else None)
+
+    def __getitem__(self, key):
+        raise TypeError("batches only: use __getitems__ with Keys")
+
+    def __len__(self) -> int:
+        return sum(len(ds.manifest) for ds in self.datasets.values())
+
+
+def _as_is(batch):
+    """The collate of slot batches: the worker already wrote the batch (picklable, unlike a lambda)."""
+    return batch
+
+
+class _RowBatches(Sampler):
+    """`Keys` for the rows set before each iteration, in order. The main process draws them, so a
+    persistent DataLoader serves every dataset and pass of its group in turn."""
+
+    def __init__(self, batch_size: int, slots: Slots | None):
+        self.batch_size, self.slots = batch_size, slots
+        self.d, self.rows = 0, np.zeros(0, dtype=np.int64)
+
+    def set(self, d: int, rows) -> None:
+        self.d, self.rows = d, np.asarray(rows, dtype=np.int64)
+
+    def __iter__(self):
+        for i in range(0, len(self.rows), self.batch_size):
+            yield Keys(self.d, self.rows[i : i + self.batch_size], self.slots.take() if self.slots else None)
+
+    def chunks(self) -> list[torch.Tensor]:
+        """The rows of each batch `__iter__` gives, as int64 tensors, in order."""
+        t = torch.from_numpy(self.rows)
+        return list(t.split(self.batch_size)) if len(t) else []
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+
+PREFETCH = 2  # batches each worker prepares ahead (with 15 workers: 30 batches in flight)
+
+
+class InputPipeline:
+    """Batches of one preprocessing group's datasets, decoded by DataLoader workers that live as long
+    as the pipeline (every pass and dataset of the group), not one pass. Workers write the pixels into
+    shared batch slots (`slots`); the main process yields views of them, copied to the device on a
+    side stream. Subclasses say what a worker makes of a row (`dataset_for`), how it batches
+    (`collate`), and what the main process does with a batch (`finish`): in order, (rows, uint8
+    images (B, 3, H, W) on the device, error texts). A batch on a CPU device is a view of its slot:
+    valid while the consumer takes the next `slots.HELD` - 1 batches (`one_manifest_batches` copies)."""
+
+    collate: Callable | None = staticmethod(_as_is)
+    uses_slots = True
+
+    def __init__(self, manifests: dict[int, Manifest], preprocess: Preprocess, device: str, batch_size: int,
+                 workers: int, source_root=None, caches: dict[int, tuple[PatchCache, int] | None] | None = None):
+        """`caches`: {dataset number: `cached`} for PatchML datasets (see `pass_cache`; None: build one)."""
+        self.manifests, self.preprocess, self.device = manifests, preprocess, device
+        self.source_root = source_root
+        self.caches = {d: pass_cache(m, range(len(m)), source_root, workers, (caches or {}).get(d))
+                       for d, m in manifests.items()}
+        self.slots = (Slots.for_loader(PREFETCH, workers, batch_size, preprocess.height, preprocess.width)
+                      if self.uses_slots else None)
+        if self.slots is not None and uses_pinned_memory(device):
+            self.slots.pin()
+        self.sampler = _RowBatches(batch_size, self.slots)
+        items = _GroupItems({d: self.dataset_for(d) for d in manifests}, self.slots)
+        self.loader = DataLoader(items, batch_sampler=self.sampler, num_workers=workers, collate_fn=self.collate,
+                                 pin_memory=self.slots is None and uses_pinned_memory(device),
+                                 prefetch_factor=PREFETCH if workers > 0 else None, persistent_workers=workers > 0)
+
+    def dataset_for(self, d: int) -> Dataset:
+        cache, index = self.caches[d] or (None, 0)
+        return ManifestImages(self.manifests[d], self.preprocess, [], source_root=self.source_root,
+                              patch_cache=cache or False, cache_index=index)
+
+    def batches(self, d: int, rows) -> Iterator[tuple]:
+        """Dataset `d`'s `rows`, in order, in batches."""
+        self.sampler.set(d, rows)
+        return self.finish(d, zip(self.sampler.chunks(), iter(self.loader)))
+
+    def finish(self, d: int, batches: Iterator[tuple]) -> Iterator[tuple]:
+        """(rows, (slot, count, errors)) -> (rows, images on the device, error texts)."""
+        views = ((rows, self.slots.view(slot, n), errors or [""] * n) for rows, (slot, n, errors) in batches)
+        return to_device(views, self.device)
+
+    def close(self) -> None:
+        """Stop the workers now (they also stop when the pipeline is garbage collected)."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader = None
+        if self.slots is not None:
+            self.slots.unpin()
+
+
+def to_device(batches: Iterator[tuple], device: str) -> Iterator[tuple]:
+    """(rows, uint8 images, errors) batches with the images on `device`. On CUDA each batch is
+    copied on a side stream as soon as it arrives, so batch n+1 is copied while batch n's forward
+    runs on the compute stream, which waits for the copy's event only when it uses the batch; the
+    host waits for a copy (long done) only before its slot can be written again (`slots.HELD`)."""
+    if torch.device(device).type != "cuda":
+        for rows, images, errors in batches:
+            yield rows, images.to(device), errors
+        return
+    stream, pending, copies = torch.cuda.Stream(device), None, []
+    for rows, images, errors in batches:
+        with torch.cuda.stream(stream):
+            on_device = images.to(device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(stream)
+        copies.append(copied)
+        if len(copies) >= HELD - 1:  # the oldest batch's slot may be rewritten after the next take
+            copies.pop(0).synchronize()
+        if pending is not None:
+            yield _ready(pending, device)
+        pending = (rows, on_device, errors, copied)
+    if pending is not None:
+        yield _ready(pending, device)
+
+
+def _ready(pending: tuple, device: str) -> tuple:
+    rows, images, errors, copied = pending
+    current = torch.cuda.current_stream(device)
+    current.wait_event(copied)
+    images.record_stream(current)  # made on the side stream, used (and freed) on this one
+    return rows, images, errors
+
+
+def one_manifest_batches(pipeline: type, manifest: Manifest, rows: list[int], preprocess: Preprocess, device: str,
+                         batch_size: int, workers: int, source_root=None,
+                         cached: tuple[PatchCache, int] | None = None) -> Iterator[tuple]:
+    """`pipeline`'s batches of `rows` of one manifest (a pipeline made for them alone), each the
+    caller's to keep."""
+    cached = pass_cache(manifest, rows, source_root, workers, cached) or NO_CACHE  # a cache for these rows only
+    p = pipeline({0: manifest}, preprocess, device, batch_size, workers, source_root, {0: cached})
+    try:
+        for rows_, images, errors in p.batches(0, rows):
+            # The caller may keep every batch: it gets its own copy, not a view of a reused slot.
+            yield rows_, (images.clone() if images.device.type == "cpu" else images), errors
+    finally:
+        p.close()
 
 
 def pil_batches(manifest: Manifest, rows: list[int], preprocess: Preprocess, device: str, batch_size: int,
                 workers: int, source_root=None, cached: tuple[PatchCache, int] | None = None) -> Iterator[tuple]:
     """(rows, uint8 images (B, 3, H, W) on `device`, error texts) for `rows`, in order: decoded and
     resized by PIL in `workers` processes. `cached`: see `pass_cache`."""
-    cache, index = pass_cache(manifest, rows, source_root, workers, cached) or (False, 0)
-    dataset = ManifestImages(manifest, preprocess, rows, source_root=source_root, patch_cache=cache,
-                             cache_index=index)
-    for idx, images, errors in make_loader(dataset, batch_size, workers, uses_pinned_memory(device)):
-        yield idx, images.to(device, non_blocking=True), errors
-
-
-def make_loader(dataset: Dataset, batch_size: int, workers: int, pin_memory: bool,
-                collate_fn: Callable = collate) -> DataLoader:
-    """In-order batches (sample order is the manifest's), prefetched by `workers` processes."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        collate_fn=collate_fn,
-        prefetch_factor=4 if workers > 0 else None,
-        persistent_workers=False,
-    )
+    return one_manifest_batches(InputPipeline, manifest, rows, preprocess, device, batch_size, workers, source_root,
+                                cached)

@@ -34,6 +34,12 @@ def cache_pixels(cache: PatchCache) -> torch.Tensor:
     return torch.from_numpy(np.memmap(cache.file, dtype=np.uint8, mode="c"))[: cache.nbytes]
 
 
+def device_pixels(cache: PatchCache, device: str) -> torch.Tensor:
+    """The cache's bytes on `device` (a CPU device reads the memory-mapped file: nothing copied)."""
+    flat = cache_pixels(cache)
+    return flat if torch.device(device).type == "cpu" else flat.to(device)
+
+
 def device_budget(device: str) -> int | None:
     """Bytes of patch cache that may be copied to `device`; None for a CPU device (nothing copied)."""
     dev = torch.device(device)
@@ -46,21 +52,22 @@ def device_budget(device: str) -> int | None:
 class CanvasPainter:
     """Rows of manifest number `index` of `cache` -> uint8 (n, 3, L, L) canvases on `device`."""
 
-    def __init__(self, cache: PatchCache, index: int, device: str):
-        dev = torch.device(device)
-        flat = cache_pixels(cache)
-        self.pixels = (flat.to(dev) if dev.type != "cpu" else flat).view(-1, 3)  # one row per pixel
+    def __init__(self, cache: PatchCache, index: int, device: str, pixels: torch.Tensor | None = None):
+        """`pixels`: the cache file's bytes already on `device` (`device_pixels`), else copied here."""
+        self.pixels = (pixels if pixels is not None else device_pixels(cache, device)).view(-1, 3)  # a row per pixel
         rows = cache.rows[index]
         self.starts, self.slots, self.positions = rows.starts, rows.slots, rows.positions
         self.size = int(cache.canvas_sizes[index])
         self.pixel_offsets = cache.offsets // 3  # patches start on pixel boundaries (3 bytes each)
         self.sizes = cache.sizes
-        self.layered = dev.type == "cuda"
+        self.layered = torch.device(device).type == "cuda"
 
     @classmethod
-    def for_pass(cls, cached: tuple[PatchCache, int] | None, device: str) -> "CanvasPainter | None":
+    def for_pass(cls, cached: tuple[PatchCache, int] | None, device: str,
+                 pixels_of=None) -> "CanvasPainter | None":
         """A painter for the pass's cache; None when there is none, or it is bigger than the device
-        budget (the workers then paint the canvases from the memory-mapped file)."""
+        budget (the workers then paint the canvases from the memory-mapped file). `pixels_of(cache,
+        device)`: where the cache's device copy comes from (default `device_pixels`: a new copy)."""
         if cached is None or not isinstance(cached[0], PatchCache) or cached[0].nbytes == 0:
             return None
         cache, index = cached
@@ -69,7 +76,7 @@ class CanvasPainter:
             log.info(f"patch cache of {cache.nbytes / 2**30:.2f} GiB is over the device budget "
                      f"({budget / 2**30:.2f} GiB): canvases are painted by the decode workers")
             return None
-        return cls(cache, index, device)
+        return cls(cache, index, device, (pixels_of or device_pixels)(cache, device))
 
     def paint(self, rows: Sequence[int]) -> torch.Tensor:
         """Canvases of `rows` (all cached, none with an unreadable source) as uint8 (n, 3, L, L)."""

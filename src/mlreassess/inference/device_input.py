@@ -25,13 +25,13 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import Dataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from mlreassess.datasets.images import open_image
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
-from mlreassess.inference.data import image_opener, make_loader, pass_cache, pil_batches, png_dir, uses_pinned_memory
+from mlreassess.inference.data import InputPipeline, image_opener, one_manifest_batches, pil_batches, png_dir
 from mlreassess.inference.device_canvas import CanvasPainter
 from mlreassess.inference.device_resize import check_device_preprocess, fit
 from mlreassess.inference.preprocess import Preprocess
@@ -101,7 +101,10 @@ class EncodedImages(Dataset):
         return len(self.rows)
 
     def __getitem__(self, j: int) -> tuple:
-        i = self.rows[j]
+        return self.item(self.rows[j])
+
+    def item(self, i: int) -> tuple:
+        """Manifest row `i` as a worker sends it."""
         try:
             return (i, *self._item(i), "")
         except MlreassessError as exc:
@@ -303,26 +306,53 @@ def _same_size(images: dict[int, torch.Tensor]) -> list[tuple[list[int], torch.T
     return [(members, torch.stack([images[j] for j in members])) for members in by_size.values()]
 
 
+class DevicePipeline(InputPipeline):
+    """`data.InputPipeline` with decode and resize on the device: workers send JPEG bytes (or pixels,
+    or nothing for a canvas painted on the device), the main process assembles each batch."""
+
+    collate = staticmethod(collate_encoded)
+    uses_slots = False  # payloads of every size: each batch its own shared buffers
+
+    def __init__(self, manifests: dict[int, Manifest], preprocess: Preprocess, device: str, batch_size: int,
+                 workers: int, source_root=None, caches: dict | None = None, device_pixels=None):
+        """Raises InputError at once (before any worker starts) when the model's preprocessing has no
+        device version. `device_pixels(cache)`: the cache's pixels on the device, copied once per
+        sweep (default: copied for this pipeline)."""
+        check_device_preprocess(preprocess)
+        self.painters = {}
+        self._device_pixels = device_pixels
+        self.assembler = None
+        super().__init__(manifests, preprocess, device, batch_size, workers, source_root, caches)
+
+    def dataset_for(self, d: int) -> Dataset:
+        cache, index = self.caches[d] or (None, 0)
+        self.painters[d] = CanvasPainter.for_pass(self.caches[d], self.device, self._device_pixels)
+        return EncodedImages(self.manifests[d], [], self.source_root, cache, index,
+                             paint_on_device=self.painters[d] is not None)
+
+    def finish(self, d: int, batches: Iterator) -> Iterator[tuple]:
+        assemble = DeviceAssembler(self.preprocess, self.device, self.painters[d])
+        for _, batch in batches:  # an encoded batch carries its rows (and is the caller's to keep)
+            yield assemble(batch)
+
+
 def device_batches(manifest: Manifest, rows: list[int], preprocess: Preprocess, device: str, batch_size: int,
                    workers: int, source_root=None, cached: tuple[PatchCache, int] | None = None) -> Iterator[tuple]:
     """`data.pil_batches` with decode and resize on `device`: (rows, uint8 images (B, 3, H, W) on
     `device`, error texts) for `rows`, in order. Raises InputError at once (before any worker
     starts) when the model's preprocessing has no device version."""
     check_device_preprocess(preprocess)
-    cached = pass_cache(manifest, rows, source_root, workers, cached)
-    painter = CanvasPainter.for_pass(cached, device)
-    cache, index = cached if cached is not None else (None, 0)
-    dataset = EncodedImages(manifest, rows, source_root, cache, index, paint_on_device=painter is not None)
-    loader = make_loader(dataset, batch_size, workers, uses_pinned_memory(device), collate_encoded)
-    return _assembled(loader, DeviceAssembler(preprocess, device, painter))
+    return one_manifest_batches(DevicePipeline, manifest, rows, preprocess, device, batch_size, workers, source_root,
+                                cached)
 
 
-def _assembled(loader: DataLoader, assemble: DeviceAssembler) -> Iterator[tuple]:
-    for batch in loader:
-        yield assemble(batch)
+def pipeline_for(decode: str) -> type[InputPipeline]:
+    """The input pipeline of `--decode`: `data.InputPipeline` (cpu: PIL in the workers) or
+    `DevicePipeline` (gpu); both yield the same batches."""
+    return DevicePipeline if decode == "gpu" else InputPipeline
 
 
 def batches_for(decode: str):
-    """The input pipeline of `--decode`: `data.pil_batches` (cpu) or `device_batches` (gpu); both
-    take the same arguments and yield the same batches."""
+    """One manifest's batches with `--decode`: `data.pil_batches` (cpu) or `device_batches` (gpu);
+    both take the same arguments and yield the same batches."""
     return device_batches if decode == "gpu" else pil_batches

@@ -152,6 +152,29 @@ def stale_reason(path: Path, wanted: dict[str, Any]) -> str | None:
     return changed(old, wanted, first=("weights", "weights_sha256", "samples_sha256"))
 
 
+def retire(path: Path, retired: Path) -> None:
+    """Move a stale predictions file out of the predictions tree (to `retired`) before it is redone,
+    so evaluate never reads it as current; a rename, atomic on one filesystem."""
+    retired.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(path, retired)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot move the stale predictions out of the way ({exc.strerror or exc})") from None
+
+
+def drop_retired(retired: Path) -> None:
+    """The retired copy of an output that has now been redone is history."""
+    try:
+        retired.unlink()
+    except FileNotFoundError:
+        return
+    for folder in (retired.parent, retired.parent.parent):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
+
+
 def prune_failures(layout: ResultsLayout) -> int:
     """Drop failures.jsonl entries of units whose predictions now exist; returns how many went."""
     path = layout.failures

@@ -1,0 +1,208 @@
+"""One model on the device: weights cast once, compiled once, uint8 batch in, top-k out.
+
+`ModelRunner` is built once per model per sweep (model-major passes) and fed every batch of every
+dataset of its pass. What it does per batch runs on the device without synchronising: normalise,
+forward (autocast, channels_last, torch.compile), float32 softmax, top-k; results stay on the
+device until `collect()`.
+
+Precision: with bf16/fp16 the weights of convolutions and linear layers are cast to the autocast
+dtype once, at load. Autocast casts exactly those tensors to that dtype on every batch, so the
+predictions are bit-identical (tested) while a batch no longer re-casts the weights and the weights
+take half the memory; norms and everything autocast keeps in float32 stay float32.
+
+Compile: each model gets a compiled function with a code object of its own, because dynamo's
+recompile limit (8) counts the graphs of one code object, shared by every instance of a model
+class: the ninth ResNet of a sweep would otherwise run eager without a word. Batches are padded
+to one static shape (the padding's outputs are dropped), so a model compiles once. A compile that
+fails or hits the limit falls back to eager with a warning, and the metadata says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch._dynamo  # for its config: a hit recompile limit must raise, not silently run eager
+import torch.nn.functional as F
+from timm.layers import Conv2dSame
+
+from mlreassess.inference.models import LoadedModel
+from mlreassess.inference.preprocess import Normalizer, amp_dtype, autocast
+from mlreassess.options import InferOptions
+
+log = logging.getLogger(__name__)
+
+# Modules whose forward is one op that autocast runs in the low-precision dtype, with all its
+# tensor arguments cast to it: casting their parameters once gives autocast's own inputs. Exact
+# types only: a subclass may use its weight otherwise (timm's StdConv2d standardises it first).
+CAST_ONCE_TYPES = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear, Conv2dSame)
+
+COMPILE_BACKEND = "inductor"  # tests swap in "eager" (dynamo without code generation)
+
+
+def forward_with_retry(forward, x, state: dict):
+    """`forward(x)`, in chunks of at most state['chunk'] samples; on out-of-memory halve the chunk and
+    retry the batch (the smaller chunk is kept for later batches). Fails only at chunk size 1."""
+    while True:
+        try:
+            if len(x) <= state["chunk"]:
+                return forward(x)
+            return torch.cat([forward(part) for part in x.split(state["chunk"])])
+        except torch.cuda.OutOfMemoryError:  # = torch.OutOfMemoryError on torch >= 2.5, and exists before
+            size = min(state["chunk"], len(x))
+            if size <= 1:
+                raise
+            state["chunk"] = size // 2
+            log.warning(f"out of memory at batch {size}: retrying with batch {state['chunk']}")
+        # Outside the except block, so the failed attempt's tensors are already freed.
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def topk_stable(probs, k: int):
+    """Top-k (int32 indices, float32 values) of float32 probabilities, best first; equal values ->
+    lower class index first (as a stable descending sort). One `topk` on int64 keys instead of a
+    full sort: a non-negative float's bits order as the float does, and the low bits hold the
+    reversed class index, so keys are distinct and their order is exactly the wanted one."""
+    classes = probs.shape[1]
+    shift = max(1, (classes - 1).bit_length())
+    reversed_index = torch.arange(classes - 1, -1, -1, device=probs.device, dtype=torch.int64)
+    keys = (probs.contiguous().view(torch.int32).to(torch.int64) << shift) | reversed_index
+    top = keys.topk(k, dim=1, sorted=True).values
+    idx = (classes - 1) - (top & ((1 << shift) - 1))
+    return idx.to(torch.int32), (top >> shift).to(torch.int32).view(torch.float32)
+
+
+def cast_once(module: torch.nn.Module, precision: str) -> int:
+    """Cast the parameters autocast would cast on every batch (`CAST_ONCE_TYPES`) to the run dtype,
+    in place; returns how many tensors were cast. A parameter also used by another module is left
+    alone (that module may need it in float32)."""
+    dtype = amp_dtype(precision)
+    if dtype is None:
+        return 0
+    chosen = [m for m in module.modules() if type(m) in CAST_ONCE_TYPES]
+    chosen_ids = {id(m) for m in chosen}
+    elsewhere = {id(p) for m in module.modules() if id(m) not in chosen_ids for p in m.parameters(recurse=False)}
+    cast = 0
+    for m in chosen:
+        for name, p in m.named_parameters(recurse=False):
+            if id(p) not in elsewhere and p.dtype == torch.float32:
+                p.data = p.data.to(dtype)
+                cast += 1
+    return cast
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in {id(t): t for t in tensors}.values())
+
+
+def _own_code(fn: Callable, name: str) -> Callable:
+    """`fn` with a code object of its own (dynamo keeps its compiled graphs per code object)."""
+    fn.__code__ = fn.__code__.replace(co_name=f"mlreassess_forward_{name}")
+    return fn
+
+
+def compiled_forward(module: torch.nn.Module, name: str, mode: str) -> Callable:
+    def forward(x):
+        return module(x)
+
+    safe = "".join(c if c.isalnum() else "_" for c in name)
+    return torch.compile(_own_code(forward, safe), backend=COMPILE_BACKEND, mode=None if mode == "default" else mode,
+                         dynamic=False)
+
+
+class ModelRunner:
+    """One model on the device: normalise, forward, float32 softmax, top-k. Results stay on the
+    device until `collect()`, so batches are never synchronised."""
+
+    def __init__(self, loaded: LoadedModel, device: str, opts: InferOptions):
+        self.loaded = loaded
+        self.name = loaded.spec.name
+        self.device = device
+        self.precision = opts.precision
+        self.topk = opts.topk
+        self.save_softmax = opts.save_softmax
+        self.batch_size = opts.batch_size
+        self.cast_tensors = cast_once(loaded.module, opts.precision)
+        module = loaded.module.to(device)
+        if opts.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.module = module
+        self.weights_bytes = module_bytes(module)
+        self.compile_mode = opts.compile_mode if opts.compile else None
+        self._forward = compiled_forward(module, self.name, opts.compile_mode) if opts.compile else module
+        self.compile = {"mode": self.compile_mode, "seconds": None, "fallback": None} if opts.compile else None
+        self.normalize = Normalizer(loaded.data_config["mean"], loaded.data_config["std"], device, opts.channels_last)
+        self.state = {"chunk": opts.batch_size}
+        self.activation_bytes: int | None = None
+        self._out: list[tuple] = []
+
+    def _padded(self, x):
+        """A compiled model sees one batch shape: a short batch is padded with zeros (dropped after)."""
+        n, want = len(x), self.state["chunk"]
+        if self.compile is None or n >= want:
+            return self._forward(x)
+        return self._forward(F.pad(x, (0, 0, 0, 0, 0, 0, 0, want - n)))[:n]
+
+    def logits(self, x):
+        with autocast(self.device, self.precision):
+            if self.compile is None or self.compile["fallback"]:
+                return self._padded(x)
+            try:
+                with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                    return self._padded(x)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as exc:  # a compile that fails or hits the limit: eager, said once
+                self._fall_back(exc)
+                return self._padded(x)
+
+    def _fall_back(self, exc: Exception) -> None:
+        why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+        self.compile["fallback"] = why
+        self._forward = self.module
+        log.warning(f"model {self.name}: torch.compile failed, running eager ({why})")
+
+    def warm_up(self, height: int, width: int) -> None:
+        """One batch of zeros through the model before the data comes: compiles it (timed), and on
+        CUDA measures the memory one forward pass needs beyond the weights (`activation_bytes`)."""
+        x = torch.zeros((self.batch_size, 3, height, width), dtype=torch.uint8, device=self.device)
+        cuda = torch.device(self.device).type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            forward_with_retry(self.logits, self.normalize(x), self.state)
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            self.activation_bytes = int(torch.cuda.max_memory_allocated(self.device) - before)
+        if self.compile is not None:
+            self.compile["seconds"] = round(time.perf_counter() - start, 3)
+
+    def predict(self, batch_uint8) -> None:
+        x = self.normalize(batch_uint8)
+        logits = forward_with_retry(self.logits, x, self.state)
+        probs = logits.float().softmax(dim=1)  # float32 softmax, whatever the AMP dtype
+        idx, prob = topk_stable(probs, self.topk)
+        self._out.append((idx, prob, probs.half() if self.save_softmax else None))
+
+    def collect(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """All batches' (topk_idx int32, topk_prob float32, softmax float16 or None) as numpy, since
+        the last collect."""
+        if not self._out:
+            k = self.topk
+            return np.zeros((0, k), np.int32), np.zeros((0, k), np.float32), None
+        idx = torch.cat([o[0] for o in self._out]).cpu().numpy()
+        prob = torch.cat([o[1] for o in self._out]).cpu().numpy()
+        soft = torch.cat([o[2] for o in self._out]).cpu().numpy() if self.save_softmax else None
+        self._out = []
+        return idx, prob, soft
+
+    def describe_compile(self) -> dict | None:
+        return dict(self.compile) if self.compile is not None else None

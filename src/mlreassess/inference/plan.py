@@ -1,0 +1,99 @@
+"""The sweep's plan: which (model, dataset) units are pending and why, and the passes they run in.
+
+Run on rank 0 only (and by `infer --plan`, which runs nothing). A complete output is redone, with a
+line saying why, when what made it differs from what would make it now (`writers.stale_reason`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from mlreassess.datasets.manifest import Manifest
+from mlreassess.errors import InputError
+from mlreassess.inference import writers
+from mlreassess.inference.device_resize import check_device_preprocess
+from mlreassess.inference.models import ModelSpec, data_config, model_bytes, recipe_entries
+from mlreassess.inference.passes import Pass, Unit, kept_bytes, make_passes, memory_budget, run_dtype_bytes, unit_bytes
+from mlreassess.inference.preprocess import Preprocess, preprocess_for
+from mlreassess.options import MODELS_PER_PASS_AUTO, InferOptions
+from mlreassess.results import ResultsLayout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepPlan:
+    passes: list[Pass]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (dataset, model) up to date
+    stale: list[tuple[Unit, str]] = field(default_factory=list)  # complete but out of date, and why
+    sizes: dict[str, int | None] = field(default_factory=dict)  # model -> weights bytes as run
+    budget: int = 0  # bytes for a pass's models (auto), 0 with a fixed --models-per-pass
+
+
+def preprocessing(specs: list[ModelSpec], opts: InferOptions) -> dict[ModelSpec, Preprocess]:
+    """Each model's CPU-side preprocessing from its registry data config, checked for --decode gpu
+    before any work (not when the model's pass comes)."""
+    prep = {s: preprocess_for(data_config(s, opts.test_input_size), opts.crop) for s in specs}
+    if opts.decode == "gpu":
+        for spec, p in prep.items():
+            try:
+                check_device_preprocess(p)
+            except InputError as exc:
+                raise InputError(f"model {spec.name!r}: {exc}") from None
+    return prep
+
+
+def pending_units(manifests: list[Manifest], specs: list[ModelSpec], layout: ResultsLayout,
+                  opts: InferOptions) -> SweepPlan:
+    """The units to run (as one pass each, not yet cut), the up-to-date ones, and the stale ones."""
+    prep = preprocessing(specs, opts)
+    plan = SweepPlan(passes=[])
+    pending = []
+    for d, manifest in enumerate(manifests):
+        content = writers.pixels_sha256(manifest)
+        for spec in specs:
+            unit = Unit(d, spec, prep[spec], writers.recipe(spec.weights, opts, prep[spec], content,
+                                                            recipe_entries(spec)))
+            path = layout.prediction(manifest.name, spec.name)
+            if not opts.overwrite and writers.is_complete(path):
+                reason = writers.stale_reason(path, unit.recipe)
+                if reason is None:
+                    plan.skipped.append((manifest.name, spec.name))
+                    continue
+                plan.stale.append((unit, reason))
+            pending.append(unit)
+    plan.passes = [Pass(u.preprocess, [u]) for u in pending]
+    return plan
+
+
+def sweep_plan(manifests: list[Manifest], specs: list[ModelSpec], layout: ResultsLayout, opts: InferOptions,
+               device: str, free_bytes: int | None = None) -> SweepPlan:
+    """The sweep's passes: pending units grouped by preprocessing, each group's models cut into
+    passes that fit the device (`passes.make_passes`). `free_bytes`: the device's free memory to
+    plan for (default: measured on `device`)."""
+    plan = pending_units(manifests, specs, layout, opts)
+    pending = [u for p in plan.passes for u in p.units]
+    auto = opts.models_per_pass == MODELS_PER_PASS_AUTO
+    plan.budget = memory_budget(device, free_bytes) if auto else 0
+    models = sorted({u.model for u in pending})
+    plan.sizes = {m.name: run_dtype_bytes(model_bytes(m), opts.precision) for m in models} if auto else {}
+    largest = {m: max(len(manifests[u.dataset]) for u in pending if u.model == m) for m in models}
+
+    def cost(m: ModelSpec) -> int:
+        return unit_bytes(plan.sizes[m.name], largest[m], opts.topk, opts.save_softmax, plan.budget)
+
+    plan.passes = make_passes(pending, opts.models_per_pass, cost, plan.budget)
+    if auto:
+        log.debug(f"models per pass: auto, {plan.budget / 2**30:.1f} GiB for the models of a pass on {device}")
+    return plan
+
+
+def pass_bytes(p: Pass, plan: SweepPlan, manifests: list[Manifest], opts: InferOptions) -> int | None:
+    """What a pass's models hold on the device by the plan (weights as run, the largest dataset's
+    kept predictions); None when a model's size is unknown."""
+    sizes = [plan.sizes.get(m.name) for m in p.models]
+    if not sizes or any(s is None for s in sizes):
+        return None
+    largest = max(len(manifests[d]) for d in p.datasets)
+    return sum(sizes) + len(sizes) * kept_bytes(largest, opts.topk, opts.save_softmax)

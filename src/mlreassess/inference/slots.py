@@ -1,0 +1,68 @@
+"""Batch slots: shared memory that decode workers write batches into, reused in a ring.
+
+Without them every batch a worker sends is a new shared-memory segment: the main process receives
+a file descriptor, maps the segment and (for a GPU) copies it into pinned memory in the
+DataLoader's pin thread, a memcpy of every pixel. Here the main process allocates the slots once,
+before the workers start (they inherit the mapping), a worker writes batch n into slot n mod R and
+sends back only the slot number, and on CUDA the slots are registered as pinned memory once, so
+the host-to-device copy reads them directly (DMA, no host copy).
+
+Reuse rule. The DataLoader sends a worker the keys of batch n + P (P = prefetch factor x workers)
+when the main process takes batch n, so after taking batch n any batch up to n + P may be being
+written. With R = P + `HELD` slots, the slots of the `HELD` - 1 batches before the newest one are
+not rewritten until the main process takes `HELD` more batches: a batch's pixels (and a pending
+asynchronous copy out of them) stay valid while the consumer takes the next `HELD` - 1 batches.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+HELD = 4  # batches a consumer may still be using (or copying from) when it takes a new one
+
+
+class Slots:
+    """R uint8 batch buffers (B, 3, H, W) in shared memory; `view(slot, n)` is the first n images."""
+
+    def __init__(self, count: int, batch_size: int, height: int, width: int):
+        self.count = count
+        self.buffers = torch.empty((count, batch_size, 3, height, width), dtype=torch.uint8).share_memory_()
+        self.pinned = False
+        self._next = 0
+
+    @classmethod
+    def for_loader(cls, prefetch: int, workers: int, batch_size: int, height: int, width: int) -> "Slots":
+        return cls(prefetch * max(1, workers) + HELD, batch_size, height, width)
+
+    @property
+    def nbytes(self) -> int:
+        return self.buffers.numel()
+
+    def take(self) -> int:
+        """The slot of the next batch handed out (the main process numbers batches in order)."""
+        slot = self._next
+        self._next = (self._next + 1) % self.count
+        return slot
+
+    def view(self, slot: int, n: int) -> torch.Tensor:
+        return self.buffers[slot, :n]
+
+    def pin(self) -> None:
+        """Register the slots as pinned memory (CUDA): host-to-device copies become DMA reads. If the
+        driver refuses (too much locked memory), copies stay synchronous, and it is said once."""
+        if self.pinned or not torch.cuda.is_available():
+            return
+        err = torch.cuda.cudart().cudaHostRegister(self.buffers.data_ptr(), self.nbytes, 0)
+        self.pinned = int(err) == 0
+        if not self.pinned:
+            log.warning(f"could not pin {self.nbytes / 2**30:.1f} GiB of batch slots (CUDA error {int(err)}): "
+                        "host-to-device copies will not overlap the forward passes")
+
+    def unpin(self) -> None:
+        if self.pinned:
+            torch.cuda.cudart().cudaHostUnregister(self.buffers.data_ptr())
+            self.pinned = False
