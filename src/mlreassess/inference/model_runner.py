@@ -115,6 +115,14 @@ def compiled_forward(module: torch.nn.Module, name: str, mode: str) -> Callable:
                          dynamic=False)
 
 
+def _root_cause(exc: BaseException) -> str:
+    """'Type: first line' of the innermost cause (dynamo wraps a backend's error in its own)."""
+    while getattr(exc, "inner_exception", None) is not None or exc.__cause__ is not None:
+        exc = getattr(exc, "inner_exception", None) or exc.__cause__
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0].strip()[:200] if lines else ''}"
+
+
 class ModelRunner:
     """One model on the device: normalise, forward, float32 softmax, top-k. Results stay on the
     device until `collect()`, so batches are never synchronised."""
@@ -162,7 +170,7 @@ class ModelRunner:
                 return self._padded(x)
 
     def _fall_back(self, exc: Exception) -> None:
-        why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+        why = _root_cause(exc)
         self.compile["fallback"] = why
         self._forward = self.module
         log.warning(f"model {self.name}: torch.compile failed, running eager ({why})")

@@ -1,0 +1,137 @@
+"""Model-major passes: each model loaded once per sweep however many datasets, predictions
+bit-identical to one dataset at a time, decode workers kept across a group's passes, models that
+do not fit the device moved to a pass of their own, and a stale output retired before its redo (so
+a failed redo leaves no stale result)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_inference_run import infer, make_images, make_manifest, save_weights
+
+import mlreassess.inference.data as data
+import mlreassess.inference.runner as runner
+from mlreassess.cli import main
+from mlreassess.inference import writers
+from mlreassess.results import ResultsLayout
+
+THREE = ("test_convnext", "test_convnext2", "test_convnext3")  # one preprocessing group (160 bicubic)
+
+
+@pytest.fixture(scope="module")
+def three_sets(tmp_path_factory):
+    """Three datasets of different images, and three models with weight files, of one group."""
+    base = tmp_path_factory.mktemp("three_sets")
+    manifests = []
+    for n, name in enumerate(("set_a", "set_b", "set_c")):
+        ids = make_images(base / name, n=(5, 6, 8)[n], seed=n)  # counts coprime with 7 (make_images names)
+        manifests.append(make_manifest(base / f"{name}.parquet", base / name, ids, name=name))
+    models = base / "models.txt"
+    models.write_text("".join(f"{m} file:{save_weights(base / f'{m}.pth', m, seed)}\n" for seed, m in enumerate(THREE)))
+    return {"base": base, "manifests": manifests, "models": models}
+
+
+def data_args(manifests) -> list[str]:
+    return [a for m in manifests for a in ("--data", str(m))]
+
+
+def predictions(out: Path, dataset: str, model: str):
+    table, meta = writers.read_predictions(ResultsLayout(out).prediction(dataset, model))
+    return table.column("topk_idx").to_pylist(), table.column("topk_prob").to_pylist(), meta
+
+
+def count_weight_reads(monkeypatch) -> list[str]:
+    reads = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: reads.append(Path(f).name) or real(f, *a, **k))
+    return reads
+
+
+def test_each_weights_file_is_read_once_and_outputs_match_one_dataset_at_a_time(three_sets, tmp_path, monkeypatch):
+    reads = count_weight_reads(monkeypatch)
+    together = tmp_path / "together"
+    assert infer(*data_args(three_sets["manifests"]), "--models", str(three_sets["models"]), out=together) == 0
+    assert sorted(reads) == sorted(f"{m}.pth" for m in THREE)  # once each, not once per dataset
+    for manifest in three_sets["manifests"]:
+        alone = tmp_path / f"alone_{manifest.stem}"
+        assert infer("--data", str(manifest), "--models", str(three_sets["models"]), out=alone) == 0
+        for model in THREE:
+            idx, prob, meta = predictions(together, manifest.stem, model)
+            idx1, prob1, _ = predictions(alone, manifest.stem, model)
+            assert idx == idx1 and prob == prob1  # bit for bit
+            assert meta["load_s"] >= 0 and meta["weights_bytes"] > 0 and meta["compile"] is None
+
+
+def test_a_groups_decode_workers_serve_all_its_passes_and_datasets(three_sets, tmp_path, monkeypatch):
+    made = []
+    real = data.InputPipeline.__init__
+    monkeypatch.setattr(data.InputPipeline, "__init__", lambda self, *a, **k: made.append(a[0]) or real(self, *a, **k))
+    args = [*data_args(three_sets["manifests"]), "--models", str(three_sets["models"]), "--models-per-pass", "1"]
+    assert main(["infer", *args, "--out", str(tmp_path), "--device", "cpu", "--workers", "1", "--no-progress",
+                 "--batch-size", "4"]) == 0
+    # Three passes (one model each) over three datasets: one pipeline (one set of workers) for all.
+    assert len(made) == 1 and sorted(made[0]) == [0, 1, 2]
+    _, _, meta = predictions(tmp_path, "set_b", "test_convnext2")
+    assert meta["dataset_passes"] == 3 and meta["decoded_with"] == ["test_convnext2"]
+
+
+def test_models_that_do_not_fit_run_in_a_pass_of_their_own(three_sets, tmp_path, monkeypatch, capsys, caplog):
+    loaded_together = []
+    monkeypatch.setattr(runner, "_room_for_more", lambda loaded, sweep: loaded_together.append(sorted(loaded)) or len(loaded) < 2)
+    assert infer(*data_args(three_sets["manifests"]), "--models", str(three_sets["models"]), out=tmp_path) == 0
+    assert "infer: 9 done, 0 skipped, 0 failed in 2 passes (6 dataset decodes);" in capsys.readouterr().out
+    assert "1 model(s) of the pass do not fit the device with the others: they run next" in caplog.text
+    reference = tmp_path / "reference"
+    monkeypatch.undo()
+    assert infer(*data_args(three_sets["manifests"]), "--models", str(three_sets["models"]), out=reference) == 0
+    for model in THREE:
+        assert predictions(tmp_path, "set_a", model)[:2] == predictions(reference, "set_a", model)[:2]
+
+
+def test_a_failed_redo_retires_the_stale_output_and_records_the_failure(three_sets, tmp_path, capsys):
+    manifest = three_sets["manifests"][0]
+    good = three_sets["base"] / "test_convnext.pth"
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    layout = ResultsLayout(tmp_path / "out")
+    assert infer("--data", str(manifest), "--model", "test_convnext", "--weights", f"file:{good}", out=layout.root) == 0
+    path, retired = layout.prediction("set_a", "test_convnext"), layout.retired("set_a", "test_convnext")
+    assert infer("--data", str(manifest), "--model", "test_convnext", "--weights", f"file:{broken}", out=layout.root) == 1
+    assert not path.exists() and writers.is_complete(retired)  # out of what evaluate reads, kept for a person
+    (entry,) = [json.loads(line) for line in layout.failures.read_text().splitlines()]
+    assert entry["model"] == "test_convnext" and entry["retired"] == str(retired) and "broken.pth" in entry["error"]
+    assert main(["evaluate", "--results", str(layout.root)]) != 0 or not _model_rows(layout, "test_convnext")
+    capsys.readouterr()
+    # A successful redo writes the output and drops the retired copy and the failure.
+    assert infer("--data", str(manifest), "--model", "test_convnext", "--weights", f"file:{good}", out=layout.root) == 0
+    assert writers.is_complete(path) and not retired.exists() and not layout.failures.exists()
+    assert not (layout.root / "retired").exists()
+
+
+def _model_rows(layout: ResultsLayout, model: str) -> list:
+    import pandas as pd
+
+    if not layout.metrics.exists():
+        return []
+    metrics = pd.read_parquet(layout.metrics)
+    return metrics[metrics["model"] == model].to_dict("records")
+
+
+def test_a_stale_output_is_moved_aside_before_the_redo_starts(three_sets, tmp_path, monkeypatch):
+    """Interrupted mid-redo, the old output is never left where evaluate would read it as current."""
+    manifest = three_sets["manifests"][0]
+    layout = ResultsLayout(tmp_path)
+    assert infer("--data", str(manifest), "--model", "test_convnext", "--weights", "random", out=tmp_path) == 0
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_one_pass", interrupted)
+    assert infer("--data", str(manifest), "--model", "test_convnext", "--weights", "random", "--topk", "3",
+                 out=tmp_path) != 0  # Ctrl-C: the CLI says "interrupted"
+    assert not layout.prediction("set_a", "test_convnext").exists()
+    assert writers.is_complete(layout.retired("set_a", "test_convnext"))
