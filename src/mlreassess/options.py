@@ -14,6 +14,7 @@ option is both a CLI flag and a YAML key. Imports neither argparse nor torch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -96,13 +97,14 @@ class Option:
 _UnionType = type(int | None)
 
 
-def options_of(cls: type) -> list[Option]:
+@functools.lru_cache(maxsize=None)  # type hints are resolved once per class (a recipe per unit asks)
+def options_of(cls: type) -> tuple[Option, ...]:
     hints = typing.get_type_hints(cls)
-    return [
+    return tuple(
         Option(f.name, hints[f.name], f.default, f.metadata["option"])
         for f in dataclasses.fields(cls)
         if "option" in f.metadata
-    ]
+    )
 
 
 def problem(opt: Option, value: Any) -> str | None:

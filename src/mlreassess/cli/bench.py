@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     infer.add_argument("--data", required=True, metavar="MANIFEST", help="manifest whose images are decoded")
     infer.add_argument("--batches", type=int, default=20, metavar="N", help="timed batches (default: 20)")
     infer.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed batches first (default: 2)")
+    infer.add_argument("--csv", metavar="FILE", help="also append the result as a row of FILE (timm's benchmark "
+                       "columns, which `infer --plan --throughput FILE` reads)")
     infer.set_defaults(func=run_infer)
     register_data(inner)
 
@@ -65,6 +67,8 @@ def run_infer(args: argparse.Namespace) -> int:
                          warmup=args.warmup)
     for line in result.lines():
         print(line)
+    if args.csv:
+        result.append_csv(args.csv)
     return 0
 
 

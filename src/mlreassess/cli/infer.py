@@ -26,7 +26,25 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="RESULTS", help="results folder")
     add_options(parser, InferOptions)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    plan = parser.add_argument_group("planning (run nothing)")
+    plan.add_argument("--plan", action="store_true",
+                      help="print the sweep as it would run (groups, passes and their memory, loads, compiles, "
+                      "decodes, GPU time) and stop; models are sized on the meta device, no weights needed")
+    plan.add_argument("--device-memory", type=_gib, metavar="GIB",
+                      help="with --plan: plan for a device with this much free memory (GiB), not this one")
+    plan.add_argument("--throughput", metavar="CSV",
+                      help="with --plan: images/s per model (timm's benchmark-infer CSV, or `bench infer --csv`)")
     parser.set_defaults(func=run)
+
+
+def _gib(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of GiB, e.g. 80") from None
+    if not 0 < value < 1 << 20:  # also refuses NaN and inf
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of GiB")
+    return int(value * 2**30)
 
 
 def configure_torch(device: str | None) -> None:
@@ -50,9 +68,25 @@ def run(args: argparse.Namespace) -> int:
         specs += read_models_file(args.models, opts.weights)
     if not specs:
         raise InputError("no model given (use --model NAME or --models FILE)")
+    if args.plan:
+        return print_plan(args, specs, opts)
+    if args.device_memory is not None or args.throughput is not None:
+        raise InputError("--device-memory and --throughput are for --plan")
     configure_torch(opts.device)
     summary = run_sweep(args.data, specs, args.out, opts)
     if D.is_main_process():
         for line in summary.lines():
             print(line)
     return 1 if summary.failed else 0
+
+
+def print_plan(args: argparse.Namespace, specs: list, opts) -> int:
+    # Imported here, not at the top: `mlreassess --help` must not import torch.
+    from mlreassess.inference.estimate import describe, read_throughput
+    from mlreassess.inference.runner import plan_only
+
+    table = read_throughput(args.throughput) if args.throughput else None
+    plan, manifests, free = plan_only(args.data, specs, args.out, opts, args.device_memory)
+    for line in describe(plan, manifests, opts, free, table):
+        print(line)
+    return 0

@@ -22,12 +22,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlreassess import __version__
 from mlreassess.constants import NUM_CLASSES
@@ -108,16 +108,36 @@ def validate(table: pa.Table, where: str) -> None:
         all_null = expected.nullable and pa.types.is_null(actual)  # e.g. no sample has a single label
         if actual != expected.type and not all_null:  # e.g. labels stored as strings by hand-made tooling
             raise InputError(f"{where}: column {expected.name!r} is {actual}, expected {expected.type}")
+    _check_ids(table, where)
+    _check_range(table, "label", where)
+    _check_range(table, "labels", where)
+
+
+def _check_ids(table: pa.Table, where: str) -> None:
+    """Sample ids unique (vectorised: a manifest of 400k rows is checked in milliseconds)."""
+    ids = table.column("sample_id")
+    if pc.count_distinct(ids, mode="all").as_py() == len(ids):
+        return
+    counts = pc.value_counts(ids)
+    dup = min(v["values"] for v in counts.to_pylist() if v["counts"] > 1)
+    raise InputError(f"{where}: duplicate sample_id {dup!r}")
+
+
+def _check_range(table: pa.Table, column: str, where: str) -> None:
+    """Every class index of `column` (label, or the items of labels) in 0..NUM_CLASSES-1."""
+    col = table.column(column)
+    values = pc.list_flatten(col) if column == "labels" else col
+    if len(values) == 0 or pa.types.is_null(values.type):
+        return
+    bad = pc.or_(pc.less(values, 0), pc.greater_equal(values, NUM_CLASSES))
+    if not pc.any(bad).as_py():
+        return
     ids = table.column("sample_id").to_pylist()
-    if len(set(ids)) != len(ids):
-        dup = min(i for i, n in Counter(ids).items() if n > 1)
-        raise InputError(f"{where}: duplicate sample_id {dup!r}")
-    bad = [(ids[i], v) for i, v in enumerate(table.column("label").to_pylist()) if v is not None and not 0 <= v < NUM_CLASSES]
-    if bad:
-        raise InputError(f"{where}: sample {bad[0][0]!r}: label {bad[0][1]} out of range 0..{NUM_CLASSES - 1}")
-    for sid, ls in zip(ids, table.column("labels").to_pylist()):
-        if any(not 0 <= x < NUM_CLASSES for x in ls):
-            raise InputError(f"{where}: sample {sid!r}: labels {ls} out of range 0..{NUM_CLASSES - 1}")
+    for sid, v in zip(ids, col.to_pylist()):  # only on failure: name the first bad sample
+        items = v if column == "labels" else ([] if v is None else [v])
+        if any(not 0 <= x < NUM_CLASSES for x in items):
+            what = f"labels {v}" if column == "labels" else f"label {v}"
+            raise InputError(f"{where}: sample {sid!r}: {what} out of range 0..{NUM_CLASSES - 1}")
 
 
 def base_meta(kind: str, dataset: str, root: str | os.PathLike | None, **params: Any) -> dict[str, Any]:

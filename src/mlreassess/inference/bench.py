@@ -13,6 +13,7 @@ builders): `resource.getrusage`.
 
 from __future__ import annotations
 
+import csv
 import resource
 import time
 from dataclasses import dataclass
@@ -46,10 +47,32 @@ class BenchResult:
     forward_images_per_s: float
     end_to_end_images_per_s: float
     unreadable: int
+    input_size: int = 0  # the model's input height (timm's benchmark `infer_img_size`)
 
     @property
     def ratio(self) -> float:
         return self.end_to_end_images_per_s / self.forward_images_per_s
+
+    def row(self) -> dict[str, object]:
+        """The result in timm's benchmark columns (`model` is the architecture), then ours."""
+        return {"model": self.model, "infer_img_size": self.input_size, "infer_samples_per_sec":
+                round(self.forward_images_per_s, 2), "infer_batch_size": self.batch_size,
+                "end_to_end_samples_per_sec": round(self.end_to_end_images_per_s, 2), "precision": self.precision,
+                "device": self.device, "decode": self.decode}
+
+    def append_csv(self, path: str | Path) -> None:
+        """Append `row()` to a CSV (its header written first if the file is new or empty)."""
+        path = Path(path)
+        row = self.row()
+        try:
+            new = not path.exists() or path.stat().st_size == 0
+            with path.open("a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(row))
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot append the result ({exc.strerror or exc})") from None
 
     def lines(self) -> list[str]:
         return [
@@ -104,7 +127,7 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: InferOptions, 
     return BenchResult(
         model=spec.name, weights=loaded.weights, preprocess=prep.describe(), device=device,
         precision=opts.precision, batch_size=b, batches=batches, decode=opts.decode, forward_images_per_s=fwd,
-        end_to_end_images_per_s=e2e, unreadable=len(result.failed),
+        end_to_end_images_per_s=e2e, unreadable=len(result.failed), input_size=prep.height,
     )
 
 

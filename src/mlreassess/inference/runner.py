@@ -234,6 +234,17 @@ def _schedule(passes: list[Pass], manifests: list[Manifest], dist: D.Dist) -> tu
     return passes, split_samples
 
 
+def plan_only(manifest_paths: list[str | Path], specs: list, results: str | Path, opts: InferOptions,
+              free_bytes: int | None = None) -> tuple[SweepPlan, list[Manifest], int]:
+    """(the sweep's plan, its manifests, the free device memory planned for) without running,
+    loading, writing or locking anything: `infer --plan`. Models are sized on the meta device."""
+    specs = check_specs(specs)
+    manifests = load_manifests(manifest_paths)
+    device = resolve_device(opts.device)
+    free = free_memory(D.check_available(device)) if free_bytes is None else free_bytes
+    return sweep_plan(manifests, specs, ResultsLayout(results), opts, device, free), manifests, free
+
+
 def _run(dist: D.Dist, manifest_paths, specs: list, results: Path, opts: InferOptions) -> Summary:
     start = time.perf_counter()
     layout = ResultsLayout(results)

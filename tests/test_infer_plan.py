@@ -1,0 +1,120 @@
+"""`mlreassess infer --plan`: the sweep as it would run (groups, passes, memory, loads, decodes, GPU
+time from a throughput table), with nothing run, loaded or written; and `bench infer --csv`."""
+
+from __future__ import annotations
+
+import pytest
+from test_inference_run import make_images, make_manifest
+
+from mlreassess.cli import main
+from mlreassess.errors import InputError
+from mlreassess.inference.estimate import images_per_s, read_throughput
+
+TIMM_HEADER = "model,infer_img_size,infer_samples_per_sec,infer_step_time,infer_batch_size,param_count,infer_gmacs,infer_macts\n"
+
+
+@pytest.fixture(scope="module")
+def two_sets(tmp_path_factory):
+    base = tmp_path_factory.mktemp("plan")
+    paths = []
+    for n, name in enumerate(("set_a", "set_b")):
+        ids = make_images(base / name, n=(5, 6)[n], seed=n)
+        paths.append(make_manifest(base / f"{name}.parquet", base / name, ids, name=name))
+    models = base / "models.txt"
+    models.write_text("test_convnext random\ntest_convnext2 random\ntest_resnet random\n")  # two groups
+    table = base / "throughput.csv"
+    table.write_text(TIMM_HEADER + "test_convnext,160,1000.0,1,256,0.3,0.1,0.1\ntest_resnet,128,550.0,1,256,0.4,0.1,0.1\n")
+    return {"base": base, "data": [a for p in paths for a in ("--data", str(p))], "models": models, "table": table}
+
+
+def plan(two_sets, tmp_path, *extra) -> list[str]:
+    args = ["infer", *two_sets["data"], "--models", str(two_sets["models"]), "--out", str(tmp_path / "res"),
+            "--device", "cpu", "--plan", *extra]
+    assert main(args) == 0
+    return args
+
+
+def test_the_plan_lists_groups_passes_loads_and_decodes_and_writes_nothing(two_sets, tmp_path, capsys):
+    plan(two_sets, tmp_path, "--device-memory", "80")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("plan: 6 units to run (3 models x 2 datasets), 0 up to date, 0 stale; device with "
+                             "80.0 GiB free, fp32, batch 128, models per pass auto (48.0 GiB for a pass's models)")
+    assert out[1] == "groups (input size, interpolation, crop): 2; passes: 2; model loads: 3; compiles: 0"
+    assert out[2] == "images decoded: 22 (33 if every unit decoded its dataset alone)"  # (5 + 6) x 2 passes
+    assert "  160x160 bicubic: 2 models in 1 pass" in out
+    assert out[-1].startswith("GPU time: no throughput table given")
+    assert not (tmp_path / "res").exists()  # nothing written, not even the folder
+
+
+def test_a_small_device_cuts_a_group_into_more_passes(two_sets, tmp_path, capsys):
+    plan(two_sets, tmp_path, "--device-memory", "0.000001", "--models-per-pass", "auto")
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "groups (input size, interpolation, crop): 2; passes: 3; model loads: 3; compiles: 0"
+    assert "  160x160 bicubic: 2 models in 2 passes" in out
+
+
+def test_gpu_time_comes_from_the_throughput_table(two_sets, tmp_path, capsys):
+    plan(two_sets, tmp_path, "--throughput", str(two_sets["table"]), "--compile")
+    out = capsys.readouterr().out.splitlines()
+    # test_convnext: 11 images at 1000/s; test_resnet at 160 px scaled from 128 px: 550 * (128/160)^2 = 352/s.
+    seconds = 11 / 1000 + 11 / 352
+    assert out[-1] == (f"GPU time at the table's forward speed: {seconds / 3600:.1f} GPU-hours for 2 models (1 scaled "
+                       "from another input size); not in the table: 1 (test_convnext2)")
+    assert out[1].endswith("compiles: 3")
+
+
+def test_the_plan_counts_what_is_up_to_date(two_sets, tmp_path, capsys):
+    one = ["infer", "--data", two_sets["data"][1], "--model", "test_resnet", "--weights", "random",
+           "--out", str(tmp_path / "res"), "--device", "cpu", "--workers", "0", "--no-progress"]
+    assert main(one) == 0
+    capsys.readouterr()
+    plan(two_sets, tmp_path)
+    assert "5 units to run (3 models x 2 datasets), 1 up to date, 0 stale" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text,error", [
+    ("model,speed\nx,1\n", "not a throughput table (needs columns model, infer_img_size, infer_samples_per_sec; "
+                           "missing infer_img_size, infer_samples_per_sec)"),
+    (TIMM_HEADER + "x,224,fast,1,1,1,1,1\n", "line 2: infer_img_size / infer_samples_per_sec are not numbers"),
+    (TIMM_HEADER + "x,224,nan,1,1,1,1,1\n", "line 2: images/s must be positive"),
+    (TIMM_HEADER + "x,224,-3,1,1,1,1,1\n", "line 2: images/s must be positive"),
+    ("", "not a throughput table"),
+])
+def test_a_bad_throughput_table_is_one_line(tmp_path, text, error):
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=f"{path}: {error}".replace("(", r"\(").replace(")", r"\)")):
+        read_throughput(path)
+
+
+def test_lookup_by_architecture_and_size(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(TIMM_HEADER + "resnet50,224,3000,1,1,1,1,1\nresnet50,160,6000,1,1,1,1,1\n")
+    table = read_throughput(path)
+    assert images_per_s(table, "resnet50.a1_in1k", 224) == (3000.0, False)  # the pretrained tag is dropped
+    assert images_per_s(table, "resnet50", 288) == (3000.0 * (224 / 288) ** 2, True)
+    assert images_per_s(table, "vit_base_patch16_224", 224) == (None, False)
+
+
+@pytest.mark.parametrize("flag,value", [("--device-memory", "lots"), ("--device-memory", "-1"), ("--device-memory", "nan")])
+def test_bad_plan_flags_are_refused(two_sets, tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit):
+        main(["infer", *two_sets["data"], "--models", str(two_sets["models"]), "--out", str(tmp_path), "--plan",
+              flag, value])
+    assert "GiB" in capsys.readouterr().err
+
+
+def test_plan_flags_without_plan_are_refused(two_sets, tmp_path, capsys):
+    assert main(["infer", *two_sets["data"], "--models", str(two_sets["models"]), "--out", str(tmp_path),
+                 "--device-memory", "80"]) == 2
+    assert "--device-memory and --throughput are for --plan" in capsys.readouterr().err
+
+
+def test_bench_infer_appends_a_row_the_plan_reads(two_sets, tmp_path, capsys):
+    csv = tmp_path / "mine.csv"
+    for _ in range(2):
+        assert main(["bench", "infer", "--model", "test_resnet", "--data", two_sets["data"][1], "--device", "cpu",
+                     "--batch-size", "2", "--batches", "1", "--warmup", "1", "--workers", "0", "--csv", str(csv)]) == 0
+    lines = csv.read_text().splitlines()
+    assert lines[0].startswith("model,infer_img_size,infer_samples_per_sec,") and len(lines) == 3
+    assert read_throughput(csv)["test_resnet"][160] > 0
