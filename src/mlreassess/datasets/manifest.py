@@ -31,7 +31,9 @@ import pyarrow as pa
 
 from mlreassess import __version__
 from mlreassess.constants import NUM_CLASSES
-from mlreassess.errors import InputError
+from mlreassess.datasets.paths import check_path_column
+from mlreassess.datasets.placements import validate_patchml
+from mlreassess.errors import InputError, short_repr
 from mlreassess.io import read_meta, read_table, write_table, write_text_atomic
 
 KINDS = ("imagenet_v1", "imagenet_v2", "patchml")
@@ -98,8 +100,11 @@ def core_table(
     return table
 
 
-def validate(table: pa.Table, where: str) -> None:
-    """Raise InputError naming `where` if `table` is not a valid manifest."""
+def validate(table: pa.Table, where: str, meta: dict[str, Any] | None = None) -> None:
+    """Raise InputError naming `where` if `table` is not a valid manifest: core columns and types,
+    unique ids, labels in range, `labels` sorted and unique with `label_count` its length, paths
+    inside the root (`datasets.paths`); with `meta` of a PatchML set, its placements too
+    (`datasets.placements`)."""
     missing = [c for c in CORE_COLUMNS if c not in table.column_names]
     if missing:
         raise InputError(f"{where}: not an mlreassess manifest (missing columns: {', '.join(missing)})")
@@ -109,15 +114,31 @@ def validate(table: pa.Table, where: str) -> None:
         if actual != expected.type and not all_null:  # e.g. labels stored as strings by hand-made tooling
             raise InputError(f"{where}: column {expected.name!r} is {actual}, expected {expected.type}")
     ids = table.column("sample_id").to_pylist()
+    if table.column("sample_id").null_count:
+        raise InputError(f"{where}: row {ids.index(None)}: sample_id is null")
     if len(set(ids)) != len(ids):
         dup = min(i for i, n in Counter(ids).items() if n > 1)
         raise InputError(f"{where}: duplicate sample_id {dup!r}")
     bad = [(ids[i], v) for i, v in enumerate(table.column("label").to_pylist()) if v is not None and not 0 <= v < NUM_CLASSES]
     if bad:
         raise InputError(f"{where}: sample {bad[0][0]!r}: label {bad[0][1]} out of range 0..{NUM_CLASSES - 1}")
-    for sid, ls in zip(ids, table.column("labels").to_pylist()):
+    _check_label_sets(table, ids, where)
+    check_path_column(table, where)
+    if meta is not None and meta.get("kind") == "patchml":
+        validate_patchml(table, meta, where)
+
+
+def _check_label_sets(table: pa.Table, ids: list[str], where: str) -> None:
+    """`labels`: no null list or item, in range, sorted and unique; `label_count` = its length."""
+    counts = table.column("label_count").to_pylist()
+    for sid, ls, n in zip(ids, table.column("labels").to_pylist(), counts):
+        if ls is None or any(x is None for x in ls):
+            raise InputError(f"{where}: sample {short_repr(sid)}: labels {short_repr(ls)} holds a null")
         if any(not 0 <= x < NUM_CLASSES for x in ls):
-            raise InputError(f"{where}: sample {sid!r}: labels {ls} out of range 0..{NUM_CLASSES - 1}")
+            raise InputError(f"{where}: sample {short_repr(sid)}: labels {short_repr(ls)} out of range 0..{NUM_CLASSES - 1}")
+        if ls != sorted(set(ls)) or n != len(ls):
+            raise InputError(f"{where}: sample {short_repr(sid)}: labels {short_repr(ls)} with label_count {n}: "
+                             "labels must be sorted, unique, and label_count their number")
 
 
 def base_meta(kind: str, dataset: str, root: str | os.PathLike | None, **params: Any) -> dict[str, Any]:
@@ -141,7 +162,7 @@ def write_manifest(
     path: str | os.PathLike, table: pa.Table, meta: dict[str, Any], elapsed_s: float | None = None
 ) -> None:
     """Validate and write a manifest atomically, plus its provenance sidecar (time, elapsed)."""
-    validate(table, str(path))
+    validate(table, str(path), meta)
     write_table(path, table, meta)
     provenance = {
         **meta,
@@ -158,7 +179,10 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     table = read_table(path)
     if meta.get("kind") not in KINDS or "dataset" not in meta:
         raise InputError(f"{path}: not an mlreassess manifest (no kind/dataset in its metadata)")
-    validate(table, str(path))
+    if not isinstance(meta["dataset"], str) or (meta.get("root") is not None and not isinstance(meta["root"], str)):
+        raise InputError(f"{path}: dataset {short_repr(meta['dataset'])} and root {short_repr(meta.get('root'))} "
+                         "in its metadata must be strings")
+    validate(table, str(path), meta)
     return Manifest(table=table, meta=meta, source=path)
 
 

@@ -21,7 +21,7 @@ from mlreassess.errors import InputError, MlreassessError
 from mlreassess.io import read_meta, read_table
 from mlreassess.metrics.evaluate import PATCHML_MEAN
 from mlreassess.patchml import IMAGES_DIR
-from mlreassess.patchml.render import render_row
+from mlreassess.patchml.render import render_row, rendered_png
 from mlreassess.report.paper import CSV_COLUMNS
 from mlreassess.results import ResultsLayout
 
@@ -172,7 +172,7 @@ def figure8_examples(layout: ResultsLayout, dataset: str, model: str, limit: int
     pred = read_table(pred_path).to_pandas().set_index("sample_id")
     rows = manifest.table.to_pandas()
     rows = rows[rows["sample_id"].isin(pred.index)]
-    image_dirs = _png_dirs(layout, read_meta(pred_path))
+    image_dirs = png_dirs(layout, read_meta(pred_path))
     examples = [_example(manifest, i, rows.loc[i], pred.loc[rows.loc[i, "sample_id"]], image_dirs)
                 for i in _one_per_label_count(rows, limit)]
     if not examples:
@@ -186,21 +186,36 @@ def _one_per_label_count(rows: pd.DataFrame, limit: int) -> list[int]:
     return [rows.index[rows["label_count"] == g][0] for g in counts]
 
 
-def _png_dirs(layout: ResultsLayout, pred_meta: dict[str, Any]) -> list[Path]:
+def png_dirs(layout: ResultsLayout, pred_meta: dict[str, Any]) -> list[Path]:
     """Where rendered canvases may lie: beside the manifest inference read, then beside its copy."""
-    dirs = [Path(pred_meta["manifest"]).parent / IMAGES_DIR] if pred_meta.get("manifest") else []
+    source = pred_meta.get("manifest")
+    dirs = [Path(source).parent / IMAGES_DIR] if isinstance(source, str) and source else []
     return dirs + [layout.manifests_dir / IMAGES_DIR]
 
 
-def _canvas(manifest: Manifest, i: int, sample_id: str, image_dirs: list[Path]) -> Image.Image:
+def canvas_image(manifest: Manifest, i: int, image_dirs: list[Path]) -> Image.Image | None:
+    """Canvas `i` rendered from the manifest, else read from a PNG rendered from that very row
+    (`render.rendered_png`: a PNG of another seed or an older render is not used); None if neither."""
     try:
         return render_row(manifest, int(i))
     except (MlreassessError, OSError):  # source images not reachable here: try the PNGs
         pass
     for d in image_dirs:
-        if (d / f"{sample_id}.png").exists():
-            return Image.open(d / f"{sample_id}.png").convert("RGB")
-    raise Skip(f"cannot render canvas {sample_id} (no source images, nor {image_dirs[0]}/{sample_id}.png)")
+        png = rendered_png(manifest, int(i), d)
+        if png is not None:
+            try:
+                with Image.open(png) as im:
+                    return im.convert("RGB")
+            except (OSError, ValueError, Image.DecompressionBombError):
+                continue
+    return None
+
+
+def _canvas(manifest: Manifest, i: int, sample_id: str, image_dirs: list[Path]) -> Image.Image:
+    image = canvas_image(manifest, i, image_dirs)
+    if image is None:
+        raise Skip(f"cannot render canvas {sample_id} (no source images, nor a PNG of it in {image_dirs[0]})")
+    return image
 
 
 def _example(manifest: Manifest, i: int, row: pd.Series, pred: pd.Series, image_dirs: list[Path]) -> dict:
