@@ -98,3 +98,67 @@ def inputs_changed(recorded: dict[str, str]) -> str | None:
         if now != old:
             return f"{path} {'is gone' if now is None else 'changed'}"
     return None
+
+
+# ---- what a derived file was derived from ----------------------------------------------------------
+# A derived file (metrics.parquet, a report table, the results page) records the files it was made
+# from: {path relative to its folder: [size, mtime_ns, sha256]}. A reader compares that with the files
+# there now: same size and time -> the same file (no read); otherwise the content decides, so a copied
+# or moved folder (new times, same bytes) is still current and a file edited in place is not.
+
+
+def _key(path: Path, root: Path) -> str:
+    """A path as a record names it: relative to `root` when inside it (the record survives a copied
+    folder), else absolute."""
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.resolve().as_posix()
+
+
+def derived_from(paths: list[str | os.PathLike], root: str | os.PathLike) -> dict[str, list]:
+    """{path relative to `root` (absolute outside it): [size, mtime_ns, sha256]} of the files `paths`."""
+    root = Path(root)
+    out = {}
+    for p in sorted(Path(p) for p in paths):
+        st = p.stat()
+        out[_key(p, root)] = [st.st_size, st.st_mtime_ns, file_sha256(p)]
+    return out
+
+
+def derived_unchanged(recorded: Any, root: str | os.PathLike) -> str | None:
+    """Which file of a `derived_from` record differs now (gone or other content), in a few words;
+    None when every one is as recorded."""
+    if not isinstance(recorded, dict):
+        return "no record of the files it was made from"
+    for key, record in sorted(recorded.items()):
+        if not _same_file(Path(root) / key, record):
+            return f"{key} {'is gone' if not (Path(root) / key).exists() else 'changed'}"
+    return None
+
+
+def _same_file(path: Path, record: Any) -> bool:
+    if not (isinstance(record, list) and len(record) == 3):
+        return False
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if [st.st_size, st.st_mtime_ns] == record[:2]:
+        return True
+    return st.st_size == record[0] and file_sha256(path) == record[2]
+
+
+def derived_changed(recorded: Any, paths: list[str | os.PathLike], root: str | os.PathLike) -> str | None:
+    """How the files a derived file was made from (`recorded`, from `derived_from`) differ from
+    `paths`, the files it would be made from now: the first one added, gone or changed, in a few
+    words; None when they are the same files."""
+    if not isinstance(recorded, dict):
+        return "no record of the files it was made from (an older mlreassess?)"
+    root = Path(root)
+    now = {_key(Path(p), root): Path(p) for p in paths}
+    for rel in sorted(set(recorded) | set(now)):
+        if rel not in now:
+            return f"{rel} is gone"
+        if rel not in recorded:
+            return f"{rel} is new"
+        if not _same_file(now[rel], recorded[rel]):
+            return f"{rel} changed"
+    return None

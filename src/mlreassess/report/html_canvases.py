@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from mlreassess.datasets.labels import class_name
 from mlreassess.datasets.manifest import read_manifest
 from mlreassess.io import atomic_path, read_meta, read_table
+from mlreassess.report.html_build import data_uri
 from mlreassess.report.inputs import canvas_image, png_dirs
 from mlreassess.results import ResultsLayout
 
@@ -114,7 +115,7 @@ def write_canvases(layout: ResultsLayout, request: CanvasRequest) -> dict | None
         written.add(path)
         labels = sorted(int(x) for x in row["labels"])
         g = int(row["label_count"])
-        items.append({"src": path.relative_to(layout.root).as_posix(), "sample_id": str(row["sample_id"]),
+        items.append({"src": data_uri(path), "file": path.relative_to(layout.root).as_posix(), "sample_id": str(row["sample_id"]),
                       "label_count": g, "labels": [class_name(c) for c in labels]})
         for m in request.models:
             bars[m].append(_bars(preds[m], row["sample_id"], set(labels), g))
