@@ -15,15 +15,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-# Content hashes by (path, size, mtime_ns, inode): a big weights file is read once per process.
-_hashes: dict[tuple[str, int, int, int], str] = {}
+# Content hashes by (path, size, mtime_ns, ctime_ns, inode): a big weights file is read once per
+# process, and any write or time change since (which sets ctime) reads it again.
+_hashes: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes."""
     path = Path(path)
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     if key not in _hashes:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
@@ -102,9 +103,10 @@ def inputs_changed(recorded: dict[str, str]) -> str | None:
 
 # ---- what a derived file was derived from ----------------------------------------------------------
 # A derived file (metrics.parquet, a report table, the results page) records the files it was made
-# from: {path relative to its folder: [size, mtime_ns, sha256]}. A reader compares that with the files
-# there now: same size and time -> the same file (no read); otherwise the content decides, so a copied
-# or moved folder (new times, same bytes) is still current and a file edited in place is not.
+# from: {path relative to its folder: [size, mtime_ns, ctime_ns, sha256]}. A reader compares that with
+# the files there now: same size, mtime and ctime -> the same file, not read (the kernel sets ctime on
+# every write, rename or time change, so no edit can restore it); otherwise the content decides, so a
+# copied or moved folder (new times, same bytes) is still current and a file edited in place is not.
 
 
 def _key(path: Path, root: Path) -> str:
@@ -114,12 +116,12 @@ def _key(path: Path, root: Path) -> str:
 
 
 def derived_from(paths: list[str | os.PathLike], root: str | os.PathLike) -> dict[str, list]:
-    """{path relative to `root` (absolute outside it): [size, mtime_ns, sha256]} of the files `paths`."""
+    """{path relative to `root` (absolute outside it): [size, mtime_ns, ctime_ns, sha256]} of the files `paths`."""
     root = Path(root)
     out = {}
     for p in sorted(Path(p) for p in paths):
         st = p.stat()
-        out[_key(p, root)] = [st.st_size, st.st_mtime_ns, file_sha256(p)]
+        out[_key(p, root)] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, file_sha256(p)]
     return out
 
 
@@ -135,15 +137,15 @@ def derived_unchanged(recorded: Any, root: str | os.PathLike) -> str | None:
 
 
 def _same_file(path: Path, record: Any) -> bool:
-    if not (isinstance(record, list) and len(record) == 3):
+    if not (isinstance(record, list) and len(record) == 4):
         return False
     try:
         st = path.stat()
     except OSError:
         return False
-    if [st.st_size, st.st_mtime_ns] == record[:2]:
+    if [st.st_size, st.st_mtime_ns, st.st_ctime_ns] == record[:3]:
         return True
-    return st.st_size == record[0] and file_sha256(path) == record[2]
+    return st.st_size == record[0] and file_sha256(path) == record[3]
 
 
 def derived_changed(recorded: Any, paths: list[str | os.PathLike], root: str | os.PathLike) -> str | None:

@@ -86,7 +86,10 @@ def record_failure(layout: ResultsLayout, model: str, dataset: str, error: str, 
 
 
 def _content(table: pa.Table) -> pa.Table:
-    return table.replace_schema_metadata(None)
+    """A manifest's rows without metadata, in sample_id order: the same samples in another row order
+    are the same manifest."""
+    table = table.replace_schema_metadata(None)
+    return table.sort_by("sample_id") if "sample_id" in table.column_names else table
 
 
 # What the labels of a manifest are: evaluate reads them, the predictions do not depend on them.

@@ -120,8 +120,11 @@ def evaluate_results(
     _check_params(n_boot, level, seed, min_group_n)
     datasets = discover(layout)
     params = {"n_boot": n_boot, "level": level, "seed": seed, "min_group_n": min_group_n}
-    if not force and why_stale(layout.root, params, out) is None:
+    reason = None if force else why_stale(layout.root, params, out)
+    if not force and reason is None:
         return out, None
+    if out.exists() and reason is not None:
+        log.info(f"{out}: redoing it: {reason}")
     if not datasets:
         log.warning(f"{layout.predictions_dir}: no predictions files: {out.name} has no rows")
     record = derived_from(_inputs(datasets), layout.root)  # before reading: a file replaced meanwhile shows

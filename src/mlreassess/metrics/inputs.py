@@ -90,6 +90,8 @@ def load_sample(path: Path) -> Sample:
     """The Sample of a manifest file; its name is the file's stem."""
     manifest = read_manifest(path)
     table = manifest.table
+    if table.num_rows == 0:
+        raise InputError(f"{path}: the manifest has no samples: nothing to score (remove its predictions folder)")
     ids = table.column("sample_id").to_numpy(zero_copy_only=False)
     label = table.column("label").to_numpy(zero_copy_only=False)
     label = np.array([-1 if v is None or v != v else int(v) for v in label], dtype=np.int64)
@@ -131,9 +133,11 @@ def load_prediction(path: Path, sample: Sample) -> Prediction:
         raise InputError(f"{path}: not a finished predictions file: {why} "
                          "(`mlreassess infer` redoes it; or remove it)")
     if meta["dataset"] != sample.name:
-        raise InputError(f"{path}: predictions are for dataset {meta['dataset']!r}, but sit under {sample.name!r}")
+        raise InputError(f"{path}: predictions are for dataset {short_repr(meta['dataset'])}, but sit under {sample.name!r}")
     table = read_table(path)
     checks.check_prediction_types(path, table)
+    if table.num_rows == 0:
+        raise InputError(f"{path}: holds no predictions (0 rows); rerun `mlreassess infer` for it, or remove it")
     ids = table.column("sample_id").to_numpy(zero_copy_only=False)
     rows = _sample_rows(path, sample, ids)
     topk = _read_topk(path, table, ids)
