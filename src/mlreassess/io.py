@@ -118,7 +118,15 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as exc:  # pyarrow raises several types for non-parquet files
         raise InputError(f"{path}: not a readable parquet file ({exc})") from None
     raw = (schema.metadata or {}).get(META_KEY)
-    return json.loads(raw) if raw else {}
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8
+        raise InputError(f"{path}: its mlreassess metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: its mlreassess metadata is {type(meta).__name__}, not a JSON object")
+    return meta
 
 
 def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -109,31 +110,15 @@ def inputs_changed(recorded: dict[str, str]) -> str | None:
 # copied or moved folder (new times, same bytes) is still current and a file edited in place is not.
 
 
-def _key(path: Path, root: Path) -> str:
-    """A path as a record names it: relative to `root` when inside it (the record survives a copied
-    folder), else absolute."""
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.resolve().as_posix()
-
-
 def derived_from(paths: list[str | os.PathLike], root: str | os.PathLike) -> dict[str, list]:
-    """{path relative to `root` (absolute outside it): [size, mtime_ns, ctime_ns, sha256]} of the files `paths`."""
+    """{path relative to `root`: [size, mtime_ns, ctime_ns, sha256]} of the files `paths` (all under
+    `root`: relative keys keep the record valid in a copied folder)."""
     root = Path(root)
     out = {}
     for p in sorted(Path(p) for p in paths):
         st = p.stat()
-        out[_key(p, root)] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, file_sha256(p)]
+        out[p.relative_to(root).as_posix()] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, file_sha256(p)]
     return out
-
-
-def derived_unchanged(recorded: Any, root: str | os.PathLike) -> str | None:
-    """Which file of a `derived_from` record differs now (gone or other content), in a few words;
-    None when every one is as recorded."""
-    if not isinstance(recorded, dict):
-        return "no record of the files it was made from"
-    for key, record in sorted(recorded.items()):
-        if not _same_file(Path(root) / key, record):
-            return f"{key} {'is gone' if not (Path(root) / key).exists() else 'changed'}"
-    return None
 
 
 def _same_file(path: Path, record: Any) -> bool:
@@ -142,6 +127,8 @@ def _same_file(path: Path, record: Any) -> bool:
     try:
         st = path.stat()
     except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or a device is never one of the files recorded
         return False
     if [st.st_size, st.st_mtime_ns, st.st_ctime_ns] == record[:3]:
         return True
@@ -155,7 +142,7 @@ def derived_changed(recorded: Any, paths: list[str | os.PathLike], root: str | o
     if not isinstance(recorded, dict):
         return "no record of the files it was made from (an older mlreassess?)"
     root = Path(root)
-    now = {_key(Path(p), root): Path(p) for p in paths}
+    now = {Path(p).relative_to(root).as_posix(): Path(p) for p in paths}
     for rel in sorted(set(recorded) | set(now)):
         if rel not in now:
             return f"{rel} is gone"
@@ -163,4 +150,18 @@ def derived_changed(recorded: Any, paths: list[str | os.PathLike], root: str | o
             return f"{rel} is new"
         if not _same_file(now[rel], recorded[rel]):
             return f"{rel} changed"
+    return None
+
+
+def derived_unchanged(recorded: Any, root: str | os.PathLike) -> str | None:
+    """Which file of a `derived_from` record differs now (gone or other content), in a few words;
+    None when every one is as recorded. A key that is not a file of `root` (absolute, with `..`: a
+    forged record) makes it not current, and is never opened."""
+    if not isinstance(recorded, dict):
+        return "no record of the files it was made from"
+    for key, record in sorted(recorded.items()):
+        if not isinstance(key, str) or os.path.isabs(key) or ".." in Path(key).parts:
+            return f"its record names {key!r}, not a file of this folder"
+        if not _same_file(Path(root) / key, record):
+            return f"{key} {'is gone' if not (Path(root) / key).exists() else 'changed'}"
     return None

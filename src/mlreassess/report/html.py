@@ -90,7 +90,8 @@ def _rank(stem: str, order: tuple[str, ...]) -> int:
 def ordered_figures(root: Path, extra: tuple[tuple[Path, str], ...] = ()) -> list[tuple[Path, str]]:
     """(png, title) of RESULTS/figures/*.png in the page's order, `extra` right after Figure 8."""
     layout = ResultsLayout(root)
-    pngs = sorted(layout.figures.glob("*.png"), key=lambda p: (_rank(p.stem, FIGURE_ORDER), p.stem))
+    pngs = sorted((p for p in layout.figures.glob("*.png") if p.is_file()),  # no folder, FIFO or device
+                  key=lambda p: (_rank(p.stem, FIGURE_ORDER), p.stem))
     out = [(p, FIGURE_TITLES.get(p.stem, p.stem)) for p in pngs]
     at = 1 if out and out[0][0].stem == "figure8" else 0
     return out[:at] + [(Path(p), t) for p, t in extra if Path(p).exists()] + out[at:]
@@ -99,12 +100,12 @@ def ordered_figures(root: Path, extra: tuple[tuple[Path, str], ...] = ()) -> lis
 def ordered_tables(root: Path) -> list[Path]:
     """RESULTS/tables/*.md in the page's order."""
     tables = ResultsLayout(root).tables
-    return sorted(tables.glob("*.md"), key=lambda p: (_rank(p.stem, TABLE_ORDER), p.stem))
+    return sorted((p for p in tables.glob("*.md") if p.is_file()), key=lambda p: (_rank(p.stem, TABLE_ORDER), p.stem))
 
 
 def table_parts(md_path: Path) -> tuple[str, str]:
     """(caption, note) of a report table's Markdown file: its bold first line and trailing text."""
-    lines = md_path.read_text().strip().splitlines()
+    lines = md_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
     caption = lines[0].strip("* ") if lines else md_path.stem
     note = "\n".join(line for line in lines[1:] if line.strip() and not line.startswith("|"))
     return caption, note

@@ -61,9 +61,12 @@ def data_uri(png: Path) -> str | None:
     """A PNG as a data: URL (the page's policy loads images from nowhere else), None when it is not
     a readable PNG of sensible size."""
     try:
-        if png.stat().st_size > MAX_EMBEDDED_IMAGE:
+        if not png.is_file():  # a FIFO or a device (/dev/zero) would never end
             return None
-        data = png.read_bytes()
+        with open(png, "rb") as f:
+            data = f.read(MAX_EMBEDDED_IMAGE + 1)
     except OSError:
+        return None
+    if len(data) > MAX_EMBEDDED_IMAGE:
         return None
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii") if data[:8] == _PNG_SIGNATURE else None
