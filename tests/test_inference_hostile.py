@@ -71,3 +71,12 @@ def test_an_in_memory_manifest_with_an_escaping_path_is_refused_too(tiny, tmp_pa
     table = core_table(["a"], ["../../etc/passwd"], [1], [[1]])
     with pytest.raises(InputError, match="'..' part"):
         check_readable(Manifest(table, base_meta("imagenet_v1", "m", tiny["root"]), source=tmp_path / "m.parquet"))
+
+
+def test_an_empty_manifest_stops_infer_in_one_line_before_any_output(tiny, tmp_path, capsys):
+    manifest = tmp_path / "e.parquet"
+    write_table(manifest, core_table([], [], [], []), base_meta("imagenet_v1", "e", tiny["root"]))
+    out = tmp_path / "out"
+    assert infer("--data", str(manifest), *model_args(tiny, "test_resnet"), out=out) == 2
+    assert capsys.readouterr().err.strip() == f"mlreassess: error: {manifest}: the manifest has no samples: nothing to predict"
+    assert not (out / "manifests").exists() and not (out / "failures.jsonl").exists()

@@ -31,7 +31,9 @@ from mlreassess.results import PATCHML_IMAGES
 
 
 def check_readable(manifest: Manifest) -> None:
-    """Fail before any work when a manifest cannot say where its pixels come from."""
+    """Fail before any work when a manifest has no samples or cannot say where its pixels come from."""
+    if len(manifest) == 0:
+        raise InputError(f"{manifest.source}: the manifest has no samples: nothing to predict")
     if manifest.kind == "patchml":
         return  # rendered from the manifest (or read from DIR/images/*.png): checked per sample
     if manifest.root is None:
