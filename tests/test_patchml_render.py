@@ -385,6 +385,7 @@ def test_another_seeds_manifest_copied_in_gets_its_own_pixels(src, tmp_path):
     swapped = read_manifest(one / "manifest.parquet")
     summary = render_to_dir(swapped, one / "images", src / "val", workers=1, progress=False)
     assert summary.rendered == len(swapped)  # none of seed 1's PNGs was taken for seed 2's rows
+    assert summary.stale == len(swapped) and summary.existing == 0
     assert files_digest(one / "images") == {k: v for k, v in files_digest(two / "images").items()
                                             if k in files_digest(one / "images")}
     for i in range(len(swapped)):

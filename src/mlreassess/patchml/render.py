@@ -220,7 +220,8 @@ def save_png(rgb: np.ndarray, path: Path, digest: str | None = None) -> None:
 @dataclass
 class RenderSummary:
     rendered: int = 0
-    existing: int = 0  # PNGs already there (resumed run)
+    existing: int = 0  # PNGs already there, rendered from the same rows (resumed run)
+    stale: int = 0  # PNGs there rendered from other rows (another manifest, an older render): rendered again
     failed: list[dict[str, str]] = field(default_factory=list)  # {sample_id, error}, with skip_bad
     sources_decoded: int = 0
     elapsed_s: float = 0.0
@@ -326,6 +327,7 @@ def render_to_dir(
     job.digests = {c.sample_id: canvas_digest(meta, c) for c in all_rows}
     todo = [c for c in all_rows if not png_matches(job.out_dir / f"{c.sample_id}.png", job.digests[c.sample_id])]
     summary.existing = len(all_rows) - len(todo)
+    summary.stale = sum((job.out_dir / f"{c.sample_id}.png").exists() for c in todo)
     workers = max(1, capped_workers(workers) if workers else render_workers())
     if workers > 1 and todo:
         job.pool = multiprocessing.get_context().Pool(workers)
