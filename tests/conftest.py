@@ -41,12 +41,41 @@ def write_jpeg():
     return _write_jpeg
 
 
+def _placements(labels: list[list[int]], counts: list[int] | None, canvas: int) -> dict:
+    """Valid PatchML placement columns for canvases with these labels: k = the label count, or the
+    smallest patch count above it (the last class repeated), one full-cell patch per cell."""
+    import pyarrow as pa
+
+    from mlreassess.datasets.placements import PATCHML_COLUMNS, grid_for
+
+    cols: dict[str, list] = {c: [] for c in PATCHML_COLUMNS}
+    for n, ls in enumerate(labels):
+        ls = list(ls) or [0]
+        k = len(ls) if counts is None or len(ls) in counts else min(c for c in counts if c >= len(ls))
+        g = grid_for(k, canvas)
+        cols["k"].append(k)
+        cols["src_ids"].append([f"src{n:05d}_{j}" for j in range(k)])
+        cols["src_boxes"].append([[0, 0, 9, 9]] * k)
+        cols["patch_labels"].append(ls + [ls[-1]] * (k - len(ls)))
+        cols["sizes"].append([[g.cell, g.cell]] * k)
+        cols["positions"].append([[(j % g.columns) * g.cell, (j // g.columns) * g.cell] for j in range(k)])
+    nested = pa.list_(pa.list_(pa.int64()))
+    types = {"k": pa.int64(), "src_ids": pa.list_(pa.string()), "src_boxes": nested, "patch_labels": pa.list_(pa.int64()),
+             "sizes": nested, "positions": nested}
+    return {c: pa.array(v, types[c]) for c, v in cols.items()}
+
+
 def _write_dataset(results: Path, name: str, kind: str, samples: dict, **params) -> Path:
-    """RESULTS/manifests/<name>.parquet from {sample_id: (label or None, [labels])} (metrics/report tests)."""
+    """RESULTS/manifests/<name>.parquet from {sample_id: (label or None, [labels])} (metrics/report tests);
+    PatchML sets get valid placements (`_placements`) and a canvas size."""
     from mlreassess.datasets.manifest import base_meta, core_table, write_manifest
 
     ids = list(samples)
-    table = core_table(ids, [None] * len(ids), [samples[s][0] for s in ids], [samples[s][1] for s in ids])
+    extra = None
+    if kind == "patchml":
+        params = {"canvas_size": 448, "resample": "bicubic", **params}
+        extra = _placements([samples[s][1] for s in ids], params.get("counts"), params["canvas_size"])
+    table = core_table(ids, [None] * len(ids), [samples[s][0] for s in ids], [samples[s][1] for s in ids], extra)
     path = results / "manifests" / f"{name}.parquet"
     write_manifest(path, table, base_meta(kind, name, None, **params))
     return path
@@ -68,7 +97,7 @@ def _write_predictions(results: Path, dataset: str, kind: str, model: str, preds
         }
     )
     path = results / "predictions" / dataset / f"{model}.parquet"
-    write_table(path, table, {"model": model, "dataset": dataset, "dataset_kind": kind})
+    write_table(path, table, {"model": model, "dataset": dataset, "dataset_kind": kind, "n_samples": len(ids), "topk": k})
     return path
 
 

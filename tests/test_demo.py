@@ -86,15 +86,21 @@ def test_photos_manifest_labels_by_sample_id_and_is_stable(rows, tmp_path):
 def test_index_opens_with_the_figures(tmp_path):
     (tmp_path / "figures").mkdir()
     (tmp_path / "tables").mkdir()
+    from PIL import Image
+
+    from mlreassess.report import derived
+
     for name in ("figure8.png", "figure4.png"):
-        (tmp_path / "figures" / name).write_bytes(b"png")
+        Image.new("RGB", (4, 3)).save(tmp_path / "figures" / name)
+    derived.record([tmp_path / "figures" / n for n in ("figure8.png", "figure4.png")] + [tmp_path / "tables" / "table1.md"],
+                   [], tmp_path)  # as `report` records what it wrote
     (tmp_path / "tables" / "table1.md").write_text("**Table 1: counts.**\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nA note.\n")
     (tmp_path / "tables" / "table1.csv").write_text("a,b\n1,2\n")
     md, page = demo.write_index(tmp_path)
     text = page.read_text()
     assert text.index("<img") < text.index("<table"), "figures come before tables"
     # Figure 8 (the paper's canvases with green/red bars) leads; then the others in paper order.
-    assert re.findall(r'src="([^"]+)"', text) == ["figures/figure8.png", "figures/figure4.png"]
+    assert re.findall(r'<a href="([^"]+)"><img src="data:image/png;base64,', text) == ["figures/figure8.png", "figures/figure4.png"]
     assert "Table 1: counts." in text and "A note." in text
     assert md.read_text().index("![") < md.read_text().index("| a | b |")
 
@@ -110,7 +116,7 @@ def test_demo_end_to_end_offline_under_five_minutes(tmp_path, capsys, offline):
     assert f"open {out / 'index.html'}" in err
     page = (out / "index.html").read_text()
     for name in ("figures/figure4.png", "figures/figure7.png", "figures/figure8.png", demo.ANNOTATED_FIGURE):
-        assert f'src="{name}"' in page and (out / name).is_file(), name
+        assert f'<a href="{name}"><img src="data:image/png;base64,' in page and (out / name).is_file(), name
 
     import pyarrow.parquet as pq
 

@@ -143,7 +143,7 @@ def test_labels_are_looked_up_by_sample_id_not_position(tmp_path: Path, write_da
     write_dataset(tmp_path, "v1", "imagenet_v1", V1)
     ids = ["s3", "s1", "s0", "s2"]
     table = pa.table({"sample_id": ids, "topk_idx": pa.array([V1_PRED[s] for s in ids], pa.list_(pa.int32()))})
-    write_table(tmp_path / "predictions" / "v1" / "m.parquet", table, {"model": "m", "dataset": "v1"})
+    write_table(tmp_path / "predictions" / "v1" / "m.parquet", table, {"model": "m", "dataset": "v1", "n_samples": 4, "topk": 5})
     got = as_dict(read_table(evaluate_results(tmp_path, n_boot=10, min_group_n=1)[0]), "m", "v1")
     assert got[("asma", None)]["value_pct"] == pytest.approx(EXPECTED_V1[("asma", None)][0])
 
@@ -174,7 +174,7 @@ def test_cli_error_is_one_line(tmp_path: Path, capsys):
     assert f"mlreassess infer --out {tmp_path}" in err[0]  # the option infer has
 
 
-def test_rerun_skips_until_an_input_changes(v1_results: Path):
+def test_rerun_skips_until_an_input_changes(v1_results: Path, write_predictions):
     out, first = evaluate_results(v1_results, n_boot=10)
     assert first is not None
     assert evaluate_results(v1_results, n_boot=10)[1] is None  # unchanged: skipped
@@ -184,7 +184,10 @@ def test_rerun_skips_until_an_input_changes(v1_results: Path):
     pred = v1_results / "predictions" / "v1" / "modelA.parquet"
     st = pred.stat()
     os.utime(pred, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert evaluate_results(v1_results, n_boot=20)[1] is not None  # input touched
+    assert evaluate_results(v1_results, n_boot=20, min_group_n=1)[1] is None  # touched, same bytes: current
+    write_predictions(v1_results, "v1", "imagenet_v1", "modelA", {**V1_PRED, "s0": [2, 1, 3, 8, 9]})
+    os.utime(pred, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same time as before, other bytes
+    assert evaluate_results(v1_results, n_boot=20, min_group_n=1)[1] is not None  # edited in place
     assert evaluate_results(v1_results, n_boot=20, force=True)[1] is not None
 
 
@@ -266,7 +269,8 @@ def test_tied_probabilities_give_the_same_metrics_in_any_stored_order(tmp_path: 
     for model, order in (("m1", [7, 3, 9, 1, 2]), ("m2", [3, 7, 9, 1, 2])):
         table = pa.table({"sample_id": ["a"], "topk_idx": pa.array([order], pa.list_(pa.int32())),
                           "topk_prob": pa.array([[0.4, 0.4, 0.1, 0.05, 0.05]], pa.list_(pa.float32()))})
-        write_table(tmp_path / "predictions" / "v1" / f"{model}.parquet", table, {"model": model, "dataset": "v1"})
+        write_table(tmp_path / "predictions" / "v1" / f"{model}.parquet", table,
+                    {"model": model, "dataset": "v1", "n_samples": 1, "topk": 5})
     table = read_table(evaluate_results(tmp_path, n_boot=10)[0])
     assert as_dict(table, "m1", "v1")[("top1", None)]["value_pct"] == 100.0
     assert [r["value_pct"] for r in as_dict(table, "m1", "v1").values()] == [r["value_pct"] for r in as_dict(table, "m2", "v1").values()]

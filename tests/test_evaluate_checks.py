@@ -23,7 +23,7 @@ def _predictions(results: Path, idx: dict, prob: dict | None = None, model: str 
     if prob is not None:
         cols["topk_prob"] = pa.array([prob[s] for s in ids], pa.list_(pa.float32()))
     path = results / "predictions" / "v1" / f"{model}.parquet"
-    write_table(path, pa.table(cols), {"model": model, "dataset": "v1"})
+    write_table(path, pa.table(cols), {"model": model, "dataset": "v1", "n_samples": len(ids), "topk": len(idx[ids[0]])})
     return path
 
 
@@ -93,5 +93,5 @@ def test_a_predictions_column_of_the_wrong_type_is_one_line(tmp_path, write_data
     write_dataset(tmp_path, "v1", "imagenet_v1", V1)
     table = pa.table({"sample_id": ["a", "b"], "topk_idx": pa.array([["1", "2"], ["2", "3"]], pa.list_(pa.string()))})
     path = tmp_path / "predictions" / "v1" / "m.parquet"
-    write_table(path, table, {"model": "m", "dataset": "v1"})
+    write_table(path, table, {"model": "m", "dataset": "v1", "n_samples": 2, "topk": 2})
     assert f"{path}: column 'topk_idx' is list<element: string>, expected list<int32>" in _one_line_error(tmp_path, capsys)

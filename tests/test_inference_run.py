@@ -297,10 +297,14 @@ def test_patchml_canvases_from_png_or_rendered_on_the_fly(tiny, patchml_set, tmp
     open_png, open_bare = image_opener(m_png), image_opener(m_bare)
     for i in range(len(m_png)):
         np.testing.assert_array_equal(np.asarray(open_png(i)), np.asarray(open_bare(i)))
-    # The PNG really is what gets read when present.
+    # The PNG really is what gets read when present and rendered from its row (its digest chunk).
+    from mlreassess.patchml.render import canvas_digest, canvases, encode_png
+
     first = patchml_set / "set" / "images" / f"{m_png.sample_ids[0]}.png"
     saved = first.read_bytes()
-    Image.new("RGB", (64, 64), (255, 0, 0)).save(first)
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 255
+    first.write_bytes(encode_png(red, canvas_digest(m_png.meta, canvases(m_png.table, [0])[0])))
     try:
         assert np.asarray(image_opener(m_png)(0))[..., 0].min() == 255
     finally:

@@ -353,3 +353,56 @@ def test_impossible_patchml_options_are_one_line(src, tmp_path, capsys, flag, va
                  flag, value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+# ---- a PNG names the manifest row it was rendered from (issue 15) ---------------------------------
+
+
+def test_pngs_carry_the_digest_of_their_row_and_readers_check_it(src, tmp_path):
+    from mlreassess.patchml.render import PNG_DIGEST_KEY, canvas_digest, canvases, png_matches, rendered_png
+
+    out = tmp_path / "out"
+    generate(src / "boxes.csv", 3, out, images=src / "val", workers=1, **PARAMS)
+    m = read_manifest(out / "manifest.parquet")
+    rows = canvases(m.table)
+    png = out / "images" / f"{rows[0].sample_id}.png"
+    with Image.open(png) as im:  # an ordinary tEXt chunk: any PNG reader sees it
+        assert im.text[PNG_DIGEST_KEY.decode()] == canvas_digest(m.meta, rows[0])
+    assert rendered_png(m, 0, out / "images") == png
+    assert not png_matches(png, canvas_digest(m.meta, rows[1]))  # another row's digest
+    assert rendered_png(m, 0, tmp_path / "nowhere") is None and rendered_png(m, 0, None) is None
+    # a PNG of the right pixels but without the digest (an older render, or saved by another tool)
+    Image.open(png).save(png)
+    assert rendered_png(m, 0, out / "images") is None
+
+
+def test_another_seeds_manifest_copied_in_gets_its_own_pixels(src, tmp_path):
+    """The seed swap: seed 2's manifest over seed 1's PNGs must not reuse them (ReaL 0.0 in the issue)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    generate(src / "boxes.csv", 1, one, images=src / "val", workers=1, **PARAMS)
+    generate(src / "boxes.csv", 2, two, images=src / "val", workers=1, **PARAMS)
+    (one / "manifest.parquet").write_bytes((two / "manifest.parquet").read_bytes())
+    swapped = read_manifest(one / "manifest.parquet")
+    summary = render_to_dir(swapped, one / "images", src / "val", workers=1, progress=False)
+    assert summary.rendered == len(swapped)  # none of seed 1's PNGs was taken for seed 2's rows
+    assert summary.stale == len(swapped) and summary.existing == 0
+    assert files_digest(one / "images") == {k: v for k, v in files_digest(two / "images").items()
+                                            if k in files_digest(one / "images")}
+    for i in range(len(swapped)):
+        sid = swapped.sample_ids[i]
+        with Image.open(one / "images" / f"{sid}.png") as im:
+            np.testing.assert_array_equal(np.asarray(im.convert("RGB")), np.asarray(render_row(swapped, i)))
+
+
+def test_an_interrupted_render_leaves_nothing_behind_after_the_next_run(src, tmp_path):
+    out = tmp_path / "out"
+    generate(src / "boxes.csv", 3, out, images=src / "val", workers=1, **PARAMS)
+    stale = [out / "images" / ".k2_000000.png.0123456789abcdef0123456789abcdef.tmp",
+             out / ".manifest.parquet.fedcba9876543210fedcba9876543210.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a file")  # what kill -9 during atomic_path leaves
+    keep = out / "images" / ".notes.tmp"  # not one of ours: left alone
+    keep.write_text("mine")
+    assert main(["patchml", "--boxes", str(src / "boxes.csv"), "--seed", "3", "--out", str(out), "--images",
+                 str(src / "val"), "--counts", "2,3,4", "--canvas", "96", "--min-box-side", "4", "--workers", "1"]) == 0
+    assert not any(p.exists() for p in stale) and keep.exists()

@@ -9,11 +9,11 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from mlreassess.cli import main
 from mlreassess.metrics.evaluate import evaluate_results
 from mlreassess.report import ITEMS, build, figures, resolve_items, tables
+from test_report_html import write_canvas_pngs
 
 
 def test_label_count_row_and_table1():
@@ -106,10 +106,7 @@ def study(tmp_path_factory, write_dataset, write_predictions) -> Path:
                 top = [labels[j] if rng.random() < skill and j < len(labels) else others[j] for j in range(10)]
                 preds[sid] = top
             write_predictions(root, name, kind, f"model_{m}", preds)
-    images = root / "manifests" / "images"
-    images.mkdir(parents=True)
-    for sid in sets["patchml_seed1"][1]:
-        Image.new("RGB", (64, 64), (40, 80, 120)).save(images / f"{sid}.png")
+    write_canvas_pngs(root / "manifests" / "patchml_seed1.parquet", color=(40, 80, 120))  # PNGs of their rows
     evaluate_results(root, n_boot=50, min_group_n=MIN_GROUP_N)
     return root
 

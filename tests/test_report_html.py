@@ -6,6 +6,7 @@ paper's numbers sit beside ours, missing datasets and failed models, canvases, s
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -18,7 +19,7 @@ import pytest
 from PIL import Image
 
 from mlreassess.cli import main
-from mlreassess.io import write_table
+from mlreassess.io import read_meta, read_table, write_table
 from mlreassess.report import REPORTED_CSV
 from mlreassess.report.html import PageOptions, write_results_page
 from mlreassess.report.html_canvases import pick_canvases
@@ -70,6 +71,34 @@ def write_synthetic_results(root: Path, models: list[str], datasets: dict[str, s
     path = ResultsLayout(root).metrics
     write_table(path, pa.Table.from_pandas(df, preserve_index=False), meta)
     return path
+
+
+def stamp_current(root: Path) -> None:
+    """Mark the synthetic metrics.parquet as computed from the predictions and manifests in `root` now
+    (the record `evaluate` writes), so the report uses it as it is instead of evaluating again."""
+    from mlreassess.metrics.evaluate import _inputs
+    from mlreassess.metrics.inputs import discover
+    from mlreassess.provenance import derived_from
+
+    layout = ResultsLayout(root)
+    meta = read_meta(layout.metrics)
+    meta["derived_from"] = derived_from(_inputs(discover(layout)), root)
+    meta.update({"level": 95.0, "n_boot": 1000, "seed": 0, "min_group_n": 30})
+    write_table(layout.metrics, read_table(layout.metrics), meta)
+
+
+def write_canvas_pngs(manifest_path: Path, color=(20, 120, 200), size: int = 64) -> None:
+    """manifests/images/<id>.png for every canvas of a PatchML manifest, rendered (as far as the
+    page can tell) from its rows: flat colour, with the digest of each row."""
+    from mlreassess.datasets.manifest import read_manifest
+    from mlreassess.patchml.render import canvas_digest, canvases, encode_png
+
+    manifest = read_manifest(manifest_path)
+    folder = manifest_path.parent / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    for c in canvases(manifest.table):
+        pixels = np.full((size, size, 3), color, np.uint8)
+        (folder / f"{c.sample_id}.png").write_bytes(encode_png(pixels, canvas_digest(manifest.meta, c)))
 
 
 def write_failures(root: Path, entries: list[tuple[str, str, str]]) -> None:
@@ -184,13 +213,18 @@ def test_only_v1_no_patchml(tmp_path):
 
 
 def test_no_metrics_yet_still_lists_failures_and_figures(tmp_path):
+    from mlreassess.report import derived
+
     (tmp_path / "figures").mkdir()
-    (tmp_path / "figures" / "figure4.png").write_bytes(b"png")
+    png = tmp_path / "figures" / "figure4.png"
+    Image.new("RGB", (4, 3)).save(png)
+    derived.record([png], [], tmp_path)  # as `report` records what it wrote (here: from nothing in RESULTS)
     write_failures(tmp_path, [("vit_x", "v1", "weights not found")])
     page = write_results_page(tmp_path, PageOptions(title="T & T"))
     text = page.read_text()
     assert "run <code>mlreassess evaluate" in text and "weights not found" in text
-    assert re.findall(r'src="([^"]+)"', text) == ["figures/figure4.png"]
+    assert re.findall(r'src="([^"]+)"', text) == ["data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()]
+    assert re.findall(r'<a href="([^"]+)"><img', text) == ["figures/figure4.png"]
     assert "<title>T &amp; T</title>" in text
     assert page_payload(page)["rows"][0]["failed"] == [["v1", "weights not found"]]
 
@@ -205,14 +239,20 @@ def test_pick_canvases_spreads_over_label_counts():
 def test_canvases_are_bounded_and_shared(tmp_path, write_dataset, write_predictions):
     models = [f"m{i}" for i in range(5)]
     samples = {f"c{g}_{j}": (None, list(range(10 * j, 10 * j + g))) for g in (1, 2, 3, 4) for j in range(2)}
-    write_dataset(tmp_path, "patchml_seed1", "patchml", samples)
-    for sid in samples:  # no source images: the canvases come from these PNGs
-        path = tmp_path / "manifests" / "images" / f"{sid}.png"
+    from mlreassess.datasets.manifest import read_manifest
+    from mlreassess.metrics.evaluate import evaluate_results
+    from mlreassess.patchml.render import canvas_digest, canvases, encode_png
+
+    manifest = read_manifest(write_dataset(tmp_path, "patchml_seed1", "patchml", samples))
+    for c in canvases(manifest.table):  # no source images: the canvases come from these PNGs (of their rows)
+        path = tmp_path / "manifests" / "images" / f"{c.sample_id}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (32, 32), (200, 10, 10)).save(path)
-    for m in models:
-        write_predictions(tmp_path, "patchml_seed1", "patchml", m, {s: list(range(10 * int(s[-1]), 10 * int(s[-1]) + 5)) for s in samples})
-    write_synthetic_results(tmp_path, models, {"patchml_seed1": "patchml"})
+        path.write_bytes(encode_png(np.full((32, 32, 3), (200, 10, 10), np.uint8), canvas_digest(manifest.meta, c)))
+    for i, m in enumerate(models):  # model i gets sample c*_j's first i classes wrong: m0 is best
+        write_predictions(tmp_path, "patchml_seed1", "patchml", m,
+                          {s: [c + (100 if k < i else 0) for k, c in enumerate(range(10 * int(s[-1]), 10 * int(s[-1]) + 5))]
+                           for s in samples})
+    evaluate_results(tmp_path, n_boot=10, min_group_n=1)
     d = page_payload(write_results_page(tmp_path, PageOptions(top_models=2, canvases=3, canvas_models=("m4", "nope"))))
     c = d["canvases"]
     col = [x["id"] for x in d["columns"]].index(f"{MEAN}/asma")
@@ -220,7 +260,9 @@ def test_canvases_are_bounded_and_shared(tmp_path, write_dataset, write_predicti
     assert c["models"] == top2 + ([] if "m4" in top2 else ["m4"]), "top models, then the one asked for"
     files = sorted(p.name for p in (tmp_path / "figures" / "canvases").iterdir())
     assert files == ["canvas-1.png", "canvas-2.png", "canvas-3.png"]
-    assert [i["src"] for i in c["items"]] == [f"figures/canvases/{f}" for f in files]
+    assert [i["file"] for i in c["items"]] == [f"figures/canvases/{f}" for f in files]
+    assert all(i["src"] == "data:image/png;base64," + base64.b64encode((tmp_path / i["file"]).read_bytes()).decode()
+               for i in c["items"])
     assert [i["label_count"] for i in c["items"]] == [4, 2, 1]
     first = c["bars"][c["models"][0]][0]  # canvas c4_0: labels 0..3; predictions 0..4 -> top-4 all right
     assert [b[2] for b in first] == [True] * 4 and math.isclose(first[0][1], 50.0)

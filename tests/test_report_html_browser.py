@@ -24,8 +24,10 @@ import pytest
 from PIL import Image
 
 from mlreassess.io import read_meta, write_table
+from mlreassess.report import derived
 from mlreassess.report.html import PageOptions, write_results_page
-from test_report_html import MEAN, PAPER_MODELS, SEEDS, V1, V2, write_failures, write_synthetic_results
+from test_report_html import (MEAN, PAPER_MODELS, SEEDS, V1, V2, stamp_current, write_canvas_pngs, write_failures,
+                              write_synthetic_results)
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
 from selenium.webdriver.chrome.service import Service  # noqa: E402  (after the skip above)
@@ -122,14 +124,13 @@ def mini(tmp_path_factory, write_dataset, write_predictions):
     metrics["label_count"] = metrics["label_count"].astype("Int64")
     write_table(path, pa.Table.from_pandas(metrics, preserve_index=False), meta)
     samples = {f"k{g}_0": (None, list(range(g))) for g in (1, 2, 3, 4)}
-    write_dataset(root, SEEDS[0], "patchml", samples)
-    for sid in samples:
-        (root / "manifests" / "images").mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (64, 64), (20, 120, 200)).save(root / "manifests" / "images" / f"{sid}.png")
+    write_canvas_pngs(write_dataset(root, SEEDS[0], "patchml", samples))
     for m in MINI_MODELS:
         write_predictions(root, SEEDS[0], "patchml", m, {s: [0, 5, 1, 2, 3] for s in samples})
+    stamp_current(root)
     (root / "figures").mkdir(exist_ok=True)
     Image.new("RGB", (40, 30), (250, 250, 250)).save(root / "figures" / "figure8.png")
+    derived.record([root / "figures" / "figure8.png"], [path], root)  # as `report` records what it wrote
     write_failures(root, [("resnet_broken", V1, "RuntimeError: CUDA out of memory")])
     return root, write_results_page(root)
 
@@ -142,9 +143,11 @@ def test_loads_offline_and_requests_nothing_from_the_network(driver, mini):
     assert urls and all(u.startswith(LOCAL) for u in urls), [u for u in urls if not u.startswith(LOCAL)]
     entries = driver.execute_script("return performance.getEntriesByType('resource').map(function (e) { return e.name; })")
     assert all(u.startswith(LOCAL) for u in entries), entries
-    images = driver.execute_script("return Array.from(document.images).map(function (i) { return [i.getAttribute('src'), i.complete && i.naturalWidth > 0]; })")
-    assert ["figures/figure8.png", True] in images
-    assert [s for s, ok in images if s.startswith("figures/canvases/")] and all(ok for _, ok in images), images
+    images = driver.execute_script("return Array.from(document.images).map(function (i) { return [i.getAttribute('src'), "
+                                   "i.complete && i.naturalWidth > 0, i.closest('a') ? i.closest('a').getAttribute('href') : null]; })")
+    assert images and all(src.startswith("data:image/png;base64,") and ok for src, ok, _ in images), images  # embedded
+    assert "figures/figure8.png" in [href for _, _, href in images]  # and linked to its file
+    assert len([1 for _, _, href in images if href is None]) == 4  # the canvases
 
 
 def test_loads_from_a_static_server_with_same_origin_requests_only(driver, mini):

@@ -35,6 +35,7 @@ import yaml
 
 from mlreassess.constants import PATCHML_DEFAULT_SEEDS
 from mlreassess.errors import InputError, short_repr
+from mlreassess.io import read_text
 from mlreassess.options import (
     EvaluateOptions,
     ImagenetV2Options,
@@ -312,10 +313,10 @@ def load_config(path: str | os.PathLike) -> RunConfig:
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise InputError(f"{path}: config file larger than {MAX_CONFIG_BYTES // 1024} KiB")
     try:
-        node = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
+        node = yaml.compose(read_text(path), Loader=yaml.SafeLoader)
         if node is not None and _count_nodes(node, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
             raise InputError(f"{path}: config expands to more than {MAX_CONFIG_NODES:,} YAML nodes (aliases?)")
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,12 +22,17 @@ from mlreassess.errors import InputError
 META_KEY = b"mlreassess"
 
 
+# The temporary files of `atomic_path`: `.<name>.<32 hex digits>.tmp`.
+_TMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
     The temporary file is created with mode 0o666 and the kernel applies the process umask, so
-    outputs get the same permissions as any other new file (outputs are shared data).
+    outputs get the same permissions as any other new file (outputs are shared data). A process
+    killed mid-write (kill -9, power loss) leaves it behind: `remove_stale_tmp` clears them.
     """
     path = Path(path)
     tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -41,6 +47,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> int:
+    """Remove the temporary files `atomic_path` left in `folder` (not below it) when its process died;
+    returns how many. Call it only while holding the folder's lock (`locks.folder_lock`): a live
+    writer's temporary file looks the same."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    gone = 0
+    for entry in os.scandir(folder):
+        if _TMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+            gone += 1
+    return gone
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's content; InputError naming the file when it is not UTF-8 text (a binary
+    file, another encoding), instead of a decoder error that names no file."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -86,7 +118,15 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as exc:  # pyarrow raises several types for non-parquet files
         raise InputError(f"{path}: not a readable parquet file ({exc})") from None
     raw = (schema.metadata or {}).get(META_KEY)
-    return json.loads(raw) if raw else {}
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8
+        raise InputError(f"{path}: its mlreassess metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: its mlreassess metadata is {type(meta).__name__}, not a JSON object")
+    return meta
 
 
 def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:

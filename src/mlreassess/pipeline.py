@@ -39,7 +39,7 @@ from mlreassess.options import InferOptions, PatchMLOptions, options_of, result_
 from mlreassess.patchml import generate_from
 from mlreassess.provenance import canonical, changed, inputs_changed, inputs_fingerprint
 from mlreassess.report import ITEMS, Report
-from mlreassess.report.html import write_results_page
+from mlreassess.report.html import why_page_stale, write_results_page
 from mlreassess.results import PATCHML_MANIFEST, ResultsLayout
 
 log = logging.getLogger(__name__)
@@ -229,8 +229,11 @@ def report(cfg: RunConfig, steps: StepLog) -> None:
     layout = ResultsLayout(cfg.out)
     params = {"inputs": _report_inputs(layout), "items": list(ITEMS)}
     if _stamp_matches(layout, "report", params, [layout.tables, layout.figures, layout.index_html]):
-        steps.add("report", "up to date", f"{layout.tables}, {layout.figures}, {layout.index_html}")
-        return
+        stale = why_page_stale(cfg.out)  # the page itself names what it was made from
+        if stale is None:
+            steps.add("report", "up to date", f"{layout.tables}, {layout.figures}, {layout.index_html}")
+            return
+        log.info(f"run: report: redoing it: {layout.index_html.name} was made from other files ({stale})")
     start = time.perf_counter()
     done = Report(cfg.out, layout.tables, layout.figures).run(list(ITEMS))
     write_results_page(cfg.out)

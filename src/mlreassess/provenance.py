@@ -12,18 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
-# Content hashes by (path, size, mtime_ns, inode): a big weights file is read once per process.
-_hashes: dict[tuple[str, int, int, int], str] = {}
+# Content hashes by (path, size, mtime_ns, ctime_ns, inode): a big weights file is read once per
+# process, and any write or time change since (which sets ctime) reads it again.
+_hashes: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes."""
     path = Path(path)
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     if key not in _hashes:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
@@ -97,4 +99,69 @@ def inputs_changed(recorded: dict[str, str]) -> str | None:
         now = inputs_fingerprint([path]).get(path)
         if now != old:
             return f"{path} {'is gone' if now is None else 'changed'}"
+    return None
+
+
+# ---- what a derived file was derived from ----------------------------------------------------------
+# A derived file (metrics.parquet, a report table, the results page) records the files it was made
+# from: {path relative to its folder: [size, mtime_ns, ctime_ns, sha256]}. A reader compares that with
+# the files there now: same size, mtime and ctime -> the same file, not read (the kernel sets ctime on
+# every write, rename or time change, so no edit can restore it); otherwise the content decides, so a
+# copied or moved folder (new times, same bytes) is still current and a file edited in place is not.
+
+
+def derived_from(paths: list[str | os.PathLike], root: str | os.PathLike) -> dict[str, list]:
+    """{path relative to `root`: [size, mtime_ns, ctime_ns, sha256]} of the files `paths` (all under
+    `root`: relative keys keep the record valid in a copied folder)."""
+    root = Path(root)
+    out = {}
+    for p in sorted(Path(p) for p in paths):
+        st = p.stat()
+        out[p.relative_to(root).as_posix()] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, file_sha256(p)]
+    return out
+
+
+def _same_file(path: Path, record: Any) -> bool:
+    if not (isinstance(record, list) and len(record) == 4):
+        return False
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or a device is never one of the files recorded
+        return False
+    if [st.st_size, st.st_mtime_ns, st.st_ctime_ns] == record[:3]:
+        return True
+    return st.st_size == record[0] and file_sha256(path) == record[3]
+
+
+def derived_changed(recorded: Any, paths: list[str | os.PathLike], root: str | os.PathLike) -> str | None:
+    """How the files a derived file was made from (`recorded`, from `derived_from`) differ from
+    `paths`, the files it would be made from now: the first one added, gone or changed, in a few
+    words; None when they are the same files."""
+    if not isinstance(recorded, dict):
+        return "no record of the files it was made from (an older mlreassess?)"
+    root = Path(root)
+    now = {Path(p).relative_to(root).as_posix(): Path(p) for p in paths}
+    for rel in sorted(set(recorded) | set(now)):
+        if rel not in now:
+            return f"{rel} is gone"
+        if rel not in recorded:
+            return f"{rel} is new"
+        if not _same_file(now[rel], recorded[rel]):
+            return f"{rel} changed"
+    return None
+
+
+def derived_unchanged(recorded: Any, root: str | os.PathLike) -> str | None:
+    """Which file of a `derived_from` record differs now (gone or other content), in a few words;
+    None when every one is as recorded. A key that is not a file of `root` (absolute, with `..`: a
+    forged record) makes it not current, and is never opened."""
+    if not isinstance(recorded, dict):
+        return "no record of the files it was made from"
+    for key, record in sorted(recorded.items()):
+        if not isinstance(key, str) or os.path.isabs(key) or ".." in Path(key).parts:
+            return f"its record names {key!r}, not a file of this folder"
+        if not _same_file(Path(root) / key, record):
+            return f"{key} {'is gone' if not (Path(root) / key).exists() else 'changed'}"
     return None

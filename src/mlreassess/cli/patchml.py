@@ -62,7 +62,9 @@ def _print_result(result) -> None:
     r = result.render
     if r is not None:
         print(
-            f"rendered {r.rendered:,} PNGs ({r.existing:,} already there, {len(r.failed):,} left out) "
+            f"rendered {r.rendered:,} PNGs ({r.existing:,} already there, "
+            + (f"{r.stale:,} there rendered from other rows: redone, " if r.stale else "")
+            + f"{len(r.failed):,} left out) "
             f"in {r.elapsed_s:.1f} s, {r.canvases_per_s:.1f} canvases/s, {r.sources_decoded:,} source decodes",
             file=out,
         )

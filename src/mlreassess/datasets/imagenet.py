@@ -25,6 +25,7 @@ from mlreassess.datasets.kaggle import BadRow, KaggleLine, raise_bad_rows, read_
 from mlreassess.datasets.manifest import Manifest, base_meta, core_table
 from mlreassess.datasets.skip import raise_or_skip
 from mlreassess.errors import InputError
+from mlreassess.io import read_text
 
 NUM_VAL_IMAGES = 50_000
 DEFAULT_NAME = "imagenet_v1"
@@ -111,7 +112,7 @@ def check_synset_mapping(path: Path) -> None:
 def _read_wnid_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, wnid) of each non-blank line `wnid [words...]`."""
     out = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         wnid = line.split()[0]
@@ -153,7 +154,7 @@ def _solution_problem(line: KaggleLine) -> str | None:
 
 def _positional_or_named(path: Path, parse_value) -> dict[int, int]:
     """Lines `VALUE` (line i = image i, exactly 50,000 lines) or `FILE_NAME VALUE` (any subset)."""
-    lines = [(n, line.split()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    lines = [(n, line.split()) for n, line in enumerate(read_text(path).splitlines(), 1) if line.strip()]
     truth: dict[int, int] = {}
     if lines and all(len(f) == 1 for _, f in lines):
         if len(lines) != NUM_VAL_IMAGES:
@@ -192,7 +193,7 @@ def read_ilsvrc_id_mapping(path: Path) -> dict[int, str]:
     if path.suffix == ".mat":
         return _read_meta_mat(path)
     mapping: dict[int, str] = {}
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in enumerate(read_text(path).splitlines(), 1):
         fields = line.split()
         if not fields:
             continue

@@ -19,8 +19,10 @@ from typing import Any
 from mlreassess.constants import IMAGENETV2_VARIANTS, NUM_CLASSES
 from mlreassess.datasets.images import is_image_file
 from mlreassess.datasets.manifest import Manifest, base_meta, core_table
+from mlreassess.datasets.paths import NOT_UTF8, decoded_name, printable
 from mlreassess.datasets.skip import raise_or_skip
 from mlreassess.errors import InputError
+from mlreassess.io import read_text
 
 VARIANTS = IMAGENETV2_VARIANTS
 
@@ -60,8 +62,9 @@ def find_variant_folder(root: Path, variant: str) -> Path:
     raise InputError(f"{root}: no ImageNetV2 folder; looked for {' or '.join(names)}/<class 0..999>/*.jpeg")
 
 
-def list_images(folder: Path) -> list[tuple[str, str, int]]:
-    """(sample_id, relative path, label) of every image, class folders in numeric order."""
+def list_images(folder: Path, bad: list[tuple[str, str]] | None = None) -> list[tuple[str, str, int]]:
+    """(sample_id, relative path, label) of every image, class folders in numeric order. An image
+    whose file name is not UTF-8 goes to `bad` as (where, problem) (raises when `bad` is None)."""
     classes: list[tuple[int, Path]] = []
     for p in folder.iterdir():
         if p.name.startswith(".") or not p.is_dir():
@@ -75,6 +78,11 @@ def list_images(folder: Path) -> list[tuple[str, str, int]]:
     for label, p in sorted(classes):
         for f in sorted(p.iterdir()):
             if f.is_file() and not f.name.startswith(".") and is_image_file(f.name):
+                if decoded_name(f.name) is None:  # no manifest can store it (parquet strings are UTF-8)
+                    if bad is None:
+                        raise InputError(f"{printable(f)}: {NOT_UTF8}")
+                    bad.append((printable(f), NOT_UTF8))
+                    continue
                 out.append((f"{label}/{f.stem}", f"{p.name}/{f.name}", label))
     return out
 
@@ -95,7 +103,7 @@ def read_label_file(path: Path) -> list[tuple[str, list[int], str]]:
     """(key, labels, where) entries of a JSON or CSV multi-label file, in file order."""
     if not path.is_file():
         raise InputError(f"{path}: labels file not found")
-    text = path.read_text()
+    text = read_text(path)
     if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
         try:
             data = json.loads(text)
@@ -171,12 +179,13 @@ def build_imagenetv2(
     if skip_bad and keep_original:
         raise InputError("--skip-bad and --keep-original are exclusive: drop or keep images missing from the labels file")
     folder = find_variant_folder(Path(root).resolve(), variant)
-    samples = list_images(folder)
+    bad: list[tuple[str, str]] = []
+    samples = list_images(folder, bad)
     if not samples:
+        raise_or_skip(bad, skip_bad)
         raise InputError(f"{folder}: no images (*.jpeg, *.jpg, *.png) in its class folders")
     unmatched = 0
     kept = 0
-    bad: list[tuple[str, str]] = []
     if labels_file is None:
         multi = {sid: [label] for sid, _, label in samples}
         label_source = "class folders (labels = [label])"

@@ -15,6 +15,7 @@ import pyarrow as pa
 from PIL import Image
 
 from mlreassess.datasets.manifest import Manifest
+from mlreassess.datasets.paths import inside_root
 from mlreassess.datasets.skip import raise_or_skip
 from mlreassess.errors import InputError
 from mlreassess.progress import bar
@@ -82,7 +83,7 @@ def verify_manifest_images(manifest: Manifest, skip_bad: bool = False, progress:
     paths = manifest.table.column("path").to_pylist()
     for i, rel in enumerate(bar(paths, desc=f"decoding {manifest.name}", unit="img", enabled=progress)):
         try:
-            open_image(root / rel)
+            open_image(inside_root(root, rel, f"{manifest.source or manifest.name}: sample {ids[i]}"))
         except InputError as exc:
             bad.append((f"sample {ids[i]}", str(exc)))
             continue

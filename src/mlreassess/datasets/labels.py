@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mlreassess.constants import NUM_CLASSES
 from mlreassess.errors import InputError
+from mlreassess.io import read_text
 
 
 def _timm_info_dir() -> Path:
@@ -68,7 +69,7 @@ def _load_real(path: str, version: tuple[int, int, int]) -> tuple[tuple[int, ...
     if not p.exists():
         raise InputError(f"{p}: ReaL labels file not found")
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(read_text(p))
     except json.JSONDecodeError as exc:
         raise InputError(f"{p}: not valid JSON ({exc})") from None
     if not isinstance(data, list) or len(data) != 50_000:

@@ -26,12 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlreassess import __version__
 from mlreassess.constants import NUM_CLASSES
-from mlreassess.errors import InputError
+from mlreassess.datasets.paths import check_path_column
+from mlreassess.datasets.placements import validate_patchml
+from mlreassess.errors import InputError, short_repr
 from mlreassess.io import read_meta, read_table, write_table, write_text_atomic
 
 KINDS = ("imagenet_v1", "imagenet_v2", "patchml")
@@ -98,8 +101,11 @@ def core_table(
     return table
 
 
-def validate(table: pa.Table, where: str) -> None:
-    """Raise InputError naming `where` if `table` is not a valid manifest."""
+def validate(table: pa.Table, where: str, meta: dict[str, Any] | None = None) -> None:
+    """Raise InputError naming `where` if `table` is not a valid manifest: core columns and types,
+    unique ids, labels in range, `labels` sorted and unique with `label_count` its length, paths
+    inside the root (`datasets.paths`); with `meta` of a PatchML set, its placements too
+    (`datasets.placements`)."""
     missing = [c for c in CORE_COLUMNS if c not in table.column_names]
     if missing:
         raise InputError(f"{where}: not an mlreassess manifest (missing columns: {', '.join(missing)})")
@@ -110,12 +116,18 @@ def validate(table: pa.Table, where: str) -> None:
             raise InputError(f"{where}: column {expected.name!r} is {actual}, expected {expected.type}")
     _check_ids(table, where)
     _check_range(table, "label", where)
+    _check_label_sets(table, where)
     _check_range(table, "labels", where)
+    check_path_column(table, where)
+    if meta is not None and meta.get("kind") == "patchml":
+        validate_patchml(table, meta, where)
 
 
 def _check_ids(table: pa.Table, where: str) -> None:
     """Sample ids unique (vectorised: a manifest of 400k rows is checked in milliseconds)."""
     ids = table.column("sample_id")
+    if ids.null_count:
+        raise InputError(f"{where}: row {ids.to_pylist().index(None)}: sample_id is null")
     if pc.count_distinct(ids, mode="all").as_py() == len(ids):
         return
     counts = pc.value_counts(ids)
@@ -136,8 +148,33 @@ def _check_range(table: pa.Table, column: str, where: str) -> None:
     for sid, v in zip(ids, col.to_pylist()):  # only on failure: name the first bad sample
         items = v if column == "labels" else ([] if v is None else [v])
         if any(not 0 <= x < NUM_CLASSES for x in items):
-            what = f"labels {v}" if column == "labels" else f"label {v}"
-            raise InputError(f"{where}: sample {sid!r}: {what} out of range 0..{NUM_CLASSES - 1}")
+            what = f"labels {short_repr(v)}" if column == "labels" else f"label {v}"
+            raise InputError(f"{where}: sample {short_repr(sid)}: {what} out of range 0..{NUM_CLASSES - 1}")
+
+
+def _check_label_sets(table: pa.Table, where: str) -> None:
+    """`labels`: no null list or item, sorted and unique, and `label_count` its length; vectorised,
+    with the first bad sample named only on failure."""
+    labels, counts = table.column("labels").combine_chunks(), table.column("label_count").combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(labels), -1).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(labels)
+    ok = labels.null_count == 0 and flat.null_count == 0
+    if ok and len(flat):
+        values = flat.to_numpy(zero_copy_only=False)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        rising = np.diff(values) > 0
+        rising[starts[(lengths > 0) & (starts > 0)] - 1] = True  # a list's first item vs the previous list's last
+        ok = bool(rising.all())
+    ok = ok and np.array_equal(lengths, pc.fill_null(counts, -2).to_numpy(zero_copy_only=False))
+    if ok:
+        return
+    ids = table.column("sample_id").to_pylist()
+    for sid, ls, n in zip(ids, labels.to_pylist(), counts.to_pylist()):
+        if ls is None or any(x is None for x in ls):
+            raise InputError(f"{where}: sample {short_repr(sid)}: labels {short_repr(ls)} holds a null")
+        if ls != sorted(set(ls)) or n != len(ls):
+            raise InputError(f"{where}: sample {short_repr(sid)}: labels {short_repr(ls)} with label_count {n}: "
+                             "labels must be sorted, unique, and label_count their number")
 
 
 def base_meta(kind: str, dataset: str, root: str | os.PathLike | None, **params: Any) -> dict[str, Any]:
@@ -161,7 +198,7 @@ def write_manifest(
     path: str | os.PathLike, table: pa.Table, meta: dict[str, Any], elapsed_s: float | None = None
 ) -> None:
     """Validate and write a manifest atomically, plus its provenance sidecar (time, elapsed)."""
-    validate(table, str(path))
+    validate(table, str(path), meta)
     write_table(path, table, meta)
     provenance = {
         **meta,
@@ -178,7 +215,10 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     table = read_table(path)
     if meta.get("kind") not in KINDS or "dataset" not in meta:
         raise InputError(f"{path}: not an mlreassess manifest (no kind/dataset in its metadata)")
-    validate(table, str(path))
+    if not isinstance(meta["dataset"], str) or (meta.get("root") is not None and not isinstance(meta["root"], str)):
+        raise InputError(f"{path}: dataset {short_repr(meta['dataset'])} and root {short_repr(meta.get('root'))} "
+                         "in its metadata must be strings")
+    validate(table, str(path), meta)
     return Manifest(table=table, meta=meta, source=path)
 
 

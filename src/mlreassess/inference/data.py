@@ -23,17 +23,20 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from mlreassess.cpus import available_cpus
 from mlreassess.datasets.images import open_image
 from mlreassess.datasets.manifest import Manifest
+from mlreassess.datasets.paths import check_path_column, inside_root
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference.device_canvas import device_pixels
 from mlreassess.inference.preprocess import Preprocess
 from mlreassess.inference.slots import HELD, Slots
 from mlreassess.patchml.cache import PatchCache, build_cache, source_key
-from mlreassess.patchml.render import is_whole_png, render_row
+from mlreassess.patchml.render import render_row, rendered_png
 from mlreassess.results import PATCHML_IMAGES
 
 
 def check_readable(manifest: Manifest) -> None:
-    """Fail before any work when a manifest cannot say where its pixels come from."""
+    """Fail before any work when a manifest has no samples or cannot say where its pixels come from."""
+    if len(manifest) == 0:
+        raise InputError(f"{manifest.source}: the manifest has no samples: nothing to predict")
     if manifest.kind == "patchml":
         return  # rendered from the manifest (or read from DIR/images/*.png): checked per sample
     if manifest.root is None:
@@ -42,6 +45,7 @@ def check_readable(manifest: Manifest) -> None:
     if paths.null_count:
         sid = manifest.sample_ids[paths.to_pylist().index(None)]
         raise InputError(f"{manifest.source}: sample {sid!r} has no image path")
+    check_path_column(manifest.table, str(manifest.source))  # a manifest made in memory, not read
 
 
 def png_dir(manifest: Manifest) -> Path | None:
@@ -50,18 +54,17 @@ def png_dir(manifest: Manifest) -> Path | None:
 
 def image_opener(manifest: Manifest, source_root: str | os.PathLike | None = None,
                  cache: PatchCache | None = None, cache_index: int = 0) -> Callable[[int], object]:
-    """Row index -> RGB PIL image. PatchML canvases come from DIR/images/<id>.png when it is whole,
-    else from `cache` (manifest number `cache_index` in it) when it holds the row, else are rendered
+    """Row index -> RGB PIL image. PatchML canvases come from DIR/images/<id>.png when it was
+    rendered from that row (`render.rendered_png`), else from `cache` (manifest number `cache_index` in it) when it holds the row, else are rendered
     from the manifest and its source images (same pixels, SPEC 2)."""
     ids = manifest.sample_ids
     if manifest.kind == "patchml":
         pngs = png_dir(manifest)
 
         def open_canvas(i: int):
-            if pngs is not None:
-                png = pngs / f"{ids[i]}.png"
-                if is_whole_png(png):
-                    return open_image(png)
+            png = rendered_png(manifest, i, pngs)  # rendered from this very row, else not used
+            if png is not None:
+                return open_image(png)
             if cache is not None and cache.cached(cache_index, i):
                 return cache.image(cache_index, i)
             return render_row(manifest, i, source_root=source_root)
@@ -69,16 +72,16 @@ def image_opener(manifest: Manifest, source_root: str | os.PathLike | None = Non
         return open_canvas
     root = Path(manifest.root)
     paths = manifest.table.column("path").to_pylist()
-    return lambda i: open_image(root / paths[i])
+    return lambda i: open_image(inside_root(root, paths[i], f"{manifest.source}: sample {ids[i]!r}"))
 
 
 def rows_to_render(manifest: Manifest, rows: list[int]) -> list[int]:
-    """The PatchML `rows` without a whole PNG in DIR/images (all of them when there is no such folder)."""
+    """The PatchML `rows` without a PNG in DIR/images rendered from that row (all of them when there
+    is no such folder)."""
     pngs = png_dir(manifest)
     if pngs is None or not pngs.is_dir():
         return sorted(set(rows))
-    ids = manifest.sample_ids
-    return sorted(i for i in set(rows) if not is_whole_png(pngs / f"{ids[i]}.png"))
+    return sorted(i for i in set(rows) if rendered_png(manifest, i, pngs) is None)
 
 
 def patch_cache_for(manifests: list[Manifest], rows: list[list[int]], source_root=None,

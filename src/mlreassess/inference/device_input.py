@@ -4,8 +4,9 @@ The DataLoader workers do only cheap work: read a JPEG's bytes. What the device 
 given is decoded there by PIL at full size (`open_image`, the PIL path's RGB conversion) and sent
 as pixels: files whose bytes are not JPEG (a PNG named .JPEG, an empty file) and 4-component
 (CMYK / YCCK) JPEGs, whose colour conversion nvjpeg does not promise to do as PIL does. PatchML
-canvases come as PNG pixels when DIR/images holds a whole PNG, are painted on the device from the
-sweep's patch cache (`device_canvas`), or, past the cache, are rendered in the worker.
+canvases come as PNG pixels when DIR/images holds the PNG of their row (`rendered_png`), are painted
+on the device from the sweep's patch cache (`device_canvas`), or, past the cache, are rendered in
+the worker.
 
 The main process decodes a batch's JPEGs in one `torchvision.io.decode_jpeg` call on the device
 (nvjpeg on CUDA, libjpeg-turbo on a CPU device); if that raises, images are decoded one by one,
@@ -30,13 +31,14 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from mlreassess.datasets.images import open_image
 from mlreassess.datasets.manifest import Manifest
+from mlreassess.datasets.paths import inside_root
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference.data import InputPipeline, image_opener, one_manifest_batches, pil_batches, png_dir
 from mlreassess.inference.device_canvas import CanvasPainter
 from mlreassess.inference.device_resize import check_device_preprocess, fit
 from mlreassess.inference.preprocess import Preprocess
 from mlreassess.patchml.cache import PatchCache
-from mlreassess.patchml.render import is_whole_png
+from mlreassess.patchml.render import rendered_png
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,7 @@ class EncodedImages(Dataset):
 
     def _item(self, i: int) -> tuple:
         if self.paths is not None:
-            path = Path(self.manifest.root) / self.paths[i]
+            path = inside_root(self.manifest.root, self.paths[i], f"{self.manifest.source}: sample {self.ids[i]!r}")
             data = _read(path)
             if jpeg_components(data) in (1, 3):
                 return JPEG, np.frombuffer(data, dtype=np.uint8), (0, 0), str(path)
@@ -126,11 +128,11 @@ class EncodedImages(Dataset):
         return _pixels(self._open(i))  # PNG, CMYK, not a JPEG at all; PatchML PNG, cache or render
 
     def _paint_here(self, i: int) -> bool:
-        """Whether canvas `i` is painted on the device: no whole PNG, in the cache; raises the
+        """Whether canvas `i` is painted on the device: no PNG of its row, in the cache; raises the
         cache's error for a canvas with an unreadable source (as `PatchCache.canvas` would)."""
         if not self.paint_on_device or not self.cache.cached(self.cache_index, i):
             return False
-        if self.png_dir is not None and is_whole_png(self.png_dir / f"{self.ids[i]}.png"):
+        if rendered_png(self.manifest, i, self.png_dir) is not None:
             return False
         rows = self.cache.rows[self.cache_index]
         for s in rows.slots[rows.starts[i] : rows.starts[i + 1]]:

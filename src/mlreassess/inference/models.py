@@ -21,6 +21,7 @@ from timm.data import resolve_data_config, resolve_model_data_config
 
 from mlreassess.constants import DEFAULT_CHECKPOINT_KEY
 from mlreassess.errors import InputError, MlreassessError
+from mlreassess.io import read_text
 from mlreassess.inference import weights as W
 from mlreassess.inference.weights import HUB_PREFIXES
 
@@ -66,7 +67,7 @@ def read_models_file(path: str | os.PathLike, default_weights: str) -> list[Mode
     if not path.is_file():
         raise InputError(f"{path}: models file not found")
     specs = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
         fields = line.split("#", 1)[0].split()
         if not fields:
             continue

@@ -18,34 +18,24 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError
 from mlreassess.inference.preprocess import Preprocess
 from mlreassess.io import read_meta, read_table, write_table, write_text_atomic
+from mlreassess.metrics.inputs import incomplete_reason
 from mlreassess.options import InferOptions, result_options
 from mlreassess.provenance import canonical, changed, fingerprint
 from mlreassess.results import ResultsLayout
 
 log = logging.getLogger(__name__)
 
-# Keys a predictions file's metadata must have to count as a finished output.
-REQUIRED_META = ("model", "dataset", "n_samples", "topk")
-
-
 def is_complete(path: str | os.PathLike) -> bool:
-    """True for a finished predictions file. Writes are atomic (temp file + rename), so a file under
-    the final name is whole unless something else damaged it: then it is unreadable and redone."""
+    """True for a finished predictions file (`metrics.inputs.incomplete_reason`, the rule evaluate
+    applies too). Writes are atomic (temp file + rename), so a file under the final name is whole
+    unless something else damaged it: then it is redone."""
     path = Path(path)
-    if not path.is_file():
-        return False
-    try:
-        meta = read_meta(path)
-        rows = pq.read_metadata(path).num_rows
-    except Exception:
-        return False
-    return all(k in meta for k in REQUIRED_META) and rows == meta["n_samples"]
+    return path.is_file() and incomplete_reason(path) is None
 
 
 def predictions_table(
@@ -96,7 +86,10 @@ def record_failure(layout: ResultsLayout, model: str, dataset: str, error: str, 
 
 
 def _content(table: pa.Table) -> pa.Table:
-    return table.replace_schema_metadata(None)
+    """A manifest's rows without metadata, in sample_id order: the same samples in another row order
+    are the same manifest."""
+    table = table.replace_schema_metadata(None)
+    return table.sort_by("sample_id") if "sample_id" in table.column_names else table
 
 
 # What the labels of a manifest are: evaluate reads them, the predictions do not depend on them.

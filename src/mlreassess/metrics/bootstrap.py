@@ -4,7 +4,7 @@ One resample = for each stratum (samples with the same label count), draw its n_
 replacement; the resample is stored as a count matrix W (B x n, uint8). Every model's per-sample
 scores form the columns of X (n x c); W @ X gives all models' resampled sums at once (float32
 BLAS). The same W is used for all models of a dataset, so their intervals are paired.
-Percentile intervals (default 95%, 1,000 resamples). See docs/metrics.md.
+Percentile intervals (default 95%, 5,000 resamples). See docs/metrics.md.
 """
 
 from __future__ import annotations

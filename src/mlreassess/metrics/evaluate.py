@@ -6,12 +6,10 @@ estimates per dataset (and the PatchML mean over seeds), `table` lays them out a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from mlreassess.constants import DEFAULT_BOOTSTRAP, DEFAULT_CI_LEVEL, DEFAULT_MIN_GROUP_N
 from mlreassess.errors import InputError
@@ -21,34 +19,57 @@ from mlreassess.metrics.scoring import PATCHML_MEAN, DatasetResult, evaluate_dat
 from mlreassess.metrics.table import metrics_table, rows_of
 from mlreassess.options import EvaluateOptions
 from mlreassess.progress import bar
+from mlreassess.provenance import changed, derived_changed, derived_from
 from mlreassess.results import ResultsLayout
 
-__all__ = ["PATCHML_MEAN", "evaluate_results", "fingerprint"]
+__all__ = ["PATCHML_MEAN", "evaluate_results", "reevaluate", "why_stale"]
 
 log = logging.getLogger(__name__)
 
-
-def fingerprint(inputs: Iterable[Path], params: dict[str, Any]) -> str:
-    """Hash of the input files' names, sizes and modification times, and the parameters."""
-    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-    for p in sorted(inputs):
-        st = p.stat()
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+PARAMS = ("n_boot", "level", "seed", "min_group_n")  # the parameters metrics.parquet records
 
 
 def _check_params(n_boot: int, level: float, seed: int, min_group_n: int) -> None:
     EvaluateOptions(bootstrap=n_boot, ci=level, seed=seed, min_group_n=min_group_n)  # the schema checks the bounds
 
 
-def _up_to_date(out: Path, fp: str) -> bool:
-    """Whether `out` exists and was made from inputs and parameters with fingerprint `fp`."""
+def _inputs(datasets: list[tuple[Path, list[Path]]]) -> list[Path]:
+    return [m for m, _ in datasets] + [p for _, ps in datasets for p in ps]
+
+
+def why_stale(results: str | Path, params: dict[str, Any] | None = None, out: str | Path | None = None) -> str | None:
+    """Why metrics.parquet (`out`, default RESULTS/metrics.parquet) does not hold the metrics of the
+    predictions and manifests in RESULTS now, in a few words; None when it does. `params`: the
+    parameters wanted (None: whichever it was made with). Its record (`derived_from`) names every
+    input file with its size, time and sha256, so a predictions file added, removed (a failed redo
+    retires its old file), replaced or edited in place shows, and a copied folder does not."""
+    layout = ResultsLayout(results)
+    out = Path(out) if out else layout.metrics
     if not out.exists():
-        return False
+        return f"{out.name} does not exist"
     try:
-        return read_meta(out).get("inputs_fingerprint") == fp
+        meta = read_meta(out)
+    except InputError as exc:
+        return str(exc)
+    if params is not None:
+        reason = changed({k: meta.get(k) for k in PARAMS}, params)
+        if reason is not None:
+            return reason
+    return derived_changed(meta.get("derived_from"), _inputs(discover(layout)), layout.root)
+
+
+def reevaluate(results: str | Path, reason: str) -> Path:
+    """Recompute RESULTS/metrics.parquet with the parameters it records (those of the command that
+    made it), saying why; what `report` does with metrics.parquet that is not current."""
+    layout = ResultsLayout(results)
+    try:
+        meta = read_meta(layout.metrics)
     except InputError:
-        return False  # unreadable old output: recompute
+        meta = {}
+    params = {k: meta[k] for k in PARAMS if isinstance(meta.get(k), (int, float)) and not isinstance(meta[k], bool)}
+    log.info(f"{layout.metrics}: not current ({reason}): evaluating again"
+             + (f" with its parameters ({', '.join(f'{k} {v}' for k, v in params.items())})" if params else ""))
+    return evaluate_results(results, force=True, **params)[0]
 
 
 def _score_all(datasets: list[tuple[Path, list[Path]]], n_boot: int, level: float, seed: int, min_group_n: int):
@@ -99,12 +120,17 @@ def evaluate_results(
     _check_params(n_boot, level, seed, min_group_n)
     datasets = discover(layout)
     params = {"n_boot": n_boot, "level": level, "seed": seed, "min_group_n": min_group_n}
-    fp = fingerprint([m for m, _ in datasets] + [p for _, ps in datasets for p in ps], params)
-    if not force and _up_to_date(out, fp):
+    reason = None if force else why_stale(layout.root, params, out)
+    if not force and reason is None:
         return out, None
+    if out.exists() and reason is not None:
+        log.info(f"{out}: redoing it: {reason}")
+    if not datasets:
+        log.warning(f"{layout.predictions_dir}: no predictions files: {out.name} has no rows")
+    record = derived_from(_inputs(datasets), layout.root)  # before reading: a file replaced meanwhile shows
     rows, info, mismatch = _score_all(datasets, n_boot, level, seed, min_group_n)
     table = metrics_table(rows)
-    meta = {"inputs_fingerprint": fp, **params, "ci_method": "stratified percentile bootstrap", "datasets": info}
+    meta = {"derived_from": record, **params, "ci_method": "stratified percentile bootstrap", "datasets": info}
     if mismatch:
         meta["patchml_mean_skipped"] = mismatch
     write_table(out, table, meta)

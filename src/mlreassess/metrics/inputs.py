@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mlreassess.datasets.manifest import read_manifest
-from mlreassess.errors import InputError
+from mlreassess.errors import InputError, short_repr
 from mlreassess.io import read_meta, read_table
 from mlreassess.metrics import bootstrap as bs
 from mlreassess.metrics import checks, core
@@ -89,6 +90,8 @@ def load_sample(path: Path) -> Sample:
     """The Sample of a manifest file; its name is the file's stem."""
     manifest = read_manifest(path)
     table = manifest.table
+    if table.num_rows == 0:
+        raise InputError(f"{path}: the manifest has no samples: nothing to score (remove its predictions folder)")
     ids = table.column("sample_id").to_numpy(zero_copy_only=False)
     label = table.column("label").to_numpy(zero_copy_only=False)
     label = np.array([-1 if v is None or v != v else int(v) for v in label], dtype=np.int64)
@@ -98,17 +101,47 @@ def load_sample(path: Path) -> Sample:
     return make_sample(path.stem, manifest.kind, ids, label, labels, source=path, meta=manifest.meta)
 
 
+# Keys a predictions file's metadata must have to count as a finished output.
+REQUIRED_META = ("model", "dataset", "n_samples", "topk")
+
+
+def incomplete_reason(path: Path, meta: dict[str, Any] | None = None) -> str | None:
+    """Why the predictions file `path` is not a finished output (None: it is). The one rule of
+    `infer` (which redoes such a file: `writers.is_complete`) and `evaluate` (which refuses it):
+    metadata with REQUIRED_META, as many rows as its `n_samples`. Writes are atomic, so a file under
+    its final name is whole unless something else cut or edited it."""
+    try:
+        meta = read_meta(path) if meta is None else meta
+        rows = pq.read_metadata(path).num_rows
+    except Exception as exc:  # not parquet, unreadable: pyarrow raises several types
+        return f"not a readable parquet file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        return f"its metadata lacks {', '.join(missing)}"
+    if not isinstance(meta["model"], str) or not meta["model"] or not isinstance(meta["dataset"], str):
+        return f"its metadata's model {short_repr(meta['model'])} / dataset {short_repr(meta['dataset'])} are not names"
+    if rows != meta["n_samples"]:
+        return f"it holds {rows} rows, its metadata says {short_repr(meta['n_samples'])} (cut short or edited)"
+    return None
+
+
 def load_prediction(path: Path, sample: Sample) -> Prediction:
     """A predictions file, checked against `sample` (dataset, sample ids, top-k shape and range)."""
     meta = read_meta(path)
-    if meta.get("dataset") not in (None, sample.name):
-        raise InputError(f"{path}: predictions are for dataset {meta['dataset']!r}, but sit under {sample.name!r}")
+    why = incomplete_reason(path, meta)
+    if why is not None:
+        raise InputError(f"{path}: not a finished predictions file: {why} "
+                         "(`mlreassess infer` redoes it; or remove it)")
+    if meta["dataset"] != sample.name:
+        raise InputError(f"{path}: predictions are for dataset {short_repr(meta['dataset'])}, but sit under {sample.name!r}")
     table = read_table(path)
     checks.check_prediction_types(path, table)
+    if table.num_rows == 0:
+        raise InputError(f"{path}: holds no predictions (0 rows); rerun `mlreassess infer` for it, or remove it")
     ids = table.column("sample_id").to_numpy(zero_copy_only=False)
     rows = _sample_rows(path, sample, ids)
     topk = _read_topk(path, table, ids)
-    return Prediction(model=meta.get("model") or path.stem, path=path, rows=rows, topk=topk)
+    return Prediction(model=meta["model"], path=path, rows=rows, topk=topk)
 
 
 def _sample_rows(path: Path, sample: Sample, ids: np.ndarray) -> np.ndarray:
@@ -146,7 +179,8 @@ def _list_matrix(column, path: Path, name: str, dtype) -> np.ndarray:
 
 
 def discover(layout: ResultsLayout) -> list[tuple[Path, list[Path]]]:
-    """[(manifest, [predictions files])] for every dataset with predictions, sorted by name."""
+    """[(manifest, [predictions files])] for every dataset with predictions, sorted by name (none when
+    the predictions folder holds no predictions file: every one was removed or retired)."""
     pred_root = layout.predictions_dir
     if not pred_root.is_dir():
         raise InputError(
@@ -161,6 +195,4 @@ def discover(layout: ResultsLayout) -> list[tuple[Path, list[Path]]]:
         if not manifest.exists():
             raise InputError(f"{folder}: predictions without their manifest {manifest}")
         found.append((manifest, preds))
-    if not found:
-        raise InputError(f"{pred_root}: no predictions files (*.parquet) in any dataset folder")
     return found

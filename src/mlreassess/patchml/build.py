@@ -19,6 +19,7 @@ import pyarrow as pa
 from mlreassess.constants import PATCHML_DEFAULT_CANVAS, PATCHML_DEFAULT_COUNTS, PATCHML_DEFAULT_MIN_BOX_SIDE
 from mlreassess.datasets.manifest import Manifest, read_manifest, write_manifest
 from mlreassess.errors import InputError, short_repr
+from mlreassess.io import remove_stale_tmp
 from mlreassess.locks import folder_lock
 from mlreassess.options import PatchMLOptions
 from mlreassess.patchml import layout
@@ -262,8 +263,10 @@ def generate(
 def generate_from(options: PatchMLOptions, out_dir: str | os.PathLike, render: bool = True,
                   progress: bool = True) -> GenerateResult:
     """`generate` with the schema's options (what the CLI and `mlreassess run` pass), holding
-    `out_dir` so that no second writer composes into it at the same time."""
+    `out_dir` so that no second writer composes into it at the same time (and so the temporary
+    files a killed run left there can go: `render_to_dir` clears those of the images)."""
     with folder_lock(out_dir):
+        remove_stale_tmp(out_dir)
         return generate(
             options.boxes, options.seed, out_dir, images=options.images, image_sizes=options.image_sizes,
             counts=options.counts, canvas_size=options.canvas, min_box_side=options.min_box_side,

@@ -15,7 +15,6 @@ rejection sampling, so no numpy distribution code (which may change between vers
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -24,30 +23,13 @@ import pyarrow as pa
 
 from mlreassess.constants import PATCHML_DEFAULT_CANVAS, PATCHML_DEFAULT_COUNTS
 from mlreassess.datasets.manifest import base_meta, core_table
+from mlreassess.datasets.placements import PATCHML_COLUMNS, Grid, grid_for
 from mlreassess.errors import InputError
 from mlreassess.patchml.pool import Pool
 
-PATCHML_COLUMNS = ("k", "src_ids", "src_boxes", "patch_labels", "sizes", "positions")
-
-
-@dataclass(frozen=True)
-class Grid:
-    k: int
-    columns: int  # = rows
-    cell: int  # side s of a square cell, px
-
-
-def grid_for(k: int, canvas_size: int) -> Grid:
-    """The grid for k patches on an L x L canvas; InputError if the patches cannot fit."""
-    if k < 1:
-        raise InputError(f"patch count {k}: must be at least 1")
-    columns = math.isqrt(k)
-    if columns * columns < k:
-        columns += 1
-    cell = canvas_size // columns
-    if cell < 1 or k * cell * cell > canvas_size * canvas_size or k > columns * columns:
-        raise InputError(f"patch count {k}: {columns}x{columns} cells do not fit a {canvas_size} px canvas")
-    return Grid(k, columns, cell)
+# Grid and grid_for live with the manifest checks (datasets.placements), which need them too.
+__all__ = ["PATCHML_COLUMNS", "Batch", "Grid", "compose", "compose_k", "fit_sizes", "grid_for", "manifest_table",
+           "patchml_meta"]
 
 
 def fit_sizes(widths: np.ndarray, heights: np.ndarray, cell: int) -> tuple[np.ndarray, np.ndarray]:

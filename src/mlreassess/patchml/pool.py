@@ -20,7 +20,9 @@ import numpy as np
 
 from mlreassess.datasets.images import image_size
 from mlreassess.datasets.kaggle import BadRow, BoxRecord, csv_rows, raise_bad_rows, read_boxes_csv
-from mlreassess.errors import InputError
+from mlreassess.datasets.paths import inside_root
+from mlreassess.datasets.placements import check_source_pattern
+from mlreassess.errors import InputError, short_repr
 from mlreassess.progress import bar
 
 # BadRow, BoxRecord and read_boxes_csv are re-exported: demo and tests import them from here.
@@ -77,8 +79,10 @@ def read_image_sizes(path: str | os.PathLike) -> dict[str, tuple[int, int]]:
 
 
 def source_path(root: str | os.PathLike, image_id: str, pattern: str = DEFAULT_SOURCE_PATTERN) -> Path:
-    """The file of source image `image_id` under `root` (pattern: e.g. '{id}.JPEG')."""
-    return Path(root) / pattern.format(id=image_id)
+    """The file of source image `image_id` under `root` (pattern: e.g. '{id}.JPEG'); InputError when
+    the id or the pattern would leave `root` (`datasets.paths`)."""
+    return inside_root(root, check_source_pattern(pattern, "source images").format(id=image_id),
+                       f"source image id {short_repr(image_id)}")
 
 
 def sizes_from_images(

@@ -13,6 +13,8 @@ of them at once unless the patches would exceed `PATCH_MEMORY_BYTES`) and each d
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 import os
 import struct
@@ -30,7 +32,7 @@ from mlreassess.constants import PATCHML_DEFAULT_RESAMPLE
 from mlreassess.cpus import available_cpus, capped_workers
 from mlreassess.datasets.images import open_image
 from mlreassess.errors import InputError
-from mlreassess.io import atomic_path
+from mlreassess.io import atomic_path, remove_stale_tmp
 from mlreassess.patchml.pool import DEFAULT_SOURCE_PATTERN, source_path
 from mlreassess.progress import bar
 
@@ -46,6 +48,7 @@ DEFAULT_RESAMPLE = PATCHML_DEFAULT_RESAMPLE
 # mostly-black canvases, files ~10% larger, still lossless (see docs/patchml.md).
 PNG_ZLIB_LEVEL = 1
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
 # Resized patches held in memory per block; above it, sources are decoded once per block.
 PATCH_MEMORY_BYTES = 1 << 30
 
@@ -141,8 +144,57 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
-    """An (h, w, 3) uint8 array as an 8-bit RGB PNG: IHDR, one IDAT, IEND; no metadata chunks."""
+# ---- what a PNG was rendered from -----------------------------------------------------------
+# A canvas PNG names the manifest row it was rendered from: a tEXt chunk right after IHDR holds the
+# sha256 of the row's placements and of the set's pixel parameters (`canvas_digest`). Readers trust a
+# PNG only when that digest is the one of the row they want (`rendered_png`): a PNG of another seed,
+# another manifest or an older render is re-rendered (or, without sources, that canvas fails).
+PNG_DIGEST_KEY = b"mlreassess-canvas-sha256"
+_IHDR_END = 8 + 25  # signature + IHDR chunk (13 data bytes)
+_DIGEST_CHUNK = 12 + len(PNG_DIGEST_KEY) + 1 + 64  # length, type, keyword NUL hex digest, crc
+
+
+def canvas_digest(meta: dict[str, Any], canvas: Canvas) -> str:
+    """sha256 (hex) of what a canvas's pixels are made from: its source ids, boxes, sizes and
+    positions, and the set's canvas size, resize filter and source pattern. Not the source folder
+    (the same files anywhere give the same pixels) and not the source files' bytes (too slow to read)."""
+    record = [int(meta["canvas_size"]), meta.get("resample"), meta.get("source_pattern", DEFAULT_SOURCE_PATTERN),
+              canvas.src_ids, canvas.boxes, canvas.sizes, canvas.positions]
+    return hashlib.sha256(json.dumps(record, separators=(",", ":")).encode()).hexdigest()
+
+
+def _digest_chunk(digest: str) -> bytes:
+    return _png_chunk(b"tEXt", PNG_DIGEST_KEY + b"\0" + digest.encode("ascii"))
+
+
+def png_matches(path: Path, digest: str) -> bool:
+    """Whether `path` is a whole PNG rendered from the canvas with `digest`: its signature, IHDR and
+    digest chunk at the start, IEND at the end. Reads ~130 bytes, not the image (cheap enough for
+    every canvas in every DataLoader worker). A truncated file (a full disk, a copy cut short), a
+    PNG without the digest (an older render) or with another one does not count as rendered."""
+    want = _digest_chunk(digest)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_IHDR_END + _DIGEST_CHUNK)
+            f.seek(-len(PNG_END), os.SEEK_END)
+            return head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[_IHDR_END:] == want and f.read() == PNG_END
+    except OSError:  # missing, or shorter than the marks together
+        return False
+
+
+def rendered_png(manifest: Any, i: int, folder: Path | None) -> Path | None:
+    """`folder/<sample_id>.png` when it holds the canvas of row `i` of `manifest` (`png_matches`),
+    else None: the one check every reader of rendered canvases uses."""
+    if folder is None:
+        return None
+    (c,) = canvases(manifest.table, [i])
+    png = Path(folder) / f"{c.sample_id}.png"
+    return png if png_matches(png, canvas_digest(manifest.meta, c)) else None
+
+
+def encode_png(rgb: np.ndarray, digest: str | None = None) -> bytes:
+    """An (h, w, 3) uint8 array as an 8-bit RGB PNG: IHDR, the canvas digest (a tEXt chunk, when
+    given), one IDAT, IEND."""
     height, width = rgb.shape[:2]
     rows = rgb.reshape(height, width * 3)
     filtered = np.empty((height, width * 3 + 1), dtype=np.uint8)
@@ -152,13 +204,14 @@ def encode_png(rgb: np.ndarray) -> bytes:
     deflate = zlib.compressobj(PNG_ZLIB_LEVEL, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
     idat = deflate.compress(filtered.tobytes()) + deflate.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    text = _digest_chunk(digest) if digest is not None else b""
+    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + text + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
-def save_png(rgb: np.ndarray, path: Path) -> None:
+def save_png(rgb: np.ndarray, path: Path, digest: str | None = None) -> None:
     """Lossless PNG (`encode_png`), written atomically (tmp file + rename)."""
     with atomic_path(path) as tmp:
-        tmp.write_bytes(encode_png(rgb))
+        tmp.write_bytes(encode_png(rgb, digest))
 
 
 # ---- rendering many canvases to files -------------------------------------------------------
@@ -167,7 +220,8 @@ def save_png(rgb: np.ndarray, path: Path) -> None:
 @dataclass
 class RenderSummary:
     rendered: int = 0
-    existing: int = 0  # PNGs already there (resumed run)
+    existing: int = 0  # PNGs already there, rendered from the same rows (resumed run)
+    stale: int = 0  # PNGs there rendered from other rows (another manifest, an older render): rendered again
     failed: list[dict[str, str]] = field(default_factory=list)  # {sample_id, error}, with skip_bad
     sources_decoded: int = 0
     elapsed_s: float = 0.0
@@ -188,9 +242,9 @@ def _decode_source(task: tuple[str, str, list[tuple[Box, Size]], str]) -> tuple[
         return src, str(exc)
 
 
-def _paint_and_save(task: tuple[str, int, list[np.ndarray], Sequence[Size]]) -> None:
-    out, canvas_size, patches, positions = task
-    save_png(paint(canvas_size, patches, positions), Path(out))
+def _paint_and_save(task: tuple[str, int, list[np.ndarray], Sequence[Size], str]) -> None:
+    out, canvas_size, patches, positions, digest = task
+    save_png(paint(canvas_size, patches, positions), Path(out), digest)
 
 
 def _blocks(todo: list[Canvas]) -> Iterator[list[Canvas]]:
@@ -234,6 +288,7 @@ class _Job:
     skip_bad: bool
     progress: bool
     pool: Any  # multiprocessing pool, None: this process
+    digests: dict[str, str] = field(default_factory=dict)  # sample id -> canvas_digest
 
 
 def render_to_dir(
@@ -244,7 +299,10 @@ def render_to_dir(
     skip_bad: bool = False,
     progress: bool = True,
 ) -> RenderSummary:
-    """Render every row of a PatchML manifest to `out_dir/<sample_id>.png`, skipping existing files.
+    """Render every row of a PatchML manifest to `out_dir/<sample_id>.png`, skipping the PNGs already
+    rendered from the same row (`png_matches`); a PNG of another row (another seed's manifest
+    copied in, an older render) is rendered again. Temporary files an interrupted render left are
+    removed first, so the caller must hold the folder (`generate_from` does).
 
     A source that cannot be decoded raises InputError naming the file, or with `skip_bad` its
     canvases are left out and listed in `summary.failed`.
@@ -263,10 +321,13 @@ def render_to_dir(
     )
     resample_filter(job.resample)
     job.out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(job.out_dir)
     summary = RenderSummary()
     all_rows = canvases(manifest.table)
-    todo = [c for c in all_rows if not is_whole_png(job.out_dir / f"{c.sample_id}.png")]
+    job.digests = {c.sample_id: canvas_digest(meta, c) for c in all_rows}
+    todo = [c for c in all_rows if not png_matches(job.out_dir / f"{c.sample_id}.png", job.digests[c.sample_id])]
     summary.existing = len(all_rows) - len(todo)
+    summary.stale = sum((job.out_dir / f"{c.sample_id}.png").exists() for c in todo)
     workers = max(1, capped_workers(workers) if workers else render_workers())
     if workers > 1 and todo:
         job.pool = multiprocessing.get_context().Pool(workers)
@@ -281,21 +342,6 @@ def render_to_dir(
             job.pool.join()
     summary.elapsed_s = time.perf_counter() - start
     return summary
-
-
-PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
-
-
-def is_whole_png(path: Path) -> bool:
-    """A PNG that starts and ends like one: an empty or truncated file (a full disk, a copy cut
-    short) does not count as rendered. Reads 8 + 12 bytes, not the image."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            f.seek(-len(PNG_END), os.SEEK_END)
-            return head == _PNG_SIGNATURE and f.read() == PNG_END
-    except OSError:  # missing, or shorter than the two marks together
-        return False
 
 
 def _decode_block(job: _Job, block: list[Canvas], summary: RenderSummary) -> tuple[dict[tuple, np.ndarray], dict[str, str]]:
@@ -336,7 +382,8 @@ def _render_block(job: _Job, block: list[Canvas], summary: RenderSummary, canvas
             canvas_bar.update(1)
             continue
         ps = [patches[key] for key in zip(c.src_ids, c.boxes, c.sizes)]
-        paint_tasks.append((str(job.out_dir / f"{c.sample_id}.png"), job.canvas_size, ps, c.positions))
+        paint_tasks.append((str(job.out_dir / f"{c.sample_id}.png"), job.canvas_size, ps, c.positions,
+                            job.digests[c.sample_id]))
     del patches  # the painting tasks hold the patches they need
     for _ in _map(job.pool, _paint_and_save, paint_tasks, chunksize=4):
         summary.rendered += 1

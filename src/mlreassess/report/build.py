@@ -18,7 +18,7 @@ import pandas as pd
 from mlreassess.constants import IMAGENET_ASMA_RANGE, PATCHML_DEFAULT_COUNTS
 from mlreassess.datasets.labels import real_labels
 from mlreassess.errors import MlreassessError
-from mlreassess.report import figures, tables
+from mlreassess.report import derived, figures, tables
 from mlreassess.report.inputs import ReportInputs, Skip, figure8_examples, read_reported
 from mlreassess.report.paper import REPORTED_CSV
 from mlreassess.report.tables import PAPER_REAL, asma_groups, metric_column
@@ -87,16 +87,29 @@ class Report:
         self.inputs = ReportInputs(self.results, list(self.data), self.v1, self.v2)
 
     def run(self, items: list[str]) -> dict[str, list[Path]]:
-        """Build `items`; returns item -> files written. One line per item is logged at INFO."""
+        """Build `items`; returns item -> files written. One line per item is logged at INFO. Each file
+        written is recorded with what it was made from (`derived`); the files a skipped item made
+        in an earlier run are removed, so none of them passes for current."""
         note = log.info
+        self.inputs.metrics  # checked (and made current) before any item is written
+        root = self.results if self.results is not None else self.tables_dir
         done = {}
         for item in items:
+            self.inputs.touched = set()
             try:
                 done[item] = getattr(self, item.replace("-", "_"))()
+                derived.record(done[item], self.inputs.touched, root)
                 note(f"{item}: wrote {', '.join(p.name for p in done[item])}")
             except Skip as why:
-                note(f"{item}: skipped ({why})")
+                gone = derived.forget(self.files_of(item))
+                note(f"{item}: skipped ({why})" + (f"; removed its old {', '.join(p.name for p in gone)}" if gone else ""))
         return done
+
+    def files_of(self, item: str) -> list[Path]:
+        """The files `item` writes."""
+        if item in TABLES:
+            return [self.tables_dir / f"{item}.{ext}" for ext in ("md", "csv", "tex")]
+        return [self.figures_dir / f"{item}.{ext}" for ext in ("png", "pdf")]
 
     # ------------------------------------------------------------ tables
     def table1(self) -> list[Path]:
@@ -148,6 +161,7 @@ class Report:
         if not self.reported_csv.exists():
             raise Skip(f"{self.reported_csv} not found (run scripts/parse_paper_tables.py)")
         reported = read_reported(self.reported_csv)
+        self.inputs.touched.add(self.reported_csv)
         metrics = self.inputs.metrics
         if metrics is None:
             roles = {}
@@ -170,7 +184,10 @@ class Report:
         counts = self.inputs.label_counts(("imagenet_v1", "imagenet_v2"))
         if not counts:
             raise Skip("no ImageNetV1/V2 manifests (--data or RESULTS/manifests)")
-        return figures.save_figure(figures.figure4(counts), self.figures_dir, "figure4")
+        labelled = {name: c for name, c in counts.items() if (c >= 1).any()}  # a pie needs a labelled image
+        if not labelled:
+            raise Skip(f"no image with a label in {', '.join(counts)} (empty, or empty label lists)")
+        return figures.save_figure(figures.figure4(labelled), self.figures_dir, "figure4")
 
     def _v1_v2(self) -> tuple[pd.DataFrame, str, str]:
         metrics = self.inputs.need_metrics()
@@ -226,4 +243,5 @@ class Report:
             raise Skip("no PatchML seed metrics")
         best = asma.sort_values(ascending=False, kind="stable").index[0]
         examples = figure8_examples(self.inputs.layout, seeds[0], best)
+        self.inputs.touched.update([self.inputs.layout.manifest_copy(seeds[0]), self.inputs.layout.prediction(seeds[0], best)])
         return figures.save_figure(figures.figure8(examples), self.figures_dir, "figure8")

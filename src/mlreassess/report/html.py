@@ -14,6 +14,8 @@ The numbers travel as one JSON block; the page's script draws the leaderboard fr
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import logging
@@ -25,7 +27,11 @@ from pathlib import Path
 import pandas as pd
 
 from mlreassess.io import read_meta, write_text_atomic
+from mlreassess.provenance import derived_changed, derived_from
+from mlreassess.report import derived
 from mlreassess.report import html_data as data
+from mlreassess.report.html_build import Markup, data_uri, escape, join, tag
+from mlreassess.report.html_build import table as html_table
 from mlreassess.report.html_canvases import CanvasRequest, write_canvases
 from mlreassess.report.inputs import ReportInputs
 from mlreassess.report.paper import REPORTED_CSV
@@ -45,8 +51,8 @@ FIGURE_TITLES = {
 TABLE_ORDER = ("table3", "table1", "table2", "tables4-10", "reported_vs_reproduced")
 # Long tables: the leaderboard shows their numbers, so the page links them instead.
 LINKED_TABLES = ("tables4-10", "reported_vs_reproduced")
-NO_METRICS = ('<p class="note">No metrics.parquet yet: run <code>mlreassess evaluate --results RESULTS</code>, '
-              "then <code>mlreassess report --results RESULTS</code>.</p>")
+NO_METRICS = Markup('<p class="note">No metrics.parquet yet: run <code>mlreassess evaluate --results RESULTS</code>, '
+                    "then <code>mlreassess report --results RESULTS</code>.</p>")
 # The leaderboard's frame; the page's script fills the table from the JSON data.
 BOARD = """<section id="leaderboard-section">
 <h2>Leaderboard</h2>
@@ -84,7 +90,8 @@ def _rank(stem: str, order: tuple[str, ...]) -> int:
 def ordered_figures(root: Path, extra: tuple[tuple[Path, str], ...] = ()) -> list[tuple[Path, str]]:
     """(png, title) of RESULTS/figures/*.png in the page's order, `extra` right after Figure 8."""
     layout = ResultsLayout(root)
-    pngs = sorted(layout.figures.glob("*.png"), key=lambda p: (_rank(p.stem, FIGURE_ORDER), p.stem))
+    pngs = sorted((p for p in layout.figures.glob("*.png") if p.is_file()),  # no folder, FIFO or device
+                  key=lambda p: (_rank(p.stem, FIGURE_ORDER), p.stem))
     out = [(p, FIGURE_TITLES.get(p.stem, p.stem)) for p in pngs]
     at = 1 if out and out[0][0].stem == "figure8" else 0
     return out[:at] + [(Path(p), t) for p, t in extra if Path(p).exists()] + out[at:]
@@ -93,12 +100,12 @@ def ordered_figures(root: Path, extra: tuple[tuple[Path, str], ...] = ()) -> lis
 def ordered_tables(root: Path) -> list[Path]:
     """RESULTS/tables/*.md in the page's order."""
     tables = ResultsLayout(root).tables
-    return sorted(tables.glob("*.md"), key=lambda p: (_rank(p.stem, TABLE_ORDER), p.stem))
+    return sorted((p for p in tables.glob("*.md") if p.is_file()), key=lambda p: (_rank(p.stem, TABLE_ORDER), p.stem))
 
 
 def table_parts(md_path: Path) -> tuple[str, str]:
     """(caption, note) of a report table's Markdown file: its bold first line and trailing text."""
-    lines = md_path.read_text().strip().splitlines()
+    lines = md_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
     caption = lines[0].strip("* ") if lines else md_path.stem
     note = "\n".join(line for line in lines[1:] if line.strip() and not line.startswith("|"))
     return caption, note
@@ -150,99 +157,158 @@ def page_data(root: Path, opts: PageOptions) -> dict:
         canvases = write_canvases(layout, CanvasRequest(seeds[0], _canvas_models(rows, columns, roles, opts), opts.canvases))
     meta = read_meta(layout.metrics) if metrics is not None else {}
     return {"columns": columns, "rows": rows, "details": details, "canvases": canvases,
-            "failures": failures, "has_metrics": metrics is not None,
+            "failures": failures, "has_metrics": metrics is not None, "metrics_note": report.metrics_note,
             "roles": {"v1": roles.v1, "v2": roles.v2, "patchml": roles.patchml},
             "n_boot": meta.get("n_boot"), "level": meta.get("level"), "paper_csv": bool(paper)}
 
 
 # ---------------------------------------------------------------- HTML sections
+# Every element is made by html_build.tag, which escapes every text and attribute value it is given.
+
+def current_files(root: Path, files: list[Path]) -> list[Path]:
+    """The tables / figures the report made from the inputs there now (`derived`); each other one is
+    left out with a line saying why, never shown as current."""
+    keep = []
+    for path in files:
+        why = derived.why_not_current(path, root)
+        if why is None:
+            keep.append(path)
+        else:
+            log.warning(f"results page: {path.relative_to(root).as_posix()} left out: {why} (run `mlreassess report`)")
+    return keep
 
 
-def _e(text) -> str:
-    return html.escape(str(text))
+def _figure(root: Path, path: Path, title: str) -> Markup:
+    rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+    uri = data_uri(path)
+    shown = tag("img", src=uri, alt=title, loading="lazy") if uri else tag("span", "(not shown: not a PNG, or too large)")
+    return tag("figure", tag("figcaption", title), tag("a", shown, href=rel))
 
 
-def _figures_html(root: Path, opts: PageOptions) -> str:
+def _figures_html(root: Path, opts: PageOptions) -> Markup:
+    extra = {Path(p) for p, _ in opts.extra_figures}  # the caller's own figures
     figures = ordered_figures(root, opts.extra_figures)
+    checked = set(current_files(root, [p for p, _ in figures if p not in extra]))
+    figures = [(p, t) for p, t in figures if p in extra or p in checked]
     if not figures:
-        return ""
-    parts = ['<section id="figures"><h2>Figures</h2>']
-    for path, title in figures:
-        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
-        parts.append(f'<figure><figcaption>{_e(title)}</figcaption><a href="{_e(rel)}">'
-                     f'<img src="{_e(rel)}" alt="{_e(title)}" loading="lazy"></a></figure>')
-    parts.append("</section>")
-    return "\n".join(parts)
+        return Markup("")
+    return tag("section", tag("h2", "Figures"), [_figure(root, p, t) for p, t in figures], id="figures")
 
 
-def _tables_html(root: Path) -> str:
-    tables = ordered_tables(root)
-    if not tables:
-        return ""
-    parts = ['<section id="tables"><h2>The paper\'s tables</h2>']
-    for md in tables:
-        caption, note = table_parts(md)
-        rel = md.relative_to(root).as_posix()
-        csv_path = md.with_suffix(".csv")
-        if md.stem in LINKED_TABLES or not csv_path.exists():
-            parts.append(f'<p class="linked">{_e(caption)} <a href="{_e(rel)}">{_e(rel)}</a> '
-                         f'(also <a href="{_e(csv_path.relative_to(root).as_posix())}">.csv</a>, .tex)</p>')
-            continue
+def _cell(v) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def _table(root: Path, md: Path) -> Markup:
+    caption, note = table_parts(md)
+    rel = md.relative_to(root).as_posix()
+    csv_path = md.with_suffix(".csv")
+    link = tag("p", caption, " ", tag("a", rel, href=rel), " (also ",
+               tag("a", ".csv", href=csv_path.relative_to(root).as_posix()), ", .tex)", class_="linked")
+    if md.stem in LINKED_TABLES or not csv_path.exists():
+        return link
+    try:
         frame = pd.read_csv(csv_path, keep_default_na=False)
-        parts.append(f"<h3>{_e(caption)}</h3>")
-        parts.append('<div class="table-wrap plain">'
-                     + frame.to_html(index=False, border=0, classes="paper-table", float_format=lambda v: f"{v:.2f}")
-                     + "</div>")
-        if note:
-            parts.append(f'<p class="note">{_e(note)}</p>')
-    parts.append("</section>")
-    return "\n".join(parts)
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return link  # not a table pandas can read: the link stays
+    rows = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    return join([tag("h3", caption), tag("div", html_table(list(frame.columns), rows, class_="paper-table"),
+                                        class_="table-wrap plain"),
+                 tag("p", note, class_="note") if note else ""])
 
 
-def _failures_html(failures: list[dict]) -> str:
+def _tables_html(root: Path) -> Markup:
+    tables = current_files(root, ordered_tables(root))
+    if not tables:
+        return Markup("")
+    return tag("section", tag("h2", "The paper's tables"), [_table(root, md) for md in tables], id="tables")
+
+
+def _failures_html(failures: list[dict]) -> Markup:
     if not failures:
-        return ""
-    rows = "".join(f"<tr><td>{_e(f['model'])}</td><td>{_e(f['dataset'])}</td><td class=\"err\">{_e(f['error'])}</td></tr>"
-                   for f in sorted(failures, key=lambda f: (f["model"], f["dataset"])))
-    return ('<section id="failures"><h2>Failures</h2><p class="note">From failures.jsonl: the (model, dataset) '
-            "units that failed and have no metrics since.</p><div class=\"table-wrap plain\">"
-            f'<table class="failures"><thead><tr><th>model</th><th>dataset</th><th>error</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table></div></section>")
+        return Markup("")
+    rows = [tag("tr", tag("td", f["model"]), tag("td", f["dataset"]), tag("td", f["error"], class_="err"))
+            for f in sorted(failures, key=lambda f: (f["model"], f["dataset"]))]
+    head = tag("thead", tag("tr", tag("th", "model"), tag("th", "dataset"), tag("th", "error")))
+    return tag("section", tag("h2", "Failures"),
+               tag("p", "From failures.jsonl: the (model, dataset) units that failed and have no metrics since.",
+                   class_="note"),
+               tag("div", tag("table", head, tag("tbody", rows), class_="failures"), class_="table-wrap plain"),
+               id="failures")
 
 
-def _leaderboard_html(d: dict) -> str:
-    note = "" if d["has_metrics"] else NO_METRICS
+def _leaderboard_html(d: dict) -> Markup:
+    note = Markup("") if d["has_metrics"] else NO_METRICS
+    if d.get("metrics_note"):
+        note = join([note, tag("p", d["metrics_note"], class_="note unchecked")])
     if not d["rows"]:
-        return f'<section id="leaderboard-section"><h2>Leaderboard</h2>{note}</section>'
-    return BOARD.replace("<h2>Leaderboard</h2>", "<h2>Leaderboard</h2>" + note, 1)
+        return tag("section", tag("h2", "Leaderboard"), note, id="leaderboard-section")
+    return Markup(BOARD.replace("<h2>Leaderboard</h2>", "<h2>Leaderboard</h2>" + note, 1))
 
 
-def _nav(sections: list[tuple[str, str]]) -> str:
-    return "<nav>" + " ".join(f'<a href="#{i}">{_e(t)}</a>' for i, t in sections) + "</nav>"
+def _nav(sections: list[tuple[str, str]]) -> Markup:
+    return tag("nav", join([tag("a", t, href=f"#{i}") for i, t in sections], " "))
+
+
+def _csp(template: str) -> str:
+    """The page's Content-Security-Policy: nothing may load or run but its own inline script and
+    style (by their sha256) and images given as data: URLs, so HTML that got into the page anyway
+    could run no script and reach no network."""
+    def digest(pattern: str) -> str:
+        body = re.search(pattern, template, re.S).group(1)
+        return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode("ascii") + "'"
+
+    return (f"default-src 'none'; script-src {digest(r'<script>(.*?)</script>')}; "
+            f"style-src {digest(r'<style>(.*?)</style>')}; img-src data:; base-uri 'none'; form-action 'none'")
 
 
 def page_html(root: Path, opts: PageOptions, d: dict) -> str:
     board = _leaderboard_html(d)
-    canvases = '<section id="canvases" hidden></section>' if d["canvases"] else ""
+    canvases = Markup('<section id="canvases" hidden></section>') if d["canvases"] else ""
     figures, tables, failures = _figures_html(root, opts), _tables_html(root), _failures_html(d["failures"])
     order = [figures, board, canvases] if opts.figures_first else [board, canvases, figures]
-    body = "\n".join(s for s in [*order[:2], failures, *order[2:], tables] if s)
+    body = join([s for s in [*order[:2], failures, *order[2:], tables] if s], "\n")
     titles = {"leaderboard-section": "Leaderboard", "canvases": "PatchML canvases", "failures": "Failures",
               "figures": "Figures", "tables": "Tables"}
     nav = _nav([(i, t) for i, t in titles.items() if f'id="{i}"' in body])
-    intro = f'<p class="intro">{_e(opts.intro)}</p>' if opts.intro else ""
+    intro = tag("p", opts.intro, class_="intro") if opts.intro else ""
     payload = json.dumps(d, allow_nan=False, separators=(",", ":"))
     # Inside <script>: no "</script>" or "<!--" can appear, whatever a model name or error holds.
     payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     template = (resources.files("mlreassess") / "resources" / TEMPLATE).read_text(encoding="utf-8")
-    fill = {"TITLE": _e(opts.title), "HEADER": f"<h1>{_e(opts.title)}</h1>{intro}{nav}", "BODY": body, "DATA": payload}
-    return re.sub(r"@@(TITLE|HEADER|BODY|DATA)@@", lambda m: fill[m.group(1)], template)  # one pass: no re-substitution
+    fill = {"TITLE": escape(opts.title), "HEADER": join([tag("h1", opts.title), intro, nav]), "BODY": body,
+            "DATA": payload, "CSP": escape(_csp(template)), "DERIVED": escape(json.dumps(d.get("derived_from", {})))}
+    return re.sub(r"@@(TITLE|HEADER|BODY|DATA|CSP|DERIVED)@@", lambda m: fill[m.group(1)], template)  # one pass
+
+
+def page_inputs(root: Path) -> list[Path]:
+    """What the page is made from (besides the tables and figures, which carry their own records):
+    metrics.parquet, failures.jsonl and the manifest copies."""
+    layout = ResultsLayout(root)
+    return [p for p in (layout.metrics, layout.failures, *layout.manifest_copies()) if p.is_file()]
+
+
+_DERIVED = re.compile(r'<meta name="mlreassess-derived-from" content="([^"]*)">')
+
+
+def why_page_stale(results: str | Path) -> str | None:
+    """Why RESULTS/index.html is not the page of the metrics, failures and manifests there now (None:
+    it is): the page records what it was made from, and this compares."""
+    root = Path(results)
+    path = ResultsLayout(root).index_html
+    try:
+        found = _DERIVED.search(path.read_text(encoding="utf-8", errors="replace"))
+        recorded = json.loads(html.unescape(found.group(1))) if found else None
+    except (OSError, ValueError):
+        recorded = None
+    return derived_changed(recorded, page_inputs(root), root)
 
 
 def write_results_page(results: str | Path, opts: PageOptions = PageOptions()) -> Path:
     """Write RESULTS/index.html (and the canvases it shows); returns its path."""
     root = Path(results)
     d = page_data(root, opts)
+    d["derived_from"] = derived_from(page_inputs(root), root)
     path = ResultsLayout(root).index_html
     write_text_atomic(path, page_html(root, opts, d))
     log.info("results page: %s (%d models)", path, len(d["rows"]))

@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
-from PIL import Image
 
 from mlreassess.datasets.labels import class_name
-from mlreassess.datasets.manifest import Manifest, read_manifest
-from mlreassess.errors import MlreassessError
+from mlreassess.datasets.manifest import read_manifest
 from mlreassess.io import atomic_path, read_meta, read_table
-from mlreassess.patchml.render import render_row
+from mlreassess.report.html_build import data_uri
+from mlreassess.report.inputs import canvas_image, png_dirs
 from mlreassess.results import ResultsLayout
 
 log = logging.getLogger(__name__)
@@ -68,17 +67,6 @@ def _predictions(layout: ResultsLayout, dataset: str, model: str, ids: list[str]
     return table.to_pandas().set_index("sample_id")
 
 
-def _canvas_image(manifest: Manifest, i: int, sample_id: str, image_dirs: list[Path]) -> Image.Image | None:
-    try:
-        return render_row(manifest, i)
-    except (MlreassessError, OSError, KeyError):  # source images not reachable here: try the PNGs
-        pass
-    for folder in image_dirs:
-        if (folder / f"{sample_id}.png").exists():
-            return Image.open(folder / f"{sample_id}.png").convert("RGB")
-    return None
-
-
 def _bars(pred: pd.DataFrame | None, sample_id: str, labels: set[int], g: int) -> list | None:
     """The model's top-g classes on one canvas: [[class name, probability %, in the labels], ...]."""
     if pred is None or sample_id not in pred.index:
@@ -112,13 +100,11 @@ def write_canvases(layout: ResultsLayout, request: CanvasRequest) -> dict | None
         return None
     common = set.intersection(*(set(p.index) for p in have))
     picks = pick_canvases(t[t["sample_id"].isin(common)], request.count)
-    meta_manifest = read_meta(layout.prediction(request.dataset, next(m for m, p in preds.items() if p is not None)))
-    image_dirs = [Path(meta_manifest["manifest"]).parent / "images"] if meta_manifest.get("manifest") else []
-    image_dirs.append(layout.manifests_dir / "images")
+    image_dirs = png_dirs(layout, read_meta(layout.prediction(request.dataset, next(m for m, p in preds.items() if p is not None))))
     items, bars, written = [], {m: [] for m in request.models}, set()
     for i in picks:
         row = t.loc[i]
-        image = _canvas_image(manifest, i, row["sample_id"], image_dirs)
+        image = canvas_image(manifest, i, image_dirs)
         if image is None:
             log.warning("results page: canvas %s of %s not shown (no source images, nor %s.png in %s)",
                         row["sample_id"], request.dataset, row["sample_id"], image_dirs[0])
@@ -129,7 +115,7 @@ def write_canvases(layout: ResultsLayout, request: CanvasRequest) -> dict | None
         written.add(path)
         labels = sorted(int(x) for x in row["labels"])
         g = int(row["label_count"])
-        items.append({"src": path.relative_to(layout.root).as_posix(), "sample_id": str(row["sample_id"]),
+        items.append({"src": data_uri(path), "file": path.relative_to(layout.root).as_posix(), "sample_id": str(row["sample_id"]),
                       "label_count": g, "labels": [class_name(c) for c in labels]})
         for m in request.models:
             bars[m].append(_bars(preds[m], row["sample_id"], set(labels), g))

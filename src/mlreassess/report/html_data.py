@@ -20,6 +20,7 @@ import pandas as pd
 
 from mlreassess.errors import MlreassessError
 from mlreassess.io import read_meta
+from mlreassess.report.inputs import read_reported
 from mlreassess.report.paper import checkpoint_name
 from mlreassess.report.tables import metric_column, ranks
 from mlreassess.results import ResultsLayout
@@ -131,12 +132,12 @@ def paper_values(reported_csv: Path | None) -> dict[tuple[str, str, str], float]
     Table 3 where both print a value (they disagree once; docs/outputs.md)."""
     if reported_csv is None or not Path(reported_csv).exists():
         return {}
-    reported = pd.read_csv(reported_csv, dtype={"timm_checkpoint": str, "source_table": str}, keep_default_na=False)
-    reported = reported.sort_values("source_table", key=lambda s: s != "3", kind="stable")
+    reported = read_reported(Path(reported_csv))  # the one reader: a bad file is one line naming it
+    reported = reported.sort_values("source_table", key=lambda s: s.astype(str) != "3", kind="stable")
     out = {}
     for row in reported.itertuples(index=False):
-        name = row.timm_checkpoint or row.checkpoint
-        out[(name, row.dataset, row.metric)] = float(row.value)
+        name = str(row.timm_checkpoint or row.checkpoint)
+        out[(name, str(row.dataset), str(row.metric))] = float(row.value)
     return out
 
 

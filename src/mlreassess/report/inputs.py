@@ -6,6 +6,7 @@ Every RESULTS path comes from `ResultsLayout`. An item whose inputs are absent r
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -13,17 +14,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from PIL import Image
 
 from mlreassess.datasets.labels import class_name
 from mlreassess.datasets.manifest import Manifest, read_manifest
-from mlreassess.errors import InputError, MlreassessError
+from mlreassess.errors import InputError, MlreassessError, short_repr
 from mlreassess.io import read_meta, read_table
-from mlreassess.metrics.evaluate import PATCHML_MEAN
+from mlreassess.metrics.evaluate import PATCHML_MEAN, reevaluate, why_stale
 from mlreassess.patchml import IMAGES_DIR
-from mlreassess.patchml.render import render_row
+from mlreassess.patchml.render import render_row, rendered_png
 from mlreassess.report.paper import CSV_COLUMNS
 from mlreassess.results import ResultsLayout
+
+log = logging.getLogger(__name__)
 
 DEFAULT_V1 = "imagenet_v1"
 DEFAULT_V2 = "imagenet_v2_matched-frequency"
@@ -42,6 +46,8 @@ class ReportInputs:
     data: list[Path] = field(default_factory=list)  # --data manifests: instead of RESULTS/manifests
     v1: str | None = None  # --v1 / --v2: which dataset of that kind to report
     v2: str | None = None
+    touched: set[Path] = field(default_factory=set)  # the files read so far (what an item is derived from)
+    metrics_note: str | None = None  # set when metrics.parquet could not be checked against its inputs
 
     @property
     def layout(self) -> ResultsLayout | None:
@@ -52,14 +58,15 @@ class ReportInputs:
     def _metrics_file(self) -> tuple[pd.DataFrame | None, dict[str, Any]]:
         if self.layout is None or not self.layout.metrics.exists():
             return None, {}
-        path = self.layout.metrics
-        df = read_table(path).to_pandas()
-        df["label_count"] = df["label_count"].astype("Int64")
-        return (df if len(df) else pd.DataFrame(columns=df.columns)), read_meta(path)
+        self.metrics_note = current_metrics(self.layout)
+        return read_metrics(self.layout.metrics)
 
     @property
     def metrics(self) -> pd.DataFrame | None:
-        """The long metrics table (None when there is no metrics.parquet)."""
+        """The long metrics table (None when there is no metrics.parquet), made current first: when it
+        no longer matches the predictions and manifests it was computed from, `evaluate` runs again."""
+        if self._metrics_file[0] is not None and self.layout is not None:
+            self.touched.add(self.layout.metrics)
         return self._metrics_file[0]
 
     def need_metrics(self) -> pd.DataFrame:
@@ -119,23 +126,91 @@ class ReportInputs:
             paths = self.layout.manifest_copies()
         out = []
         for p in paths:
-            meta = read_meta(p)
-            if "kind" not in meta:
-                raise MlreassessError(f"{p}: not an mlreassess manifest (no kind in its metadata)")
-            out.append((meta.get("dataset", p.stem), meta["kind"], Path(p)))
+            m = read_manifest(p)  # checked as every reader checks it (columns, labels, paths, placements)
+            out.append((m.name, m.kind, Path(p)))
         return out
+
+    def _of_kinds(self, kinds: tuple[str, ...]) -> list[tuple[str, str, Path]]:
+        chosen = [(name, kind, p) for name, kind, p in self.manifests if kind in kinds]
+        self.touched.update(p for _, _, p in chosen)
+        return chosen
 
     def manifest_counts(self, kinds: tuple[str, ...]) -> list[int]:
         """The patch counts k the manifests of these kinds record (PatchML `counts`), sorted, once."""
-        return sorted({int(k) for _, kind, p in self.manifests if kind in kinds for k in read_meta(p).get("counts") or []})
+        return sorted({int(k) for _, _, p in self._of_kinds(kinds) for k in read_meta(p).get("counts") or []})
 
     def label_counts(self, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
         """dataset -> label count of each sample, for the manifests of these kinds."""
-        return {
-            name: np.asarray(read_table(p, columns=["label_count"]).column("label_count").to_numpy())
-            for name, kind, p in self.manifests
-            if kind in kinds
-        }
+        return {name: np.asarray(read_table(p, columns=["label_count"]).column("label_count").to_numpy(), dtype=np.int64)
+                for name, _, p in self._of_kinds(kinds)}
+
+
+# ---------------------------------------------------------------- metrics.parquet, checked
+
+def current_metrics(layout: ResultsLayout) -> str | None:
+    """Make RESULTS/metrics.parquet current before the report trusts it: when it no longer matches
+    the predictions and manifests it was computed from (one added, removed, replaced or edited;
+    `evaluate.why_stale`), `evaluate` runs again with the parameters it records, saying why. Returns
+    a note when there is nothing to check it against (no predictions/ folder: metrics shared alone),
+    so the page can say its numbers are unchecked; None otherwise."""
+    if not layout.predictions_dir.is_dir():
+        note = (f"{layout.metrics.name} could not be checked against its predictions and manifests: "
+                f"{layout.root} has no {layout.predictions_dir.name}/ folder")
+        log.warning(f"{layout.metrics}: {note.split(': ', 1)[1]}; reporting it as it is, unchecked")
+        return note
+    reason = why_stale(layout.root)
+    if reason is not None:
+        reevaluate(layout.root, reason)
+    return None
+
+
+# What the report reads from metrics.parquet, and the types it needs (other columns are left alone).
+_TEXT, _INT, _NUM = "string", "integer", "number"
+METRICS_COLUMNS = {"model": _TEXT, "dataset": _TEXT, "metric": _TEXT, "label_count": _INT, "value_pct": _NUM,
+                   "n": _INT, "ci_low_pct": _NUM, "ci_high_pct": _NUM, "groups": _TEXT}
+_TYPE_OK = {_TEXT: lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), _INT: pa.types.is_integer,
+            _NUM: lambda t: pa.types.is_floating(t) or pa.types.is_integer(t)}
+
+
+def read_metrics(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """metrics.parquet as a frame and its metadata, checked: the columns the report reads with their
+    types (a column of all nulls is fine), no infinite value, and metadata of the shape evaluate
+    writes; InputError, one line naming the file and column or key, otherwise."""
+    table, meta = read_table(path), read_meta(path)
+    for name, kind in METRICS_COLUMNS.items():
+        if name not in table.column_names:
+            if name == "groups":  # optional (older files)
+                continue
+            raise InputError(f"{path}: not a metrics file (no {name!r} column; written by `mlreassess evaluate`)")
+        t = table.schema.field(name).type
+        if not (_TYPE_OK[kind](t) or pa.types.is_null(t)):
+            raise InputError(f"{path}: column {name!r} is {t}, expected {kind} values (rerun `mlreassess evaluate`)")
+        if kind == _NUM and not pa.types.is_null(t) and len(table):
+            values = table.column(name).to_numpy(zero_copy_only=False).astype(float)
+            if np.isinf(values).any():
+                raise InputError(f"{path}: column {name!r} holds an infinite value")
+    _check_metrics_meta(path, meta)
+    df = table.to_pandas()
+    df["label_count"] = df["label_count"].astype("Int64")
+    return (df if len(df) else pd.DataFrame(columns=df.columns)), meta
+
+
+def _check_metrics_meta(path: Path, meta: dict[str, Any]) -> None:
+    datasets = meta.get("datasets", {})
+    if not isinstance(datasets, dict) or not all(isinstance(v, dict) for v in datasets.values()):
+        raise InputError(f"{path}: metadata 'datasets' is not a mapping of dataset -> info")
+    for name, info in datasets.items():
+        if not isinstance(info.get("kind", ""), str):
+            raise InputError(f"{path}: metadata datasets.{short_repr(name)}.kind is not a string")
+        counts = info.get("design_counts", [])
+        if not isinstance(counts, list) or not all(isinstance(g, int) and not isinstance(g, bool) for g in counts):
+            raise InputError(f"{path}: metadata datasets.{short_repr(name)}.design_counts is not a list of label counts")
+    for key in ("n_boot", "level"):
+        v = meta.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v)):
+            raise InputError(f"{path}: metadata {key!r} is {short_repr(v)}, not a number")
+    if not isinstance(meta.get("patchml_mean_skipped") or "", str):
+        raise InputError(f"{path}: metadata 'patchml_mean_skipped' is not a string")
 
 
 # ---------------------------------------------------------------- the paper's numbers
@@ -172,7 +247,7 @@ def figure8_examples(layout: ResultsLayout, dataset: str, model: str, limit: int
     pred = read_table(pred_path).to_pandas().set_index("sample_id")
     rows = manifest.table.to_pandas()
     rows = rows[rows["sample_id"].isin(pred.index)]
-    image_dirs = _png_dirs(layout, read_meta(pred_path))
+    image_dirs = png_dirs(layout, read_meta(pred_path))
     examples = [_example(manifest, i, rows.loc[i], pred.loc[rows.loc[i, "sample_id"]], image_dirs)
                 for i in _one_per_label_count(rows, limit)]
     if not examples:
@@ -186,21 +261,36 @@ def _one_per_label_count(rows: pd.DataFrame, limit: int) -> list[int]:
     return [rows.index[rows["label_count"] == g][0] for g in counts]
 
 
-def _png_dirs(layout: ResultsLayout, pred_meta: dict[str, Any]) -> list[Path]:
+def png_dirs(layout: ResultsLayout, pred_meta: dict[str, Any]) -> list[Path]:
     """Where rendered canvases may lie: beside the manifest inference read, then beside its copy."""
-    dirs = [Path(pred_meta["manifest"]).parent / IMAGES_DIR] if pred_meta.get("manifest") else []
+    source = pred_meta.get("manifest")
+    dirs = [Path(source).parent / IMAGES_DIR] if isinstance(source, str) and source else []
     return dirs + [layout.manifests_dir / IMAGES_DIR]
 
 
-def _canvas(manifest: Manifest, i: int, sample_id: str, image_dirs: list[Path]) -> Image.Image:
+def canvas_image(manifest: Manifest, i: int, image_dirs: list[Path]) -> Image.Image | None:
+    """Canvas `i` rendered from the manifest, else read from a PNG rendered from that very row
+    (`render.rendered_png`: a PNG of another seed or an older render is not used); None if neither."""
     try:
         return render_row(manifest, int(i))
     except (MlreassessError, OSError):  # source images not reachable here: try the PNGs
         pass
     for d in image_dirs:
-        if (d / f"{sample_id}.png").exists():
-            return Image.open(d / f"{sample_id}.png").convert("RGB")
-    raise Skip(f"cannot render canvas {sample_id} (no source images, nor {image_dirs[0]}/{sample_id}.png)")
+        png = rendered_png(manifest, int(i), d)
+        if png is not None:
+            try:
+                with Image.open(png) as im:
+                    return im.convert("RGB")
+            except (OSError, ValueError, Image.DecompressionBombError):
+                continue
+    return None
+
+
+def _canvas(manifest: Manifest, i: int, sample_id: str, image_dirs: list[Path]) -> Image.Image:
+    image = canvas_image(manifest, i, image_dirs)
+    if image is None:
+        raise Skip(f"cannot render canvas {sample_id} (no source images, nor a PNG of it in {image_dirs[0]})")
+    return image
 
 
 def _example(manifest: Manifest, i: int, row: pd.Series, pred: pd.Series, image_dirs: list[Path]) -> dict:
