@@ -88,7 +88,7 @@ def test_torchrun_two_ranks_equals_one_process(setup, tmp_path, case, data, mode
 
 
 def test_kill_9_mid_sweep_then_rerun_finishes_without_redoing(setup, tmp_path):
-    # Six datasets x one model = six units, one pass each; kill as soon as the first output lands.
+    # Six datasets x one model = six units in one pass; kill as soon as the first output lands.
     data = []
     for i in range(6):
         data += ["--data", str(make_manifest(tmp_path / f"m{i}.parquet", setup["base"] / "images",
@@ -113,6 +113,7 @@ def test_kill_9_mid_sweep_then_rerun_finishes_without_redoing(setup, tmp_path):
     rerun = run(cmd)
     assert f"infer: {6 - len(finished)} done, {len(finished)} skipped, 0 failed" in rerun.stdout
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished} == finished  # untouched
+    assert not [p for p in out.rglob("*.tmp")]  # the killed run's temporary files are cleared
     outputs = sorted(out.glob("predictions/*/*.parquet"))
     assert [p.parent.name for p in outputs] == [f"d{i}" for i in range(6)]
     assert all(writers.is_complete(p) for p in outputs)

@@ -135,3 +135,18 @@ def test_a_stale_output_is_moved_aside_before_the_redo_starts(three_sets, tmp_pa
                  out=tmp_path) != 0  # Ctrl-C: the CLI says "interrupted"
     assert not layout.prediction("set_a", "test_convnext").exists()
     assert writers.is_complete(layout.retired("set_a", "test_convnext"))
+
+
+def test_temporary_files_a_killed_run_left_are_cleared(three_sets, tmp_path, caplog):
+    manifest = three_sets["manifests"][0]
+    assert infer("--data", str(manifest), "--model", "test_convnext", "--weights", "random", out=tmp_path) == 0
+    layout = ResultsLayout(tmp_path)
+    left = [layout.predictions_of("set_a") / f".test_convnext2.parquet.{'a' * 32}.tmp",
+            layout.manifests_dir / f".set_a.parquet.{'b' * 32}.tmp"]
+    for p in left:
+        p.write_bytes(b"half a file")
+    kept = layout.predictions_of("set_a") / "notes.tmp"  # not one of ours: left alone
+    kept.write_text("mine")
+    assert infer("--data", str(manifest), "--model", "test_convnext", "--weights", "random", out=tmp_path) == 0
+    assert not any(p.exists() for p in left) and kept.exists()
+    assert "removed 2 temporary file(s) an interrupted run left behind" in caplog.text

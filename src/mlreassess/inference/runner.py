@@ -41,6 +41,7 @@ from mlreassess.inference.models import build, check_specs
 from mlreassess.inference.passes import Pass, Unit, fits, free_memory, one_model_passes, one_unit_passes, split_models
 from mlreassess.inference.plan import SweepPlan, sweep_plan
 from mlreassess.inference.preprocess import Preprocess, preprocess_for
+from mlreassess.io import remove_stale_tmp
 from mlreassess.locks import folder_lock
 from mlreassess.options import InferOptions
 from mlreassess.progress import bar
@@ -197,6 +198,14 @@ def hold_folder(folder: str | Path, dist: D.Dist) -> Iterator[None]:
         yield
 
 
+def _clear_leftovers(layout: ResultsLayout, manifests: list[Manifest]) -> None:
+    """Temporary files a killed run left beside outputs (we hold the folder's lock: no writer is live)."""
+    folders = [layout.root, layout.manifests_dir, *(layout.predictions_of(m.name) for m in manifests)]
+    gone = sum(remove_stale_tmp(f) for f in folders)
+    if gone:
+        log.info(f"{layout.root}: removed {gone} temporary file(s) an interrupted run left behind")
+
+
 def _copy_manifests(layout: ResultsLayout, manifests: list[Manifest], dist: D.Dist) -> None:
     for m in manifests:  # every rank checks, so a clash stops all of them alike
         state = writers.check_manifest_copy(layout, m)
@@ -254,6 +263,7 @@ def _run(dist: D.Dist, manifest_paths, specs: list, results: Path, opts: InferOp
     device = _device(opts, dist)
     plan = None
     if dist.is_main:
+        _clear_leftovers(layout, manifests)
         plan = sweep_plan(manifests, specs, layout, opts, device)
         _retire_stale(plan, manifests, layout)
     passes, skipped, run_id = dist.broadcast((plan.passes, plan.skipped, uuid.uuid4().hex) if plan else None)
