@@ -150,3 +150,39 @@ def test_temporary_files_a_killed_run_left_are_cleared(three_sets, tmp_path, cap
     assert infer("--data", str(manifest), "--model", "test_convnext", "--weights", "random", out=tmp_path) == 0
     assert not any(p.exists() for p in left) and kept.exists()
     assert "removed 2 temporary file(s) an interrupted run left behind" in caplog.text
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (pinned slots, side-stream copies)")
+
+
+@CUDA
+@pytest.mark.gpu
+def test_on_cuda_pinned_slots_and_side_stream_copies_give_the_cpu_batches(three_sets):
+    from mlreassess.datasets.manifest import read_manifest
+    from mlreassess.inference.preprocess import Preprocess
+
+    manifest = read_manifest(three_sets["manifests"][2])
+    prep = Preprocess(32, 32, "bicubic")
+    rows = list(range(len(manifest))) * 5  # more batches than slots: each slot reused
+    want = torch.cat([b[1] for b in data.pil_batches(manifest, rows, prep, "cpu", 2, 1)])
+    pipeline = data.InputPipeline({0: manifest}, prep, "cuda", 2, 1)
+    try:
+        assert pipeline.slots.pinned
+        got = torch.cat([images.clone() for _, images, _ in pipeline.batches(0, rows)])
+    finally:
+        pipeline.close()
+    assert got.device.type == "cuda" and torch.equal(got.cpu(), want)
+
+
+@CUDA
+@pytest.mark.gpu
+def test_a_cuda_sweep_gives_the_cpu_sweeps_top_k(three_sets, tmp_path):
+    args = [*data_args(three_sets["manifests"]), "--models", str(three_sets["models"])]
+    assert infer(*args, out=tmp_path / "cpu") == 0
+    assert infer(*args, "--device", "cuda", out=tmp_path / "cuda") == 0
+    for model in THREE:
+        idx, prob, meta = predictions(tmp_path / "cuda", "set_c", model)
+        idx_cpu, prob_cpu, _ = predictions(tmp_path / "cpu", "set_c", model)
+        assert np.mean(np.array(idx)[:, 0] == np.array(idx_cpu)[:, 0]) == 1.0
+        np.testing.assert_allclose(prob, prob_cpu, atol=1e-4)
+        assert meta["activation_bytes"] > 0

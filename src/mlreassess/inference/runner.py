@@ -413,6 +413,7 @@ def _agreed(count: int, dist: D.Dist, split_samples: bool) -> int:
 def _one_pass(p: Pass, sweep: _Sweep) -> Pass | None:
     """Load the pass's models once, stream each dataset they need through them, write their
     outputs; returns the models left for a pass of their own (device memory), if any."""
+    sweep.pipeline(p.preprocess)  # first: a device copy of the patch cache is there when models are fitted
     loaded, load_errors, head, rest = _load_pass(p, sweep)
     sweep.summary.passes += 1
     try:
