@@ -250,12 +250,12 @@ def _plan(manifests: list[Manifest], specs: list[ModelSpec], layout: ResultsLayo
                 check_device_preprocess(p)
             except InputError as exc:
                 raise InputError(f"model {spec.name!r}: {exc}") from None
+    entries = {s: recipe_entries(s, opts) for s in specs}  # once per model (an hf: config may be fetched)
     pending, skipped = [], []
     for d, manifest in enumerate(manifests):
         content = writers.pixels_sha256(manifest)
         for spec in specs:
-            unit = Unit(d, spec, prep[spec], writers.recipe(spec.weights, opts, prep[spec], content,
-                                                              recipe_entries(spec)))
+            unit = Unit(d, spec, prep[spec], writers.recipe(spec.weights, opts, prep[spec], content, entries[spec]))
             path = layout.prediction(manifest.name, spec.name)
             if not opts.overwrite and writers.is_complete(path):
                 reason = writers.stale_reason(path, unit.recipe)
@@ -285,7 +285,7 @@ def _sweep_plan(manifests: list[Manifest], specs: list[ModelSpec], layout: Resul
 
 
 def _load(unit: Unit, device: str, opts: InferOptions) -> ModelRunner:
-    loaded = build(unit.model, opts.test_input_size, opts.checkpoint_key)
+    loaded = build(unit.model, opts.test_input_size, opts.checkpoint_key, device=device, opts=opts)
     actual = preprocess_for(loaded.data_config, opts.crop)
     if actual != unit.preprocess:  # the registry's config and the built model's disagree
         raise MlreassessError(
