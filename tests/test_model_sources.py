@@ -387,3 +387,50 @@ def test_model_file_names_are_safe_distinct_and_stable():
     for bad in ["", "  ", "a\nb", "a\0b"]:
         with pytest.raises(InputError, match="printable"):
             model_file_name(bad)
+
+
+# ---- weights into a meta-device build ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_efficientnet", "test_vit_relpos", "test_coatnet"])
+def test_file_weights_fill_an_uninitialised_build_with_identical_predictions(tmp_path, name):
+    """No random init before the file's tensors overwrite it, and the same outputs as timm's own
+    build + load (test_vit_relpos / test_coatnet have computed, non-persistent buffers)."""
+    import timm
+
+    torch.manual_seed(3)
+    reference = timm.create_model(name).eval()
+    torch.save(reference.state_dict(), tmp_path / "w.pth")
+    assert base.refillable(base.empty(lambda: timm.create_model(name)))  # the fast path is the one taken
+    loaded = models.build(ModelSpec(name, f"file:{tmp_path / 'w.pth'}")).module
+    x = torch.randn(2, 3, *reference.pretrained_cfg["input_size"][1:], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), reference(x))
+    assert all(not t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
+
+
+def test_a_module_keeping_a_plain_tensor_is_built_normally():
+    class Odd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+            self.offset = torch.ones(2)  # neither parameter nor buffer: a state dict cannot restore it
+
+    state = Odd().state_dict()
+    assert not base.refillable(base.empty(Odd))
+    module = base.build_filled(base.empty(Odd), Odd, state, lambda m, s: m.load_state_dict(s))
+    assert torch.equal(module.offset, torch.ones(2)) and torch.equal(module.lin.weight, state["lin.weight"])
+
+
+def test_a_checkpoint_torch_refuses_to_unpickle_is_one_line(tmp_path):
+    import argparse
+
+    from mlreassess.inference import weights as W
+
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(InputError) as info:
+        W.read_checkpoint(path, "test_resnet")
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "argparse.Namespace" in message
+    assert "weights_only=False" in message and "--weights file:" in message

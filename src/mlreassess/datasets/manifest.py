@@ -29,8 +29,7 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
-from mlreassess import __version__
-from mlreassess.constants import NUM_CLASSES
+from mlreassess.constants import NUM_CLASSES, VERSION
 from mlreassess.errors import InputError
 from mlreassess.io import read_meta, read_table, write_table, write_text_atomic
 
@@ -127,7 +126,7 @@ def base_meta(kind: str, dataset: str, root: str | os.PathLike | None, **params:
         "kind": kind,
         "dataset": dataset,
         "root": str(Path(root).resolve()) if root is not None else None,
-        "mlreassess_version": __version__,
+        "mlreassess_version": VERSION,
         **params,
     }
 

@@ -126,7 +126,7 @@ def weights_sha256(module: torch.nn.Module, skip: Callable[[str], bool] = lambda
             continue
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\n".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
