@@ -12,7 +12,7 @@ from test_inference_run import make_images, make_manifest, save_weights
 
 import mlreassess
 from mlreassess.cli import main
-from mlreassess.errors import InputError
+from mlreassess.errors import InputError, MlreassessError
 from mlreassess.results import ResultsLayout
 
 FAST = {"bootstrap": 20, "batch_size": 4, "workers": 0, "progress": False}
@@ -160,3 +160,12 @@ def test_a_callers_efficientnet_lite0_gives_the_clis_top1_and_real(mini_root, tm
     pd.testing.assert_frame_equal(metric_values(got), metric_values(expected))
     whole = got[got["label_count"].isna()].set_index("metric")["value_pct"]
     print(f"top-1 {whole['top1']:.2f}, ReaL {whole['real']:.2f}")  # the 82.31 and 87.93
+
+
+def test_a_module_without_imagenets_1000_logits_fails_in_one_line(tiny):
+    config = {"input_size": (3, 8, 8), "interpolation": "bilinear", "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    with pytest.raises(InputError, match="uninitialised \\(lazy\\) parameters"):
+        mlreassess.predict(torch.nn.LazyLinear(1000), data=[tiny["manifest"]], name="lazy", transform=config)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))  # a 10-class head
+    with pytest.raises(MlreassessError, match=r"its forward gives \(\d+, 10\), not the \(batch, 1000\)"):
+        mlreassess.predict(net, data=[tiny["manifest"]], name="ten", transform=config, device="cpu", workers=0, progress=False)

@@ -132,6 +132,7 @@ def imagenet_id2label(order=None, wnids: bool = False) -> dict[int, str]:
 
 def save_vit(folder: Path, id2label: dict, seed: int = 0) -> Path:
     """A tiny random ViT image classifier and its (PIL) image processor, as save_pretrained writes them."""
+    pytest.importorskip("transformers", reason="the hf extra (pip install 'mlreassess[hf]') is not installed")
     from transformers import ViTConfig, ViTForImageClassification
     from transformers.models.vit import ViTImageProcessorPil
 
@@ -240,6 +241,7 @@ TINY_CLIP = {
 
 
 def save_clip(folder: Path, seed: int = 0) -> Path:
+    pytest.importorskip("open_clip", reason="the open-clip extra (pip install 'mlreassess[open-clip]') is not installed")
     import open_clip
     from safetensors.torch import save_file
 
@@ -277,9 +279,9 @@ def clip_cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("crop, resize_mode", [("center", "shortest"), ("none", "squash")])
 def test_open_clip_zero_shot_predictions_equal_a_plain_forward(images, tmp_path, clip_cache, crop, resize_mode):
+    folder = save_clip(tmp_path / "clip")
     import open_clip
 
-    folder = save_clip(tmp_path / "clip")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a photo of a {}.\nitap of the {}.\n")
     name, out = f"open_clip:local-dir:{folder}", tmp_path / "out"
@@ -294,9 +296,9 @@ def test_open_clip_zero_shot_predictions_equal_a_plain_forward(images, tmp_path,
 
 
 def test_open_clip_classifier_is_cached_and_texts_redo_the_predictions(images, tmp_path, clip_cache, monkeypatch, caplog):
+    folder = save_clip(tmp_path / "clip")
     import open_clip
 
-    folder = save_clip(tmp_path / "clip")
     prompts, classes = tmp_path / "prompts.txt", tmp_path / "classes.txt"
     prompts.write_text("a photo of a {}.\n")
     classes.write_text("".join(f"{n}\n" for n in open_clip.IMAGENET_CLASSNAMES))
@@ -327,7 +329,7 @@ def test_open_clip_classifier_is_cached_and_texts_redo_the_predictions(images, t
 
 
 def test_open_clip_refusals(tmp_path):
-    pytest.importorskip("open_clip")
+    pytest.importorskip("open_clip", reason="the open-clip extra is not installed")
     with pytest.raises(InputError, match="not an open_clip model"):
         models.check_specs([ModelSpec("open_clip:ViT-X-99/laion", "hub")])
     with pytest.raises(InputError, match="no pretrained tag 'nope'"):
@@ -434,3 +436,54 @@ def test_a_checkpoint_torch_refuses_to_unpickle_is_one_line(tmp_path):
     message = str(info.value)
     assert "\n" not in message and str(path) in message and "argparse.Namespace" in message
     assert "weights_only=False" in message and "--weights file:" in message
+
+
+# ---- configs/zero-shot.yaml -------------------------------------------------------------------------
+
+
+def test_the_zero_shot_config_parses_and_its_models_pass_the_checks(tmp_path):
+    pytest.importorskip("open_clip")
+    from mlreassess.config import load_config
+    from mlreassess.pipeline import model_specs
+
+    repo = Path(__file__).resolve().parents[1]
+    for d in ("data/imagenet/ILSVRC/Data/CLS-LOC/val", "data/imagenetv2", "configs"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "data/imagenet/LOC_val_solution.csv").write_text("ImageId,PredictionString\n")
+    (tmp_path / "data/imagenetv2/imagenetv2-multilabels.json").write_text("{}")
+    shutil.copy(repo / "configs" / "zero-shot.yaml", tmp_path / "configs")
+    cfg = load_config(tmp_path / "configs" / "zero-shot.yaml")
+    specs = model_specs(cfg)  # names, tags and weight sources checked as `run` checks them (offline)
+    sources = {models.source_of(s).__name__.rsplit(".", 1)[-1] for s in specs}
+    assert sources == {"open_clip", "timm"} and len(specs) == 9
+    assert (cfg.inference.prompts, cfg.inference.class_names) == ("openai", "openai")
+
+
+def test_a_prompts_file_in_a_config_resolves_against_the_config(tmp_path):
+    from mlreassess.config import load_config
+
+    (tmp_path / "m.parquet").write_bytes(b"")
+    text = "out: o\ndatasets:\n  manifests: [m.parquet]\nmodels: [resnet18]\ninference:\n  prompts: texts/prompts.txt\n"
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(InputError, match=r"c\.yaml: inference\.prompts: .*texts/prompts\.txt"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "prompts.txt").write_text("a photo of a {}.\n")
+    assert load_config(tmp_path / "c.yaml").inference.prompts == str(tmp_path / "texts" / "prompts.txt")
+
+
+@pytest.mark.parametrize("config, problem", [
+    ({"input_size": (3, 224, 224), "mean": (float("nan"), 0.5, 0.5)}, "mean .* is not three finite numbers"),
+    ({"input_size": (3, 224, 224), "std": (0.5, 0.0, 0.5)}, "std .* must be positive"),
+    ({"input_size": (3, 10**6, 224)}, "input size 1000000x224 is not two sides of 1..4096 px"),
+    ({"input_size": (3, 224, 224), "crop_pct": 7}, r"crop_pct 7.0 is not in \(0, 1\]"),
+    ({"input_size": (3, 224, 224), "mean": ("a", "b", "c")}, "must be numbers"),
+    ({"input_size": (3, 224, 224), "interpolation": "magic"}, "interpolation 'magic' is not one of"),
+    ({"input_size": 224}, "input_size 224 is not"),
+    ({"input_size": (3, 224, 224), "sizes": 1}, r"keys \['sizes'\] are not known"),
+])
+def test_a_bad_data_config_is_one_line(config, problem):
+    from mlreassess.inference.sources import transforms
+
+    with pytest.raises(InputError, match=problem):
+        transforms.config_from(config, "m")

@@ -21,7 +21,7 @@ import timm
 import torch
 
 from mlreassess.constants import CHECKPOINT_KEYS, DEFAULT_CHECKPOINT_KEY
-from mlreassess.errors import InputError, MlreassessError
+from mlreassess.errors import InputError, MlreassessError, first_line
 
 SOURCES = ("hub", "pypi", "file:PATH", "random")
 
@@ -76,11 +76,10 @@ def create_hub(model_name: str):
         model = timm.create_model(model_name, pretrained=True)
     except Exception as exc:  # hub/network/cache errors come in many types; all mean the same here
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
         raise MlreassessError(
             f"model {model_name!r}: pretrained weights not available"
             f"{' (HF_HUB_OFFLINE is set)' if offline else ''} and not in the local cache "
-            f"({type(exc).__name__}: {first_line}); pre-download them on a machine with network "
+            f"({first_line(exc)}); pre-download them on a machine with network "
             f"(python -c \"import timm; timm.create_model('{model_name}', pretrained=True)\", "
             f"then copy HF_HOME's hub cache) or pass --weights file:PATH"
         ) from None
@@ -122,12 +121,11 @@ def read_checkpoint(path: str | os.PathLike, model_name: str, key: str = DEFAULT
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "GLOBAL " not in str(exc):  # not a refused class: not a checkpoint at all
-            raise InputError(f"model {model_name!r}: cannot read weights file {path} (not a torch or safetensors file: "
-                             f"{(str(exc).splitlines() or [''])[0][:120]})") from None
+            raise InputError(f"model {model_name!r}: cannot read weights file {path} (not a torch or safetensors "
+                             f"file: {first_line(exc, 120)})") from None
         raise InputError(_pickle_refusal(path, model_name, key, str(exc))) from None  # torch's page of advice, as one line
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise InputError(f"model {model_name!r}: cannot read weights file {path} ({type(exc).__name__}: {first})") from None
+        raise InputError(f"model {model_name!r}: cannot read weights file {path} ({first_line(exc)})") from None
     return _unwrap_state_dict(obj, path, model_name, key)
 
 

@@ -33,7 +33,8 @@ from typing import Any, Callable
 
 import torch
 
-from mlreassess.errors import InputError, MlreassessError
+from mlreassess.errors import InputError, MlreassessError, short_repr
+from mlreassess.inference import weights as W
 from mlreassess.provenance import file_sha256
 
 # The user cache folder (the zero-shot classifiers); MLREASSESS_CACHE overrides it.
@@ -42,6 +43,7 @@ CACHE_ENV = "MLREASSESS_CACHE"
 # Pillow's resampling filters by number (PIL.Image.Resampling), as timm names them.
 PIL_FILTERS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 INTERPOLATIONS = frozenset(PIL_FILTERS.values())
+MAX_INPUT_SIDE = 4096  # px: far beyond any classifier, and short of an allocation that sinks the machine
 
 
 @dataclass(frozen=True, order=True)
@@ -93,18 +95,35 @@ def file_path(spec: ModelSpec) -> Path:
     return Path(spec.weights[len("file:"):]).expanduser()
 
 
-def data_config(height: int, width: int, interpolation: str, mean, std, crop_pct: float | None) -> dict:
-    """A timm-style data config; `crop_pct` None means the model has no crop (1.0 under --crop center)."""
+def data_config(height: int, width: int, interpolation: str, mean, std, crop_pct: float | None,
+                where: str) -> dict:
+    """A timm-style data config, checked (`where` names the model); `crop_pct` None means the model
+    has no crop (1.0 under --crop center)."""
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation {interpolation!r} is not one of {', '.join(sorted(INTERPOLATIONS))}")
-    return {
-        "input_size": (3, int(height), int(width)),
-        "interpolation": interpolation,
-        "mean": tuple(float(m) for m in mean),
-        "std": tuple(float(s) for s in std),
-        "crop_pct": 1.0 if crop_pct is None else float(crop_pct),
-        "crop_mode": "center",
-    }
+        raise InputError(f"model {where!r}: interpolation {interpolation!r} is not one of "
+                         f"{', '.join(sorted(INTERPOLATIONS))}")
+    if not all(isinstance(v, int) and 1 <= v <= MAX_INPUT_SIDE for v in (height, width)):
+        raise InputError(f"model {where!r}: input size {height}x{width} is not two sides of 1..{MAX_INPUT_SIDE} px")
+    try:
+        config = {
+            "input_size": (3, int(height), int(width)),
+            "interpolation": interpolation,
+            "mean": tuple(float(m) for m in mean),
+            "std": tuple(float(s) for s in std),
+            "crop_pct": 1.0 if crop_pct is None else float(crop_pct),
+            "crop_mode": "center",
+        }
+    except (TypeError, ValueError):
+        raise InputError(f"model {where!r}: mean, std and crop_pct must be numbers, not "
+                         f"{short_repr(mean)}, {short_repr(std)}, {short_repr(crop_pct)}") from None
+    for key in ("mean", "std"):
+        if len(config[key]) != 3 or not all(math.isfinite(v) for v in config[key]):
+            raise InputError(f"model {where!r}: {key} {list(config[key])} is not three finite numbers")
+    if min(config["std"]) <= 0:
+        raise InputError(f"model {where!r}: std {list(config['std'])} must be positive")
+    if not (math.isfinite(config["crop_pct"]) and 0 < config["crop_pct"] <= 1.0):
+        raise InputError(f"model {where!r}: crop_pct {config['crop_pct']} is not in (0, 1]")
+    return config
 
 
 def crop_pct_for(crop: int, resize: int) -> float:
@@ -186,6 +205,21 @@ def build_filled(empty_module: torch.nn.Module, make: Callable[[], torch.nn.Modu
     module = make()
     load(module, state)
     return module.eval()
+
+
+def load_weights(spec: ModelSpec, opts, make: Callable[[], torch.nn.Module],
+                 hub: Callable[[], tuple[torch.nn.Module, str]]) -> tuple[torch.nn.Module, str]:
+    """(model, description of its weights) for `spec.weights`: `hub()` (the source's own pretrained
+    loader), `make()` as it initialises itself (`random`), or a `file:` checkpoint (`opts.checkpoint_key`)
+    strictly loaded into `make()`'s model, built without initialising it where that is exact."""
+    if spec.weights == "hub":
+        return hub()
+    if spec.weights == "random":
+        return make(), "random"
+    path = file_path(spec)
+    state, used = W.read_checkpoint(path, spec.name, opts.checkpoint_key)
+    module = build_filled(empty(make), make, state, lambda m, s: W.load_state(m, s, spec.name, path))
+    return module, W.file_description(path, used)
 
 
 # --- the user cache --------------------------------------------------------------------------------

@@ -19,8 +19,7 @@ import torch
 from timm.data import ImageNetInfo
 
 from mlreassess.constants import NUM_CLASSES
-from mlreassess.errors import InputError, MlreassessError
-from mlreassess.inference import weights as W
+from mlreassess.errors import InputError, MlreassessError, first_line
 from mlreassess.inference.sources import base
 from mlreassess.inference.sources.base import LoadedModel, ModelSpec
 from mlreassess.options import InferOptions
@@ -66,18 +65,14 @@ def _config(spec: ModelSpec):
     try:
         return _lib(spec).AutoConfig.from_pretrained(_where(spec))
     except Exception as exc:  # hub, cache, JSON and unknown-architecture errors alike
-        raise MlreassessError(f"model {spec.name!r}: cannot read its config ({_first_line(exc)})") from None
+        raise MlreassessError(f"model {spec.name!r}: cannot read its config ({first_line(exc)})") from None
 
 
 def _processor(spec: ModelSpec):
     try:
         return _lib(spec).AutoImageProcessor.from_pretrained(_where(spec))
     except Exception as exc:
-        raise MlreassessError(f"model {spec.name!r}: cannot read its image processor ({_first_line(exc)})") from None
-
-
-def _first_line(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+        raise MlreassessError(f"model {spec.name!r}: cannot read its image processor ({first_line(exc)})") from None
 
 
 def data_config(spec: ModelSpec, use_test_size: bool = False) -> dict:
@@ -97,7 +92,7 @@ def processor_config(p, where: str) -> dict:
     if not interpolation:
         raise InputError(f"model {where!r}: its image processor's resample {resample!r} is not a PIL filter")
     (height, width), crop_pct = _processor_size(p, where)
-    return base.data_config(height, width, interpolation, mean, std, crop_pct)
+    return base.data_config(height, width, interpolation, mean, std, crop_pct, where)
 
 
 def _processor_size(p, where: str) -> tuple[tuple[int, int], float | None]:
@@ -191,16 +186,8 @@ def build(spec: ModelSpec, opts: InferOptions, device: str | None = None) -> Loa
     config = _config(spec)
     index = class_index(config.id2label, spec.name)
     auto = _lib(spec).AutoModelForImageClassification
-    make = lambda: auto.from_config(config)  # noqa: E731
-    if spec.weights == "hub":
-        model, source = _pretrained(spec, auto), f"hub:{_where(spec)}"
-    elif spec.weights == "random":
-        model, source = make(), "random"
-    else:
-        path = base.file_path(spec)
-        state, used = W.read_checkpoint(path, spec.name, opts.checkpoint_key)
-        model = base.build_filled(base.empty(make), make, state, lambda m, s: W.load_state(m, s, spec.name, path))
-        source = W.file_description(path, used)
+    model, source = base.load_weights(spec, opts, lambda: auto.from_config(config),
+                                      hub=lambda: (_pretrained(spec, auto), f"hub:{_where(spec)}"))
     module = ImageNetHead(model.float().eval(), index).eval()
     return LoadedModel(spec=spec, module=module, weights=source, data_config=data_config(spec))
 
@@ -211,7 +198,7 @@ def _pretrained(spec: ModelSpec, auto) -> torch.nn.Module:
     try:
         model, info = auto.from_pretrained(_where(spec), output_loading_info=True)
     except Exception as exc:
-        raise MlreassessError(f"model {spec.name!r}: weights not available ({_first_line(exc)}); download them "
+        raise MlreassessError(f"model {spec.name!r}: weights not available ({first_line(exc)}); download them "
                               "where there is network (HF_HOME's hub cache) or pass --weights file:PATH") from None
     missing = list(info.get("missing_keys") or [])
     if missing:

@@ -43,6 +43,8 @@ def spec_for(module: Any, name: str, transform: Any = None) -> ModelSpec:
     or a data config dict) or, without one, from the module's timm data config (`pretrained_cfg`)."""
     if not isinstance(module, torch.nn.Module):
         raise InputError(f"model {name!r}: expected a torch.nn.Module or a model name, got {type(module).__name__}")
+    if any(torch.nn.parameter.is_lazy(t) for t in [*module.parameters(), *module.buffers()]):
+        raise InputError(f"model {name!r}: it has uninitialised (lazy) parameters; run one forward pass first")
     if transform is not None:
         config = transforms.config_from(transform, name)
     elif getattr(module, "pretrained_cfg", None):

@@ -27,8 +27,7 @@ import safetensors.torch
 import torch
 
 from mlreassess.constants import NUM_CLASSES
-from mlreassess.errors import InputError, MlreassessError
-from mlreassess.inference import weights as W
+from mlreassess.errors import InputError, MlreassessError, first_line
 from mlreassess.inference.sources import base
 from mlreassess.inference.sources.base import LoadedModel, ModelSpec
 from mlreassess.io import atomic_path
@@ -107,8 +106,7 @@ def _fetch(spec: ModelSpec, get):
     try:
         return get()
     except Exception as exc:  # hub / network / cache errors
-        raise MlreassessError(f"model {spec.name!r}: cannot fetch it ({type(exc).__name__}: "
-                              f"{(str(exc).strip().splitlines() or [''])[0][:200]})") from None
+        raise MlreassessError(f"model {spec.name!r}: cannot fetch it ({first_line(exc)})") from None
 
 
 def data_config(spec: ModelSpec, use_test_size: bool = False) -> dict:
@@ -123,10 +121,8 @@ def data_config(spec: ModelSpec, use_test_size: bool = False) -> dict:
 
 def _data_config(spec: ModelSpec, preprocess: dict, size) -> dict:
     height, width = (size, size) if isinstance(size, int) else tuple(size)
-    interpolation = preprocess["interpolation"]
-    if interpolation not in base.INTERPOLATIONS:
-        raise InputError(f"model {spec.name!r}: interpolation {interpolation!r} is not supported")
-    return base.data_config(height, width, interpolation, preprocess["mean"], preprocess["std"], None)
+    return base.data_config(height, width, preprocess["interpolation"], preprocess["mean"], preprocess["std"], None,
+                            spec.name)
 
 
 # --- the texts ---------------------------------------------------------------------------------------
@@ -191,17 +187,10 @@ def model_bytes(spec: ModelSpec) -> int | None:
 
 def build(spec: ModelSpec, opts: InferOptions, device: str | None = None) -> LoadedModel:
     oc, (name, tag) = _lib(spec), _parts(spec)
-    if spec.weights == "hub":
-        model = _fetch(spec, lambda: oc.create_model(name, pretrained=tag, require_pretrained=True))
-        source = f"hub:open_clip:{name}" + (f"/{tag}" if tag else "")
-    else:
-        model = oc.create_model(name, pretrained=None, load_weights=False)
-        source = "random"
-        if spec.weights.startswith("file:"):
-            path = base.file_path(spec)
-            state, used = W.read_checkpoint(path, spec.name, opts.checkpoint_key)
-            W.load_state(model, state, spec.name, path)
-            source = W.file_description(path, used)
+    hub = (lambda: (_fetch(spec, lambda: oc.create_model(name, pretrained=tag, require_pretrained=True)),
+                    f"hub:open_clip:{name}" + (f"/{tag}" if tag else "")))
+    model, source = base.load_weights(spec, opts, lambda: oc.create_model(name, pretrained=None, load_weights=False),
+                                      hub=hub)
     model = model.float().eval()
     weights = classifier(spec, model, oc.get_tokenizer(name), opts, device)
     config = _data_config(spec, model.visual.preprocess_cfg, model.visual.preprocess_cfg["size"])
@@ -233,7 +222,7 @@ def classifier(spec: ModelSpec, model, tokenizer, opts: InferOptions, device: st
              f"(once; kept in {path.parent})")
     device = device or "cpu"
     try:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: the result becomes a buffer that is moved and cast later
             weights = _lib(spec).build_zero_shot_classifier(model.to(device), tokenizer, texts[1], texts[0],
                                                             num_classes_per_batch=CLASSES_PER_BATCH, device=device)
     finally:

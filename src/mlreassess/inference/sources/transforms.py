@@ -10,7 +10,6 @@ only with --crop center). Transforms that do anything else are refused with one 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from mlreassess.errors import InputError
@@ -90,7 +89,7 @@ def _config_of_steps(steps: dict[str, Any], where: str) -> dict:
         if len(resize) == 1:
             raise InputError(f"model {where!r}: Resize({resize[0]}) without CenterCrop gives images of varying shape; "
                              "add CenterCrop or use Resize((height, width))")
-        return _checked(base.data_config(*resize, steps["interpolation"], steps["mean"], steps["std"], None), where)
+        return base.data_config(*resize, steps["interpolation"], steps["mean"], steps["std"], None, where)
     if len(resize) == 2:
         if resize != crop:
             raise InputError(f"model {where!r}: Resize({resize}) then CenterCrop({crop}) is not supported; "
@@ -100,7 +99,7 @@ def _config_of_steps(steps: dict[str, Any], where: str) -> dict:
         raise InputError(f"model {where!r}: a non-square CenterCrop{crop} after Resize({resize[0]}) is not supported")
     else:
         pct = base.crop_pct_for(crop[0], resize[0])
-    return _checked(base.data_config(*crop, steps["interpolation"], steps["mean"], steps["std"], pct), where)
+    return base.data_config(*crop, steps["interpolation"], steps["mean"], steps["std"], pct, where)
 
 
 def config_from_dict(config: dict, where: str) -> dict:
@@ -108,24 +107,12 @@ def config_from_dict(config: dict, where: str) -> dict:
     unknown = set(config) - {"input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode"}
     if unknown:
         raise InputError(f"model {where!r}: data config keys {sorted(unknown)} are not known")
-    size = tuple(config.get("input_size") or ())
+    size = config.get("input_size") or ()
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size,)
     if len(size) == 3 and size[0] == 3:
         size = size[1:]
     if len(size) != 2:
         raise InputError(f"model {where!r}: data config input_size {config.get('input_size')!r} is not (3, H, W)")
     interpolation = _interpolation(config.get("interpolation", "bicubic"), where)
-    out = base.data_config(*_size(size, where), interpolation, config.get("mean", (0.0,) * 3),
-                           config.get("std", (1.0,) * 3), config.get("crop_pct"))
-    return _checked(out, where)
-
-
-def _checked(config: dict, where: str) -> dict:
-    for key in ("mean", "std"):
-        values = config[key]
-        if len(values) != 3 or not all(math.isfinite(v) for v in values):
-            raise InputError(f"model {where!r}: {key} {list(values)} is not three finite numbers")
-    if min(config["std"]) <= 0:
-        raise InputError(f"model {where!r}: std {list(config['std'])} must be positive")
-    if not (math.isfinite(config["crop_pct"]) and 0 < config["crop_pct"] <= 1.0):
-        raise InputError(f"model {where!r}: crop_pct {config['crop_pct']} is not in (0, 1]")
-    return config
+    return base.data_config(*_size(size, where), interpolation, config.get("mean", (0.0,) * 3),
+                            config.get("std", (1.0,) * 3), config.get("crop_pct"), where)
