@@ -24,7 +24,7 @@ LAYERS = {
     "report": 6,
     "config": 7,
     "pipeline": 8,
-    "demo": 9,
+    "demo": 9, "api": 9,
     "cli": 10,
     "__main__": 11,
 }

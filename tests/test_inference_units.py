@@ -180,8 +180,8 @@ def test_model_runner_oom_retry_gives_the_same_predictions(precision):
 
 def test_model_file_name_and_paths(tmp_path):
     assert model_file_name("resnet50.a1_in1k") == "resnet50.a1_in1k"
-    assert model_file_name("hf-hub:timm/vit_base") == "hf-hub_timm_vit_base"
-    assert ResultsLayout(tmp_path).prediction("v1", "a/b") == tmp_path / "predictions" / "v1" / "a_b.parquet"
+    assert model_file_name("hf-hub:timm/vit_base") == "hf-hub%3Atimm%2Fvit_base"
+    assert ResultsLayout(tmp_path).prediction("v1", "a/b") == tmp_path / "predictions" / "v1" / "a%2Fb.parquet"
 
 
 def test_predictions_table_sorted_with_contract_schema():

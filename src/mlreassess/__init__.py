@@ -1,3 +1,10 @@
-"""mlreassess: re-assess ImageNet classifiers as multi-label predictors."""
+"""mlreassess: re-assess ImageNet classifiers as multi-label predictors.
 
-__version__ = "0.1.0"
+Python API: `mlreassess.assess(model, data=[...], name=...)` and `mlreassess.predict(...)`
+(docs/python-api.md); the CLI is `mlreassess --help`.
+"""
+
+from mlreassess.api import assess, predict
+from mlreassess.constants import VERSION as __version__
+
+__all__ = ["assess", "predict", "__version__"]

@@ -180,7 +180,7 @@ def _option_value(s: _Section, opt: Option) -> Any:
         value = (value,)
     elif opt.base is tuple and isinstance(value, list):
         value = tuple(value)
-    if opt.spec.path is not None and isinstance(value, str) and value:
+    if opt.spec.path is not None and isinstance(value, str) and value and value not in opt.spec.words:
         value = str(s.existing(opt.name, value, opt.spec.path))
     bad = problem(opt, value)
     if bad:

@@ -3,6 +3,9 @@
 Nothing here imports anything: every layer may import this module.
 """
 
+# The package's version (pyproject.toml's), as `mlreassess.__version__` re-exports it and manifests record it.
+VERSION = "0.1.0"
+
 # ImageNet-1k: class indices 0..NUM_CLASSES-1.
 NUM_CLASSES = 1000
 

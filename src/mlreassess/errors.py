@@ -18,3 +18,9 @@ def short_repr(value: Any, limit: int = 60) -> str:
     """repr cut to `limit` characters: a hostile value must not flood a one-line message."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """`Type: first line of the message`, cut to `limit`: a library's page-long error as one line."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit] if lines else ''}".rstrip(": ")

@@ -43,6 +43,8 @@ from mlreassess.errors import InputError, short_repr
 from mlreassess.results import check_name
 
 MODELS_PER_PASS_AUTO = "auto"
+# The zero-shot texts open_clip ships (prompt templates: both; class names: the first).
+ZERO_SHOT_TEXTS = ("openai", "simple")
 
 # Bounds far beyond any real use that keep impossible values from reaching an allocation.
 MAX_CANVAS = 4096  # PatchML canvas side, px
@@ -205,6 +207,14 @@ class InferOptions:
                                         "preprocessing), held on the device together; auto: as many as fit in "
                                         "half its free memory", minimum=1, metavar="N|auto",
                                         words=(MODELS_PER_PASS_AUTO,))
+    # Zero-shot (open_clip) models only, so not in every model's recipe: their own recipe records the
+    # texts these resolve to (inference/sources/open_clip.py), and a change redoes just those models.
+    prompts: str = option(ZERO_SHOT_TEXTS[0], "zero-shot (open_clip:) models: prompt templates: openai (CLIP's 80 "
+                          "ImageNet templates), simple (its 7-template subset), or FILE (one template per line, {} "
+                          "where the class name goes)", path="file", words=ZERO_SHOT_TEXTS, metavar="openai|simple|FILE")
+    class_names: str = option(ZERO_SHOT_TEXTS[0], "zero-shot models: the 1,000 class names: openai (CLIP's curated "
+                              "ImageNet names) or FILE (1,000 lines in class-index order)", path="file",
+                              words=ZERO_SHOT_TEXTS[:1], metavar="openai|FILE")
     # Per-invocation choices, not part of a study's definition:
     overwrite: bool = option(False, "redo units whose output already exists", yaml=False)
     source_root: str | None = option(None, "PatchML manifests: folder of the source images, if not the one "

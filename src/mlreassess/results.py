@@ -17,6 +17,7 @@ folder. Imports nothing of the package but `errors`: every layer may use it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,25 @@ def check_name(name: str, what: str = "dataset name") -> str:
     return name
 
 
+# Characters a model's file stem keeps as they are (every timm name is made of them).
+FILE_NAME_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+# Longest stem: a file name may have 255 bytes, and the temporary file of an atomic write adds 46.
+MAX_STEM = 200
+
+
 def model_file_name(model: str) -> str:
-    """File stem of a model's outputs: timm names stay as they are; '/' and ':' become '_'."""
-    return check_name(model.replace("/", "_").replace(":", "_"), "model name")
+    """File stem of a model's outputs, one path part: timm names stay as they are; every other
+    character is %XX-escaped (its UTF-8 bytes, as in URLs) and so is a leading '.', so two names
+    never share a file (`hf:org/repo` -> `hf%3Aorg%2Frepo`, never `hf:org_repo`'s); a stem over
+    MAX_STEM characters is cut and ends in `~` and a hash of the whole name."""
+    if not isinstance(model, str) or not model.strip() or not model.isprintable():
+        raise InputError(f"model name {model!r}: must be a non-empty string of printable characters")
+    stem = "".join(c if c in FILE_NAME_SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in model)
+    if stem.startswith("."):
+        stem = "%2E" + stem[1:]
+    if len(stem) > MAX_STEM:  # '~' is escaped everywhere else, so a cut stem never equals another's
+        stem = stem[: MAX_STEM - 17] + "~" + hashlib.sha256(model.encode()).hexdigest()[:16]
+    return stem
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`mlreassess infer`: batched, resumable inference of timm models over dataset manifests."""
+"""`mlreassess infer`: batched, resumable inference of models over dataset manifests."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from mlreassess.options import InferOptions
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "infer",
-        help="run timm models over manifests: top-k softmax per sample",
+        help="run models over manifests: top-k softmax per sample",
         description="Predict every sample of each --data manifest with each model; writes "
         "RESULTS/predictions/<dataset>/<model>.parquet (top-k indices and softmax probabilities). "
         "Finished outputs are skipped, so an interrupted sweep resumes. Under torchrun the work is "
@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("--data", action="append", required=True, metavar="MANIFEST",
                         help="dataset manifest (repeatable)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME",
-                        help="timm model name (repeatable), optionally with a pretrained tag")
+                        help="model (repeatable): a timm name (resnet50.a1_in1k), torchvision:NAME, "
+                        "hf:ORG/REPO or hf:/ABS/DIR, open_clip:ARCH/PRETRAINED")
     parser.add_argument("--models", metavar="FILE",
                         help="file with one model per line: 'NAME [WEIGHTS]' ('#' comments)")
     parser.add_argument("--out", required=True, metavar="RESULTS", help="results folder")

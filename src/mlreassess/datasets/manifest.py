@@ -30,8 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlreassess import __version__
-from mlreassess.constants import NUM_CLASSES
+from mlreassess.constants import NUM_CLASSES, VERSION
 from mlreassess.datasets.paths import check_path_column
 from mlreassess.datasets.placements import validate_patchml
 from mlreassess.errors import InputError, short_repr
@@ -184,7 +183,7 @@ def base_meta(kind: str, dataset: str, root: str | os.PathLike | None, **params:
         "kind": kind,
         "dataset": dataset,
         "root": str(Path(root).resolve()) if root is not None else None,
-        "mlreassess_version": __version__,
+        "mlreassess_version": VERSION,
         **params,
     }
 

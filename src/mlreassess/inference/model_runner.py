@@ -29,6 +29,8 @@ import torch._dynamo  # for its config: a hit recompile limit must raise, not si
 import torch.nn.functional as F
 from timm.layers import Conv2dSame
 
+from mlreassess.constants import NUM_CLASSES
+from mlreassess.errors import MlreassessError
 from mlreassess.inference.models import LoadedModel
 from mlreassess.inference.preprocess import Normalizer, amp_dtype, autocast
 from mlreassess.options import InferOptions
@@ -196,6 +198,9 @@ class ModelRunner:
     def predict(self, batch_uint8) -> None:
         x = self.normalize(batch_uint8)
         logits = forward_with_retry(self.logits, x, self.state)
+        if not isinstance(logits, torch.Tensor) or logits.shape != (len(x), NUM_CLASSES):  # e.g. a module's own head
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise MlreassessError(f"its forward gives {shape}, not the (batch, {NUM_CLASSES}) ImageNet-1k logits")
         probs = logits.float().softmax(dim=1)  # float32 softmax, whatever the AMP dtype
         idx, prob = topk_stable(probs, self.topk)
         self._out.append((idx, prob, probs.half() if self.save_softmax else None))

@@ -51,13 +51,13 @@ def pending_units(manifests: list[Manifest], specs: list[ModelSpec], layout: Res
                   opts: InferOptions) -> SweepPlan:
     """The units to run (as one pass each, not yet cut), the up-to-date ones, and the stale ones."""
     prep = preprocessing(specs, opts)
+    entries = {s: recipe_entries(s, opts) for s in specs}  # once per model (an hf: config may be fetched)
     plan = SweepPlan(passes=[])
     pending = []
     for d, manifest in enumerate(manifests):
         content = writers.pixels_sha256(manifest)
         for spec in specs:
-            unit = Unit(d, spec, prep[spec], writers.recipe(spec.weights, opts, prep[spec], content,
-                                                            recipe_entries(spec)))
+            unit = Unit(d, spec, prep[spec], writers.recipe(spec.weights, opts, prep[spec], content, entries[spec]))
             path = layout.prediction(manifest.name, spec.name)
             if not opts.overwrite and writers.is_complete(path):
                 reason = writers.stale_reason(path, unit.recipe)

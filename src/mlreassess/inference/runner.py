@@ -356,7 +356,7 @@ class _Loaded:
 
 def _load(unit: Unit, device: str, opts: InferOptions) -> _Loaded:
     start = time.perf_counter()
-    loaded = build(unit.model, opts.test_input_size, opts.checkpoint_key)
+    loaded = build(unit.model, opts.test_input_size, opts.checkpoint_key, device=device, opts=opts)
     actual = preprocess_for(loaded.data_config, opts.crop)
     if actual != unit.preprocess:  # the registry's config and the built model's disagree
         raise MlreassessError(

