@@ -23,8 +23,8 @@ import torch
 
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError
-from mlreassess.inference.data import NO_CACHE, check_readable, shared_caches
-from mlreassess.inference.device_input import batches_for
+from mlreassess.inference.data import NO_CACHE, check_readable, one_manifest_batches, shared_caches
+from mlreassess.inference.device_input import pipeline_for
 from mlreassess.inference.device_resize import check_device_preprocess
 from mlreassess.inference.distributed import check_available, resolve_device
 from mlreassess.inference.models import ModelSpec, build, check_specs, data_config
@@ -118,7 +118,8 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: InferOptions, 
 
     n = (warmup + batches) * b
     rows = [i % len(manifest) for i in range(n)]  # a small manifest is cycled through
-    stream = batches_for(opts.decode)(manifest, rows, prep, device, b, pass_workers(opts), opts.source_root)
+    stream = one_manifest_batches(pipeline_for(opts.decode), manifest, rows, prep, device, b, pass_workers(opts),
+                                  opts.source_root, owned=False)  # the sweep's batches, as it gets them
     result = run_pass(stream, manifest, n, [runner], opts, desc=f"bench {spec.name}", sync_after=warmup)
     if runner.name in result.model_errors:
         raise InputError(f"model {spec.name!r} failed during the benchmark: {result.model_errors[runner.name]}")
@@ -168,10 +169,9 @@ def _drain(manifest: Manifest, prep: Preprocess, opts: InferOptions, device: str
            cached) -> tuple[int, int]:
     """(samples, unreadable) of one pass of the input pipeline over all rows of `manifest`."""
     cached = cached or NO_CACHE  # none for this manifest: canvases rendered on the fly, as infer would
-    make_batches = batches_for(opts.decode)
     samples = unreadable = 0
-    for _, _, errors in make_batches(manifest, list(range(len(manifest))), prep, device, opts.batch_size, workers,
-                                     opts.source_root, cached):
+    for _, _, errors in one_manifest_batches(pipeline_for(opts.decode), manifest, list(range(len(manifest))), prep,
+                                             device, opts.batch_size, workers, opts.source_root, cached, owned=False):
         samples += len(errors)
         unreadable += sum(1 for e in errors if e)
     return samples, unreadable

@@ -391,15 +391,16 @@ def _ready(pending: tuple, device: str) -> tuple:
 
 def one_manifest_batches(pipeline: type, manifest: Manifest, rows: list[int], preprocess: Preprocess, device: str,
                          batch_size: int, workers: int, source_root=None,
-                         cached: tuple[PatchCache, int] | None = None) -> Iterator[tuple]:
-    """`pipeline`'s batches of `rows` of one manifest (a pipeline made for them alone), each the
-    caller's to keep."""
+                         cached: tuple[PatchCache, int] | None = None, owned: bool = True) -> Iterator[tuple]:
+    """`pipeline`'s batches of `rows` of one manifest (a pipeline made for them alone); each the
+    caller's to keep, unless not `owned` (then as the sweep gets them: a CPU batch is valid while the
+    next `slots.HELD` - 1 are taken)."""
     cached = pass_cache(manifest, rows, source_root, workers, cached) or NO_CACHE  # a cache for these rows only
     p = pipeline({0: manifest}, preprocess, device, batch_size, workers, source_root, {0: cached})
     try:
         for rows_, images, errors in p.batches(0, rows):
             # The caller may keep every batch: it gets its own copy, not a view of a reused slot.
-            yield rows_, (images.clone() if images.device.type == "cpu" else images), errors
+            yield rows_, (images.clone() if owned and images.device.type == "cpu" else images), errors
     finally:
         p.close()
 

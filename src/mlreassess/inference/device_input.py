@@ -352,9 +352,3 @@ def pipeline_for(decode: str) -> type[InputPipeline]:
     """The input pipeline of `--decode`: `data.InputPipeline` (cpu: PIL in the workers) or
     `DevicePipeline` (gpu); both yield the same batches."""
     return DevicePipeline if decode == "gpu" else InputPipeline
-
-
-def batches_for(decode: str):
-    """One manifest's batches with `--decode`: `data.pil_batches` (cpu) or `device_batches` (gpu);
-    both take the same arguments and yield the same batches."""
-    return device_batches if decode == "gpu" else pil_batches
