@@ -175,9 +175,12 @@ def test_unit_cost_counts_weights_and_kept_predictions():
     assert passes.unit_bytes(None, 0, 5, False, 400) == 100  # unknown size: a quarter of the budget
 
 
-def test_the_cpu_budget_is_half_its_free_memory():
+def test_the_budget_is_a_share_of_the_free_memory():
     free = passes.free_memory("cpu")
-    assert free > 0 and 0.4 * free < passes.memory_budget("cpu") < 0.6 * free
+    share = passes.MODEL_MEMORY_SHARE
+    assert free > 0 and (share - 0.1) * free < passes.memory_budget("cpu") < (share + 0.1) * free
+    assert passes.memory_budget("cuda", free=80 * 2**30) == int(80 * 2**30 * share)  # --plan's --device-memory
+    assert passes.fits(100, 80) and not passes.fits(99, 80)  # 1.25 x the largest probed forward pass
 
 
 def test_models_per_pass_accepts_auto_or_a_positive_integer(tmp_path, capsys):
