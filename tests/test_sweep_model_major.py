@@ -186,3 +186,22 @@ def test_a_cuda_sweep_gives_the_cpu_sweeps_top_k(three_sets, tmp_path):
         assert np.mean(np.array(idx)[:, 0] == np.array(idx_cpu)[:, 0]) == 1.0
         np.testing.assert_allclose(prob, prob_cpu, atol=1e-4)
         assert meta["activation_bytes"] > 0
+
+
+def test_batch_slots_shrink_to_the_shared_memory_there_is_or_say_what_to_change(three_sets, tmp_path, monkeypatch, capsys):
+    from mlreassess.inference.slots import HELD, prefetch_that_fits
+
+    mb = 1 << 20
+    assert prefetch_that_fits(2, 4, mb, None) == 2  # nothing known: as asked
+    assert prefetch_that_fits(2, 4, mb, 2 * (2 * 4 + HELD) * mb) == 2
+    assert prefetch_that_fits(2, 4, mb, 2 * (1 * 4 + HELD) * mb) == 1  # fewer batches ahead per worker
+    assert infer("--data", str(three_sets["manifests"][0]), "--model", "test_convnext", "--weights", "random",
+                 out=tmp_path) == 0
+    monkeypatch.setattr(runner, "shared_memory_free", lambda: 64 * mb)  # a container's default /dev/shm
+    assert main(["infer", "--data", str(three_sets["manifests"][0]), "--model", "test_convnext", "--weights", "random",
+                 "--topk", "3", "--batch-size", "4096", "--device", "cpu", "--workers", "0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "/dev/shm has 0.06 GiB free" in err[0] and "--shm-size" in err[0]
+    # Refused before anything changed: the earlier output (stale: another --topk) is not retired.
+    assert writers.is_complete(ResultsLayout(tmp_path).prediction("set_a", "test_convnext"))
+    assert not (tmp_path / "retired").exists()

@@ -27,7 +27,7 @@ from mlreassess.datasets.paths import check_path_column, inside_root
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference.device_canvas import device_pixels
 from mlreassess.inference.preprocess import Preprocess
-from mlreassess.inference.slots import HELD, Slots
+from mlreassess.inference.slots import HELD, Slots, prefetch_that_fits, shared_memory_free
 from mlreassess.patchml.cache import PatchCache, build_cache, source_key
 from mlreassess.patchml.render import render_row, rendered_png
 from mlreassess.results import PATCHML_IMAGES
@@ -321,7 +321,9 @@ class InputPipeline:
         self.source_root = source_root
         self.caches = {d: pass_cache(m, range(len(m)), source_root, workers, (caches or {}).get(d))
                        for d, m in manifests.items()}
-        self.slots = (Slots.for_loader(PREFETCH, workers, batch_size, preprocess.height, preprocess.width)
+        batch_bytes = batch_size * 3 * preprocess.height * preprocess.width
+        prefetch = prefetch_that_fits(PREFETCH, workers, batch_bytes, shared_memory_free()) if self.uses_slots else PREFETCH
+        self.slots = (Slots.for_loader(prefetch, workers, batch_size, preprocess.height, preprocess.width)
                       if self.uses_slots else None)
         if self.slots is not None and uses_pinned_memory(device):
             self.slots.pin()
@@ -329,7 +331,7 @@ class InputPipeline:
         items = _GroupItems({d: self.dataset_for(d) for d in manifests}, self.slots)
         self.loader = DataLoader(items, batch_sampler=self.sampler, num_workers=workers, collate_fn=self.collate,
                                  pin_memory=self.slots is None and uses_pinned_memory(device),
-                                 prefetch_factor=PREFETCH if workers > 0 else None, persistent_workers=workers > 0)
+                                 prefetch_factor=prefetch if workers > 0 else None, persistent_workers=workers > 0)
 
     def dataset_for(self, d: int) -> Dataset:
         cache, index = self.caches[d] or (None, 0)

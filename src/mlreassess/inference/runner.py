@@ -33,13 +33,14 @@ from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference import distributed as D
 from mlreassess.inference import writers
-from mlreassess.inference.data import InputPipeline, SweepCaches, check_readable, default_workers
+from mlreassess.inference.data import PREFETCH, InputPipeline, SweepCaches, check_readable, default_workers
 from mlreassess.inference.device_input import pipeline_for
 from mlreassess.inference.distributed import resolve_device
 from mlreassess.inference.model_runner import ModelRunner
 from mlreassess.inference.models import build, check_specs
 from mlreassess.inference.passes import Pass, Unit, fits, free_memory, one_model_passes, one_unit_passes, split_models
 from mlreassess.inference.plan import SweepPlan, sweep_plan
+from mlreassess.inference.slots import prefetch_that_fits, shared_memory_free
 from mlreassess.inference.preprocess import Preprocess, preprocess_for
 from mlreassess.io import remove_stale_tmp
 from mlreassess.locks import folder_lock
@@ -225,6 +226,15 @@ def _retire_stale(plan: SweepPlan, manifests: list[Manifest], layout: ResultsLay
         writers.retire(path, layout.retired(name, model))
 
 
+def _check_slots(passes: list[Pass], opts: InferOptions) -> None:
+    """One line now, not at a group's first pass, if its decode workers' batch slots cannot fit."""
+    if opts.decode == "gpu":
+        return  # no slots: encoded batches of every size
+    free, workers = shared_memory_free(), pass_workers(opts)
+    for prep in sorted({p.preprocess for p in passes}):
+        prefetch_that_fits(PREFETCH, workers, opts.batch_size * 3 * prep.height * prep.width, free)
+
+
 def _schedule(passes: list[Pass], manifests: list[Manifest], dist: D.Dist) -> tuple[list[Pass], bool]:
     """(passes in the order ranks take them, whether every dataset's samples are split among ranks).
     Groups with the most work go first (with first-come claims, the last passes to finish are short
@@ -265,6 +275,7 @@ def _run(dist: D.Dist, manifest_paths, specs: list, results: Path, opts: InferOp
     if dist.is_main:
         _clear_leftovers(layout, manifests)
         plan = sweep_plan(manifests, specs, layout, opts, device)
+        _check_slots(plan.passes, opts)  # before anything is retired: a sweep that cannot start changes nothing
         _retire_stale(plan, manifests, layout)
     passes, skipped, run_id = dist.broadcast((plan.passes, plan.skipped, uuid.uuid4().hex) if plan else None)
     passes, split_samples = _schedule(passes, manifests, dist)

@@ -17,8 +17,11 @@ asynchronous copy out of them) stay valid while the consumer takes the next `HEL
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
+
+from mlreassess.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ class Slots:
     @classmethod
     def for_loader(cls, prefetch: int, workers: int, batch_size: int, height: int, width: int) -> "Slots":
         return cls(prefetch * max(1, workers) + HELD, batch_size, height, width)
+
 
     @property
     def nbytes(self) -> int:
@@ -66,3 +70,31 @@ class Slots:
         if self.pinned:
             torch.cuda.cudart().cudaHostUnregister(self.buffers.data_ptr())
             self.pinned = False
+
+
+# Share of the free shared memory (/dev/shm) the slots of one pipeline may take.
+SHM_SHARE = 0.5
+
+
+def shared_memory_free(folder: str = "/dev/shm") -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def prefetch_that_fits(wanted: int, workers: int, batch_bytes: int, free: int | None) -> int:
+    """The largest prefetch (batches per worker, at most `wanted`) whose slots fit `SHM_SHARE` of the
+    free shared memory; one line saying what to change when not even one batch per worker fits
+    (a container's /dev/shm is often 64 MB)."""
+    if free is None:
+        return wanted
+    budget = int(free * SHM_SHARE)
+    for prefetch in range(wanted, 0, -1):
+        if (prefetch * max(1, workers) + HELD) * batch_bytes <= budget:
+            return prefetch
+    need = (max(1, workers) + HELD) * batch_bytes
+    raise InputError(f"--batch-size / --workers: the decode workers' batch slots need {need / 2**30:.2f} GiB of "
+                     f"shared memory, and /dev/shm has {free / 2**30:.2f} GiB free (half may be used); use a "
+                     "smaller --batch-size, fewer --workers, or a larger /dev/shm (docker run --shm-size)")
