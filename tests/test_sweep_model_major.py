@@ -197,6 +197,7 @@ def test_batch_slots_shrink_to_the_shared_memory_there_is_or_say_what_to_change(
     assert prefetch_that_fits(2, 4, mb, 2 * (1 * 4 + HELD) * mb) == 1  # fewer batches ahead per worker
     assert infer("--data", str(three_sets["manifests"][0]), "--model", "test_convnext", "--weights", "random",
                  out=tmp_path) == 0
+    capsys.readouterr()
     monkeypatch.setattr(runner, "shared_memory_free", lambda: 64 * mb)  # a container's default /dev/shm
     assert main(["infer", "--data", str(three_sets["manifests"][0]), "--model", "test_convnext", "--weights", "random",
                  "--topk", "3", "--batch-size", "4096", "--device", "cpu", "--workers", "0", "--out", str(tmp_path)]) == 2
