@@ -100,13 +100,13 @@ def test_missing_from_labels_file_errors_skips_or_keeps(v2_root, tmp_path):
     "name, text, message",
     [
         ("a.json", json.dumps({"0/aa01": [0, 1000]}), r"a.json: key '0/aa01': label 1000 out of range"),
-        ("b.json", json.dumps({"0/aa01": "5"}), r"b.json: key '0/aa01': labels must be a list of integers"),
+        ("b.json", json.dumps({"0/aa01": "5"}), r"b.json: key '0/aa01': labels must be a list of class indices, got '5'"),
         ("c.json", "{not json", r"c.json: not valid JSON"),
         ("d.csv", "path,labels\n0/aa01.jpeg,0\n0/aa02.jpeg,0,1\n", r"d.csv:3: expected 2 fields"),
-        ("e.csv", "0/aa01.jpeg,0\n0/aa02.jpeg,zero\n", r"e.csv:2: labels 'zero' are not space-separated integers"),
-        ("f.csv", "0/aa01.jpeg,-1\n", r"f.csv:1: key '0/aa01.jpeg': label -1 out of range"),
+        ("e.csv", "0/aa01.jpeg,0\n0/aa02.jpeg,zero\n", r"e.csv:2: key '0/aa02.jpeg': label 'zero' is not a class index"),
+        ("f.csv", "0/aa01.jpeg,-1\n", r"f.csv:1: key '0/aa01.jpeg': label '-1' is not a class index"),
         ("g.csv", "0/aa01.jpeg,1\n0/aa01,2\n", r"g.csv:2: conflicting labels for 0/aa01"),
-        ("h.csv", "x/aa01.jpeg,1\n", r"h.csv:1: key's folder 'x' is not a class number"),
+        ("h.csv", "x/aa01.jpeg,1\n", r"h.csv:1: key's folder 'x' is not a class \(a number 0..999 or a wnid\)"),
     ],
 )
 def test_bad_label_files(v2_root, tmp_path, name, text, message):

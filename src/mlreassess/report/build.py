@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mlreassess.constants import IMAGENET_ASMA_RANGE, PATCHML_DEFAULT_COUNTS
-from mlreassess.datasets.labels import real_labels
+from mlreassess.datasets.labelsets.real import real_labels
 from mlreassess.errors import MlreassessError
 from mlreassess.report import figures, tables
 from mlreassess.report.inputs import ReportInputs, Skip, figure8_examples, read_reported
