@@ -49,9 +49,11 @@ def label_file(label_set: LabelSet, given: str | Path | None) -> Path:
     return label_set.default_file()
 
 
-def provenance(label_set: LabelSet, path: Path) -> dict[str, str]:
-    """What a manifest records about its labels: the set's name, the file and its sha256."""
-    return {"label_set": label_set.name, "label_file": str(path), "label_sha256": file_sha256(path)}
+def provenance(label_set: LabelSet, path: Path) -> dict[str, str | bool]:
+    """What a manifest records about its labels: the set's name, the file and its sha256, and whether
+    `evaluate` also reports the per-class mean accuracy its authors recommend (`real_per_class`)."""
+    return {"label_set": label_set.name, "label_file": str(path), "label_sha256": file_sha256(path),
+            "per_class_metric": label_set.per_class}
 
 
 def resolve(name: str, kind: str, given: str | Path | None) -> tuple[LabelSet, Path]:
