@@ -274,3 +274,14 @@ def test_the_published_refined_labels_load_unchanged_and_give_table1s_v2_row(pub
     assert main(["report", "table1", "--data", str(out), "--out", str(tmp_path / "t")]) == 0
     row = (tmp_path / "t" / "table1.md").read_text().splitlines()[4]
     assert row == "| imagenet_v2_matched-frequency | 129 | 5,083 | 2,385 | 1,306 | 628 | 237 | 232 | 10,000 |"
+
+
+def test_agreement_is_over_the_images_the_file_labels(tmp_path, write_jpeg):
+    for i in range(12):
+        write_jpeg(tmp_path / MF / str(i) / f"s{i:02d}.jpeg")
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps({f"s{i:02d}.jpeg": [str(i + 1)] for i in range(10)}))  # 10 images, every one wrong
+    with pytest.raises(InputError, match=r"only 0.00% of 10 images"):  # the 2 given [label] do not hide it
+        build_imagenetv2(tmp_path, "matched-frequency", labels_file=path, keep_original=True)
+    m = build_imagenetv2(tmp_path, "matched-frequency", labels_file=path, keep_original=True, min_agreement=0)
+    assert m.meta["label_agreement"]["n"] == 10 and m.meta["kept_original_label"] == 2

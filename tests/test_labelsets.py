@@ -312,3 +312,44 @@ def test_the_real_mini_set_agrees_and_its_shifted_file_stops(mini_root, tmp_path
         path.write_text(json.dumps(shifted))
         with pytest.raises(InputError, match=rf"^{path}: only 0\.\d\d% of 1,2\d\d images .*this file is shifted by one image"):
             build_imagenet_val(mini_root, real=path)
+
+
+def test_v2_label_set_without_a_file_is_an_error(tmp_path):
+    from mlreassess.options import ImagenetV2Options
+
+    with pytest.raises(InputError, match=r"--label-set anzaku-v2 needs --label-file"):
+        ImagenetV2Options(root=str(tmp_path), label_set="anzaku-v2")
+    assert ImagenetV2Options(root=str(tmp_path)).label_set is None  # no file: labels = [label]
+
+
+def test_study_config_takes_the_label_set_keys(tmp_path, shankar_file):
+    import yaml
+
+    from mlreassess.config import load_config
+
+    (tmp_path / "val").mkdir()
+    cfg = {"out": "o", "models": ["resnet18"], "datasets": {"imagenet_v1": {
+        "root": "val", "label_set": "shankar", "label_file": shankar_file.name, "min_agreement": 80}}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    v1 = load_config(path).v1
+    assert (v1.label_set, Path(v1.label_file), v1.min_agreement, v1.dataset) == (
+        "shankar", shankar_file, 80.0, "imagenet_v1_shankar")
+    cfg["datasets"]["imagenet_v1"]["label_set"] = "nope"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match=r"study.yaml: datasets.imagenet_v1.label_set: 'nope' is not one of real, shankar, imagenet-m"):
+        load_config(path)
+
+
+def test_the_report_does_not_take_a_shankar_set_for_the_papers_v1(tmp_path, write_dataset, write_predictions, shankar_file):
+    from mlreassess.metrics.evaluate import evaluate_results
+    from mlreassess.report.inputs import ReportInputs
+
+    samples = {"s1": (1, [1]), "s2": (2, [2])}
+    write_dataset(tmp_path, "imagenet_m", "imagenet_v1", samples, label_set="imagenet-m")
+    write_dataset(tmp_path, "imagenet_v1_mini", "imagenet_v1", samples, label_set="real")
+    for name in ("imagenet_m", "imagenet_v1_mini"):
+        write_predictions(tmp_path, name, "imagenet_v1", "m", {"s1": [1, 0], "s2": [2, 0]})
+    evaluate_results(tmp_path, n_boot=10)
+    assert ReportInputs(tmp_path).v1_name == "imagenet_v1_mini"  # though "imagenet_m" sorts first
+    assert ReportInputs(tmp_path, v1="imagenet_m").v1_name == "imagenet_m"

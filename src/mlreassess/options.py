@@ -298,9 +298,9 @@ class ImagenetV2Options(_ImageSetOptions):
     variant: str = option("matched-frequency", "ImageNetV2 variant", choices=IMAGENETV2_VARIANTS, result=True)
     labels: str | None = option(None, "multi-labels: JSON {key: [labels]} or CSV 'path,labels' (default: [label]); "
                                 "the same as --label-file", path="file", result=True, metavar="FILE")
-    label_set: str = option(DEFAULT_V2_LABEL_SET, "multi-labels by name: anzaku-v2 (the refined labels of Anzaku et "
-                            "al., the paper's; also any JSON / CSV of that shape)", choices=V2_LABEL_SETS,
-                            result=True)
+    label_set: str | None = option(None, f"multi-labels by name (default {DEFAULT_V2_LABEL_SET} when a file is "
+                                   "given): anzaku-v2 (the refined labels of Anzaku et al., the paper's; also any "
+                                   "JSON / CSV of that shape)", choices=V2_LABEL_SETS, result=True)
     label_file: str | None = option(None, "the label set's file (anzaku-v2: imagenetv2_refined_labels.json of "
                                     "esla/Multilabelfy); without one, labels = [label]", path="file", result=True,
                                     metavar="FILE")
@@ -308,6 +308,11 @@ class ImagenetV2Options(_ImageSetOptions):
                                  "of an error", result=True)
     name: str | None = option(None, "dataset name used in output paths (default: imagenet_v2_<variant>)",
                               result=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.label_set is not None and self.label_file is None and self.labels is None:
+            raise InputError(f"--label-set {self.label_set} needs --label-file (without one, labels = [label])")
 
     @property
     def dataset(self) -> str:

@@ -165,16 +165,20 @@ def _file_labels(samples: list[Sample], folder: Path, label_set: str, path: Path
     if not multi:
         raise InputError(f"{path}: none of its {unmatched:,} keys names an image in {folder} (a label file for "
                          "another ImageNetV2 variant, or other images?)")
-    bad, kept = [], 0
+    bad, kept = [], set()
     for sid, rel, label in samples:
         if sid in multi:
             continue
         if keep_original:
-            multi[sid], kept = (label,), kept + 1
+            multi[sid] = (label,)
+            kept.add(sid)
         else:
             bad.append((str(folder / rel), f"no entry in the labels file {path} (--keep-original gives it [label])"))
-    meta = {**labelsets.provenance(labels_of, path), "label_source": str(path),
-            "label_entries_unmatched": unmatched, "kept_original_label": kept}
+    labelled = [(label, multi[sid]) for sid, _, label in samples if sid in multi and sid not in kept]
+    meta = {**labelsets.provenance(labels_of, path), "label_source": str(path), "label_entries_unmatched": unmatched,
+            "kept_original_label": len(kept),
+            # over the images the file labels (not those --keep-original gave [label])
+            "label_agreement": agreement.measure([o for o, _ in labelled], [ls for _, ls in labelled])}
     return multi, bad, meta
 
 
@@ -208,7 +212,6 @@ def build_imagenetv2(
         raise InputError(f"{folder}: no images left after dropping those missing from {labels_file}")
     columns = ([sid for sid, _, _ in rows], [rel for _, rel, _ in rows], [lb for _, _, lb in rows], [multi[sid] for sid, _, _ in rows])
     if labels_file is not None:
-        label_meta["label_agreement"] = agreement.measure(columns[2], columns[3])
         agreement.check(label_meta["label_agreement"], str(Path(labels_file).resolve()), min_agreement)
     meta = base_meta("imagenet_v2", name or default_name(variant), folder, variant=variant, **label_meta, skipped=skipped)
     return Manifest(table=core_table(*columns), meta=meta)

@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from mlreassess.constants import DEFAULT_V1_LABEL_SET
 from mlreassess.errors import MlreassessError
 from mlreassess.io import read_meta
 from mlreassess.results import ResultsLayout
@@ -111,7 +112,7 @@ def timm_roles(layout: ResultsLayout | None, roles: Mapping[str, str | None]) ->
         meta = _manifest_meta(layout, dataset)
         if role == "imagenet_v2" and meta.get("variant", TIMM_V2_VARIANT) != TIMM_V2_VARIANT:
             continue
-        if role == "imagenet_v1" and meta.get("label_set", "real") != "real":
+        if role == "imagenet_v1" and meta.get("label_set", DEFAULT_V1_LABEL_SET) != DEFAULT_V1_LABEL_SET:
             continue
         out[role] = dataset
     return out
