@@ -42,13 +42,14 @@ def test_lookups_by_input_size():
     # convnext_atto.d2_in1k is listed at 224 (its input size) and 288 (its test size)
     sizes = t[("convnext_atto.d2_in1k", "imagenet_v1", "top1")]
     assert set(sizes) == {224, 288} and sizes[288] > sizes[224]
-    assert timm_value(t, "convnext_atto.d2_in1k", "imagenet_v1", "top1", 224) == sizes[224]
-    assert timm_value(t, "convnext_atto.d2_in1k", "imagenet_v1", "top1", None) is None  # which one? unknown
-    lite0 = timm_value(t, "tf_efficientnet_lite0.in1k", "imagenet_v1", "top1", None)
-    assert lite0 == timm_value(t, "tf_efficientnet_lite0.in1k", "imagenet_v1", "top1", 224)
-    assert timm_value(t, "tf_efficientnet_lite0.in1k", "imagenet_v1", "top1", 300) is None
-    assert timm_value(t, "tf_efficientnet_lite0.in1k", "imagenet_v1", "real", 224) > lite0  # ReaL from its own file
-    assert timm_value(t, "no_such.model", "imagenet_v1", "top1", 224) is None
+    assert timm_value(t, "convnext_atto.d2_in1k", "imagenet_v1", "top1", Protocol("center", 224)) == sizes[224]
+    assert timm_value(t, "convnext_atto.d2_in1k", "imagenet_v1", "top1") is None  # not run: which size? unknown
+    lite0 = timm_value(t, "tf_efficientnet_lite0.in1k", "imagenet_v1", "top1")  # not run, one size: that one
+    assert lite0 == timm_value(t, "tf_efficientnet_lite0.in1k", "imagenet_v1", "top1", Protocol("none", 224))
+    assert timm_value(t, "tf_efficientnet_lite0.in1k", "imagenet_v1", "top1", Protocol("center", 300)) is None
+    assert timm_value(t, "tf_efficientnet_lite0.in1k", "imagenet_v1", "top1", Protocol("center", None)) is None  # not square
+    assert timm_value(t, "tf_efficientnet_lite0.in1k", "imagenet_v1", "real", Protocol("none", 224)) > lite0  # own file
+    assert timm_value(t, "no_such.model", "imagenet_v1", "top1", Protocol("none", 224)) is None
 
 
 def test_protocol_of_predictions_metadata():
@@ -89,6 +90,9 @@ def test_reported_vs_reproduced_beside_timm():
         assert b["Status"] == "not run" and b["timm"] == 72.0 and pd.isna(b["Outside our interval"])
         assert (top5["Table"], top5["Metric"], top5["timm"], top5["Outside our interval"]) == ("timm", "top5", 94.1, "")
         assert len(df) == 4  # no row for what neither the paper nor timm publishes
+    odd = tables.reported_vs_reproduced(reported, metrics, {"imagenet_v1": "v1"}, timm=timm, timm_roles={"imagenet_v1": "v1"},
+                                        protocols={("a.x", "v1"): Protocol("center", 256)})  # a size timm did not run
+    assert odd["timm"].iloc[:2].isna().all() and odd["Reference for our protocol"].iloc[0] == "timm"
     other_v2 = tables.reported_vs_reproduced(reported, metrics, {"imagenet_v1": "v1"}, timm=timm, timm_roles={})
     assert other_v2["timm"].isna().all() and len(other_v2) == 3  # a role timm does not cover: no timm values
 
@@ -109,7 +113,7 @@ def test_roles_timm_covers_and_the_page_data(tmp_path, write_dataset):
     assert timm_roles(layout, {"imagenet_v1": "v1", "imagenet_v2": "v2t", "patchml_mean": "pm"}) == {"imagenet_v1": "v1"}
     assert timm_roles(layout, {"imagenet_v1": "sh"}) == {}
     lite0 = "tf_efficientnet_lite0.in1k"
-    value = timm_value(timm_table(), lite0, "imagenet_v1", "top1", 224)
+    value = timm_value(timm_table(), lite0, "imagenet_v1", "top1", Protocol("center", 224))
     _prediction(layout, "v1", lite0, "center", 224)
     metrics = pd.DataFrame([(lite0, "v1", "top1", None, value + 0.5, value + 0.1, value + 0.9, 1000)],
                            columns=["model", "dataset", "metric", "label_count", "value_pct", "ci_low_pct", "ci_high_pct", "n"])
@@ -135,8 +139,8 @@ def test_the_papers_v1_top1_lies_below_timms_by_the_documented_gap():
     v1 = reported[(reported.metric == "top1") & (reported.dataset == "imagenet_v1") & (reported.source_table != "3")]
     paper = dict(zip(v1.timm_checkpoint, v1.value.astype(float)))
     t = timm_table()
-    gaps = {n: paper[n] - timm_value(t, n, "imagenet_v1", "top1", get_pretrained_cfg(n).input_size[-1])
-            for n in names if timm_value(t, n, "imagenet_v1", "top1", get_pretrained_cfg(n).input_size[-1]) is not None}
+    timm = {n: timm_value(t, n, "imagenet_v1", "top1", Protocol("none", get_pretrained_cfg(n).input_size[-1])) for n in names}
+    gaps = {n: paper[n] - v for n, v in timm.items() if v is not None}
     assert len(names) == 315 and sorted(set(names) - set(gaps)) == ["tnt_s_patch16_224"]
     doc = (Path(__file__).resolve().parents[1] / "docs" / "outputs.md").read_text()
     found = re.search(r"median ([0-9.]+) points below timm's published top-1 \(range ([-+0-9.]+) to ([-+0-9.]+)\)", doc)

@@ -234,7 +234,7 @@ def add_timm_references(rows: list[dict], columns: list[dict], metrics: pd.DataF
         for col, role, metric in wanted:
             mine = cells.get((r["model"], col["dataset"], metric)) if role in covered else None
             protocol = seen.get((r["model"], col["dataset"]), Protocol())
-            value = timm_value(table, checkpoint_name(r["model"]), role, metric, protocol.img_size) if mine else None
+            value = timm_value(table, checkpoint_name(r["model"]), role, metric, protocol) if mine else None
             entries.append(None if value is None else
                            [value, mine[0] - value, bool(outside(value, mine[1], mine[2])), protocol.reference == "timm"])
         r["timm"] = entries

@@ -220,7 +220,7 @@ def _references(ours: _Ours, name: str, role: str, metric: str, paper: float | N
     protocol = ours.protocols.get((ours.models.get(name, name), dataset), Protocol())
     timm = mine_t = None
     if role in ours.timm_roles and (role, metric) in TIMM_FILES:
-        timm = timm_value(ours.timm, name, role, metric, protocol.img_size)
+        timm = timm_value(ours.timm, name, role, metric, protocol)
         mine_t = ours.cells.get((name, ours.timm_roles[role], metric))
     flags = [ref for ref, value, cell in (("paper", paper, mine), ("timm", timm, mine_t))
              if cell is not None and outside(value, cell[1], cell[2])]

@@ -60,19 +60,10 @@ def timm_table(folder: str | None = None) -> dict[tuple[str, str, str], dict[int
     return out
 
 
-def timm_value(table: Table, checkpoint: str, role: str, metric: str, img_size: int | None) -> float | None:
-    """timm's value at `img_size`; without one (not run here), the value when timm lists one size only."""
-    sizes = table.get((checkpoint, role, metric))
-    if not sizes:
-        return None
-    if img_size is None:
-        return next(iter(sizes.values())) if len(sizes) == 1 else None
-    return sizes.get(img_size)
-
-
 @dataclass(frozen=True)
 class Protocol:
-    """How one of our values was made: the crop and the (square) input size of its predictions."""
+    """How one of our values was made: the crop and the (square) input size of its predictions;
+    both None when unknown (not run here, or no predictions metadata)."""
 
     crop: str | None = None
     img_size: int | None = None
@@ -81,6 +72,17 @@ class Protocol:
     def reference(self) -> str | None:
         """'paper' or 'timm': the published reference made the same way."""
         return REFERENCE_OF_CROP.get(self.crop or "")
+
+
+def timm_value(table: Table, checkpoint: str, role: str, metric: str, protocol: Protocol = Protocol()) -> float | None:
+    """timm's value at our run's input size. Protocol unknown: the value when timm lists one size only;
+    a run at a size timm did not evaluate (or not square): none."""
+    sizes = table.get((checkpoint, role, metric))
+    if not sizes:
+        return None
+    if protocol.crop is None and protocol.img_size is None:
+        return next(iter(sizes.values())) if len(sizes) == 1 else None
+    return sizes.get(protocol.img_size) if protocol.img_size is not None else None
 
 
 def protocol_of(meta: Mapping) -> Protocol:
