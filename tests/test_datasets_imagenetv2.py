@@ -285,3 +285,21 @@ def test_agreement_is_over_the_images_the_file_labels(tmp_path, write_jpeg):
         build_imagenetv2(tmp_path, "matched-frequency", labels_file=path, keep_original=True)
     m = build_imagenetv2(tmp_path, "matched-frequency", labels_file=path, keep_original=True, min_agreement=0)
     assert m.meta["label_agreement"]["n"] == 10 and m.meta["kept_original_label"] == 2
+
+
+def test_images_with_no_label_count_for_top1_only(tmp_path, write_dataset, write_predictions):
+    """The paper's convention (docs/metrics.md): an empty label list is out of Table 1, ReaL and ASMA,
+    and in top-1 with its folder's label."""
+    import pandas as pd
+
+    from mlreassess.metrics.evaluate import evaluate_results
+
+    samples = {"1/a": (1, [1]), "2/b": (2, [2, 3]), "3/c": (3, []), "4/d": (4, [])}
+    write_dataset(tmp_path, "v2", "imagenet_v2", samples)
+    write_predictions(tmp_path, "v2", "imagenet_v2", "m", {"1/a": [1, 0], "2/b": [3, 2], "3/c": [3, 0], "4/d": [0, 4]})
+    evaluate_results(tmp_path, n_boot=10, min_group_n=1)
+    m = pd.read_parquet(tmp_path / "metrics.parquet").set_index("metric")
+    whole = m[m.label_count.isna()]
+    assert (whole.loc["top1", "value_pct"], whole.loc["top1", "n"]) == (50.0, 4)  # 1/a and 3/c right, of all 4
+    assert (whole.loc["real", "n"], whole.loc["real_1to5", "n"], whole.loc["asma", "n"]) == (2, 2, 2)
+    assert whole.loc["asma", "groups"] == "1,2"
