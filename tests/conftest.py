@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MLREASSESS_SHARED_DATA", REPO.parent / "shared" / "data"))
 MINI_ROOT = SHARED_DATA / "imagenet-val-mini"
 BOXES_ROOT = SHARED_DATA / "imagenet-val-boxes"
+V2_REFINED_LABELS = SHARED_DATA / "imagenetv2-refined-labels" / "imagenetv2_refined_labels.json"
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +26,14 @@ def boxes_root() -> Path:
     if not (BOXES_ROOT / "LOC_val_solution.csv").exists():
         pytest.skip(f"full ImageNet val boxes not found at {BOXES_ROOT} (../shared/data absent)")
     return BOXES_ROOT
+
+
+@pytest.fixture(scope="session")
+def v2_refined_labels() -> Path:
+    """The published ImageNetV2 refined labels of Anzaku et al. (10,000 keys `<sha1>.jpeg`)."""
+    if not V2_REFINED_LABELS.exists():
+        pytest.skip(f"published ImageNetV2 refined labels not found at {V2_REFINED_LABELS} (../shared/data absent)")
+    return V2_REFINED_LABELS
 
 
 def _write_jpeg(path: Path, color=(128, 64, 32), size=(8, 6)) -> Path:

@@ -12,6 +12,7 @@ import pytest
 from mlreassess.cli import main
 from mlreassess.datasets import labels as lab
 from mlreassess.datasets.imagenet import build_imagenet_val
+from mlreassess.datasets.labelsets.real import real_labels
 from mlreassess.datasets.manifest import core_table, label_count_distribution, read_manifest
 from mlreassess.errors import InputError
 
@@ -83,7 +84,7 @@ def test_kaggle_layout(tmp_path, write_jpeg, real_file):
     assert m.meta["layout"] == "kaggle"
     assert m.meta["root"] == str((root / "ILSVRC/Data/CLS-LOC/val").resolve())
     assert m.meta["ground_truth_entries_unused"] == 1
-    assert m.meta["real_labels"] == str(real_file.resolve())
+    assert m.meta["label_file"] == str(real_file.resolve()) and m.meta["label_set"] == "real"
     assert (Path(m.meta["root"]) / rows_by_id[vid(3)]["path"]).is_file()
 
 
@@ -326,7 +327,7 @@ def test_mini_set(mini_root):
 
 @pytest.mark.slow  # timm's default ReaL path imports timm (and torch): seconds
 def test_real_label_count_distribution_matches_paper_table1():
-    real = lab.real_labels()
+    real = real_labels()
     n = len(real)
     table = core_table([vid(i + 1) for i in range(n)], [None] * n, [None] * n, list(real))
     dist = label_count_distribution(table)

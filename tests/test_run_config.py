@@ -315,7 +315,7 @@ def test_run_rebuilds_a_dataset_whose_labels_file_was_edited_in_place(study, cap
 
     import pandas as pd
 
-    from mlreassess.datasets.labels import real_labels
+    from mlreassess.datasets.labelsets.real import real_labels
 
     folder, cfg, data = _finished_v1_only_study(study, tmp_path)
     real = folder / "real.json"
@@ -339,7 +339,7 @@ def test_run_redoes_predictions_when_the_config_rebuilds_a_dataset(study, capsys
 
     import pandas as pd
 
-    from mlreassess.datasets.labels import real_labels
+    from mlreassess.datasets.labelsets.real import real_labels
 
     folder, cfg, data = _finished_v1_only_study(study, tmp_path)
 

@@ -18,6 +18,7 @@ import functools
 import math
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mlreassess.constants import (
@@ -28,9 +29,13 @@ from mlreassess.constants import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_CHECKPOINT_KEY,
     DEFAULT_CI_LEVEL,
+    DEFAULT_MIN_AGREEMENT,
     DEFAULT_MIN_GROUP_N,
+    DEFAULT_V1_LABEL_SET,
+    DEFAULT_V2_LABEL_SET,
     DEVICES,
     IMAGENETV2_VARIANTS,
+    LABEL_SETS,
     NUM_CLASSES,
     PATCHML_DEFAULT_CANVAS,
     PATCHML_DEFAULT_COUNTS,
@@ -45,6 +50,9 @@ from mlreassess.results import check_name
 MODELS_PER_PASS_AUTO = "auto"
 # The zero-shot texts open_clip ships (prompt templates: both; class names: the first).
 ZERO_SHOT_TEXTS = ("openai", "simple")
+# Label sets by name for each manifest kind (datasets/labelsets/, constants.LABEL_SETS).
+V1_LABEL_SETS = tuple(n for n, (kind, _) in LABEL_SETS.items() if kind == "imagenet_v1")
+V2_LABEL_SETS = tuple(n for n, (kind, _) in LABEL_SETS.items() if kind == "imagenet_v2")
 
 # Bounds far beyond any real use that keep impossible values from reaching an allocation.
 MAX_CANVAS = 4096  # PatchML canvas side, px
@@ -248,10 +256,22 @@ class _ImageSetOptions:
     skip_bad: bool = option(False, "drop bad samples (no ground truth, unreadable) instead of failing", result=True)
     verify_images: bool = option(False, "decode every image now and treat unreadable ones as bad (slow)",
                                  result=True)
+    min_agreement: float = option(DEFAULT_MIN_AGREEMENT, "stop when fewer than PCT percent of the images have "
+                                  "their original label in their label set (real sets: about 90; a shifted or "
+                                  "foreign file: about 0.1); 0 never stops", minimum=0.0, maximum=100.0,
+                                  metavar="PCT")
 
     def __post_init__(self) -> None:
         validate(self)
         check_name(self.dataset)
+        self._check_label_file()
+
+    def _check_label_file(self) -> None:
+        """The label file's older flag (--real, --labels) and --label-file name one file."""
+        old = getattr(self, "real", None) or getattr(self, "labels", None)
+        if old is not None and self.label_file is not None and Path(old).resolve() != Path(self.label_file).resolve():
+            flag = "--real" if getattr(self, "real", None) else "--labels"
+            raise InputError(f"{flag} {old} and --label-file {self.label_file}: give the label file once")
 
     @property
     def dataset(self) -> str:
@@ -264,13 +284,25 @@ class ImagenetValOptions(_ImageSetOptions):
 
     root: str = option(None, "Kaggle root (with ILSVRC/ and LOC_val_solution.csv) or classic val root",
                        path="dir", result=True)
-    real: str | None = option(None, "ReaL labels JSON (default: the copy timm ships)", path="file", result=True,
-                              metavar="FILE")
-    name: str | None = option(None, "dataset name used in output paths (default: imagenet_v1)", result=True)
+    real: str | None = option(None, "ReaL labels JSON (default: the copy timm ships); the same as --label-set real "
+                              "--label-file FILE", path="file", result=True, metavar="FILE")
+    name: str | None = option(None, "dataset name used in output paths (default: imagenet_v1; imagenet_v1_shankar "
+                              "with --label-set shankar, imagenet_m with imagenet-m)", result=True)
+    label_set: str = option(DEFAULT_V1_LABEL_SET, "multi-labels by name: real (ReaL, all 50,000 images), shankar "
+                            "(Shankar et al. 2020, 20,000 images), imagenet-m (its 68-image ImageNet-M slice)",
+                            choices=V1_LABEL_SETS, result=True)
+    label_file: str | None = option(None, "the label set's published file (real: real.json, default timm's copy; "
+                                    "shankar, imagenet-m: human_accuracy_v3.0.0.json)", path="file", result=True,
+                                    metavar="FILE")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.real is not None and self.label_set != "real":
+            raise InputError(f"--real is the ReaL labels file; with --label-set {self.label_set} give --label-file")
 
     @property
     def dataset(self) -> str:
-        return self.name or "imagenet_v1"
+        return self.name or LABEL_SETS[self.label_set][1] or "imagenet_v1"
 
 
 @dataclass
@@ -280,12 +312,23 @@ class ImagenetV2Options(_ImageSetOptions):
     root: str = option(None, "folder holding imagenetv2-<variant>-format-val/, or that folder", path="dir",
                        result=True)
     variant: str = option("matched-frequency", "ImageNetV2 variant", choices=IMAGENETV2_VARIANTS, result=True)
-    labels: str | None = option(None, "multi-labels: JSON {key: [labels]} or CSV 'path,labels' (default: [label])",
-                                path="file", result=True, metavar="FILE")
+    labels: str | None = option(None, "multi-labels: JSON {key: [labels]} or CSV 'path,labels' (default: [label]); "
+                                "the same as --label-file", path="file", result=True, metavar="FILE")
+    label_set: str | None = option(None, f"multi-labels by name (default {DEFAULT_V2_LABEL_SET} when a file is "
+                                   "given): anzaku-v2 (the refined labels of Anzaku et al., the paper's; also any "
+                                   "JSON / CSV of that shape)", choices=V2_LABEL_SETS, result=True)
+    label_file: str | None = option(None, "the label set's file (anzaku-v2: imagenetv2_refined_labels.json of "
+                                    "esla/Multilabelfy); without one, labels = [label]", path="file", result=True,
+                                    metavar="FILE")
     keep_original: bool = option(False, "images missing from --labels get labels=[their class folder] instead "
                                  "of an error", result=True)
     name: str | None = option(None, "dataset name used in output paths (default: imagenet_v2_<variant>)",
                               result=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.label_set is not None and self.label_file is None and self.labels is None:
+            raise InputError(f"--label-set {self.label_set} needs --label-file (without one, labels = [label])")
 
     @property
     def dataset(self) -> str:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Sequence
-
-from mlreassess.constants import NUM_CLASSES
+from mlreassess.constants import DEFAULT_MIN_AGREEMENT, DEFAULT_V1_LABEL_SET, NUM_CLASSES, NUM_VAL_IMAGES
 from mlreassess.datasets import labels as lab
+from mlreassess.datasets import labelsets
+from mlreassess.datasets.labelsets import V1Labels
+from mlreassess.datasets.labelsets.agreement import v1_meta
 from mlreassess.datasets.images import is_image_file
 from mlreassess.datasets.kaggle import BadRow, KaggleLine, raise_bad_rows, read_kaggle_lines
 from mlreassess.datasets.manifest import Manifest, base_meta, core_table
@@ -27,7 +28,6 @@ from mlreassess.datasets.skip import raise_or_skip
 from mlreassess.errors import InputError
 from mlreassess.io import read_text
 
-NUM_VAL_IMAGES = 50_000
 DEFAULT_NAME = "imagenet_v1"
 
 KAGGLE_IMAGE_DIR = Path("ILSVRC", "Data", "CLS-LOC", "val")
@@ -311,9 +311,11 @@ def _ground_truth(
 
 
 def _label_rows(
-    image_dir: Path, files: list[tuple[str, int | None]], truth: dict[int, int], label_source: str, real_lists: Sequence[Sequence[int]]
+    image_dir: Path, files: list[tuple[str, int | None]], truth: dict[int, int], label_source: str, multi: V1Labels,
+    left_out: dict[str, int],
 ) -> tuple[tuple[list, list, list, list], list[tuple[str, str]], set[int]]:
-    """(ids, paths, labels, ReaL labels) of the usable images, the bad ones, and the image numbers seen."""
+    """(ids, paths, labels, multi-labels) of the usable images, the bad ones, and the image numbers seen;
+    images the label set leaves out (not labelled by it, problematic) are counted by reason in `left_out`."""
     ids, paths, singles, multis = [], [], [], []
     bad: list[tuple[str, str]] = []
     seen: dict[int, str] = {}
@@ -333,10 +335,14 @@ def _label_rows(
         if label is None:
             bad.append((str(image_dir / rel), f"image {stem} has no entry in the ground truth ({label_source})"))
             continue
+        found = multi.lookup(number)
+        if isinstance(found, str):
+            left_out[found] = left_out.get(found, 0) + 1
+            continue
         ids.append(stem)
         paths.append(rel)
         singles.append(label)
-        multis.append(real_lists[number - 1])
+        multis.append(found)
     return (ids, paths, singles, multis), bad, set(seen)
 
 
@@ -345,28 +351,39 @@ def build_imagenet_val(
     real: str | os.PathLike | None = None,
     name: str | None = None,
     skip_bad: bool = False,
+    label_set: str = DEFAULT_V1_LABEL_SET,
+    label_file: str | os.PathLike | None = None,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
 ) -> Manifest:
-    """Manifest of the ImageNet val images under `root` (any layout above), with ReaL labels.
+    """Manifest of the ImageNet val images under `root` (any layout above), with the multi-labels of
+    `label_set` (datasets.labelsets; default ReaL).
 
-    `real`: a ReaL-format JSON (50,000 lists); default timm's copy. `skip_bad` drops images that
-    have no ground truth or no val name, and bad lines of a Kaggle solution file, instead of
-    raising; the metadata lists them.
+    `label_file`: the set's published file (`real`: a ReaL-format JSON; default timm's copy; `real`
+    is the same for ReaL). A set of some val images (Shankar et al., ImageNet-M) makes rows of those
+    only. `skip_bad` drops images that have no ground truth or no val name, and bad lines of a Kaggle
+    solution file, instead of raising; the metadata lists them. The build stops when fewer than
+    `min_agreement` percent of the images have their original label in their set (labelsets.agreement).
     """
+    if real is not None and label_file is not None and Path(real).resolve() != Path(label_file).resolve():
+        raise InputError(f"--real {real} and --label-file {label_file}: give the label file once")
+    labels_of, label_path = labelsets.resolve(label_set, "imagenet_v1", label_file or real)
     root = Path(root).resolve()  # absolute paths in the metadata and in error messages
     layout, image_dir = detect_layout(root)
     files, truth, label_source, dropped_lines = _ground_truth(root, layout, image_dir, skip_bad)
-    columns, bad, seen = _label_rows(image_dir, files, truth, label_source, lab.real_labels(real))
+    multi, left_out = labels_of.read(label_path), {}
+    columns, bad, seen = _label_rows(image_dir, files, truth, label_source, multi, left_out)
     skipped = dropped_lines + raise_or_skip(bad, skip_bad)
     if not columns[0]:
-        raise InputError(f"{image_dir}: no usable ImageNet val images found")
+        raise InputError(f"{image_dir}: no usable ImageNet val images found" + (
+            f" ({', '.join(f'{n:,} {why}' for why, n in left_out.items())})" if left_out else ""))
     meta = base_meta(
         "imagenet_v1",
-        name or DEFAULT_NAME,
+        name or labelsets.default_dataset(label_set, DEFAULT_NAME),
         image_dir,
         layout=layout,
         dataset_root=str(root),
         label_source=label_source,
-        real_labels=str(Path(real).resolve()) if real else "timm:imagenet_real_labels.json",
+        **v1_meta(labels_of, label_path, multi, columns, left_out, min_agreement),
         ground_truth_entries_unused=len(set(truth) - seen) if truth else 0,
         skipped=skipped,
     )

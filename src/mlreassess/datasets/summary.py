@@ -3,6 +3,7 @@ logged by `mlreassess run`); it knows the metadata keys the builders write."""
 
 from __future__ import annotations
 
+from mlreassess.datasets.labelsets.agreement import describe
 from mlreassess.datasets.manifest import Manifest, label_count_distribution
 
 
@@ -15,6 +16,15 @@ def summary(manifest: Manifest, out: str) -> str:
         f"  label counts: {dist}",
         f"  labels from: {meta['label_source']}",
     ]
+    if meta.get("label_set"):
+        lines.append(f"  label set {meta['label_set']}: {meta['label_file']} (sha256 {meta['label_sha256'][:12]}...)")
+    if meta.get("label_agreement"):
+        lines.append(f"  original label in the label set: {describe(meta['label_agreement'])}")
+    for why, n in (meta.get("label_set_left_out") or {}).items():
+        lines.append(f"  left out, {why}: {n:,}")
+    if meta.get("label_entries_other_images"):
+        lines.append(f"  label-file entries for images other than ILSVRC-2012 val (ignored): "
+                     f"{meta['label_entries_other_images']:,}")
     if meta.get("ground_truth_entries_unused"):
         lines.append(f"  ground-truth entries for images not present (ignored): {meta['ground_truth_entries_unused']:,}")
     if meta.get("label_entries_unmatched"):

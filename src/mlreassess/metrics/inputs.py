@@ -44,6 +44,7 @@ class Sample:
     groups: tuple[int, ...]  # label counts present that get subgroup rows
     index: Any = field(repr=False, default=None)  # pandas.Index of sample_ids (fast lookup)
     params: dict[str, Any] = field(default_factory=dict)  # PatchML: PATCHML_PARAMS of the manifest
+    per_class: bool = False  # its label set asks for the per-class mean accuracy too (`real_per_class`)
 
     @property
     def sizes(self) -> dict[int, int]:
@@ -83,6 +84,7 @@ def make_sample(name: str, kind: str, sample_ids, label, labels: core.LabelSets,
         groups=subgroup_counts(kind, labels.count),
         index=pd.Index(ids[order]),
         params={k: meta.get(k) for k in PATCHML_PARAMS} if kind == "patchml" else {},
+        per_class=bool(meta.get("per_class_metric")),
     )
 
 

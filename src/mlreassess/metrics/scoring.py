@@ -24,6 +24,7 @@ from mlreassess.metrics import bootstrap as bs
 from mlreassess.metrics import core
 from mlreassess.metrics.aggregate import Estimate
 from mlreassess.metrics.inputs import Prediction, Sample
+from mlreassess.metrics.perclass import per_class_estimate
 
 PATCHML_MEAN = "patchml_mean"
 _MODEL_BLOCK = 64  # models scored per matrix product (bounds memory: n x 5*block floats)
@@ -125,11 +126,13 @@ def _model_estimates(sample: Sample, point, reps, cols: tuple[int, int, int], av
 def _score_block(sample: Sample, block: list[Prediction], counts: np.ndarray, done: dict, missing: dict[str, int],
                  averaged: tuple[int, ...]) -> None:
     """Score a block of models with one matrix product; adds their estimates to `done`."""
-    cols, exact, patterns, layout = [], [], {}, []
+    cols, exact, patterns, layout, per_class = [], [], {}, [], {}
     for pred in block:
         if pred.model in done or any(pred.model == q.model for q, _ in layout):
             raise InputError(f"{pred.path}: model {pred.model!r} has two predictions files for {sample.name}")
         x, avail = _model_scores(sample, pred)
+        if sample.per_class:  # Shankar et al.'s figure: mean over classes of the per-class ReaL accuracy
+            per_class[pred.model] = per_class_estimate(x[avail, 2], sample.label[avail], counts[:, avail])
         # point estimates from float64 scores (exact); the bootstrap works on float32 copies
         exact.append(np.stack([x[a:b].sum(axis=0) for a, b in sample.bounds]))
         key = hashlib.sha1(np.packbits(avail).tobytes()).hexdigest()
@@ -147,6 +150,8 @@ def _score_block(sample: Sample, block: list[Prediction], counts: np.ndarray, do
     for j, (pred, key) in enumerate(layout):
         mcol = mask_base + keys.index(key) * len(_MASKS)
         done[pred.model] = _model_estimates(sample, point, reps, (j * len(_SCORES), mcol, pred.topk.shape[1]), averaged)
+        if per_class.get(pred.model) is not None:
+            done[pred.model][("real_per_class", None)] = per_class[pred.model]
 
 
 def _resolve(pred: Prediction | Callable[[], Prediction]) -> Prediction:

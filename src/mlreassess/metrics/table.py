@@ -15,7 +15,7 @@ from mlreassess.metrics import bootstrap as bs
 from mlreassess.metrics.scoring import DatasetResult
 
 # row order within a model
-METRICS = ("top1", "top5", "real", "real_1to5", "asma", "asma_recall", "subgroup", "recall")
+METRICS = ("top1", "top5", "real", "real_1to5", "real_per_class", "asma", "asma_recall", "subgroup", "recall")
 SCHEMA = pa.schema(
     [
         ("model", pa.string()),

@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from mlreassess.constants import IMAGENET_ASMA_RANGE, PATCHML_DEFAULT_COUNTS
-from mlreassess.datasets.labels import real_labels
+from mlreassess.datasets.labelsets.real import real_labels
 from mlreassess.errors import MlreassessError
 from mlreassess.report import derived, figures, tables
 from mlreassess.report.inputs import ReportInputs, Skip, figure8_examples, read_reported
 from mlreassess.report.paper import REPORTED_CSV
 from mlreassess.report.tables import PAPER_REAL, asma_groups, metric_column
+from mlreassess.report.timm_results import TIMM_NOTE, timm_reference
 
 log = logging.getLogger(__name__)
 
@@ -169,13 +170,13 @@ class Report:
         else:
             roles = {"imagenet_v1": self.inputs.v1_name, "imagenet_v2": self.inputs.v2_name,
                      "patchml_mean": self.inputs.patchml_name}
-        df = tables.reported_vs_reproduced(reported, metrics, roles)
-        done = int((df["Status"] == "reproduced").sum())
+        df = tables.reported_vs_reproduced(reported, metrics, roles, **timm_reference(self.inputs.layout, metrics, roles))
+        done = int(((df["Status"] == "reproduced") & (df["Table"] != "timm")).sum())
         used = ", ".join(f"{role} = {name or 'not run'}" for role, name in roles.items()) or "no metrics yet"
-        note = (f"{done} of {len(df)} reported values have a reproduced counterpart; Difference = ours - paper. "
-                f"Ours from: {used} (a subset of a dataset gives other numbers than the paper's full set). "
-                f"The paper's ReaL is compared with ours over images with {_PAPER_RANGE} labels (`{PAPER_REAL}`). "
-                "Ranks are recomputed over the models evaluated here.")
+        note = (f"{done} of {int((df['Table'] != 'timm').sum())} reported values have a reproduced counterpart; "
+                f"Difference = ours - paper. Ours from: {used} (a subset of a dataset gives other numbers than the "
+                f"paper's full set). The paper's ReaL is compared with ours over images with {_PAPER_RANGE} labels "
+                f"(`{PAPER_REAL}`). Ranks are recomputed over the models evaluated here. {TIMM_NOTE}")
         return tables.write_table_files(df, self.tables_dir, "reported_vs_reproduced",
                                         "The paper's numbers beside ours.", note)
 

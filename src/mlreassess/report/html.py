@@ -146,6 +146,7 @@ def page_data(root: Path, opts: PageOptions) -> dict:
     failures = data.open_failures(data.read_failures(layout.failures), metrics)
     columns = data.leaderboard_columns(metrics, kinds, roles, paper) if metrics is not None else []
     rows = data.leaderboard_rows(metrics, columns, roles, paper, failures)
+    data.add_timm_references(rows, columns, metrics, roles, layout)
     datasets = data.dataset_order(kinds, roles)
     sub = data.subgroups(metrics, datasets) if metrics is not None else {}
     predicted = [d for d in datasets if d != roles.patchml]  # the mean has no prediction files

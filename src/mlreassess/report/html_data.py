@@ -1,5 +1,5 @@
 """What the results page shows, as JSON-ready data: leaderboard columns and rows (value, 95%
-interval and n of every top-1 / ReaL / ASMA; the paper's value beside ours; rank shift), each
+interval and n of every top-1 / ReaL / ASMA; the paper's and timm's values beside ours; rank shift), each
 model's subgroup accuracies and prediction metadata, and the failures.
 
 Everything is read from the RESULTS folder (`metrics.parquet`, `failures.jsonl`, the predictions'
@@ -23,6 +23,7 @@ from mlreassess.io import read_meta
 from mlreassess.report.inputs import read_reported
 from mlreassess.report.paper import checkpoint_name
 from mlreassess.report.tables import metric_column, ranks
+from mlreassess.report.timm_results import Protocol, outside, protocols, timm_roles, timm_table, timm_value
 from mlreassess.results import ResultsLayout
 
 log = logging.getLogger(__name__)
@@ -215,3 +216,28 @@ def prediction_meta(layout: ResultsLayout, model: str, datasets: Iterable[str]) 
             out[dataset] = {k: meta[k] for k in META_KEYS if meta.get(k) is not None}
             out[dataset]["failed_samples"] = len(meta.get("failed_samples") or [])
     return out
+
+
+def add_timm_references(rows: list[dict], columns: list[dict], metrics: pd.DataFrame | None, roles: Roles,
+                        layout: ResultsLayout) -> None:
+    """Beside the paper's value, timm's published one (`report.timm_results`): each row gets `timm`,
+    per column [timm's value, ours - timm, outside our interval, timm's protocol is ours] or None,
+    with ours in timm's metric (ReaL: `real`, over every labelled image); a column that has any gets
+    `timm: true`. The protocol (crop) and input size come from the predictions' metadata."""
+    covered = timm_roles(layout, {"imagenet_v1": roles.v1, "imagenet_v2": roles.v2})
+    if metrics is None or not covered:
+        return
+    table, cells = timm_table(), whole_dataset_cells(metrics)
+    wanted = [(col, roles.paper_role(col["dataset"]), col.get("paper_metric")) for col in columns]
+    seen = protocols(layout, [(r["model"], col["dataset"]) for r in rows for col, role, _ in wanted if role in covered])
+    for r in rows:
+        entries = []
+        for col, role, metric in wanted:
+            mine = cells.get((r["model"], col["dataset"], metric)) if role in covered else None
+            protocol = seen.get((r["model"], col["dataset"]), Protocol())
+            value = timm_value(table, checkpoint_name(r["model"]), role, metric, protocol) if mine else None
+            entries.append(None if value is None else
+                           [value, mine[0] - value, bool(outside(value, mine[1], mine[2])), protocol.reference == "timm"])
+        r["timm"] = entries
+    for i, col in enumerate(columns):
+        col["timm"] = any(r["timm"][i] is not None for r in rows)

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 from PIL import Image
 
+from mlreassess.constants import DEFAULT_V1_LABEL_SET, DEFAULT_V2_LABEL_SET
 from mlreassess.datasets.labels import class_name
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError, MlreassessError, short_repr
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_V1 = "imagenet_v1"
 DEFAULT_V2 = "imagenet_v2_matched-frequency"
+PAPER_LABEL_SETS = {"imagenet_v1": DEFAULT_V1_LABEL_SET, "imagenet_v2": DEFAULT_V2_LABEL_SET}  # the paper's multi-labels
 FIGURE8_EXAMPLES = 6
 
 
@@ -88,7 +90,16 @@ class ReportInputs:
                 raise MlreassessError(f"{flag} {wanted}: no such {kind} dataset in the metrics "
                                       f"(have: {', '.join(names) or 'none'})")
             return wanted
-        return default if default in names else (names[0] if names else None)
+        if default in names:
+            return default
+        # Not the paper's V1/V2 by default: a set labelled otherwise (Shankar et al.'s, ImageNet-M)
+        paper_like = [n for n in names if self._label_set(n) in (None, PAPER_LABEL_SETS[kind])]
+        return (paper_like or names or [None])[0]
+
+    def _label_set(self, dataset: str) -> str | None:
+        """The label set a dataset's manifest records (None: none recorded, or no manifest here)."""
+        path = next((p for name, _, p in self.manifests if name == dataset), None)
+        return read_meta(path).get("label_set") if path is not None else None
 
     @property
     def v1_name(self) -> str | None:

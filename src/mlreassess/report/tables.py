@@ -7,6 +7,7 @@ DataFrame whose columns are the printed headers; `write_table_files` writes one 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -17,6 +18,8 @@ from mlreassess.constants import IMAGENET_ASMA_RANGE
 from mlreassess.io import write_text_atomic
 from mlreassess.metrics import core
 from mlreassess.report.paper import checkpoint_name
+from mlreassess.report.timm_results import FILES as TIMM_FILES
+from mlreassess.report.timm_results import Protocol, outside, timm_value
 
 NONE = "–"  # printed for a value that was not computed
 # The paper's ReaL is over samples with 1..5 labels (Sec. 4.2): its tables and figures use ours of that name.
@@ -177,40 +180,101 @@ def tables4_10(metrics: pd.DataFrame, v1: str | None, v2: str | None, patchml: s
     return wide.reset_index()
 
 
-def reported_vs_reproduced(reported: pd.DataFrame, metrics: pd.DataFrame, roles: Mapping[str, str | None]) -> pd.DataFrame:
-    """The paper's numbers beside ours with the difference (ours - paper); unrun rows marked.
+# The columns beside the paper's: our protocol, timm's value and the difference, which references
+# lie outside our interval (docs/outputs.md).
+REFERENCE_COLUMNS = ("Crop", "Reference for our protocol", "timm", "Ours (timm's metric)", "Difference vs timm",
+                     "Outside our interval")
 
-    `reported`: data_manifests/paper_reported.csv; `roles` maps its dataset names
-    (imagenet_v1, imagenet_v2, patchml_mean) to the evaluated datasets' names. The paper's ReaL is
-    compared with ours under its convention (`PAPER_METRICS`). Rank rows are recomputed over the
-    models evaluated here, so they differ when fewer ran.
-    """
-    ours: dict[tuple[str, str, str], float] = {}
-    for (model, dataset, metric), v in (
-        metrics[metrics["label_count"].isna()].set_index(["model", "dataset", "metric"])["value_pct"].items()
-    ):
-        ours[(checkpoint_name(model), dataset, metric)] = float(v)
+
+@dataclass(frozen=True)
+class _Ours:
+    """Our whole-dataset values with their intervals, and what to compare them with."""
+
+    cells: dict[tuple[str, str, str], tuple[float, float | None, float | None]]  # (checkpoint, dataset, metric)
+    models: dict[str, str]  # checkpoint -> the model name evaluated
+    roles: Mapping[str, str | None]
+    timm: Mapping
+    protocols: Mapping[tuple[str, str], Protocol]
+    timm_roles: Mapping[str, str]
+
+
+def _our_cells(metrics: pd.DataFrame, roles: Mapping[str, str | None]) -> dict:
+    whole = metrics[metrics["label_count"].isna()]
+    lows = whole["ci_low_pct"] if "ci_low_pct" in whole else pd.Series(float("nan"), index=whole.index)
+    highs = whole["ci_high_pct"] if "ci_high_pct" in whole else pd.Series(float("nan"), index=whole.index)
+    cells = {(checkpoint_name(m), d, k): (float(v), float(lo), float(hi))
+             for m, d, k, v, lo, hi in zip(whole["model"], whole["dataset"], whole["metric"], whole["value_pct"], lows, highs)}
     v1, pm = roles.get("imagenet_v1"), roles.get("patchml_mean")
     if v1 and pm:
         r = ranks(metric_column(metrics, v1, "top1"), metric_column(metrics, pm, "asma"))
         for model, row in r.iterrows():
-            ours[(checkpoint_name(model), pm, "rank_shift")] = float(row["rank_shift"])
-            ours[(checkpoint_name(model), v1, "top1_rank")] = float(row["top1_rank"])
+            cells[(checkpoint_name(model), pm, "rank_shift")] = (float(row["rank_shift"]), None, None)
+            cells[(checkpoint_name(model), v1, "top1_rank")] = (float(row["top1_rank"]), None, None)
+    return cells
+
+
+def _references(ours: _Ours, name: str, role: str, metric: str, paper: float | None) -> dict:
+    """The REFERENCE_COLUMNS of one row: our protocol, timm's value beside ours in timm's metric."""
+    dataset = ours.roles.get(role)
+    mine = ours.cells.get((name, dataset, PAPER_METRICS.get(metric, metric))) if dataset else None
+    protocol = ours.protocols.get((ours.models.get(name, name), dataset), Protocol())
+    timm = mine_t = None
+    if role in ours.timm_roles and (role, metric) in TIMM_FILES:
+        timm = timm_value(ours.timm, name, role, metric, protocol)
+        mine_t = ours.cells.get((name, ours.timm_roles[role], metric))
+    flags = [ref for ref, value, cell in (("paper", paper, mine), ("timm", timm, mine_t))
+             if cell is not None and outside(value, cell[1], cell[2])]
+    return {
+        "Crop": protocol.crop, "Reference for our protocol": protocol.reference if mine else None, "timm": timm,
+        "Ours (timm's metric)": mine_t[0] if mine_t and timm is not None else None,
+        "Difference vs timm": mine_t[0] - timm if mine_t and timm is not None else None,
+        "Outside our interval": ", ".join(flags) if mine or mine_t else None,
+    }
+
+
+def _timm_only_rows(ours: _Ours, paper_keys: set) -> list[dict]:
+    """Rows for the (checkpoint, dataset, metric) timm publishes and we ran, that the paper has not."""
     out = []
+    for name in sorted(ours.models):
+        for (role, metric) in TIMM_FILES:
+            if role not in ours.timm_roles or (name, role, metric) in paper_keys:
+                continue
+            mine = ours.cells.get((name, ours.timm_roles[role], metric))
+            refs = _references(ours, name, role, metric, None)
+            if mine is None or refs["timm"] is None:
+                continue
+            out.append({"Checkpoint": name, "Table": "timm", "Metric": metric, "Dataset": role, "Paper": None,
+                        "Ours": mine[0], "Difference": None, "Status": "reproduced", **refs})
+    return out
+
+
+def reported_vs_reproduced(reported: pd.DataFrame, metrics: pd.DataFrame, roles: Mapping[str, str | None],
+                           timm: Mapping | None = None, protocols: Mapping[tuple[str, str], Protocol] | None = None,
+                           timm_roles: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The paper's numbers beside ours with the difference (ours - paper); unrun rows marked; then,
+    beside both, timm's published value (`report.timm_results`) and which reference our protocol matches.
+
+    `reported`: data_manifests/paper_reported.csv; `roles` maps its dataset names
+    (imagenet_v1, imagenet_v2, patchml_mean) to the evaluated datasets' names. The paper's ReaL is
+    compared with ours under its convention (`PAPER_METRICS`), timm's with our `real`. Rank rows are
+    recomputed over the models evaluated here, so they differ when fewer ran. `timm`: timm's table
+    (`timm_results.timm_table`); `protocols`: (model, dataset) -> how our predictions were made;
+    `timm_roles`: the roles timm's files cover. Models timm publishes that the paper has not get rows
+    of their own (Table "timm").
+    """
+    ours = _Ours(_our_cells(metrics, roles), {checkpoint_name(m): m for m in metrics["model"].unique()}, roles,
+                 timm or {}, protocols or {}, timm_roles or {})
+    out, paper_keys = [], set()
     for row in reported.itertuples(index=False):
         name = row.timm_checkpoint if isinstance(row.timm_checkpoint, str) and row.timm_checkpoint else row.checkpoint
         dataset = roles.get(row.dataset)
-        value = ours.get((name, dataset, PAPER_METRICS.get(row.metric, row.metric))) if dataset else None
-        out.append(
-            {
-                "Checkpoint": row.checkpoint,
-                "Table": str(row.source_table),
-                "Metric": row.metric,
-                "Dataset": row.dataset,
-                "Paper": float(row.value),
-                "Ours": value,
-                "Difference": None if value is None else value - float(row.value),
-                "Status": "reproduced" if value is not None else "not run",
-            }
-        )
-    return pd.DataFrame(out)
+        cell = ours.cells.get((name, dataset, PAPER_METRICS.get(row.metric, row.metric))) if dataset else None
+        value = None if cell is None else cell[0]
+        paper_keys.add((name, row.dataset, row.metric))
+        out.append({
+            "Checkpoint": row.checkpoint, "Table": str(row.source_table), "Metric": row.metric, "Dataset": row.dataset,
+            "Paper": float(row.value), "Ours": value, "Difference": None if value is None else value - float(row.value),
+            "Status": "reproduced" if value is not None else "not run",
+            **_references(ours, name, row.dataset, row.metric, float(row.value)),
+        })
+    return pd.DataFrame(out + _timm_only_rows(ours, paper_keys))
