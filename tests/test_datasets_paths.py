@@ -87,8 +87,8 @@ def test_a_v2_file_name_that_is_not_utf8_is_one_line_or_skipped(tmp_path):
 @pytest.mark.parametrize("reader", ["v2_labels", "real", "models", "config"])
 def test_text_inputs_that_are_not_utf8_name_the_file(tmp_path, reader):
     from mlreassess.config import load_config
-    from mlreassess.datasets.imagenetv2 import read_label_file
-    from mlreassess.datasets.labels import real_labels
+    from mlreassess.datasets.labelsets.anzaku_v2 import read as read_label_file
+    from mlreassess.datasets.labelsets.real import real_labels
     from mlreassess.inference.models import read_models_file
 
     bad = tmp_path / "bad.json"

@@ -155,7 +155,7 @@ def test_non_utf8_files_are_refused(tmp_path):
                          ("real.json", real.read)):
         path = tmp_path / name
         path.write_bytes(b'{"a.jpeg": ["1"], "\xff\xfe": []}' if name.endswith("json") else b"a.jpeg,1\n\xe9.jpeg,2\n")
-        with pytest.raises(InputError, match=rf"^{path}: not UTF-8 text \(byte \d+\)"):
+        with pytest.raises(InputError, match=rf"^{path}: not UTF-8 text \(byte 0x[0-9a-f]{{2}} at offset \d+\)"):
             reader(path)
 
 

@@ -66,11 +66,12 @@ def remove_stale_tmp(folder: str | os.PathLike) -> int:
 
 def read_text(path: str | os.PathLike) -> str:
     """A UTF-8 text file's content; InputError naming the file when it is not UTF-8 text (a binary
-    file, another encoding), instead of a decoder error that names no file."""
+    file, another encoding), instead of a decoder error that names no file. A byte-order mark is
+    dropped (harmless; some editors write one)."""
     path = Path(path)
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
 

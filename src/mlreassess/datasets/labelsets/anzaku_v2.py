@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mlreassess.datasets.labelsets.base import LabelSet, label_list, read_json
 from mlreassess.errors import InputError, short_repr
+from mlreassess.io import read_text
 
 WHAT = "ImageNetV2 labels (JSON {key: [labels]} or CSV key,labels)"
 Entry = tuple[str, tuple[int, ...], str]  # (key, labels, where in the file)
@@ -52,9 +53,9 @@ def _read_json(path: Path) -> list[Entry]:
 
 def _read_csv(path: Path) -> list[Entry]:
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); expected {WHAT}") from None
+        text = read_text(path)
+    except InputError as exc:
+        raise InputError(f"{exc}; expected {WHAT}") from None
     entries = []
     for i, row in enumerate(csv.reader(text.splitlines())):
         where = f"{path}:{i + 1}"

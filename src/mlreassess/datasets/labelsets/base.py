@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from mlreassess.constants import NUM_CLASSES, NUM_VAL_IMAGES
 from mlreassess.errors import InputError, short_repr
+from mlreassess.io import read_text
 
 _DIGITS = re.compile(r"[0-9]{1,4}")  # ASCII digits only (str.isdigit takes '³' and '٣'); 4 bound the int()
 # A val image as Shankar et al.'s file names it (the ILSVRC2012_img_val.tar member name).
@@ -77,13 +78,12 @@ def read_json(path: Path, what: str) -> Any:
     """The JSON value of `path`; InputError naming the file for anything that is not plain JSON."""
     if not path.is_file():
         raise InputError(f"{path}: {what} not found")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise InputError(f"{path}: empty file; expected {what}")
     try:
-        text = raw.decode("utf-8-sig")  # a byte-order mark is harmless; other encodings are not UTF-8 JSON
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); expected {what} as JSON") from None
+        text = read_text(path)
+    except InputError as exc:
+        raise InputError(f"{exc}; expected {what} as JSON") from None
+    if not text.strip():
+        raise InputError(f"{path}: empty file; expected {what}")
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except _DuplicateKey as exc:
