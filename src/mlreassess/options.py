@@ -29,6 +29,7 @@ from mlreassess.constants import (
     DEFAULT_MIN_GROUP_N,
     DEVICES,
     IMAGENETV2_VARIANTS,
+    INPUT_FORMATS,
     NUM_CLASSES,
     PATCHML_DEFAULT_CANVAS,
     PATCHML_DEFAULT_COUNTS,
@@ -246,10 +247,15 @@ class _ImageSetOptions:
 class ImagenetValOptions(_ImageSetOptions):
     """`mlreassess data imagenet-val` and `datasets.imagenet_v1` of a study config."""
 
-    root: str = option(None, "Kaggle root (with ILSVRC/ and LOC_val_solution.csv) or classic val root",
+    root: str = option(None, "Kaggle root (with ILSVRC/ and LOC_val_solution.csv), classic val root, wnid "
+                       "folders, HF-style names, or a folder of Hugging Face parquet / WebDataset tar shards",
                        path="dir", result=True)
     real: str | None = option(None, "ReaL labels JSON (default: the copy timm ships)", path="file", result=True,
                               metavar="FILE")
+    format: str | None = option(None, "input format (default: detected from --root)", choices=INPUT_FORMATS,
+                                result=True)
+    no_real: bool = option(False, "build without ReaL labels (labels = [label]), e.g. for shards whose names do "
+                           "not give the val image number", result=True)
     name: str | None = option(None, "dataset name used in output paths (default: imagenet_v1)", result=True)
 
     @property

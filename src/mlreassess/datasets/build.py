@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from mlreassess.datasets.imagenet import build_imagenet_val
 from mlreassess.datasets.imagenetv2 import build_imagenetv2
-from mlreassess.datasets.images import verify_manifest_images
 from mlreassess.datasets.manifest import Manifest
+from mlreassess.datasets.samples import verify_manifest_images
 from mlreassess.options import ImagenetV2Options, ImagenetValOptions
 
 
 def build_v1(options: ImagenetValOptions) -> Manifest:
-    manifest = build_imagenet_val(options.root, real=options.real, name=options.dataset, skip_bad=options.skip_bad)
+    manifest = build_imagenet_val(options.root, real=options.real, name=options.dataset, skip_bad=options.skip_bad,
+                                  input_format=options.format, no_real=options.no_real)
     return _verified(manifest, options)
 
 

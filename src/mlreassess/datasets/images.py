@@ -1,4 +1,6 @@
-"""The one place that opens dataset images: full decode to RGB, or the size from the header only.
+"""The one place that decodes dataset images: full decode to RGB, or the size from the header only,
+from a file (`open_image`, `image_size`) or from bytes read out of a shard (`decode_image`,
+`encoded_size`; `datasets.formats` says where a sample's bytes are).
 
 ImageNet val holds a few files that trip naive loaders (CMYK and grayscale JPEGs, a PNG named
 `.JPEG`); PIL identifies the format from the bytes, so all of those decode here. A truncated or
@@ -8,16 +10,13 @@ decode with `load()` (and never switch on PIL's global LOAD_TRUNCATED_IMAGES).
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
-import pyarrow as pa
 from PIL import Image
 
-from mlreassess.datasets.manifest import Manifest
-from mlreassess.datasets.skip import raise_or_skip
 from mlreassess.errors import InputError
-from mlreassess.progress import bar
 
 # Suffixes (lower-cased) treated as images when listing dataset folders.
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
@@ -54,6 +53,29 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise InputError(f"{path}: corrupt or truncated image ({exc})") from None
 
 
+def decode_image(data: bytes, where: str) -> Image.Image:
+    """Decode encoded image bytes (a sample read from a shard) to RGB; errors name `where`."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return _to_rgb(im)
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{where}: not a readable image (unknown format or corrupt header)") from None
+    except _DECODE_ERRORS as exc:
+        raise InputError(f"{where}: corrupt or truncated image ({exc})") from None
+
+
+def encoded_size(data: bytes, where: str) -> tuple[int, int]:
+    """(width, height) of encoded image bytes, from the header only."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{where}: not a readable image (unknown format or corrupt header)") from None
+    except _DECODE_ERRORS as exc:
+        raise InputError(f"{where}: unreadable image header ({exc})") from None
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of the image at `path`, read from its header without decoding pixels."""
     path = Path(path)
@@ -66,27 +88,3 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise InputError(f"{path}: not a readable image (unknown format or corrupt header)") from None
     except _DECODE_ERRORS as exc:
         raise InputError(f"{path}: unreadable image header ({exc})") from None
-
-
-def verify_manifest_images(manifest: Manifest, skip_bad: bool = False, progress: bool = True) -> Manifest:
-    """Decode every image of an image manifest; raise on the first unreadable one unless `skip_bad`.
-
-    Returns the manifest without the unreadable images, which are appended to `meta["skipped"]`.
-    Costs a full decode per image (minutes for 50,000), so builders only do it on request.
-    """
-    root = manifest.root
-    if root is None:
-        raise InputError(f"manifest {manifest.name!r} has no image root to verify")
-    ids = manifest.sample_ids
-    bad, keep = [], []
-    paths = manifest.table.column("path").to_pylist()
-    for i, rel in enumerate(bar(paths, desc=f"decoding {manifest.name}", unit="img", enabled=progress)):
-        try:
-            open_image(root / rel)
-        except InputError as exc:
-            bad.append((f"sample {ids[i]}", str(exc)))
-            continue
-        keep.append(i)
-    skipped = raise_or_skip(bad, skip_bad)
-    meta = {**manifest.meta, "skipped": manifest.meta.get("skipped", []) + skipped, "images_verified": True}
-    return Manifest(table=manifest.table.take(pa.array(keep, pa.int64())), meta=meta, source=manifest.source)

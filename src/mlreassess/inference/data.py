@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from mlreassess.cpus import available_cpus
+from mlreassess.datasets import samples
 from mlreassess.datasets.images import open_image
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
@@ -31,6 +32,7 @@ from mlreassess.results import PATCHML_IMAGES
 
 def check_readable(manifest: Manifest) -> None:
     """Fail before any work when a manifest cannot say where its pixels come from."""
+    samples.check_sources(manifest)  # the shards it was built from are still the same bytes
     if manifest.kind == "patchml":
         return  # rendered from the manifest (or read from DIR/images/*.png): checked per sample
     if manifest.root is None:
@@ -64,9 +66,7 @@ def image_opener(manifest: Manifest, source_root: str | os.PathLike | None = Non
             return render_row(manifest, i, source_root=source_root)
 
         return open_canvas
-    root = Path(manifest.root)
-    paths = manifest.table.column("path").to_pylist()
-    return lambda i: open_image(root / paths[i])
+    return samples.reader(manifest).open  # image files, or parquet / tar shards (datasets.formats)
 
 
 def rows_to_render(manifest: Manifest, rows: list[int]) -> list[int]:

@@ -18,6 +18,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from mlreassess.constants import PATCHML_DEFAULT_SOURCE_PATTERN
 from mlreassess.datasets.images import image_size
 from mlreassess.datasets.kaggle import BadRow, BoxRecord, csv_rows, raise_bad_rows, read_boxes_csv
 from mlreassess.errors import InputError
@@ -31,7 +32,7 @@ __all__ = [
 
 SIZES_HEADER = ("ImageId", "width", "height")
 SIZES_FILE = "image_sizes.csv"  # looked for beside the boxes file
-DEFAULT_SOURCE_PATTERN = "{id}.JPEG"
+DEFAULT_SOURCE_PATTERN = PATCHML_DEFAULT_SOURCE_PATTERN
 
 
 @dataclass
