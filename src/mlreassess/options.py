@@ -293,6 +293,9 @@ class PatchMLOptions:
                      metavar="S")
     images: str | None = option(None, "folder of the source images: checks boxes against them, records it in "
                                 "the manifest, renders PNGs", path="dir", result=True, metavar="DIR")
+    source_manifest: str | None = option(None, "instead of --images: a V1 manifest (`data imagenet-val`, any "
+                                         "format: parquet or tar shards too) whose images, found by sample id, "
+                                         "are the sources", path="file", result=True, metavar="FILE")
     image_sizes: str | None = option(None, "ImageId,width,height CSV to check boxes against (default: "
                                      "image_sizes.csv beside --boxes, if any)", path="file", result=True,
                                      metavar="CSV")

@@ -110,7 +110,7 @@ class FolderSources:
         return image_size(self.path(image_id))
 
     def describe(self) -> str:
-        return f"{self.root} (files {self.pattern})"
+        return str(self.root)
 
 
 @lru_cache(maxsize=8)
@@ -163,7 +163,11 @@ class ManifestSources:
         return encoded_size(read.read(row), read.where(row))
 
     def describe(self) -> str:
-        return f"the images of {self.manifest}"
+        return str(self.manifest)
+
+
+# Where PatchML source images are: what the patch cache and the renderer open them through.
+Sources = FolderSources | ManifestSources
 
 
 def sources_at(location: str | os.PathLike, pattern: str | None = None) -> FolderSources | ManifestSources:
