@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from test_datasets_imagenet import REAL, real_file, vid  # noqa: F401  (real_file: a fixture)
+
 from mlreassess.cli import main
 from mlreassess.datasets import labels as lab
 from mlreassess.datasets import samples
@@ -22,25 +24,12 @@ from mlreassess.datasets.imagenet import build_imagenet_val
 from mlreassess.datasets.manifest import Manifest, read_manifest, write_manifest
 from mlreassess.errors import InputError
 
-N = 50_000
-REAL = {1: [5, 3], 2: [], 3: [7], 42: [0, 1, 999], 7: [65]}
-# (val image number, class index) of the fixture images.
-IMAGES = [(1, 65), (2, 970), (3, 7), (42, 0), (7, 65)]
-
-
-def vid(n: int) -> str:
-    return f"ILSVRC2012_val_{n:08d}"
+# (val image number, class index) of the fixture images; their ReaL labels are test_datasets_imagenet's.
+IMAGES = [(1, 65), (2, 970), (3, 7), (42, 0), (50_000, 65)]
 
 
 def hf_name(n: int, label: int) -> str:
     return f"{vid(n)}_{lab.class_wnid(label)}.JPEG"
-
-
-@pytest.fixture(scope="module")
-def real_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("real") / "real.json"
-    path.write_text(json.dumps([REAL.get(i + 1, []) for i in range(N)]))
-    return path
 
 
 def jpeg_bytes(seed: int, size=(20, 14)) -> bytes:
@@ -380,7 +369,7 @@ def test_a_reordered_parquet_shard_is_caught_by_each_read(tmp_path, real_file):
     pq.write_table(table.take([1, 0]).replace_schema_metadata(table.schema.metadata), shard, row_group_size=2)
     i = m.sample_ids.index(vid(42))
     with pytest.raises(InputError, match=r"row 0 \(ILSVRC2012_val_00000042_n01440764\.JPEG\): the shard holds "
-                                         r"'ILSVRC2012_val_00000007_n01751748\.JPEG' there now; .*rebuild it"):
+                                         r"'ILSVRC2012_val_00050000_n01751748\.JPEG' there now; .*rebuild it"):
         samples.reader(m).read(i)
 
 

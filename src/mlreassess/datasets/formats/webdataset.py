@@ -22,10 +22,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
-from PIL import Image
 
-from mlreassess.datasets.formats.base import Found, Scan, find_shards, inside, relative_name, shard_fingerprints, val_name
-from mlreassess.datasets.images import decode_image
+from mlreassess.datasets.formats.base import (Found, Scan, ShardReader, find_shards, inside, relative_name,
+                                              shard_fingerprints, val_name)
 from mlreassess.errors import InputError
 
 NAME = "webdataset"
@@ -157,14 +156,11 @@ def scan(root: Path, shards: list[str]) -> Scan:
     return Scan(found, bad, "the shards' .cls members (sorted-wnid order)", meta, EXTRA_COLUMNS)
 
 
-class Reader:
+class Reader(ShardReader):
     """Row i -> its image's bytes: one pread at the offset the manifest recorded (one open file per shard)."""
 
     def __init__(self, root: Path, table: pa.Table, where: str):
-        self.root = Path(root)
-        self.manifest = where
-        self.shards = table.column("path").to_pylist()
-        self.members = table.column("member").to_pylist()
+        super().__init__(root, table, where)
         self.offsets = table.column("offset").to_pylist()
         self.sizes = table.column("size").to_pylist()
         self._fds: dict[str, int] = {}
@@ -203,6 +199,3 @@ class Reader:
             raise InputError(f"{self.where(i)}: not at offset {offset} of the shard any more; it changed since the "
                              "manifest was built: rebuild it")
         return data[_BLOCK:]
-
-    def open(self, i: int) -> Image.Image:
-        return decode_image(self.read(i), self.where(i))
