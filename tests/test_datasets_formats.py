@@ -399,3 +399,18 @@ def test_shard_fingerprints_change_the_samples_digest_and_file_manifests_keep_th
     old = hashlib.sha256(sink.getvalue().to_pybytes())
     old.update(json.dumps({k: files.meta.get(k) for k in PIXEL_META}, sort_keys=True).encode())
     assert pixels_sha256(files) == old.hexdigest()
+
+
+def test_rows_out_of_val_order_read_right_and_say_they_are_slower(tmp_path, real_file, caplog):
+    rows = [(jpeg_bytes(n), hf_name(n, n), n) for n in range(1, 13)]
+    write_hf_shard(tmp_path / "validation.parquet", rows[0::4] + rows[1::4] + rows[2::4] + rows[3::4], row_group=3)
+    with caplog.at_level("WARNING"):
+        m = build_imagenet_val(tmp_path, real=real_file)
+    assert "rows are not in val-image order: reading in sample order reads each row group ~3 times" in caplog.text
+    read = samples.reader(m)
+    assert [read.read(i) for i in range(12)] == [r[0] for r in rows] and m.table.column("label").to_pylist() == list(range(1, 13))
+    caplog.clear()
+    write_hf_shard(tmp_path / "validation.parquet", rows, row_group=3)
+    with caplog.at_level("WARNING"):
+        build_imagenet_val(tmp_path, real=real_file)
+    assert "val-image order" not in caplog.text

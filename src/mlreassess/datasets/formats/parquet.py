@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from mlreassess.datasets import labels as lab
 from mlreassess.datasets.formats.base import (Found, Scan, ShardReader, find_shards, inside, relative_name,
                                               shard_fingerprints, val_name)
 from mlreassess.errors import InputError
+
+log = logging.getLogger(__name__)
 
 NAME = "hf-parquet"
 IMAGE, LABEL = "image", "label"
@@ -117,12 +120,34 @@ def _row(shard: str, path: Path, r: int, name: Any, column_label: Any) -> tuple[
                  {"path": shard, "row": r, "member": name}), None
 
 
+def _group_starts(pf: pq.ParquetFile) -> list[int]:
+    """The first row of each row group, and the shard's row count last."""
+    starts = [0]
+    for g in range(pf.metadata.num_row_groups):
+        starts.append(starts[-1] + pf.metadata.row_group(g).num_rows)
+    return starts
+
+
+def _warn_if_scattered(root: Path, found: list[Found], starts: dict[str, list[int]]) -> None:
+    """One line when reading in sample-id order (the manifest's, the DataLoader's) would jump between
+    row groups: each jump reads a whole group again (correct, but slower)."""
+    order = sorted(found, key=lambda f: f.sample_id)
+    keys = [(f.columns["path"], bisect.bisect_right(starts[f.columns["path"]], f.columns["row"])) for f in order]
+    reads = 1 + sum(a != b for a, b in zip(keys, keys[1:])) if keys else 0
+    groups = len(set(keys))
+    if reads > 2 * groups:
+        log.warning(f"{root}: the shards' rows are not in val-image order: reading in sample order reads each "
+                    f"row group ~{reads / groups:.0f} times; the input will be slower (scripts/make_shards.py "
+                    "writes them in order)")
+
+
 def scan(root: Path, shards: list[str]) -> Scan:
     """Every row of the shards: its val name and label, without reading any image bytes."""
-    found, bad, orders = [], [], set()
+    found, bad, orders, starts = [], [], set(), {}
     for shard in shards:
         path = inside(root, shard, str(root))
         pf = open_shard(path)
+        starts[shard] = _group_starts(pf)
         has_label = _check_schema(pf, path)
         orders.add(check_class_order(pf, path))
         table = pf.read(columns=[f"{IMAGE}.path"] + ([LABEL] if has_label else []))
@@ -138,6 +163,7 @@ def scan(root: Path, shards: list[str]) -> Scan:
                 bad.append((f"{path} row {r}", problem))
             else:
                 found.append(entry)
+    _warn_if_scattered(root, found, starts)
     source = f"the shards' names and '{LABEL}' column ({'; '.join(sorted(orders))})"
     meta = {"format": NAME, "shards": shard_fingerprints(root, shards)}
     return Scan(found, bad, source, meta, EXTRA_COLUMNS)
@@ -162,10 +188,7 @@ class Reader(ShardReader):
     def _file(self, shard: str) -> tuple[pq.ParquetFile, list[int]]:
         if shard not in self._files:
             pf = open_shard(inside(self.root, shard, self.manifest))
-            starts = [0]
-            for g in range(pf.metadata.num_row_groups):
-                starts.append(starts[-1] + pf.metadata.row_group(g).num_rows)
-            self._files[shard] = (pf, starts)
+            self._files[shard] = (pf, _group_starts(pf))
         return self._files[shard]
 
     def _load(self, shard: str, g: int, pf: pq.ParquetFile) -> tuple[pa.Array, pa.Array | None]:
