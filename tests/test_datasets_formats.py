@@ -271,6 +271,28 @@ def test_null_image_bytes_and_the_test_splits_labels_are_bad_rows(tmp_path, real
     assert "no label (label is -1" in m.meta["skipped"][1]["error"]
 
 
+def test_names_with_an_unknown_wnid_are_bad_images(tmp_path, real_file):
+    write_hf_shard(tmp_path / "shards" / "validation.parquet", [(jpeg_bytes(1), f"{vid(1)}_n99999999.JPEG", 65),
+                                                               (jpeg_bytes(2), hf_name(2, 970), 970)])
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / f"{vid(1)}_n99999999.JPEG").write_bytes(jpeg_bytes(1))
+    (tmp_path / "flat" / hf_name(2, 970)).write_bytes(jpeg_bytes(2))
+    for root in ("shards", "flat"):
+        with pytest.raises(InputError, match=r"unknown wnid 'n99999999' in its name .*--skip-bad"):
+            build_imagenet_val(tmp_path / root, real=real_file)
+        assert build_imagenet_val(tmp_path / root, real=real_file, skip_bad=True).sample_ids == [vid(2)]
+
+
+def test_a_shard_without_image_names_reads_with_no_real(tmp_path, real_file):
+    image = pa.StructArray.from_arrays([pa.array([jpeg_bytes(1)], pa.binary())], names=["bytes"])
+    pq.write_table(pa.table({"image": image, "label": pa.array([65], pa.int64())}), tmp_path / "validation.parquet")
+    with pytest.raises(InputError, match="no name gives its ImageNet val number"):
+        build_imagenet_val(tmp_path, real=real_file)
+    m = build_imagenet_val(tmp_path, real=real_file, no_real=True)
+    assert m.sample_ids == ["validation.parquet:0"] and samples.reader(m).read(0) == jpeg_bytes(1)
+    assert "sorted-wnid order assumed" in m.meta["label_source"]
+
+
 def test_a_label_column_in_another_class_order_is_caught(tmp_path, real_file):
     write_hf_shard(tmp_path / "validation.parquet", [(jpeg_bytes(1), hf_name(1, 65), 66)])
     with pytest.raises(InputError, match=r"row 0: label 66 but its name's wnid n01751748 is class 65"):
@@ -314,11 +336,13 @@ def test_member_names_that_leave_their_folder_are_bad_samples(tmp_path, real_fil
     assert m.sample_ids == [vid(1)] and len(m.meta["skipped"]) == 2
 
 
-def test_hf_names_that_leave_their_folder_are_bad_rows(tmp_path, real_file):
-    write_hf_shard(tmp_path / "validation.parquet", [(jpeg_bytes(1), "../" + hf_name(1, 65), 65),
-                                                    (jpeg_bytes(2), hf_name(2, 970), 970)])
-    with pytest.raises(InputError, match=r"row 0: '\.\./ILSVRC2012_val_00000001_n01751748\.JPEG' leaves its folder"):
-        build_imagenet_val(tmp_path, real=real_file)
+def test_hf_names_count_by_their_last_part(tmp_path, real_file):
+    """`datasets` records the path a local image was read from; the name is never opened as a file."""
+    rows = [(jpeg_bytes(1), "/data/imagenet/val/" + hf_name(1, 65), 65), (jpeg_bytes(2), "../" + hf_name(2, 970), 970)]
+    write_hf_shard(tmp_path / "validation.parquet", rows)
+    m = build_imagenet_val(tmp_path, real=real_file)
+    assert m.sample_ids == [vid(1), vid(2)] and m.table.column("member").to_pylist() == [r[1] for r in rows]
+    assert samples.reader(m).read(1) == rows[1][0]
 
 
 @pytest.mark.parametrize("fmt", ["hf-parquet", "webdataset"])
@@ -338,7 +362,7 @@ def test_a_link_member_is_not_an_image(tmp_path, real_file):
         info = tarfile.TarInfo(f"{vid(1)}.jpg")
         info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(info)
-    with pytest.raises(InputError, match=r"ILSVRC2012_val_00000001\.jpg: a link or special member"):
+    with pytest.raises(InputError, match=r"ILSVRC2012_val_00000001\.jpg: a link, sparse or special member"):
         build_imagenet_val(tmp_path, real=real_file)
 
 

@@ -99,7 +99,7 @@ def detect_layout(root: Path, input_format: str | None = None) -> Layout:
     if input_format in (None, "files"):
         layout = _file_layout(root)
         if layout is not None or input_format == "files":
-            return layout or _no_layout(root, "image files")
+            return layout or _no_layout(root, "files")
     shards = {fmt.NAME: fmt.detect(root) for fmt in SHARD_FORMATS if input_format in (None, fmt.NAME)}
     found = {name: s for name, s in shards.items() if s}
     if len(found) > 1:
@@ -178,7 +178,9 @@ def _file_entry(image_dir: Path, rel: str, folder_label: int | None, truth: dict
         return None, "not an ILSVRC2012 val image name (ILSVRC2012_val_00000001 .. _00050000)"
     label = folder_label
     if vn.wnid is not None:  # an HF-style name says its class
-        named = lab.class_index(vn.wnid, str(path))
+        if vn.wnid not in lab.wnid_to_index():
+            return None, f"unknown wnid {vn.wnid!r} in its name (not an ImageNet-1k class)"
+        named = lab.wnid_to_index()[vn.wnid]
         if label is not None and label != named:
             return None, f"in the folder of class {label} but its name says {vn.wnid} (class {named})"
         label = named

@@ -106,7 +106,7 @@ def _split_of(rel: str) -> str | None:
 def find_shards(root: Path, suffix: str, depth: int = 3) -> list[str]:
     """Relative paths of the `suffix` files under `root` (at most `depth` folders down) of the
     validation split: the files whose path names `validation` or `val` when any does; else all of
-    them, unless their names say they are of other splits only (then an error names them)."""
+    them, unless their paths name the train split or several splits (an error then names them)."""
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root)

@@ -18,15 +18,14 @@ from __future__ import annotations
 import bisect
 import json
 import logging
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlreassess.datasets import labels as lab
-from mlreassess.datasets.formats.base import (Found, Scan, ShardReader, find_shards, inside, relative_name,
-                                              shard_fingerprints, val_name)
+from mlreassess.datasets.formats.base import Found, Scan, ShardReader, find_shards, inside, shard_fingerprints, val_name
 from mlreassess.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -97,25 +96,23 @@ def _null_bytes(pf: pq.ParquetFile) -> set[int]:
 
 
 def _row(shard: str, path: Path, r: int, name: Any, column_label: Any) -> tuple[Found | None, str | None]:
-    """(the image of row r, None) or (None, why it cannot be used)."""
-    if name is not None:
-        try:
-            relative_name(name, f"{path} row {r}")
-        except InputError as exc:
-            return None, str(exc).split(": ", 1)[1]
-    vn = val_name(Path(name).name if name else None)
+    """(the image of row r, None) or (None, why it cannot be used). Only the name's last part counts:
+    `datasets` records the path a local image was read from (`/data/val/ILSVRC2012_val_...JPEG`)."""
+    vn = val_name(PurePath(name).name if name else None)
     label = column_label if column_label is not None and column_label >= 0 else None
     if label is not None and label >= 1000:
         return None, f"label {label} out of range 0..999"
     if vn is not None and vn.wnid is not None:
-        named = lab.class_index(vn.wnid, f"{path} row {r}")
+        if vn.wnid not in lab.wnid_to_index():
+            return None, f"unknown wnid {vn.wnid!r} in its name (not an ImageNet-1k class)"
+        named = lab.wnid_to_index()[vn.wnid]
         if label is not None and label != named:
             return None, (f"label {label} but its name's wnid {vn.wnid} is class {named} (sorted-wnid order); "
                           "the label column's class order differs")
         label = named
     if label is None:
         return None, "no label (label is -1 or null: the test split?)"
-    sample_id = vn.stem if vn else (Path(name).name.split(".", 1)[0] if name else f"{shard}:{r}")
+    sample_id = vn.stem if vn else (PurePath(name).name.split(".", 1)[0] if name else f"{shard}:{r}")
     return Found(sample_id, vn.number if vn else None, f"{path} row {r}", label,
                  {"path": shard, "row": r, "member": name}), None
 
@@ -150,10 +147,12 @@ def scan(root: Path, shards: list[str]) -> Scan:
         starts[shard] = _group_starts(pf)
         has_label = _check_schema(pf, path)
         orders.add(check_class_order(pf, path))
-        table = pf.read(columns=[f"{IMAGE}.path"] + ([LABEL] if has_label else []))
-        image = table.column(IMAGE).combine_chunks()
-        names = image.field("path").to_pylist() if image.type.get_field_index("path") >= 0 else [None] * len(table)
-        labels = table.column(LABEL).to_pylist() if has_label else [None] * len(table)
+        has_names = pf.schema_arrow.field(IMAGE).type.get_field_index("path") >= 0
+        n = pf.metadata.num_rows
+        columns = [f"{IMAGE}.path"] * has_names + [LABEL] * has_label
+        table = pf.read(columns=columns) if columns else None
+        names = table.column(IMAGE).combine_chunks().field("path").to_pylist() if has_names else [None] * n
+        labels = table.column(LABEL).to_pylist() if has_label else [None] * n
         missing = _null_bytes(pf)
         for r, (name, label) in enumerate(zip(names, labels)):
             entry, problem = _row(shard, path, r, name, label)

@@ -81,8 +81,8 @@ def _sample(fd: int, path: Path, shard: str, key: str, parts: dict[str, tarfile.
     if ext is None:
         raise _Bad(f"{path}: {key}", f"no image member ({', '.join('.' + e for e in IMAGE_EXTENSIONS)})")
     image = parts[ext]
-    if not image.isreg():
-        raise _Bad(f"{path}: {image.name}", "a link or special member, not the image's bytes")
+    if not image.isreg() or image.issparse():
+        raise _Bad(f"{path}: {image.name}", "a link, sparse or special member, not the image's bytes in one piece")
     if image.offset_data + image.size > size:
         raise _Bad(f"{path}: {image.name}", f"cut short ({image.size} bytes from offset {image.offset_data}, "
                    f"the shard has {size})")
