@@ -438,3 +438,37 @@ def test_rows_out_of_val_order_read_right_and_say_they_are_slower(tmp_path, real
     with caplog.at_level("WARNING"):
         build_imagenet_val(tmp_path, real=real_file)
     assert "val-image order" not in caplog.text
+
+
+@pytest.mark.parametrize("name, problem", [("validation.parquet", "not a readable parquet file"),
+                                           ("validation.tar", "not a readable tar file")])
+def test_an_empty_shard_file_is_one_error_naming_it(tmp_path, real_file, name, problem):
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(InputError, match=rf"{name}: {problem}"):
+        build_imagenet_val(tmp_path, real=real_file)
+
+
+@pytest.mark.parametrize("fmt, column, value, problem", [
+    ("hf-parquet", "row", 10**12, "the shard has 3 rows now"),
+    ("hf-parquet", "row", -1, "the shard has 3 rows now"),
+    ("webdataset", "offset", 10**12, "not at offset 1000000000000 of the shard any more"),
+    ("webdataset", "size", -5, "cannot be a member's bytes"),
+    ("webdataset", "offset", 3, "cannot be a member's bytes"),
+])
+def test_hand_edited_shard_references_are_one_error_naming_the_sample(tmp_path, real_file, fmt, column, value, problem):
+    (make_hf if fmt == "hf-parquet" else make_wds)(tmp_path)
+    m = build_imagenet_val(tmp_path, real=real_file)
+    values = m.table.column(column).to_pylist()
+    values[0] = value
+    edited = Manifest(m.table.set_column(m.table.column_names.index(column), column, pa.array(values, pa.int64())), m.meta)
+    with pytest.raises(InputError, match=problem):
+        samples.reader(edited).read(0)
+
+
+@pytest.mark.parametrize("fmt", ["hf-parquet", "webdataset"])
+def test_a_shard_manifest_without_its_columns_is_refused(tmp_path, real_file, fmt):
+    (make_hf if fmt == "hf-parquet" else make_wds)(tmp_path)
+    m = build_imagenet_val(tmp_path, real=real_file)
+    edited = Manifest(m.table.drop_columns(["member"]), m.meta, source=tmp_path / "m.parquet")
+    with pytest.raises(InputError, match=r"m\.parquet: no string column 'member', which finds each image"):
+        samples.reader(edited)

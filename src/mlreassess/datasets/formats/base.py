@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from PIL import Image
 
 from mlreassess.datasets.images import decode_image
@@ -143,7 +144,13 @@ class ShardReader:
     """What the shard formats' readers share: row i's shard and member (the name it has in the shard)
     and its decode; a format adds `read(i)` (encoded bytes) and `where(i)`."""
 
+    columns: tuple[tuple[str, Any], ...] = ()  # the format's extra manifest columns and their types
+
     def __init__(self, root: Path, table: Any, where: str):
+        for name, type in (("path", pa.string()), *self.columns):
+            if name not in table.column_names or table.schema.field(name).type != type:
+                raise InputError(f"{where}: no {type} column {name!r}, which finds each image in its shard "
+                                 "(rebuild the manifest with `mlreassess data imagenet-val`)")
         self.root = Path(root)
         self.manifest = where
         self.shards = table.column("path").to_pylist()

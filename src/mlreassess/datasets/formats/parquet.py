@@ -171,6 +171,8 @@ def scan(root: Path, shards: list[str]) -> Scan:
 class Reader(ShardReader):
     """Row i -> its image's bytes, read from its shard (one open file per shard, one row group kept)."""
 
+    columns = EXTRA_COLUMNS
+
     def __init__(self, root: Path, table: pa.Table, where: str):
         super().__init__(root, table, where)
         self.rows = table.column("row").to_pylist()
@@ -204,7 +206,7 @@ class Reader(ShardReader):
     def read(self, i: int) -> bytes:
         shard, row = self.shards[i], self.rows[i]
         pf, starts = self._file(shard)
-        if not 0 <= row < starts[-1]:
+        if row is None or not 0 <= row < starts[-1]:
             raise InputError(f"{self.where(i)}: the shard has {starts[-1]} rows now; it changed since the manifest "
                              "was built: rebuild it")
         g = bisect.bisect_right(starts, row) - 1

@@ -159,6 +159,8 @@ def scan(root: Path, shards: list[str]) -> Scan:
 class Reader(ShardReader):
     """Row i -> its image's bytes: one pread at the offset the manifest recorded (one open file per shard)."""
 
+    columns = EXTRA_COLUMNS
+
     def __init__(self, root: Path, table: pa.Table, where: str):
         super().__init__(root, table, where)
         self.offsets = table.column("offset").to_pylist()
@@ -169,7 +171,7 @@ class Reader(ShardReader):
         return {**self.__dict__, "_fds": {}}  # each worker opens its own files
 
     def __del__(self) -> None:
-        for fd in self._fds.values():
+        for fd in getattr(self, "_fds", {}).values():  # absent when __init__ refused the manifest
             os.close(fd)
 
     def where(self, i: int) -> str:
@@ -187,8 +189,8 @@ class Reader(ShardReader):
     def read(self, i: int) -> bytes:
         offset, size = self.offsets[i], self.sizes[i]
         relative_name(self.members[i], self.manifest)
-        if offset < _BLOCK:
-            raise InputError(f"{self.where(i)}: offset {offset} is not after a member header")
+        if offset is None or size is None or offset < _BLOCK or size < 0:
+            raise InputError(f"{self.where(i)}: offset {offset} and size {size} cannot be a member's bytes")
         data = os.pread(self._fd(self.shards[i]), _BLOCK + size, offset - _BLOCK)
         try:
             header = tarfile.TarInfo.frombuf(data[:_BLOCK], "utf-8", "surrogateescape")
