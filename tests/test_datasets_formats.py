@@ -472,3 +472,9 @@ def test_a_shard_manifest_without_its_columns_is_refused(tmp_path, real_file, fm
     edited = Manifest(m.table.drop_columns(["member"]), m.meta, source=tmp_path / "m.parquet")
     with pytest.raises(InputError, match=r"m\.parquet: no string column 'member', which finds each image"):
         samples.reader(edited)
+
+
+def test_the_format_choices_are_the_format_modules():
+    from mlreassess.constants import INPUT_FORMATS
+
+    assert tuple(samples.FORMATS) == INPUT_FORMATS

@@ -211,3 +211,21 @@ def test_the_mini_set_from_shards_scores_what_it_scores_from_the_jpeg_folder(min
         whole = metrics[metrics["label_count"].isna()].set_index("metric")["value_pct"]
         values[kind] = (round(whole["top1"], 2), round(whole["real"], 2))
     assert values["hf"] == values["files"] and values["wds"] == values["files"]
+
+
+def test_run_stamps_fingerprint_the_shards_so_a_changed_shard_rebuilds_the_manifest(copies, tmp_path):
+    import shutil
+
+    from mlreassess.options import ImagenetValOptions
+    from mlreassess.pipeline import _manifest_inputs
+    from mlreassess.provenance import inputs_changed, inputs_fingerprint
+
+    shutil.copytree(copies["base"] / "hf", tmp_path / "hf")
+    options = ImagenetValOptions(root=str(tmp_path / "hf"), no_real=True)
+    recorded = inputs_fingerprint(_manifest_inputs(build_imagenet_val(tmp_path / "hf", no_real=True), options))
+    shard = tmp_path / "hf" / "data" / "validation-00001-of-00002.parquet"
+    assert str(shard) in recorded and inputs_changed(recorded) is None
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF  # same size, same names: only the content tells
+    shard.write_bytes(bytes(data))
+    assert inputs_changed(recorded) == f"{shard} changed"
