@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlreassess.datasets.images import image_size, open_image, verify_manifest_images
+from mlreassess.datasets.images import image_size, open_image
+from mlreassess.datasets.samples import verify_manifest_images
 from mlreassess.datasets.manifest import Manifest, base_meta, core_table
 from mlreassess.errors import InputError
 

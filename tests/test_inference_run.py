@@ -142,11 +142,11 @@ def test_predictions_match_an_independent_forward_pass(tiny, sweep, model):
 
 
 def test_models_sharing_preprocessing_share_one_decode(tiny, tmp_path, monkeypatch):
-    import mlreassess.inference.data as data
+    import mlreassess.datasets.formats.files as files  # image files are opened by their format's reader
 
     opened = []
-    real = data.open_image
-    monkeypatch.setattr(data, "open_image", lambda p: opened.append(Path(p).name) or real(p))
+    real = files.open_image
+    monkeypatch.setattr(files, "open_image", lambda p: opened.append(Path(p).name) or real(p))
     # convnext + efficientnet: 160x160 bicubic (one pass); resnet: bilinear (a second pass).
     assert infer("--data", str(tiny["manifest"]), *model_args(tiny, "test_convnext", "test_efficientnet", "test_resnet"), out=tmp_path) == 0
     assert len(opened) == 2 * N_IMAGES and sorted(set(opened)) == sorted(f"{s}.jpg" for s in tiny["ids"])

@@ -11,9 +11,9 @@ import pytest
 import timm
 from test_inference_run import N_IMAGES, infer, make_images, make_manifest, save_weights, write_sources
 
+import mlreassess.datasets.formats.files as files
+import mlreassess.datasets.samples as samples
 import mlreassess.inference.data as data
-import mlreassess.patchml.cache as cache
-import mlreassess.patchml.render as render
 from mlreassess.cli import main
 from mlreassess.datasets.manifest import read_manifest
 from mlreassess.errors import InputError
@@ -54,7 +54,7 @@ def topk(out: Path, dataset: str, model: str):
 
 
 def test_twelve_models_decode_each_image_once_and_match_one_at_a_time(twelve, tmp_path, monkeypatch):
-    opened = count_opens(monkeypatch, data)
+    opened = count_opens(monkeypatch, files)  # image files are opened by their format's reader
     together, alone = tmp_path / "together", tmp_path / "alone"
     assert infer("--data", str(twelve["manifest"]), "--models", str(twelve["models"]), out=together) == 0
     assert sorted(opened) == sorted(f"img{i:03d}.jpg" for i in range(N_IMAGES))  # each image once
@@ -94,7 +94,7 @@ def two_seeds(tmp_path_factory):
 
 
 def test_patchml_sources_are_decoded_once_per_sweep(tiny_models, two_seeds, tmp_path, monkeypatch):
-    opened = count_opens(monkeypatch, cache, render)
+    opened = count_opens(monkeypatch, samples)  # PatchML sources (cache and render) open through datasets.samples
     manifests = [str(two_seeds / f"s{seed}" / "manifest.parquet") for seed in (1, 2)]
     # Two preprocessing groups (bicubic, bilinear) over two seeds: four passes, one decode per source.
     args = [a for m in manifests for a in ("--data", m)]

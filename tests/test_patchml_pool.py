@@ -7,7 +7,7 @@ import re
 import pytest
 from PIL import Image
 
-from mlreassess.datasets import imagenet, kaggle
+from mlreassess.datasets import ground_truth, kaggle
 from mlreassess.datasets.labels import wnid_to_index
 from mlreassess.errors import InputError
 from mlreassess.patchml import pool
@@ -174,7 +174,7 @@ def test_binary_garbage_is_one_error(tmp_path):
 
 def test_one_kaggle_reader_for_patchml_and_imagenet_v1():
     assert pool.read_boxes_csv is kaggle.read_boxes_csv
-    assert imagenet.read_kaggle_lines is kaggle.read_kaggle_lines
+    assert ground_truth.read_kaggle_lines is kaggle.read_kaggle_lines
 
 
 def test_a_byte_order_mark_is_read_as_if_it_were_not_there(tmp_path):

@@ -35,6 +35,12 @@ IMAGENETV2_VARIANTS = ("matched-frequency", "threshold-0.7", "top-images")
 # PatchML resize filters (Pillow's names) and the default.
 PATCHML_RESAMPLE_CHOICES = ("nearest", "bilinear", "bicubic", "lanczos")
 PATCHML_DEFAULT_RESAMPLE = "bicubic"
+# PatchML source images in a folder: the file name of a source image from its id.
+PATCHML_DEFAULT_SOURCE_PATTERN = "{id}.JPEG"
+
+# ImageNet val input formats (`datasets.formats`): image files, Hugging Face parquet shards,
+# WebDataset tar shards. `data imagenet-val --format` overrides the detection.
+INPUT_FORMATS = ("files", "hf-parquet", "webdataset")
 
 # Inference choices: autocast precisions, and crops (none = resize-only, the paper's setting).
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -36,6 +36,7 @@ from mlreassess.constants import (
     DEVICES,
     IMAGENETV2_VARIANTS,
     LABEL_SETS,
+    INPUT_FORMATS,
     NUM_CLASSES,
     PATCHML_DEFAULT_CANVAS,
     PATCHML_DEFAULT_COUNTS,
@@ -282,12 +283,17 @@ class _ImageSetOptions:
 class ImagenetValOptions(_ImageSetOptions):
     """`mlreassess data imagenet-val` and `datasets.imagenet_v1` of a study config."""
 
-    root: str = option(None, "Kaggle root (with ILSVRC/ and LOC_val_solution.csv) or classic val root",
+    root: str = option(None, "Kaggle root (with ILSVRC/ and LOC_val_solution.csv), classic val root, wnid "
+                       "folders, HF-style names, or a folder of Hugging Face parquet / WebDataset tar shards",
                        path="dir", result=True)
     real: str | None = option(None, "ReaL labels JSON (default: the copy timm ships); the same as --label-set real "
                               "--label-file FILE", path="file", result=True, metavar="FILE")
     name: str | None = option(None, "dataset name used in output paths (default: imagenet_v1; imagenet_v1_shankar "
                               "with --label-set shankar, imagenet_m with imagenet-m)", result=True)
+    format: str | None = option(None, "input format (default: detected from --root)", choices=INPUT_FORMATS,
+                                result=True)
+    no_real: bool = option(False, "build without a multi-label set (labels = [label]), e.g. for shards whose names "
+                           "do not give the val image number", result=True)
     label_set: str = option(DEFAULT_V1_LABEL_SET, "multi-labels by name: real (ReaL, all 50,000 images), shankar "
                             "(Shankar et al. 2020, 20,000 images), imagenet-m (its 68-image ImageNet-M slice)",
                             choices=V1_LABEL_SETS, result=True)
@@ -299,6 +305,8 @@ class ImagenetValOptions(_ImageSetOptions):
         super().__post_init__()
         if self.real is not None and self.label_set != "real":
             raise InputError(f"--real is the ReaL labels file; with --label-set {self.label_set} give --label-file")
+        if self.no_real and (self.real is not None or self.label_file is not None or self.label_set != "real"):
+            raise InputError("--no-real builds without a label set: it takes no --real, --label-file or --label-set")
 
     @property
     def dataset(self) -> str:
@@ -346,6 +354,9 @@ class PatchMLOptions:
                      metavar="S")
     images: str | None = option(None, "folder of the source images: checks boxes against them, records it in "
                                 "the manifest, renders PNGs", path="dir", result=True, metavar="DIR")
+    source_manifest: str | None = option(None, "instead of --images: a V1 manifest (`data imagenet-val`, any "
+                                         "format: parquet or tar shards too) whose images, found by sample id, "
+                                         "are the sources", path="file", result=True, metavar="FILE")
     image_sizes: str | None = option(None, "ImageId,width,height CSV to check boxes against (default: "
                                      "image_sizes.csv beside --boxes, if any)", path="file", result=True,
                                      metavar="CSV")

@@ -114,12 +114,13 @@ def _build_manifest(layout: ResultsLayout, steps: StepLog, name: str, options: A
 
 def _manifest_inputs(manifest: Manifest, options: Any) -> list[Any]:
     """The files a V1/V2 manifest was read from: its path options (ReaL, labels), its ground-truth
-    file, and its image folder's listing."""
+    file, its image folder's listing, and its shards (by content: a shard changed in place redoes it)."""
     files = [getattr(options, o.name) for o in options_of(type(options)) if o.spec.path == "file"]
     source = manifest.meta.get("label_source")
     if source and Path(source).is_file():
         files.append(source)
-    return files + [manifest.meta.get("root")]
+    root = manifest.meta.get("root")
+    return files + [root] + [Path(root, shard) for shard in manifest.meta.get("shards") or {}]
 
 
 def build_datasets(cfg: RunConfig, steps: StepLog) -> list[Path]:

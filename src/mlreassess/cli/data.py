@@ -15,9 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     v1 = sub.add_parser(
         "imagenet-val",
-        help="ILSVRC-2012 val (Kaggle or classic layout) with ReaL multi-labels",
-        description="Manifest of the ImageNet val images under ROOT (any subset of the 50,000), "
-        "original labels from the layout's ground truth, ReaL multi-labels by image number.",
+        help="ILSVRC-2012 val (Kaggle, classic, wnid folders, HF names, HF parquet or WebDataset shards) with ReaL",
+        description="Manifest of the ImageNet val images under ROOT (any subset of the 50,000; the layout is "
+        "detected from ROOT, shards are read in place), original labels from the layout's ground truth, "
+        "ReaL multi-labels by image number.",
     )
     v1.add_argument("--out", required=True, metavar="FILE.parquet", help="manifest to write (atomically)")
     add_options(v1, ImagenetValOptions)

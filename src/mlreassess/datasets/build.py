@@ -5,15 +5,16 @@ from __future__ import annotations
 from mlreassess.constants import DEFAULT_V2_LABEL_SET
 from mlreassess.datasets.imagenet import build_imagenet_val
 from mlreassess.datasets.imagenetv2 import build_imagenetv2
-from mlreassess.datasets.images import verify_manifest_images
 from mlreassess.datasets.manifest import Manifest
+from mlreassess.datasets.samples import verify_manifest_images
 from mlreassess.options import ImagenetV2Options, ImagenetValOptions
 
 
 def build_v1(options: ImagenetValOptions) -> Manifest:
     manifest = build_imagenet_val(options.root, real=options.real, name=options.dataset, skip_bad=options.skip_bad,
                                   label_set=options.label_set, label_file=options.label_file,
-                                  min_agreement=options.min_agreement)
+                                  min_agreement=options.min_agreement, input_format=options.format,
+                                  no_real=options.no_real)
     return _verified(manifest, options)
 
 

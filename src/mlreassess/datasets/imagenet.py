@@ -1,58 +1,58 @@
-"""ImageNet V1 (ILSVRC-2012 val) manifests with ReaL multi-labels, from the Kaggle or classic layout.
+"""ImageNet V1 (ILSVRC-2012 val) manifests with ReaL multi-labels, from wherever a lab keeps it.
 
-Layouts, detected in this order (see docs/data.md):
+Layouts, detected from ROOT alone in this order (`--format` overrides; see docs/data.md):
   kaggle           ROOT/ILSVRC/Data/CLS-LOC/val/*.JPEG + ROOT/LOC_val_solution.csv
                    [+ ROOT/LOC_synset_mapping.txt, checked against timm's class order]
   classic-folders  ROOT/val/<wnid>/ILSVRC2012_val_*.JPEG (or ROOT/<wnid>/...): torchvision ImageFolder
+  hf-names         ROOT/val/ILSVRC2012_val_00000001_n01751748.JPEG (or ROOT/...): Hugging Face's names,
+                   the label is the wnid in the name
   classic-flat     ROOT/val/ILSVRC2012_val_*.JPEG (or ROOT/ILSVRC2012_val_*.JPEG) + a ground-truth file
-                   (GROUND_TRUTH_FILES) in ROOT, the image folder or ROOT/ILSVRC2012_devkit_t12/data
+                   (`ground_truth.GROUND_TRUTH_FILES`) in ROOT, the image folder or ROOT/ILSVRC2012_devkit_t12/data
+  hf-parquet       Hugging Face `imagenet-1k` parquet shards under ROOT (validation split), read in place
+  webdataset       WebDataset tar shards under ROOT (`.jpg` + `.cls` per key), read in place
 
-Any subset of the 50,000 images works: only images present become rows. The sample id is the
-file stem; `root` in the metadata is the image folder and `path` is relative to it.
+Any subset of the 50,000 images works: only images present become rows. The sample id is the val
+stem (`ILSVRC2012_val_00000042`) in every layout, so predictions, ReaL and PatchML boxes match
+across copies. Image files: `root` in the metadata is the image folder and `path` is relative to
+it. Shards: `root` is ROOT, `path` the shard, plus `row` / `member` (parquet) or `member`, `offset`,
+`size` (tar), and `shards` in the metadata: each shard's sha256.
 """
 
 from __future__ import annotations
 
 import os
-import re
+from dataclasses import dataclass
 from pathlib import Path
-from mlreassess.constants import DEFAULT_MIN_AGREEMENT, DEFAULT_V1_LABEL_SET, NUM_CLASSES, NUM_VAL_IMAGES
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+from mlreassess.constants import DEFAULT_MIN_AGREEMENT, DEFAULT_V1_LABEL_SET
+from mlreassess.datasets import ground_truth as gt
 from mlreassess.datasets import labels as lab
 from mlreassess.datasets import labelsets
-from mlreassess.datasets.labelsets import V1Labels
-from mlreassess.datasets.labelsets.agreement import v1_meta
+from mlreassess.datasets.formats import parquet, webdataset
+from mlreassess.datasets.formats.base import WNID, Found, Scan, val_name
 from mlreassess.datasets.images import is_image_file
-from mlreassess.datasets.kaggle import BadRow, KaggleLine, raise_bad_rows, read_kaggle_lines
+from mlreassess.datasets.labelsets import LabelSet, V1Labels
+from mlreassess.datasets.labelsets.agreement import v1_meta
 from mlreassess.datasets.manifest import Manifest, base_meta, core_table
 from mlreassess.datasets.skip import raise_or_skip
 from mlreassess.errors import InputError
-from mlreassess.io import read_text
 
 DEFAULT_NAME = "imagenet_v1"
 
 KAGGLE_IMAGE_DIR = Path("ILSVRC", "Data", "CLS-LOC", "val")
 KAGGLE_SOLUTION = "LOC_val_solution.csv"
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
-
-# Classic ground truth, in order of preference.
-VAL_LABELS = "val_labels.txt"  # 0-based sorted-wnid index per image
-TF_SYNSET_LABELS = "imagenet_2012_validation_synset_labels.txt"  # one wnid per image (TF slim)
-DEVKIT_GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"  # 1-based ILSVRC2012_ID per image
-# ILSVRC2012_ID -> wnid for the devkit ground truth (text first: meta.mat needs scipy).
-ID_MAPPING = "ILSVRC2012_mapping.txt"
-DEVKIT_META = "meta.mat"
-GROUND_TRUTH_FILES = (VAL_LABELS, TF_SYNSET_LABELS, DEVKIT_GROUND_TRUTH)
-
-_VAL_STEM = re.compile(r"ILSVRC2012_val_(\d{8})")
-_WNID = re.compile(r"n\d{8}")
+SHARD_FORMATS = (parquet, webdataset)
 
 
-def _image_number(stem: str) -> int | None:
-    """1-based image number of an ILSVRC2012 val file stem, None if the name is not one."""
-    m = _VAL_STEM.fullmatch(stem)
-    if not m or not 1 <= int(m.group(1)) <= NUM_VAL_IMAGES:
-        return None
-    return int(m.group(1))
+@dataclass(frozen=True)
+class Layout:
+    name: str  # kaggle | classic-folders | hf-names | classic-flat | hf-parquet | webdataset
+    folder: Path  # the manifest's root: the image folder (files) or ROOT (shards)
+    shards: tuple[str, ...] = ()  # shards relative to ROOT (shard formats)
 
 
 def _visible(entries: list[os.DirEntry]) -> list[os.DirEntry]:
@@ -64,205 +64,63 @@ def _scan(folder: Path) -> list[os.DirEntry]:
         return _visible(list(it))
 
 
-def detect_layout(root: Path) -> tuple[str, Path]:
-    """(layout name, image folder) of an ImageNet val copy at `root`."""
-    if not root.is_dir():
-        raise InputError(f"{root}: no such folder")
+def _file_layout(root: Path) -> Layout | None:
+    """The image-file layout at `root`, None when it holds none."""
     kaggle_dir = root / KAGGLE_IMAGE_DIR
     if kaggle_dir.is_dir():
         if not (root / KAGGLE_SOLUTION).is_file():
             raise InputError(f"{root}: Kaggle layout ({KAGGLE_IMAGE_DIR}/) but {root / KAGGLE_SOLUTION} is missing")
-        return "kaggle", kaggle_dir
+        return Layout("kaggle", kaggle_dir)
     for folder in (root / "val", root):
         if not folder.is_dir():
             continue
         entries = _scan(folder)
-        has_class_dirs = any(e.is_dir() and _WNID.fullmatch(e.name) for e in entries)
-        has_flat = any(e.is_file() and is_image_file(e.name) and _VAL_STEM.fullmatch(Path(e.name).stem) for e in entries)
-        if has_class_dirs and has_flat:
+        has_class_dirs = any(e.is_dir() and WNID.fullmatch(e.name) for e in entries)
+        named = [val_name(e.name) for e in entries if e.is_file() and is_image_file(e.name)]
+        named = [vn for vn in named if vn is not None]
+        if has_class_dirs and named:
             raise InputError(f"{folder}: mixes <wnid>/ class folders and flat ILSVRC2012_val_* images; keep one layout")
         if has_class_dirs:
-            return "classic-folders", folder
-        if has_flat:
-            return "classic-flat", folder
-    raise InputError(
-        f"{root}: no ImageNet val layout found; looked for {KAGGLE_IMAGE_DIR}/ + {KAGGLE_SOLUTION} (Kaggle), "
-        f"val/<wnid>/ILSVRC2012_val_*.JPEG or <wnid>/... (class folders), "
-        f"val/ILSVRC2012_val_*.JPEG or ILSVRC2012_val_*.JPEG (flat, with a ground-truth file)"
-    )
-
-
-# ---- ground truth readers: each returns {image number (1-based): class index} -------------------
-
-
-def check_synset_mapping(path: Path) -> None:
-    """A LOC_synset_mapping.txt must list the 1,000 wnids in timm's (sorted-wnid) class order."""
-    wnids = _read_wnid_lines(path)
-    if len(wnids) != NUM_CLASSES:
-        raise InputError(f"{path}: {len(wnids)} classes, expected {NUM_CLASSES}")
-    standard = sorted(lab.wnid_to_index(), key=lab.wnid_to_index().__getitem__)
-    for i, (line_no, wnid) in enumerate(wnids):
-        if wnid != standard[i]:
-            raise InputError(
-                f"{path}:{line_no}: wnid {wnid} is class {i} here but timm's class {i} is {standard[i]}; "
-                "this file's class order differs from the standard one"
-            )
-
-
-def _read_wnid_lines(path: Path) -> list[tuple[int, str]]:
-    """(line number, wnid) of each non-blank line `wnid [words...]`."""
-    out = []
-    for line_no, line in enumerate(read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        wnid = line.split()[0]
-        if not _WNID.fullmatch(wnid):
-            raise InputError(f"{path}:{line_no}: {wnid!r} is not a wnid (nNNNNNNNN)")
-        out.append((line_no, wnid))
-    return out
-
-
-def read_kaggle_solution(path: Path, skip_bad: bool = False) -> tuple[dict[int, int], list[dict[str, str]]]:
-    """LOC_val_solution.csv -> ({image number: class}, the bad lines dropped with `skip_bad`).
-
-    Read by the one Kaggle reader (`datasets.kaggle`); V1 also needs each line to name a val
-    image and to have boxes of exactly one class (the image's label).
-    """
-    lines, bad = read_kaggle_lines(path)
-    truth: dict[int, int] = {}
-    for line in lines:
-        problem = _solution_problem(line)
-        if problem is not None:
-            bad.append(BadRow(line.row, f"{path}: line {line.row}", problem))
-            continue
-        truth[_image_number(line.image_id)] = line.boxes[0].label  # type: ignore[index]
-    return truth, raise_bad_rows(sorted(bad, key=lambda b: b.row), skip_bad)
-
-
-def _solution_problem(line: KaggleLine) -> str | None:
-    """Why a well-formed boxes line cannot give a V1 image its label (None: it can)."""
-    if _image_number(line.image_id) is None:
-        return f"{line.image_id!r} is not an ILSVRC2012 val image id"
-    if not line.boxes:
-        return "no boxes: PredictionString must be groups of 'wnid x0 y0 x1 y1'"
-    classes = sorted({r.label for r in line.boxes})
-    if len(classes) != 1:
-        wnids = ", ".join(lab.class_wnid(c) for c in classes)
-        return f"image {line.image_id} has boxes of several classes ({wnids})"
+            return Layout("classic-folders", folder)
+        if named:
+            return Layout("hf-names" if all(vn.wnid for vn in named) else "classic-flat", folder)
     return None
 
 
-def _positional_or_named(path: Path, parse_value) -> dict[int, int]:
-    """Lines `VALUE` (line i = image i, exactly 50,000 lines) or `FILE_NAME VALUE` (any subset)."""
-    lines = [(n, line.split()) for n, line in enumerate(read_text(path).splitlines(), 1) if line.strip()]
-    truth: dict[int, int] = {}
-    if lines and all(len(f) == 1 for _, f in lines):
-        if len(lines) != NUM_VAL_IMAGES:
-            raise InputError(
-                f"{path}: {len(lines)} lines; a one-value-per-line file needs all {NUM_VAL_IMAGES:,} "
-                "(line i = ILSVRC2012_val_i); for a subset write 'FILE_NAME VALUE' lines"
-            )
-        for number, (line_no, fields) in enumerate(lines, 1):
-            truth[number] = parse_value(fields[0], f"{path}:{line_no}")
-        return truth
-    for line_no, fields in lines:
-        where = f"{path}:{line_no}"
-        if len(fields) != 2:
-            raise InputError(f"{where}: expected 'VALUE' or 'FILE_NAME VALUE', got {len(fields)} fields")
-        number = _image_number(Path(fields[0]).stem if is_image_file(fields[0]) else fields[0])
-        if number is None:
-            raise InputError(f"{where}: {fields[0]!r} is not an ILSVRC2012 val image name")
-        if number in truth:
-            raise InputError(f"{where}: image {fields[0]} listed twice")
-        truth[number] = parse_value(fields[1], where)
-    return truth
+_LOOKED_FOR = (
+    f"{KAGGLE_IMAGE_DIR}/ + {KAGGLE_SOLUTION} (Kaggle), val/<wnid>/ILSVRC2012_val_*.JPEG or <wnid>/... "
+    "(class folders), val/ILSVRC2012_val_*.JPEG or ILSVRC2012_val_*.JPEG (flat: HF-style names "
+    "ILSVRC2012_val_*_<wnid>.JPEG, or with a ground-truth file), *.parquet (Hugging Face shards), "
+    "*.tar (WebDataset shards)"
+)
 
 
-def _parse_index(value: str, where: str) -> int:
-    try:
-        index = int(value)
-    except ValueError:
-        raise InputError(f"{where}: {value!r} is not a class index") from None
-    if not 0 <= index < NUM_CLASSES:
-        raise InputError(f"{where}: class index {index} out of range 0..{NUM_CLASSES - 1}")
-    return index
+def detect_layout(root: Path, input_format: str | None = None) -> Layout:
+    """The layout of an ImageNet val copy at `root`; `input_format` (files, hf-parquet, webdataset)
+    limits the search to that format."""
+    if not root.is_dir():
+        raise InputError(f"{root}: no such folder")
+    if input_format in (None, "files"):
+        layout = _file_layout(root)
+        if layout is not None or input_format == "files":
+            return layout or _no_layout(root, "files")
+    shards = {fmt.NAME: fmt.detect(root) for fmt in SHARD_FORMATS if input_format in (None, fmt.NAME)}
+    found = {name: s for name, s in shards.items() if s}
+    if len(found) > 1:
+        raise InputError(f"{root}: holds both parquet and tar shards; choose one with --format")
+    if found:
+        ((name, s),) = found.items()
+        return Layout(name, root, tuple(s))
+    return _no_layout(root, input_format)
 
 
-def read_ilsvrc_id_mapping(path: Path) -> dict[int, str]:
-    """ILSVRC2012_ID (1..1000) -> wnid, from ILSVRC2012_mapping.txt or the devkit's meta.mat."""
-    if path.suffix == ".mat":
-        return _read_meta_mat(path)
-    mapping: dict[int, str] = {}
-    for line_no, line in enumerate(read_text(path).splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        # Either 'ID wnid' lines or 'wnid [words]' lines in ID order.
-        if fields[0].isdigit() and len(fields) >= 2:
-            ilsvrc_id, wnid = int(fields[0]), fields[1]
-        else:
-            ilsvrc_id, wnid = len(mapping) + 1, fields[0]
-        if not _WNID.fullmatch(wnid):
-            raise InputError(f"{path}:{line_no}: {wnid!r} is not a wnid (nNNNNNNNN)")
-        mapping[ilsvrc_id] = wnid
-    _check_id_mapping(mapping, path)
-    return mapping
+def _no_layout(root: Path, what: str | None) -> Layout:
+    if what:
+        raise InputError(f"{root}: no ImageNet val {what} found (--format {what}); looked for {_LOOKED_FOR}")
+    raise InputError(f"{root}: no ImageNet val layout found; looked for {_LOOKED_FOR}")
 
 
-def _read_meta_mat(path: Path) -> dict[int, str]:
-    try:
-        from scipy.io import loadmat  # lazy: scipy is optional, only the devkit's meta.mat needs it
-    except ImportError:
-        raise InputError(f"{path}: reading meta.mat needs scipy (pip install scipy), or provide {ID_MAPPING}") from None
-    try:
-        synsets = loadmat(str(path), squeeze_me=True, struct_as_record=False)["synsets"]
-        mapping = {int(s.ILSVRC2012_ID): str(s.WNID) for s in synsets if int(s.ILSVRC2012_ID) <= NUM_CLASSES}
-    except Exception as exc:  # scipy raises many types for a file that is not the devkit's meta.mat
-        raise InputError(f"{path}: not the ILSVRC2012 devkit meta.mat ({type(exc).__name__}: {exc})") from None
-    _check_id_mapping(mapping, path)
-    return mapping
-
-
-def _check_id_mapping(mapping: dict[int, str], path: Path) -> None:
-    if sorted(mapping) != list(range(1, NUM_CLASSES + 1)):
-        raise InputError(f"{path}: expected ILSVRC2012_IDs 1..{NUM_CLASSES}, got {len(mapping)} entries")
-    for ilsvrc_id, wnid in mapping.items():
-        lab.class_index(wnid, f"{path}: ILSVRC2012_ID {ilsvrc_id}")
-
-
-def _find(name: str, folders: list[Path]) -> Path | None:
-    return next((f / name for f in folders if (f / name).is_file()), None)
-
-
-def read_classic_ground_truth(root: Path, image_dir: Path) -> tuple[dict[int, int], str]:
-    """Ground truth of the flat classic layout and a description of the files it came from."""
-    folders = list(dict.fromkeys([root, image_dir, root / "ILSVRC2012_devkit_t12" / "data"]))
-    if path := _find(VAL_LABELS, folders):
-        return _positional_or_named(path, _parse_index), str(path)
-    if path := _find(TF_SYNSET_LABELS, folders):
-        return _positional_or_named(path, lambda v, where: lab.class_index(v, where)), str(path)
-    if path := _find(DEVKIT_GROUND_TRUTH, folders):
-        id_file = _find(ID_MAPPING, folders) or _find(DEVKIT_META, folders)
-        if id_file is None:
-            raise InputError(
-                f"{path}: ILSVRC2012_IDs need {ID_MAPPING} or the devkit's {DEVKIT_META} to map them to "
-                f"classes; looked in {', '.join(map(str, folders))}"
-            )
-        id_to_wnid = read_ilsvrc_id_mapping(id_file)
-
-        def parse(value: str, where: str) -> int:
-            if not value.isdigit() or int(value) not in id_to_wnid:
-                raise InputError(f"{where}: {value!r} is not an ILSVRC2012_ID 1..{NUM_CLASSES}")
-            return lab.class_index(id_to_wnid[int(value)], where)
-
-        return _positional_or_named(path, parse), f"{path} + {id_file}"
-    raise InputError(
-        f"{image_dir}: flat val folder without ground truth; looked for {', '.join(GROUND_TRUTH_FILES)} "
-        f"in {', '.join(map(str, folders))}"
-    )
-
-
-# ---- listing ---------------------------------------------------------------------------------------
+# ---- image files -------------------------------------------------------------------------------
 
 
 def _list_flat(image_dir: Path) -> list[str]:
@@ -271,14 +129,14 @@ def _list_flat(image_dir: Path) -> list[str]:
     return [e.name for e in _scan(image_dir) if (e.is_symlink() or e.is_file()) and is_image_file(e.name)]
 
 
-def _list_class_folders(image_dir: Path, skip_bad: bool, bad: list[dict[str, str]]) -> list[tuple[str, int]]:
+def _list_class_folders(image_dir: Path, skip_bad: bool, bad: list[tuple[str, str]]) -> list[tuple[str, int]]:
     """(relative path, class index) of every image in `image_dir/<wnid>/`; with `skip_bad`, a folder
     of an unknown wnid goes to `bad` instead of raising."""
     out = []
     for entry in _scan(image_dir):
         if not entry.is_dir():
             continue
-        if not _WNID.fullmatch(entry.name):
+        if not WNID.fullmatch(entry.name):
             raise InputError(f"{entry.path}: class folder name must be a wnid (nNNNNNNNN)")
         try:
             index = lab.class_index(entry.name, entry.path)
@@ -293,57 +151,117 @@ def _list_class_folders(image_dir: Path, skip_bad: bool, bad: list[dict[str, str
 
 
 def _ground_truth(
-    root: Path, layout: str, image_dir: Path, skip_bad: bool
+    root: Path, layout: Layout, skip_bad: bool
 ) -> tuple[list[tuple[str, int | None]], dict[int, int], str, list[dict[str, str]]]:
     """(files with their folder label if known, {image number: class}, label source, bad lines dropped)."""
-    if layout == "kaggle":
+    image_dir = layout.folder
+    if layout.name == "kaggle":
         mapping = root / SYNSET_MAPPING
         if mapping.is_file():
-            check_synset_mapping(mapping)
-        truth, dropped = read_kaggle_solution(root / KAGGLE_SOLUTION, skip_bad)
+            gt.check_synset_mapping(mapping)
+        truth, dropped = gt.read_kaggle_solution(root / KAGGLE_SOLUTION, skip_bad)
         return [(f, None) for f in _list_flat(image_dir)], truth, str(root / KAGGLE_SOLUTION), dropped
-    if layout == "classic-flat":
-        truth, label_source = read_classic_ground_truth(root, image_dir)
+    if layout.name == "hf-names":
+        return [(f, None) for f in _list_flat(image_dir)], {}, "the wnids in the file names", []
+    if layout.name == "classic-flat":
+        truth, label_source = gt.read_classic_ground_truth(root, image_dir)
         return [(f, None) for f in _list_flat(image_dir)], truth, label_source, []
-    dropped: list[dict[str, str]] = []
+    dropped: list[tuple[str, str]] = []
     files = _list_class_folders(image_dir, skip_bad, dropped)
     return files, {}, "class folder names (wnids)", [{"file": f, "error": e} for f, e in dropped]
 
 
-def _label_rows(
-    image_dir: Path, files: list[tuple[str, int | None]], truth: dict[int, int], label_source: str, multi: V1Labels,
-    left_out: dict[str, int],
-) -> tuple[tuple[list, list, list, list], list[tuple[str, str]], set[int]]:
-    """(ids, paths, labels, multi-labels) of the usable images, the bad ones, and the image numbers seen;
-    images the label set leaves out (not labelled by it, problematic) are counted by reason in `left_out`."""
-    ids, paths, singles, multis = [], [], [], []
-    bad: list[tuple[str, str]] = []
-    seen: dict[int, str] = {}
-    for rel, folder_label in files:
-        stem = Path(rel).stem
-        if not (image_dir / rel).is_file():
-            bad.append((str(image_dir / rel), "not a readable file (a symlink loop or a dangling link?)"))
-            continue
-        number = _image_number(stem)
-        if number is None:
-            bad.append((str(image_dir / rel), "not an ILSVRC2012 val image name (ILSVRC2012_val_00000001 .. _00050000)"))
-            continue
-        if number in seen:
-            raise InputError(f"{image_dir / rel}: image {stem} is also at {image_dir / seen[number]}")
-        seen[number] = rel
-        label = folder_label if folder_label is not None else truth.get(number)
+def _file_entry(image_dir: Path, rel: str, folder_label: int | None, truth: dict[int, int],
+                label_source: str) -> tuple[Found | None, str | None]:
+    """(the image at `rel`, None) or (None, why it cannot be used)."""
+    path = image_dir / rel
+    if not path.is_file():
+        return None, "not a readable file (a symlink loop or a dangling link?)"
+    vn = val_name(Path(rel).name)
+    if vn is None:
+        return None, "not an ILSVRC2012 val image name (ILSVRC2012_val_00000001 .. _00050000)"
+    label = folder_label
+    if vn.wnid is not None:  # an HF-style name says its class
+        if vn.wnid not in lab.wnid_to_index():
+            return None, f"unknown wnid {vn.wnid!r} in its name (not an ImageNet-1k class)"
+        named = lab.wnid_to_index()[vn.wnid]
+        if label is not None and label != named:
+            return None, f"in the folder of class {label} but its name says {vn.wnid} (class {named})"
+        label = named
+    if label is None:
+        label = truth.get(vn.number)
         if label is None:
-            bad.append((str(image_dir / rel), f"image {stem} has no entry in the ground truth ({label_source})"))
+            return None, f"image {vn.stem} has no entry in the ground truth ({label_source})"
+    return Found(vn.stem, vn.number, str(path), label, {"path": rel}), None
+
+
+def _scan_files(root: Path, layout: Layout, skip_bad: bool) -> Scan:
+    files, truth, label_source, dropped = _ground_truth(root, layout, skip_bad)
+    found, bad = [], []
+    for rel, folder_label in files:
+        entry, problem = _file_entry(layout.folder, rel, folder_label, truth, label_source)
+        if entry is None:
+            bad.append((str(layout.folder / rel), problem))
+        else:
+            found.append(entry)
+    numbers = {f.number for f in found}
+    unused = len(set(truth) - numbers) if truth else 0
+    return Scan(found, bad, label_source, {"ground_truth_entries_unused": unused}, skipped=dropped)
+
+
+def scan_layout(root: Path, layout: Layout, skip_bad: bool) -> Scan:
+    """The images of the copy at `root` with their original labels (no ReaL yet)."""
+    if layout.shards:
+        fmt = parquet if layout.name == parquet.NAME else webdataset
+        return fmt.scan(root, list(layout.shards))
+    return _scan_files(root, layout, skip_bad)
+
+
+# ---- rows ----------------------------------------------------------------------------------------
+
+
+def _check_unique(found: list[Found]) -> None:
+    """Two files, rows or members that are one image stop the build, naming both."""
+    seen: dict[str, str] = {}
+    for f in found:
+        if f.sample_id in seen:
+            raise InputError(f"{f.where}: image {f.sample_id} is also at {seen[f.sample_id]}")
+        seen[f.sample_id] = f.where
+
+
+def _multi_labels(found: list[Found], labels_of: LabelSet | None, label_path: Path | None,
+                  left_out: dict[str, int]) -> tuple[list[Found], list[Sequence[int]], V1Labels | None]:
+    """(the images the label set keeps, their multi-labels by image number, the set as read); with
+    no set (`--no-real`) every image, labels = [its own label]. Images the set leaves out (not
+    labelled by it, problematic) are counted by reason in `left_out`."""
+    if labels_of is None:
+        return found, [[f.label] for f in found], None
+    nameless = next((f for f in found if f.number is None), None)
+    if nameless is not None:
+        raise InputError(f"{nameless.where}: no name gives its ImageNet val number (ILSVRC2012_val_NNNNNNNN), so "
+                         f"its {labels_of.name} labels cannot be found; --no-real builds without them (labels = [label])")
+    multi = labels_of.read(label_path)
+    kept, lists = [], []
+    for f in found:
+        got = multi.lookup(f.number)
+        if isinstance(got, str):
+            left_out[got] = left_out.get(got, 0) + 1
             continue
-        found = multi.lookup(number)
-        if isinstance(found, str):
-            left_out[found] = left_out.get(found, 0) + 1
-            continue
-        ids.append(stem)
-        paths.append(rel)
-        singles.append(label)
-        multis.append(found)
-    return (ids, paths, singles, multis), bad, set(seen)
+        kept.append(f)
+        lists.append(got)
+    return kept, lists, multi
+
+
+def _label_set(label_set: str, real, label_file, no_real: bool) -> tuple[LabelSet | None, Path | None]:
+    if real is not None and label_file is not None and Path(real).resolve() != Path(label_file).resolve():
+        raise InputError(f"--real {real} and --label-file {label_file}: give the label file once")
+    if no_real:
+        return None, None
+    return labelsets.resolve(label_set, "imagenet_v1", label_file or real)
+
+
+def _extra(found: list[Found], columns: tuple[tuple[str, Any], ...]) -> dict[str, pa.Array]:
+    return {name: pa.array([f.columns[name] for f in found], type) for name, type in columns}
 
 
 def build_imagenet_val(
@@ -354,37 +272,43 @@ def build_imagenet_val(
     label_set: str = DEFAULT_V1_LABEL_SET,
     label_file: str | os.PathLike | None = None,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    input_format: str | None = None,
+    no_real: bool = False,
 ) -> Manifest:
     """Manifest of the ImageNet val images under `root` (any layout above), with the multi-labels of
     `label_set` (datasets.labelsets; default ReaL).
 
-    `label_file`: the set's published file (`real`: a ReaL-format JSON; default timm's copy; `real`
+    `label_file`: the set's published file (`real`: a ReaL-format JSON, default timm's copy; `real`
     is the same for ReaL). A set of some val images (Shankar et al., ImageNet-M) makes rows of those
-    only. `skip_bad` drops images that have no ground truth or no val name, and bad lines of a Kaggle
-    solution file, instead of raising; the metadata lists them. The build stops when fewer than
-    `min_agreement` percent of the images have their original label in their set (labelsets.agreement).
+    only; `no_real`: no set, labels = [label]. `skip_bad` drops images that have no ground truth or
+    no val name, bad lines of a Kaggle solution file and unusable shard rows / members, instead of
+    raising; the metadata lists them. The build stops when fewer than `min_agreement` percent of
+    the images have their original label in their set (labelsets.agreement).
     """
-    if real is not None and label_file is not None and Path(real).resolve() != Path(label_file).resolve():
-        raise InputError(f"--real {real} and --label-file {label_file}: give the label file once")
-    labels_of, label_path = labelsets.resolve(label_set, "imagenet_v1", label_file or real)
+    labels_of, label_path = _label_set(label_set, real, label_file, no_real)
     root = Path(root).resolve()  # absolute paths in the metadata and in error messages
-    layout, image_dir = detect_layout(root)
-    files, truth, label_source, dropped_lines = _ground_truth(root, layout, image_dir, skip_bad)
-    multi, left_out = labels_of.read(label_path), {}
-    columns, bad, seen = _label_rows(image_dir, files, truth, label_source, multi, left_out)
-    skipped = dropped_lines + raise_or_skip(bad, skip_bad)
-    if not columns[0]:
-        raise InputError(f"{image_dir}: no usable ImageNet val images found" + (
+    layout = detect_layout(root, input_format)
+    scan = scan_layout(root, layout, skip_bad)
+    skipped = scan.skipped + raise_or_skip(scan.bad, skip_bad)
+    _check_unique(scan.found)
+    left_out: dict[str, int] = {}
+    found, lists, multi = _multi_labels(scan.found, labels_of, label_path, left_out)
+    if not found:
+        raise InputError(f"{layout.folder}: no usable ImageNet val images found" + (
             f" ({', '.join(f'{n:,} {why}' for why, n in left_out.items())})" if left_out else ""))
+    columns = ([f.sample_id for f in found], [f.columns["path"] for f in found], [f.label for f in found], lists)
+    labels_meta = (v1_meta(labels_of, label_path, multi, columns, left_out, min_agreement) if labels_of is not None
+                   else {"label_set": None, "label_file": None, "label_sha256": None})  # --no-real: labels = [label]
     meta = base_meta(
         "imagenet_v1",
-        name or labelsets.default_dataset(label_set, DEFAULT_NAME),
-        image_dir,
-        layout=layout,
+        name or (DEFAULT_NAME if no_real else labelsets.default_dataset(label_set, DEFAULT_NAME)),
+        layout.folder,
+        layout=layout.name,
         dataset_root=str(root),
-        label_source=label_source,
-        **v1_meta(labels_of, label_path, multi, columns, left_out, min_agreement),
-        ground_truth_entries_unused=len(set(truth) - seen) if truth else 0,
+        label_source=scan.label_source,
+        **labels_meta,
+        ground_truth_entries_unused=scan.meta.pop("ground_truth_entries_unused", 0),
         skipped=skipped,
+        **scan.meta,
     )
-    return Manifest(table=core_table(*columns), meta=meta)
+    return Manifest(table=core_table(*columns, extra=_extra(found, scan.extra_columns)), meta=meta)

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from mlreassess.cpus import available_cpus
+from mlreassess.datasets import samples
 from mlreassess.datasets.images import open_image
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.datasets.paths import check_path_column, inside_root
@@ -37,6 +38,7 @@ def check_readable(manifest: Manifest) -> None:
     """Fail before any work when a manifest has no samples or cannot say where its pixels come from."""
     if len(manifest) == 0:
         raise InputError(f"{manifest.source}: the manifest has no samples: nothing to predict")
+    samples.check_sources(manifest)  # the shards it was built from are still the same bytes
     if manifest.kind == "patchml":
         return  # rendered from the manifest (or read from DIR/images/*.png): checked per sample
     if manifest.root is None:
@@ -70,9 +72,7 @@ def image_opener(manifest: Manifest, source_root: str | os.PathLike | None = Non
             return render_row(manifest, i, source_root=source_root)
 
         return open_canvas
-    root = Path(manifest.root)
-    paths = manifest.table.column("path").to_pylist()
-    return lambda i: open_image(inside_root(root, paths[i], f"{manifest.source}: sample {ids[i]!r}"))
+    return samples.reader(manifest).open  # image files, or parquet / tar shards (datasets.formats)
 
 
 def rows_to_render(manifest: Manifest, rows: list[int]) -> list[int]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -29,7 +28,8 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from mlreassess.datasets.images import open_image
+from mlreassess.datasets import samples
+from mlreassess.datasets.images import decode_image
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.datasets.paths import inside_root
 from mlreassess.errors import InputError, MlreassessError
@@ -82,7 +82,7 @@ def _pixels(image) -> tuple:
 
 
 class EncodedImages(Dataset):
-    """Item j -> (row, kind, payload (1-D uint8 array), (h, w) of PIXELS, JPEG path, error text)."""
+    """Item j -> (row, kind, payload (1-D uint8 array), (h, w) of PIXELS, where the JPEG is from, error text)."""
 
     def __init__(self, manifest: Manifest, rows: list[int], source_root=None, cache: PatchCache | None = None,
                  cache_index: int = 0, paint_on_device: bool = False):
@@ -96,7 +96,7 @@ class EncodedImages(Dataset):
         self.ids = manifest.sample_ids
         patchml = manifest.kind == "patchml"
         self.png_dir = png_dir(manifest) if patchml else None
-        self.paths = None if patchml else manifest.table.column("path").to_pylist()
+        self.samples = None if patchml else samples.reader(manifest)  # opens its files in each worker
         self._open = None  # image_opener, built lazily in each worker
 
     def __len__(self) -> int:
@@ -116,11 +116,10 @@ class EncodedImages(Dataset):
         return i, ERROR, _EMPTY, (0, 0), "", error
 
     def _item(self, i: int) -> tuple:
-        if self.paths is not None:
-            path = inside_root(self.manifest.root, self.paths[i], f"{self.manifest.source}: sample {self.ids[i]!r}")
-            data = _read(path)
+        if self.samples is not None:
+            data = _read(self.samples, i)
             if jpeg_components(data) in (1, 3):
-                return JPEG, np.frombuffer(data, dtype=np.uint8), (0, 0), str(path)
+                return JPEG, np.frombuffer(data, dtype=np.uint8), (0, 0), self.samples.where(i)
         elif self._paint_here(i):
             return CANVAS, _EMPTY, (0, 0), ""
         if self._open is None:
@@ -141,11 +140,11 @@ class EncodedImages(Dataset):
         return True
 
 
-def _read(path: Path) -> bytes:
+def _read(reader, i: int) -> bytes:
     try:
-        return path.read_bytes()
-    except OSError:
-        return b""  # not a JPEG: open_image then says what is wrong, in the PIL path's words
+        return reader.read(i)
+    except InputError:
+        return b""  # not a JPEG: the PIL path's opener then says what is wrong, in its words
 
 
 @dataclass
@@ -156,7 +155,7 @@ class EncodedBatch:
     kinds: list[str]
     spans: list[tuple[int, int]]  # [start, end) of each payload in `encoded` (JPEG) or `pixels` (PIXELS)
     shapes: list[tuple[int, int]]  # (h, w) of PIXELS items
-    sources: list[str]  # JPEG file of each JPEG item (for the PIL fallback)
+    sources: list[str]  # where each JPEG item is from (file, or shard and row / member), for messages
     errors: list[str]
     encoded: torch.Tensor  # uint8 JPEG bytes (stay on the host: the decoder reads them there)
     pixels: torch.Tensor  # uint8 HWC pixels (copied to the device)
@@ -255,15 +254,16 @@ class DeviceAssembler:
         out = {}
         for j, image in zip(chosen, decoded):
             if image is None:
-                image = self._pil_fallback(batch.sources[j], j, errors)
+                image = self._pil_fallback(batch.encoded[slice(*batch.spans[j])], batch.sources[j], j, errors)
             if image is not None:
                 out[j] = image
         return out
 
-    def _pil_fallback(self, path: str, j: int, errors: list[str]) -> torch.Tensor | None:
-        """The image PIL decodes when the device decoder refused it; None (and its error) if PIL cannot."""
+    def _pil_fallback(self, data: torch.Tensor, where: str, j: int, errors: list[str]) -> torch.Tensor | None:
+        """The image PIL decodes (from its bytes) when the device decoder refused it; None (and its
+        error) if PIL cannot."""
         try:
-            array = np.array(open_image(path), dtype=np.uint8)
+            array = np.array(decode_image(data.numpy().tobytes(), where), dtype=np.uint8)
         except InputError as exc:
             errors[j] = str(exc)
             return None

@@ -96,6 +96,10 @@ def _content(table: pa.Table) -> pa.Table:
 LABEL_COLUMNS = ("label", "labels", "label_count", "patch_labels")
 # Manifest metadata that changes the pixels of PatchML canvases.
 PIXEL_META = ("canvas_size", "resample", "source_pattern")
+# Manifest metadata naming the bytes its samples are read from (each shard's sha256, of its own shards
+# or of a PatchML set's source manifest): hashed only when present, so manifests of image files keep
+# the digest their predictions recorded.
+SOURCE_META = ("shards", "source_shards")
 
 
 def pixels_sha256(manifest: Manifest) -> str:
@@ -109,6 +113,9 @@ def pixels_sha256(manifest: Manifest) -> str:
         writer.write_table(table.combine_chunks())
     digest = hashlib.sha256(sink.getvalue().to_pybytes())
     digest.update(json.dumps({k: manifest.meta.get(k) for k in PIXEL_META}, sort_keys=True).encode())
+    sources = {k: manifest.meta[k] for k in SOURCE_META if manifest.meta.get(k)}
+    if sources:  # a changed shard (a rebuilt manifest) redoes the predictions
+        digest.update(json.dumps(sources, sort_keys=True).encode())
     return digest.hexdigest()
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from mlreassess.constants import PATCHML_DEFAULT_CANVAS, PATCHML_DEFAULT_COUNTS, PATCHML_DEFAULT_MIN_BOX_SIDE
 from mlreassess.datasets.manifest import Manifest, read_manifest, write_manifest
+from mlreassess.datasets.samples import FolderSources, ManifestSources, Sources, check_sources
 from mlreassess.errors import InputError, short_repr
 from mlreassess.io import remove_stale_tmp
 from mlreassess.locks import folder_lock
@@ -32,7 +33,7 @@ from mlreassess.results import PATCHML_MANIFEST as MANIFEST_NAME
 log = logging.getLogger(__name__)
 
 # Metadata that says where things are, not what the canvases are: a rerun may change them.
-_LOCATION_KEYS = ("root", "source_root", "mlreassess_version")
+_LOCATION_KEYS = ("root", "source_root", "source_manifest", "mlreassess_version")
 
 
 @dataclass
@@ -101,17 +102,13 @@ def resolve_params(
 
 
 def _image_sizes(
-    boxes: Path, records: list, images: Path | None, image_sizes: str | os.PathLike | None,
+    boxes: Path, records: list, images: Sources | None, image_sizes: str | os.PathLike | None,
     params: Params, skip_bad: bool, progress: bool,
 ) -> tuple[dict[str, tuple[int, int]] | None, list[BadRow], str | None]:
     """(sizes of the source images or None, bad rows, where the sizes came from)."""
     if images is not None:
-        if not images.is_dir():
-            raise InputError(f"{images}: images folder not found")
-        sizes, bad = pool_mod.sizes_from_images(
-            images, records, params.source_pattern, skip_bad, where=str(boxes), progress=progress
-        )
-        return sizes, bad, f"the images in {images}"
+        sizes, bad = pool_mod.sizes_from_images(images, records, skip_bad=skip_bad, where=str(boxes), progress=progress)
+        return sizes, bad, f"the images in {images.describe()}"
     sizes_file = Path(image_sizes) if image_sizes else boxes.with_name(pool_mod.SIZES_FILE)
     if image_sizes or sizes_file.exists():
         return pool_mod.read_image_sizes(sizes_file), [], str(sizes_file)
@@ -119,7 +116,7 @@ def _image_sizes(
 
 
 def _read_pool(
-    boxes: Path, images: Path | None, image_sizes: str | os.PathLike | None,
+    boxes: Path, images: Sources | None, image_sizes: str | os.PathLike | None,
     params: Params, skip_bad: bool, progress: bool,
 ) -> tuple[Pool, list[BadRow], int, str | None]:
     """Stage 1: (pool, bad rows, boxes read, where the image sizes came from)."""
@@ -133,7 +130,7 @@ def _read_pool(
 
 
 def compose_set(
-    boxes: Path, seed: int, params: Params, *, images: Path | None, image_sizes: str | os.PathLike | None,
+    boxes: Path, seed: int, params: Params, *, images: Sources | None, image_sizes: str | os.PathLike | None,
     name: str | None, skip_bad: bool, progress: bool,
 ) -> Composed:
     """The manifest table and metadata of a set (stages 1 and 2); nothing is written."""
@@ -146,7 +143,7 @@ def compose_set(
         canvas_size=params.canvas_size,
         min_box_side=params.min_box_side,
         resample=params.resample,
-        source_root=None if images is None else str(images),
+        source_root=str(images.root) if isinstance(images, FolderSources) else None,
         source_pattern=params.source_pattern,
         boxes_file=boxes.name,
         boxes_sha256=sha256_file(boxes),
@@ -155,8 +152,33 @@ def compose_set(
         bad_rows=[
             {"file": f"{boxes.name}: line {b.row}", "error": b.problem} for b in sorted(bad, key=lambda b: b.row)
         ],
+        **_manifest_source_meta(images),
     )
     return Composed(table, meta, boxes_read, len(bad), len(patch_pool), bounds_source)
+
+
+def _manifest_source_meta(images: Sources | None) -> dict[str, Any]:
+    """A V1 manifest as the sources: its path, and its shards' sha256 (the canvases' pixels depend on them)."""
+    if not isinstance(images, ManifestSources):
+        return {}
+    source = read_manifest(images.manifest)
+    check_sources(source)
+    return {"source_manifest": str(images.manifest), "source_shards": source.meta.get("shards")}
+
+
+def _sources(images: str | os.PathLike | None, source_manifest: str | os.PathLike | None,
+             pattern: str) -> Sources | None:
+    """The source images: a folder (`--images`) or a V1 manifest's (`--source-manifest`), or none."""
+    if images is not None and source_manifest is not None:
+        raise InputError("--images and --source-manifest both name the source images; give one")
+    if source_manifest is not None:
+        return ManifestSources(source_manifest)
+    if images is not None:
+        folder = Path(images).resolve()
+        if not folder.is_dir():
+            raise InputError(f"{folder}: images folder not found")
+        return FolderSources(folder, pattern)
+    return None
 
 
 def _difference(old: Manifest, table: pa.Table, meta: dict[str, Any]) -> str | None:
@@ -171,7 +193,7 @@ def _difference(old: Manifest, table: pa.Table, meta: dict[str, Any]) -> str | N
     return "; ".join(diffs) or None
 
 
-def check_out_dir(out_dir: Path, composed: Composed, images: Path | None) -> str:
+def check_out_dir(out_dir: Path, composed: Composed, images: Sources | None) -> str:
     """What writing `composed` to `out_dir` means: "written", "unchanged", "updated source_root" or
     "redone" (the folder held an older build: other inputs or options; its PNGs go).
 
@@ -185,7 +207,8 @@ def check_out_dir(out_dir: Path, composed: Composed, images: Path | None) -> str
             log.info(f"{path}: redoing it: {diff}")
             _remove_pngs(out_dir)
             return "redone"
-        if images is not None and old.meta.get("source_root") != composed.meta["source_root"]:
+        moved = any(old.meta.get(k) != composed.meta.get(k) for k in ("source_root", "source_manifest"))
+        if images is not None and moved:
             return "updated source_root"
         return "unchanged"
     if any((out_dir / IMAGES_DIR).glob("*.png")):
@@ -214,6 +237,7 @@ def generate(
     out_dir: str | os.PathLike,
     *,
     images: str | os.PathLike | None = None,
+    source_manifest: str | os.PathLike | None = None,
     image_sizes: str | os.PathLike | None = None,
     counts: Sequence[int] | None = None,
     canvas_size: int | None = None,
@@ -228,8 +252,9 @@ def generate(
 ) -> GenerateResult:
     """Compose a PatchML set from a Kaggle-format boxes file into `out_dir/manifest.parquet`.
 
-    With `images` (folder of the source images), box bounds are checked against the images, the
-    folder is recorded as the manifest's `source_root` (so canvases render on the fly anywhere),
+    With `images` (folder of the source images) or `source_manifest` (a V1 manifest of any format,
+    whose images are found by sample id), box bounds are checked against the images, the folder
+    (`source_root`) or the manifest (`source_manifest`) is recorded (so canvases render on the fly anywhere),
     and unless `render=False` every canvas is also rendered to `out_dir/images/<sample_id>.png`.
     A rerun with the same inputs leaves the manifest alone and renders only missing PNGs; a
     different manifest already in `out_dir` is an error.
@@ -237,7 +262,7 @@ def generate(
     start = time.perf_counter()
     params = resolve_params(counts, canvas_size, min_box_side, resample, source_pattern)
     boxes, out_dir = Path(boxes), Path(out_dir)
-    images = None if images is None else Path(images).resolve()
+    images = _sources(images, source_manifest, params.source_pattern)
     composed = compose_set(
         boxes, seed, params, images=images, image_sizes=image_sizes, name=name, skip_bad=skip_bad, progress=progress
     )
@@ -254,7 +279,7 @@ def generate(
     )
     if images is not None and render:
         result.render = render_mod.render_to_dir(
-            manifest, out_dir / IMAGES_DIR, images, workers=workers, skip_bad=skip_bad, progress=progress
+            manifest, out_dir / IMAGES_DIR, workers=workers, skip_bad=skip_bad, progress=progress
         )
     result.elapsed_s = time.perf_counter() - start
     return result
@@ -268,7 +293,8 @@ def generate_from(options: PatchMLOptions, out_dir: str | os.PathLike, render: b
     with folder_lock(out_dir):
         remove_stale_tmp(out_dir)
         return generate(
-            options.boxes, options.seed, out_dir, images=options.images, image_sizes=options.image_sizes,
+            options.boxes, options.seed, out_dir, images=options.images, source_manifest=options.source_manifest,
+            image_sizes=options.image_sizes,
             counts=options.counts, canvas_size=options.canvas, min_box_side=options.min_box_side,
             resample=options.resample, source_pattern=options.source_pattern, name=options.name,
             workers=options.workers, skip_bad=options.skip_bad, progress=progress, render=render,

@@ -29,10 +29,9 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from mlreassess.datasets.images import open_image
+from mlreassess.datasets.samples import Sources, manifest_sources
 from mlreassess.errors import InputError
-from mlreassess.patchml.pool import DEFAULT_SOURCE_PATTERN, source_path
-from mlreassess.patchml.render import _source_root, make_patch, paint, resample_filter
+from mlreassess.patchml.render import make_patch, paint, resample_filter
 
 # Default bound on the cache file: the full val pool needs 7.8 GiB (module docstring).
 PATCH_CACHE_BYTES = 10 << 30
@@ -63,11 +62,10 @@ def _flat_patches(table: Any) -> tuple[np.ndarray, list[str], np.ndarray, np.nda
     return starts, src, pairs("src_boxes", 4), pairs("sizes", 2), pairs("positions", 2)
 
 
-def source_key(manifest: Any, source_root: str | os.PathLike | None) -> tuple[str, str, str]:
-    """(source folder, file pattern, filter): manifests with equal keys can share one cache."""
-    meta = manifest.meta
-    root = str(_source_root(manifest, source_root))
-    return root, meta.get("source_pattern", DEFAULT_SOURCE_PATTERN), meta["resample"]
+def source_key(manifest: Any, source_root: str | os.PathLike | None) -> tuple[str, ...]:
+    """(where the sources are: folder and file pattern, or V1 manifest; filter): manifests with equal
+    keys can share one cache."""
+    return (*manifest_sources(manifest, source_root).key, manifest.meta["resample"])
 
 
 def _budget(folder: str, max_bytes: int) -> int:
@@ -79,14 +77,15 @@ def _remove(folder: str, owner: int) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _fill_source(task: tuple[str, str, str, list[tuple[tuple, tuple, int]], str]) -> list[tuple[int, str]]:
+def _fill_source(task: tuple[str, Sources, str, list[tuple[tuple, tuple, int]], str]) -> list[tuple[int, str]]:
     """Worker: decode one source, write its resized patches into the cache file at their offsets.
 
     Returns the offsets that could not be filled, with render_row's error for them (a source that
     does not decode fails all its patches; a box outside its image only its own)."""
-    src, path, cache_file, wanted, resample = task
+    src, sources, cache_file, wanted, resample = task
     try:
-        image = open_image(path)
+        image = sources.open(src)
+        path = sources.where(src)
     except InputError as exc:
         return [(off, str(exc)) for _, _, off in wanted]
     filt = resample_filter(resample)
@@ -152,14 +151,13 @@ def _plan(manifests: Sequence[Any], rows: Sequence[Sequence[int]] | None, budget
     return _Plan(sources, slot_src, box_arr, size_arr, offsets, per_manifest, int(nbytes.sum()))
 
 
-def _fill(plan: _Plan, root: str, pattern: str, resample: str, cache_file: str, workers: int) -> dict[int, str]:
+def _fill(plan: _Plan, sources: Sources, resample: str, cache_file: str, workers: int) -> dict[int, str]:
     """Decode each source once (in `workers` processes if > 1) into the file; {bad slot: error}."""
     wanted: list[list[tuple]] = [[] for _ in plan.sources]
     for s, n in enumerate(plan.slot_src):
         wanted[n].append((tuple(int(v) for v in plan.boxes[s]), tuple(int(v) for v in plan.sizes[s]),
                           int(plan.offsets[s])))
-    tasks = [(src, str(source_path(root, src, pattern)), cache_file, wanted[n], resample)
-             for n, src in enumerate(plan.sources)]
+    tasks = [(src, sources, cache_file, wanted[n], resample) for n, src in enumerate(plan.sources)]
     if workers > 1 and len(tasks) > 1:
         with multiprocessing.get_context().Pool(min(workers, len(tasks))) as pool:
             results = list(pool.imap_unordered(_fill_source, tasks, chunksize=8))
@@ -238,7 +236,7 @@ def build_cache(manifests: Sequence[Any], rows: Sequence[Sequence[int]] | None =
     keys = {source_key(m, source_root) for m in manifests}
     if len(keys) != 1:
         raise InputError("a patch cache needs PatchML manifests sharing one source folder, pattern and filter")
-    ((root, pattern, resample),) = keys
+    sources, resample = manifest_sources(manifests[0], source_root), manifests[0].meta["resample"]
     resample_filter(resample)
     tmp = tempfile.mkdtemp(prefix="mlreassess-patches-", dir=folder)
     try:
@@ -246,7 +244,7 @@ def build_cache(manifests: Sequence[Any], rows: Sequence[Sequence[int]] | None =
         cache_file = os.path.join(tmp, "patches.u8")
         with open(cache_file, "wb") as f:
             f.truncate(max(1, plan.total))
-        bad = _fill(plan, root, pattern, resample, cache_file, workers)
+        bad = _fill(plan, sources, resample, cache_file, workers)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

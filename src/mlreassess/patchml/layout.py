@@ -159,8 +159,12 @@ def patchml_meta(
     boxes_sha256: str,
     pool_size: int,
     bad_rows: Sequence[dict[str, str]] = (),
+    source_manifest: str | None = None,
+    source_shards: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Manifest metadata: everything that, with the boxes file, determines the canvases."""
+    """Manifest metadata: everything that, with the boxes file, determines the canvases. Sources
+    found by id in a V1 manifest add its path (`source_manifest`) and its shards' sha256."""
+    sources = {k: v for k, v in (("source_manifest", source_manifest), ("source_shards", source_shards)) if v}
     return base_meta(
         "patchml",
         dataset,
@@ -176,4 +180,5 @@ def patchml_meta(
         boxes_sha256=boxes_sha256,
         pool_size=pool_size,
         bad_rows=list(bad_rows),
+        **sources,
     )

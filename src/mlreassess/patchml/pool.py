@@ -18,7 +18,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from mlreassess.datasets.images import image_size
+from mlreassess.constants import PATCHML_DEFAULT_SOURCE_PATTERN
+from mlreassess.datasets.samples import FolderSources, ManifestSources, Sources
 from mlreassess.datasets.kaggle import BadRow, BoxRecord, csv_rows, raise_bad_rows, read_boxes_csv
 from mlreassess.datasets.paths import inside_root
 from mlreassess.datasets.placements import check_source_pattern
@@ -33,7 +34,7 @@ __all__ = [
 
 SIZES_HEADER = ("ImageId", "width", "height")
 SIZES_FILE = "image_sizes.csv"  # looked for beside the boxes file
-DEFAULT_SOURCE_PATTERN = "{id}.JPEG"
+DEFAULT_SOURCE_PATTERN = PATCHML_DEFAULT_SOURCE_PATTERN
 
 
 @dataclass
@@ -86,30 +87,35 @@ def source_path(root: str | os.PathLike, image_id: str, pattern: str = DEFAULT_S
 
 
 def sizes_from_images(
-    root: str | os.PathLike,
+    root: str | os.PathLike | Sources,
     records: Iterable[BoxRecord],
     pattern: str = DEFAULT_SOURCE_PATTERN,
     skip_bad: bool = False,
     where: str = "boxes",
     progress: bool = True,
 ) -> tuple[dict[str, tuple[int, int]], list[BadRow]]:
-    """Read each source image's size from its header; a missing/unreadable image is a bad row."""
+    """Read each source image's size from its header; a missing/unreadable image is a bad row.
+
+    `root`: the images' folder (files named by `pattern`), or `Sources` (e.g. a V1 manifest's images)."""
+    sources = root if isinstance(root, (FolderSources, ManifestSources)) else FolderSources(root, pattern)
     rows: dict[str, int] = {}
     for r in records:
         rows.setdefault(r.image_id, r.row)
     sizes: dict[str, tuple[int, int]] = {}
     bad: list[BadRow] = []
     ids = sorted(rows)
-    if ids and not any(source_path(root, i, pattern).exists() for i in ids[:1000]):
+    if ids and not any(sources.exists(i) for i in ids[:1000]):
+        looked = sources.path(ids[0]).name if isinstance(sources, FolderSources) else ids[0]
         raise InputError(
-            f"{root}: no source images there (looked for {source_path(root, ids[0], pattern).name} and others); "
-            "pass the folder that holds them (Kaggle layout: ROOT/ILSVRC/Data/CLS-LOC/val) or set --source-pattern"
+            f"{sources.describe()}: no source images there (looked for {looked} and others); "
+            "pass the folder that holds them (Kaggle layout: ROOT/ILSVRC/Data/CLS-LOC/val), set --source-pattern, "
+            "or give a V1 manifest of them (--source-manifest)"
         )
     sizes_bar = bar(ids, desc="reading image sizes", unit="image", enabled=progress)
     sizes_bar.leave = False  # a step of `generate`: its bar goes once done
     for image_id in sizes_bar:
         try:
-            sizes[image_id] = image_size(source_path(root, image_id, pattern))
+            sizes[image_id] = sources.size(image_id)
         except InputError as exc:
             bad.append(BadRow(rows[image_id], f"{where}: line {rows[image_id]}", str(exc)))
     raise_bad_rows(bad, skip_bad)

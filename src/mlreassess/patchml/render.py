@@ -30,7 +30,7 @@ from PIL import Image
 
 from mlreassess.constants import PATCHML_DEFAULT_RESAMPLE
 from mlreassess.cpus import available_cpus, capped_workers
-from mlreassess.datasets.images import open_image
+from mlreassess.datasets.samples import Sources, manifest_sources
 from mlreassess.errors import InputError
 from mlreassess.io import atomic_path, remove_stale_tmp
 from mlreassess.patchml.pool import DEFAULT_SOURCE_PATTERN, source_path
@@ -112,31 +112,22 @@ def paint(canvas_size: int, patches: Sequence[np.ndarray], positions: Sequence[S
     return canvas
 
 
-def _source_root(manifest: Any, source_root: str | os.PathLike | None) -> Path:
-    root = source_root if source_root is not None else manifest.meta.get("source_root")
-    if root is None:
-        where = manifest.source or "manifest"
-        raise InputError(f"{where}: no source_root in its metadata; pass the source images' folder")
-    return Path(root)
-
-
 def render_row(manifest: Any, i: int, source_root: str | os.PathLike | None = None) -> Image.Image:
-    """Canvas of row `i` of a PatchML `Manifest`, from its source images (RGB, L x L).
+    """Canvas of row `i` of a PatchML `Manifest`, from its source images (RGB, L x L): those it
+    records (`datasets.samples.manifest_sources`), or `source_root` (a folder or a V1 manifest).
 
     Bit-identical to the PNG that `render_to_dir` writes for that row.
     """
     meta = manifest.meta
-    root = _source_root(manifest, source_root)
-    pattern = meta.get("source_pattern", DEFAULT_SOURCE_PATTERN)
+    sources = manifest_sources(manifest, source_root)
     resample = resample_filter(meta["resample"])
     (c,) = canvases(manifest.table, [i])
     images: dict[str, Image.Image] = {}
     patches = []
     for src, box, size in zip(c.src_ids, c.boxes, c.sizes):
-        path = source_path(root, src, pattern)
         if src not in images:
-            images[src] = open_image(path)
-        patches.append(make_patch(images[src], box, size, resample, str(path)))
+            images[src] = sources.open(src)
+        patches.append(make_patch(images[src], box, size, resample, sources.where(src)))
     return Image.fromarray(paint(meta["canvas_size"], patches, c.positions))
 
 
@@ -231,13 +222,14 @@ class RenderSummary:
         return self.rendered / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def _decode_source(task: tuple[str, str, list[tuple[Box, Size]], str]) -> tuple[str, dict | str]:
+def _decode_source(task: tuple[str, Sources, list[tuple[Box, Size]], str]) -> tuple[str, dict | str]:
     """Worker: decode one source, cut and resize all patches it gives; (src, patches or error)."""
-    src, path, wanted, resample = task
+    src, sources, wanted, resample = task
     try:
-        image = open_image(path)
+        image = sources.open(src)
         filt = resample_filter(resample)
-        return src, {(box, size): make_patch(image, box, size, filt, path) for box, size in wanted}
+        where = sources.where(src)
+        return src, {(box, size): make_patch(image, box, size, filt, where) for box, size in wanted}
     except InputError as exc:
         return src, str(exc)
 
@@ -280,8 +272,7 @@ def _map(pool: Any, fn: Any, tasks: Iterable, chunksize: int) -> Iterator:
 class _Job:
     """What every block of a `render_to_dir` call shares."""
 
-    root: Path
-    pattern: str
+    sources: Sources
     resample: str
     canvas_size: int
     out_dir: Path
@@ -310,8 +301,7 @@ def render_to_dir(
     start = time.perf_counter()
     meta = manifest.meta
     job = _Job(
-        root=_source_root(manifest, source_root),
-        pattern=meta.get("source_pattern", DEFAULT_SOURCE_PATTERN),
+        sources=manifest_sources(manifest, source_root),
         resample=meta["resample"],
         canvas_size=int(meta["canvas_size"]),
         out_dir=Path(out_dir),
@@ -351,7 +341,7 @@ def _decode_block(job: _Job, block: list[Canvas], summary: RenderSummary) -> tup
         for src, box, size in zip(c.src_ids, c.boxes, c.sizes):
             wanted[src].add((box, size))
     tasks = [
-        (src, str(source_path(job.root, src, job.pattern)), sorted(wanted[src]), job.resample) for src in sorted(wanted)
+        (src, job.sources, sorted(wanted[src]), job.resample) for src in sorted(wanted)
     ]
     patches: dict[tuple, np.ndarray] = {}
     bad_sources: dict[str, str] = {}
