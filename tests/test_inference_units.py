@@ -221,15 +221,17 @@ def test_record_failure_appends_json_lines(tmp_path):
 def test_manifest_copy_conflict_and_relabel(tmp_path):
     from mlreassess.datasets.manifest import base_meta, core_table
 
-    def manifest(label, path="x.jpg"):
+    def manifest(label, path="x.jpg", **meta):
         t = core_table(["x"], [path], [label], [[label]])
-        return Manifest(t, base_meta("imagenet_v1", "v1", tmp_path), tmp_path / f"m{label}.parquet")
+        return Manifest(t, base_meta("imagenet_v1", "v1", tmp_path, **meta), tmp_path / f"m{label}.parquet")
 
     layout = ResultsLayout(tmp_path)
     assert writers.check_manifest_copy(layout, manifest(1)) == "absent"
     writers.write_manifest_copy(layout, manifest(1))
     assert writers.check_manifest_copy(layout, manifest(1)) == "same"
     assert writers.check_manifest_copy(layout, manifest(2)) == "relabelled"  # same sample, new label
+    # The same rows read from a rebuilt shard: the copy must not keep the old shard's fingerprint.
+    assert writers.check_manifest_copy(layout, manifest(1, shards={"a.tar": "0" * 64})) == "new sources"
     with pytest.raises(InputError, match="already used .* by a manifest with other samples"):
         writers.check_manifest_copy(layout, manifest(1, path="y.jpg"))
 

@@ -214,6 +214,9 @@ def _copy_manifests(layout: ResultsLayout, manifests: list[Manifest], dist: D.Di
             if state == "relabelled":
                 log.info(f"{layout.manifest_copy(m.name)}: {m.source} has new labels for the same samples: "
                          "replacing the copy (the predictions stand)")
+            elif state == "new sources":
+                log.info(f"{layout.manifest_copy(m.name)}: {m.source} reads its samples from changed sources: "
+                         "replacing the copy (their predictions are redone)")
             writers.write_manifest_copy(layout, m)
 
 

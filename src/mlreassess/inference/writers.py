@@ -199,9 +199,10 @@ def _fixed(line: str, layout: ResultsLayout) -> bool:
 
 
 def check_manifest_copy(layout: ResultsLayout, manifest: Manifest) -> str:
-    """What RESULTS/manifests/<dataset>.parquet holds for `manifest`: "same" (its rows), "absent", or
-    "relabelled" (the same samples with other labels: the copy is to be replaced, and every prediction
-    of the dataset still stands).
+    """What RESULTS/manifests/<dataset>.parquet holds for `manifest`: "same" (its rows and sources),
+    "absent", "relabelled" (the same samples with other labels: the copy is to be replaced, and every
+    prediction of the dataset still stands) or "new sources" (the same rows, whose pixels now come
+    from other bytes, e.g. a shard rebuilt: the copy is replaced, the recipes redo the predictions).
 
     A copy with other samples means two different datasets share a name: their predictions would mix.
     """
@@ -210,7 +211,7 @@ def check_manifest_copy(layout: ResultsLayout, manifest: Manifest) -> str:
         return "absent"
     existing = read_manifest(path)
     if _content(existing.table).equals(_content(manifest.table)):
-        return "same"
+        return "same" if pixels_sha256(existing) == pixels_sha256(manifest) else "new sources"
     if pixels_sha256(existing) == pixels_sha256(manifest):
         return "relabelled"
     raise InputError(
