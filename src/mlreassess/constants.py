@@ -43,3 +43,15 @@ DECODES = ("cpu", "gpu")
 # copy is a different model, loaded only when asked for (--checkpoint-key state_dict_ema).
 CHECKPOINT_KEYS = ("state_dict", "state_dict_ema", "model")
 DEFAULT_CHECKPOINT_KEY = "state_dict"
+
+# Beyond the oracle (SPEC 8, docs/metrics.md): sets the model picks itself. Headline parameters
+# (evaluate options) and the grids their curves are drawn over (point estimates, no interval).
+# tau = 0.1 > 1 / (K + 1) for the default K = 10: a threshold set is then always exact from the top-K.
+DEFAULT_SET_TAU = 0.1
+DEFAULT_SET_MASS = 0.9  # = the "naive" sets of Angelopoulos et al. at alpha = 0.1
+DEFAULT_CONFORMAL_ALPHA = 0.1
+SET_TAU_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+SET_MASS_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+# mAP over classes is not a sum over samples: each resample re-ranks every class (cost ~ B x n x K),
+# so its interval uses the first this-many of the dataset's resamples.
+DEFAULT_MAP_BOOTSTRAP = 200

@@ -96,3 +96,18 @@ def bootstrap_ci(
         return float("nan"), float("nan")
     low, high = percentile_interval(est.reps, level)
     return float(low), float(high)
+
+
+
+def bias_shifted_interval(replicates: np.ndarray, estimate: float, level: float = DEFAULT_CI_LEVEL) -> tuple[float, float]:
+    """The percentile interval moved by the bootstrap's estimate of the bias (mean replicate minus
+    the estimate), for statistics whose resamples are biased. mAP needs it: a positive drawn twice
+    raises its class's AP, so on a small set (few positives per class) the replicates can all lie
+    above the estimate; Efron's BC correction breaks down there (z0 saturates). docs/metrics.md."""
+    reps = np.asarray(replicates, dtype=np.float64)
+    reps = reps[~np.isnan(reps)]
+    if not len(reps) or not np.isfinite(estimate):
+        return float("nan"), float("nan")
+    tail = (100.0 - level) / 2.0
+    low, high = np.percentile(reps, [tail, 100.0 - tail]) - (reps.mean() - estimate)
+    return float(low), float(high)
