@@ -136,10 +136,21 @@ def _pred_rows(n: int, pred: Prediction) -> np.ndarray:
     return inv
 
 
+def _merged(pred: Prediction, at: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """(len(at), 1000) float32: the stored float32 top-K probabilities for their classes, the float16
+    softmax for the rest, held just below the K-th (the top-K are the K largest by definition)."""
+    full = np.zeros((len(at), NUM_CLASSES), dtype=np.float32)
+    full[ok] = pred.softmax[at[ok]]
+    if pred.prob is not None and pred.topk.shape[1]:
+        top_p = pred.prob[at[ok]].astype(np.float32)
+        sub = np.minimum(full[ok], np.nextafter(top_p[:, -1:], np.float32(-np.inf)))
+        np.put_along_axis(sub, pred.topk[at[ok]], top_p, axis=1)
+        full[ok] = sub
+    return full
+
+
 def ranked_rows(pred: Prediction, inv: np.ndarray, rows: np.ndarray) -> ranking.Ranked:
-    """The Ranked of these sample rows: the stored top-K, or with a softmax every class (the stored
-    float32 top-K probabilities for their classes, the float16 softmax for the rest, held just below
-    the K-th: the top-K are the K largest by definition)."""
+    """The Ranked of these sample rows: the stored top-K, or with a softmax every class (`_merged`)."""
     at = inv[rows]
     ok = at >= 0
     k = pred.topk.shape[1]
@@ -151,13 +162,7 @@ def ranked_rows(pred: Prediction, inv: np.ndarray, rows: np.ndarray) -> ranking.
             prob = np.zeros((len(rows), k), dtype=np.float64)
             prob[ok] = pred.prob[at[ok]]
         return ranking.Ranked(idx, prob, k)
-    full = np.zeros((len(rows), NUM_CLASSES), dtype=np.float32)
-    full[ok] = pred.softmax[at[ok]]
-    if pred.prob is not None and k:
-        top_p = pred.prob[at[ok]].astype(np.float32)
-        sub = np.minimum(full[ok], np.nextafter(top_p[:, -1:], np.float32(-np.inf)))
-        np.put_along_axis(sub, pred.topk[at[ok]], top_p, axis=1)
-        full[ok] = sub
+    full = _merged(pred, at, ok)
     order = np.argsort(-full, axis=1, kind="stable")  # ties by class index, as core.canonical_topk
     idx = np.where(ok[:, None], order, -2)
     return ranking.Ranked(idx, np.take_along_axis(full, order, axis=1).astype(np.float64), k)
@@ -189,14 +194,22 @@ def model_columns(sample: Sample, pred: Prediction, ctx: Context) -> ModelColumn
     boot = np.full((n, len(BOOT)), np.nan)
     point = np.full((n, len(ctx.names)), np.nan)
     col = {name: i for i, name in enumerate(ctx.names)}
+    keep = avail & (sample.labels.count > 0)  # what mAP ranks
+    floor = _positive_floor(sample, pred, inv, keep) if (complete and has_prob) else None
+    parts = []
     for rows in _chunks(n, complete):
-        _chunk_columns(sample, ranked_rows(pred, inv, rows), rows, ctx, calib, boot, point, col)
+        ranked = ranked_rows(pred, inv, rows)
+        _chunk_columns(sample, ranked, rows, ctx, calib, boot, point, col)
+        if has_prob:  # each chunk ranked once; a full softmax's entries pruned with the dataset's floor
+            labels = LabelSets(sample.labels.pad[rows], sample.labels.count[rows])
+            e = ranking.class_entries(ranked, labels, ranking.label_positions(ranked, labels), keep[rows], floor)
+            parts.append(ranking.ClassEntries(rows[e.sample], e.cls, e.score, e.positive, e.n_classes, e.bounded))
     boot[~avail] = np.nan
     point[~avail] = np.nan
     for t in CONFORMAL:  # conformal sets are scored on the evaluable rows only
         boot[~ctx.evaluable, _B[f"{t}_{sets.STATS[0]}"]: _B[f"{t}_{sets.STATS[-1]}"] + 1] = np.nan
         point[~ctx.evaluable, col[f"{t}_beyond"]] = np.nan
-    mean_ap = _map(sample, pred, inv, ctx, complete) if has_prob else None
+    mean_ap = _map(ranking.merge_entries(parts), ctx, complete) if parts else None
     return ModelColumns(boot, point, has_prob, complete, calib, mean_ap)
 
 
@@ -243,19 +256,9 @@ def _chunk_columns(sample, ranked, rows, ctx: Context, calib, boot, point, col) 
         put(b, point, [col[f"{t}@{value!r}_{s}"] for s in sets.STATS], col[f"{t}@{value!r}_beyond"])
 
 
-def _map(sample: Sample, pred: Prediction, inv: np.ndarray, ctx: Context, complete: bool) -> Estimate | None:
-    """mAP over the classes with a positive, over samples with a label set and a prediction, with
+def _map(entries: ranking.ClassEntries, ctx: Context, complete: bool) -> Estimate | None:
+    """mAP over the classes with a positive (samples with a label set and a prediction), with
     replicates from the first `map_bootstrap` resamples; `beyond_k` = classes whose AP is a bound."""
-    keep = (inv >= 0) & (sample.labels.count > 0)
-    parts, floor = [], None
-    if complete:  # prune with the classes' lowest positive over the whole dataset, chunk by chunk
-        floor = _positive_floor(sample, pred, inv, keep)
-    for rows in _chunks(len(keep), complete):
-        ranked = ranked_rows(pred, inv, rows)
-        labels = LabelSets(sample.labels.pad[rows], sample.labels.count[rows])
-        e = ranking.class_entries(ranked, labels, ranking.label_positions(ranked, labels), keep[rows], floor)
-        parts.append(ranking.ClassEntries(rows[e.sample], e.cls, e.score, e.positive, e.n_classes, e.bounded))
-    entries = ranking.merge_entries(parts)
     classes, ap = ranking.class_ap(entries)
     if not len(classes):
         return None
@@ -266,15 +269,15 @@ def _map(sample: Sample, pred: Prediction, inv: np.ndarray, ctx: Context, comple
 
 
 def _positive_floor(sample: Sample, pred: Prediction, inv: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """(C,) the lowest probability any positive of each class gets (the full-softmax case)."""
+    """(C,) the lowest probability any positive of each class gets (the full-softmax case; no sort)."""
     floor = np.full(NUM_CLASSES, np.inf)
     for rows in _chunks(len(keep), True):
-        ranked = ranked_rows(pred, inv, rows)
-        labels = LabelSets(sample.labels.pad[rows], sample.labels.count[rows])
-        pos = ranking.label_positions(ranked, labels)
-        ok = (pos >= 0) & keep[rows][:, None]
-        r = np.broadcast_to(np.arange(len(rows))[:, None], pos.shape)
-        np.minimum.at(floor, labels.pad[ok], ranked.prob[r[ok], pos[ok]])
+        at = inv[rows]
+        full = _merged(pred, at, at >= 0)
+        pad = sample.labels.pad[rows]
+        ok = (pad >= 0) & keep[rows][:, None]
+        r = np.broadcast_to(np.arange(len(rows))[:, None], pad.shape)
+        np.minimum.at(floor, pad[ok], full[r[ok], pad[ok]].astype(np.float64))
     return floor
 
 

@@ -149,11 +149,11 @@ def class_entries(ranked: Ranked, labels: LabelSets, pos: np.ndarray, keep: np.n
     """The entries of the samples in `keep` (available, non-empty label set).
 
     Past the D ranked classes nothing is known but that a score lies below the sample's D-th
-    probability. So a true label there is placed just below it (the highest it can score), and an
-    unranked non-label at the very bottom: AP never falls when a positive rises or a negative
-    sinks, so each class's AP is an upper bound. It is exact when no positive of the class is
-    missing and its lowest positive scores at least the D-th probability of every sample that did
-    not rank the class (an unranked negative then cannot pass it).
+    probability and within the mass the D leave (`unranked_ceiling`). So a true label there is
+    placed at that ceiling (the highest it can score), and an unranked non-label at the very bottom:
+    AP never falls when a positive rises or a negative sinks, so each class's AP is an upper bound.
+    It is exact when no positive of the class is missing and its lowest positive scores at least
+    the ceiling of every sample that did not rank the class (no unranked negative can pass it).
 
     `floor` (C,): each class's lowest positive score over the whole dataset, when these rows are
     one chunk of it (entries below it are dropped); default: computed from these rows."""
@@ -161,7 +161,8 @@ def class_entries(ranked: Ranked, labels: LabelSets, pos: np.ndarray, keep: np.n
     rows = np.flatnonzero(keep)
     idx, p, lab, lpos = ranked.idx[rows], prob[rows].astype(np.float64), labels.pad[rows], pos[rows]
     missed = (lab >= 0) & (lpos < 0)
-    below = np.nextafter(p[:, -1], -np.inf) if p.shape[1] else np.zeros(len(rows))
+    ceiling = unranked_ceiling(p)
+    below = np.minimum(np.nextafter(p[:, -1], -np.inf), ceiling) if p.shape[1] else np.zeros(len(rows))
     in_labels = label_member(idx, lab)
     sample = np.concatenate([np.repeat(rows, idx.shape[1]), np.broadcast_to(rows[:, None], lab.shape)[missed]])
     cls = np.concatenate([idx.ravel(), lab[missed]])
@@ -174,14 +175,25 @@ def class_entries(ranked: Ranked, labels: LabelSets, pos: np.ndarray, keep: np.n
     bounded[lab[missed]] = True
     floor = np.full(ranked.n_classes, np.inf)
     np.minimum.at(floor, entries.cls[entries.positive], entries.score[entries.positive])
-    bounded |= floor < _unranked_ceiling(idx, p[:, -1] if p.shape[1] else np.zeros(len(rows)), ranked.n_classes)
+    bounded |= floor < _class_ceiling(idx, ceiling, ranked.n_classes)
     return ClassEntries(entries.sample, entries.cls, entries.score, entries.positive, entries.n_classes, bounded)
 
 
-def _unranked_ceiling(idx: np.ndarray, last: np.ndarray, n_classes: int, top: int = 32) -> np.ndarray:
-    """(C,) the largest D-th probability among samples that did not rank class c (an upper bound on
-    any unranked score of c). Only the `top` samples with the largest D-th probability are looked
-    at; a class ranked by all of them gets the top-th value, which is larger than the rest's."""
+_MASS_SLACK = 1e-6  # float32 rounding of K probabilities can overstate their sum by about this
+
+
+def unranked_ceiling(prob: np.ndarray) -> np.ndarray:
+    """(n,) the most an unranked class can score: the D-th probability, and the mass left past the D."""
+    if not prob.shape[1]:
+        return np.ones(len(prob))
+    left = np.maximum(0.0, 1.0 - prob.sum(axis=1, dtype=np.float64)) + _MASS_SLACK
+    return np.minimum(prob[:, -1], left)
+
+
+def _class_ceiling(idx: np.ndarray, last: np.ndarray, n_classes: int, top: int = 32) -> np.ndarray:
+    """(C,) the largest ceiling (`unranked_ceiling`) among samples that did not rank class c: an
+    upper bound on any unranked score of c. Only the `top` samples with the largest ceiling are
+    looked at; a class ranked by all of them gets the top-th value, which is larger than the rest's."""
     order = np.argsort(-last, kind="stable")[:top]
     ceiling = np.full(n_classes, last[order[-1]] if len(order) else -np.inf)
     ranked_by = np.zeros((len(order), n_classes), dtype=bool)
@@ -272,16 +284,21 @@ def class_ap_replicates(e: ClassEntries, counts: np.ndarray, chunk: int = 32) ->
     if not len(pos):
         return out
     harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, int(counts.sum(axis=1).max()) + 2))])
+    # weighted entry counts are needed only through these indices: segment sums up to each, cumulated
+    points = np.unique(np.concatenate([end, pos - 1, start - 1]))
+    points = points[points >= 0]
+    where = {name: np.searchsorted(points, idx) for name, idx in (("end", end), ("above", pos - 1), ("base", start - 1))}
     for b0 in range(0, counts.shape[0], chunk):
-        w = np.ascontiguousarray(counts[b0 : b0 + chunk].T)[e.sample]  # (T, b): rows gathered whole
-        cw = np.cumsum(w, axis=0, dtype=np.int64)
-        wp = w[pos].astype(np.int64)
-        cwp = np.cumsum(wp, axis=0, dtype=np.int64)
-        base_w = np.where((start > 0)[:, None], cw[np.maximum(start - 1, 0)], 0)
+        wt = np.ascontiguousarray(counts[b0 : b0 + chunk].T)
+        seg = np.add.reduceat(wt[e.sample[: points[-1] + 1]], np.r_[0, points[:-1] + 1], axis=0, dtype=np.int32)
+        cw = np.cumsum(seg, axis=0, dtype=np.int64)  # (len(points), b): weighted entries through each point
+        at = {k: np.where((idx >= 0)[:, None], cw[np.minimum(v, len(points) - 1)], 0)
+              for (k, v), idx in zip(where.items(), (end, pos - 1, start - 1))}
+        wp = wt[e.sample[pos]].astype(np.int64)
+        cwp = np.cumsum(wp, axis=0)
         base_p = np.where((pos_start > 0)[:, None], cwp[np.maximum(pos_start - 1, 0)], 0)
-        num, den = cwp[pos_end] - base_p, cw[end] - base_w  # through the tie group's end
-        tied = wp * num / np.maximum(den, 1)
-        above_n, above_a = cw[pos] - base_w - wp, cwp - base_p - wp  # ranked strictly above the copies
+        tied = wp * (cwp[pos_end] - base_p) / np.maximum(at["end"] - at["base"], 1)  # through the group's end
+        above_n, above_a = at["above"] - at["base"], cwp - base_p - wp  # ranked strictly above the copies
         ordered = wp - (above_n - above_a) * (harmonic[above_n + wp] - harmonic[above_n])
         term = np.where(wp > 0, np.where(lone[:, None], ordered, tied), 0.0)
         wsum = np.add.reduceat(wp, first, axis=0)

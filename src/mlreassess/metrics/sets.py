@@ -42,8 +42,8 @@ def cumulative(ranked: Ranked) -> np.ndarray:
 
 
 def _tail(cum: np.ndarray) -> np.ndarray:
-    """Probability mass left past the D ranked classes (never negative: rounding)."""
-    return np.maximum(0.0, 1.0 - cum[:, -1]) if cum.shape[1] else np.ones(len(cum))
+    """Probability mass left past the D ranked classes, never understated (float32 probabilities)."""
+    return np.maximum(0.0, 1.0 - cum[:, -1]) + 1e-6 if cum.shape[1] else np.ones(len(cum))
 
 
 def threshold_sets(ranked: Ranked, tau: float, cum: np.ndarray | None = None) -> Sets:
@@ -52,8 +52,8 @@ def threshold_sets(ranked: Ranked, tau: float, cum: np.ndarray | None = None) ->
     size = (ranked.prob >= tau).sum(axis=1)
     cum = cumulative(ranked) if cum is None else cum
     unseen = ranked.n_classes - ranked.depth
-    hi = np.minimum(unseen, np.floor(_tail(cum) / tau + 1e-12)).astype(np.int64)
-    return _sets(size, ~ranked.complete & (size == ranked.depth), np.zeros_like(size), hi)
+    hi = np.minimum(unseen, np.floor(_tail(cum) / tau)).astype(np.int64)
+    return _sets(size, (not ranked.complete) & (size == ranked.depth), np.zeros_like(size), hi)
 
 
 def mass_sets(ranked: Ranked, q: float, cum: np.ndarray | None = None) -> Sets:
@@ -63,9 +63,9 @@ def mass_sets(ranked: Ranked, q: float, cum: np.ndarray | None = None) -> Sets:
     short = (cum < q).sum(axis=1)
     size = np.minimum(short + 1, ranked.depth)
     unseen = ranked.n_classes - ranked.depth
-    extends = ~ranked.complete & (short == ranked.depth)
+    extends = (not ranked.complete) & (short == ranked.depth)
     last = ranked.prob[:, -1].astype(np.float64) if ranked.depth else np.zeros(len(cum))
-    need = np.ceil((q - cum[:, -1]) / np.maximum(last, np.finfo(np.float64).tiny)) if ranked.depth else np.ones(len(cum))
+    need = np.ceil((q - cum[:, -1]) / np.maximum(last, np.finfo(np.float64).tiny) - 1e-9) if ranked.depth else np.ones(len(cum))
     lo = np.clip(need, 1, unseen).astype(np.int64)
     return _sets(size, extends, lo, np.full(len(size), unseen))
 
@@ -84,7 +84,7 @@ def conformal_sets(ranked: Ranked, cum: np.ndarray, u: np.ndarray, qhat: float, 
     size = (conformal_scores(ranked, cum, u, kreg, lam) <= qhat).sum(axis=1)
     d, unseen = ranked.depth, ranked.n_classes - ranked.depth
     floor_next = cum[:, -1] + lam * max(0, d + 1 - kreg) if d else np.zeros(len(u))
-    extends = ~ranked.complete & (size == d) & (floor_next <= qhat)
+    extends = (not ranked.complete) & (size == d) & (floor_next <= qhat)
     if lam > 0 and np.isfinite(qhat):
         hi = np.floor((qhat - cum[:, -1]) / lam + 1e-9) + kreg - d if d else np.full(len(u), unseen)
         hi = np.clip(np.where(extends, hi, 0), 0, unseen)
@@ -94,7 +94,8 @@ def conformal_sets(ranked: Ranked, cum: np.ndarray, u: np.ndarray, qhat: float, 
 
 
 def set_stats(sets: Sets, pos: np.ndarray, g: np.ndarray, label_pos: np.ndarray, has_label: np.ndarray) -> dict:
-    """Per-sample `STATS` of a set against the label set (NaN where it is empty) and the single label.
+    """Per-sample `STATS` of a set against the label set (NaN where it is empty: size too, so every
+    statistic but label_coverage averages the same samples) and the single label (NaN where none).
 
     pos: (n, L) positions of the true labels in the ranking (-1: not ranked); label_pos: (n,)
     position of the single label (-1: not ranked or none). precision = |L∩S|/|S| (0 for an empty
@@ -117,5 +118,5 @@ def set_stats(sets: Sets, pos: np.ndarray, g: np.ndarray, label_pos: np.ndarray,
         "exact": np.where(ok, ((inter == g) & (size == g)).astype(np.float64), nan),
         "coverage": np.where(ok, (inter == g).astype(np.float64), nan),
         "label_coverage": np.where(has_label, label_in.astype(np.float64), nan),
-        "size": (sets.size + sets.extra_lo).astype(np.float64),
+        "size": np.where(ok, sets.size + sets.extra_lo, nan),  # over the same samples as the rest
     }
