@@ -52,6 +52,6 @@ DEFAULT_SET_MASS = 0.9  # = the "naive" sets of Angelopoulos et al. at alpha = 0
 DEFAULT_CONFORMAL_ALPHA = 0.1
 SET_TAU_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 SET_MASS_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
-# mAP over classes is not a sum over samples: each resample re-ranks every class (cost ~ B x n x K),
-# so its interval uses the first this-many of the dataset's resamples.
-DEFAULT_MAP_BOOTSTRAP = 200
+# mAP over classes is not a sum over samples: each resample re-ranks every class (cost ~ B x positives,
+# ~30 ns each: results/benchmarks/metrics.md), so its interval uses the first this-many resamples.
+DEFAULT_MAP_BOOTSTRAP = 100

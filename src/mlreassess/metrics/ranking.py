@@ -268,7 +268,7 @@ def class_ap(e: ClassEntries) -> tuple[np.ndarray, np.ndarray]:
     return pos_cls[first], sums / counts
 
 
-def class_ap_replicates(e: ClassEntries, counts: np.ndarray, chunk: int = 32) -> np.ndarray:
+def class_ap_replicates(e: ClassEntries, counts: np.ndarray, chunk: int = 8) -> np.ndarray:
     """(B,) mAP (fraction) of each resample: `counts` (B, n) uint8 how often each sample is drawn.
 
     A resample is the data with sample i repeated counts[b, i] times. Copies of one sample are
@@ -284,26 +284,26 @@ def class_ap_replicates(e: ClassEntries, counts: np.ndarray, chunk: int = 32) ->
     if not len(pos):
         return out
     harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, int(counts.sum(axis=1).max()) + 2))])
-    # weighted entry counts are needed only through these indices: segment sums up to each, cumulated
-    points = np.unique(np.concatenate([end, pos - 1, start - 1]))
-    points = points[points >= 0]
-    where = {name: np.searchsorted(points, idx) for name, idx in (("end", end), ("above", pos - 1), ("base", start - 1))}
+    tied = np.flatnonzero(~lone)
+    # (resamples, entries) layout: prefix sums run along contiguous rows (10x faster than along axis 0).
+    # Index 0 of each padded prefix array is "before everything" (reads 0).
     for b0 in range(0, counts.shape[0], chunk):
-        wt = np.ascontiguousarray(counts[b0 : b0 + chunk].T)
-        seg = np.add.reduceat(wt[e.sample[: points[-1] + 1]], np.r_[0, points[:-1] + 1], axis=0, dtype=np.int32)
-        cw = np.cumsum(seg, axis=0, dtype=np.int64)  # (len(points), b): weighted entries through each point
-        at = {k: np.where((idx >= 0)[:, None], cw[np.minimum(v, len(points) - 1)], 0)
-              for (k, v), idx in zip(where.items(), (end, pos - 1, start - 1))}
-        wp = wt[e.sample[pos]].astype(np.int64)
-        cwp = np.cumsum(wp, axis=0)
-        base_p = np.where((pos_start > 0)[:, None], cwp[np.maximum(pos_start - 1, 0)], 0)
-        tied = wp * (cwp[pos_end] - base_p) / np.maximum(at["end"] - at["base"], 1)  # through the group's end
-        above_n, above_a = at["above"] - at["base"], cwp - base_p - wp  # ranked strictly above the copies
-        ordered = wp - (above_n - above_a) * (harmonic[above_n + wp] - harmonic[above_n])
-        term = np.where(wp > 0, np.where(lone[:, None], ordered, tied), 0.0)
-        wsum = np.add.reduceat(wp, first, axis=0)
+        w = counts[b0 : b0 + chunk][:, e.sample]  # (b, T)
+        cw = np.zeros((w.shape[0], len(e.sample) + 1), dtype=np.int32)
+        np.cumsum(w, axis=1, dtype=np.int32, out=cw[:, 1:])  # cw[:, j]: weighted entries before entry j
+        wp = w[:, pos].astype(np.int32)  # (chunk: 8 resamples: the arrays stay in cache)
+        cwp = np.zeros((w.shape[0], len(pos) + 1), dtype=np.int32)
+        np.cumsum(wp, axis=1, dtype=np.int32, out=cwp[:, 1:])  # cwp[:, k]: weighted positives before positive k
+        base_w, base_p = cw[:, start], cwp[:, pos_start]
+        n_above = cw[:, pos] - base_w  # entries of the class ranked above the copies
+        wrong = n_above - (cwp[:, :-1] - base_p)  # ... of which not positives
+        term = wp - wrong * (harmonic[n_above + wp] - harmonic[n_above])  # copies ordered: sum (A+t)/(N+t)
+        if len(tied):  # genuine score ties: scikit-learn's precision at the tie group's end
+            through = cw[:, end[tied] + 1] - base_w[:, tied]
+            term[:, tied] = wp[:, tied] * (cwp[:, pos_end[tied] + 1] - base_p[:, tied]) / np.maximum(through, 1)
+        wsum = np.add.reduceat(wp, first, axis=1)
         drawn = wsum > 0
-        ap = np.where(drawn, np.add.reduceat(term, first, axis=0) / np.maximum(wsum, 1), 0.0)
-        n_drawn = drawn.sum(axis=0)
-        out[b0 : b0 + chunk] = np.where(n_drawn > 0, ap.sum(axis=0) / np.maximum(n_drawn, 1), np.nan)
+        ap = np.add.reduceat(term, first, axis=1) / np.maximum(wsum, 1)
+        n_drawn = drawn.sum(axis=1)
+        out[b0 : b0 + chunk] = np.where(n_drawn > 0, (ap * drawn).sum(axis=1) / np.maximum(n_drawn, 1), np.nan)
     return out

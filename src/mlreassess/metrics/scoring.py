@@ -144,31 +144,38 @@ def _model_estimates(sample: Sample, point, reps, cols: tuple[int, int, int], av
     return out
 
 
-def _oracle_free_estimates(sample: Sample, point, reps, cols: tuple[int, int], scored: _Scored,
+def _oracle_free_estimates(sample: Sample, totals: tuple, cols: tuple[int, int], scored: _Scored,
                            params: beyond.SetParams) -> dict[Key, Estimate]:
     """The rows of `beyond.row_specs` for one model: bootstrap rows from the shared product, curve
-    points from the point-only sums; each with its top-K bound and beyond-K count."""
+    points from the point-only sums; each with its top-K bound and beyond-K count.
+
+    `totals`: (point (S, C), reps (S, B, C)) stratum sums and, summed over the strata, the whole
+    dataset's (C,) and (B, C): a row takes one stratum or the whole (every row of `row_specs` does)."""
+    point, reps, point_all, reps_all = totals
     col, mcol = cols
     c = {name: col + i for i, name in enumerate(_SCORES)}
     m = {name: mcol + i for i, name in enumerate(_MASKS)}
     p = {name: i for i, name in enumerate(beyond.point_names(params))}
     extra, sums = scored.extra, scored.point_sums
+    sums_all = sums.sum(axis=0)
     stratum_of = {int(g): s for s, g in enumerate(sample.strata)}
     out: dict[Key, Estimate] = {}
     if extra.map is not None:
         out[("map", None)] = extra.map
     for spec in beyond.row_specs(sample.groups, extra.has_prob, extra.calibration, params):
-        strata = list(range(len(sample.strata))) if spec.label_count is None else [stratum_of[spec.label_count]]
+        s = stratum_of.get(spec.label_count)
+        pt, rp, sm = (point_all, reps_all, sums_all) if spec.label_count is None else (point[s], reps[s], sums[s])
         scale = 1.0 if spec.metric in beyond.CLASS_UNIT else 100.0
+        den = pt[m[spec.den]: m[spec.den] + 1]
         if spec.boot:
-            est = agg.ratio(point[strata, c[spec.num]], point[strata, m[spec.den]], reps[strata, :, c[spec.num]],
-                            reps[strata, :, m[spec.den]], scale=scale)
+            i, j = c[spec.num], m[spec.den]
+            est = agg.ratio(pt[i: i + 1], den, rp[None, :, i], rp[None, :, j], scale=scale)
         else:
-            est = agg.ratio(sums[strata, p[spec.num]], point[strata, m[spec.den]], scale=scale)
+            est = agg.ratio(sm[p[spec.num]: p[spec.num] + 1], den, scale=scale)
         if est is None:
             continue
         est.param = spec.param
-        est.beyond_k = int(round(sums[strata, p[spec.flag]].sum()))
+        est.beyond_k = int(round(sm[p[spec.flag]]))
         if est.beyond_k and not extra.complete:
             est.bound = "lower" if spec.metric in beyond.LOWER_BOUND else "upper"
         out[(spec.metric, spec.label_count) if spec.boot else (spec.metric, spec.label_count, spec.param)] = est
@@ -216,10 +223,11 @@ def _score_block(sample: Sample, block: list, counts: np.ndarray, done: dict, mi
     point[:, :mask_base] = np.concatenate([s.exact for s in scored], axis=1)  # float64 point sums
     reps = bs.stratum_sums(counts, x, sample.bounds)
     del x
+    totals = (point, reps, point.sum(axis=0), reps.sum(axis=0, dtype=np.float64))
     for j, (s, key) in enumerate(zip(scored, keys)):
         mcol = mask_base + order.index(key) * len(_MASKS)
         ests = _model_estimates(sample, point, reps, (j * len(_SCORES), mcol, s.k), averaged)
-        ests.update(_oracle_free_estimates(sample, point, reps, (j * len(_SCORES), mcol), s, ctx.params))
+        ests.update(_oracle_free_estimates(sample, totals, (j * len(_SCORES), mcol), s, ctx.params))
         done[s.model] = ests
         if ctx.is_calibration and s.extra.calibration is not None:
             ctx.calibrations[s.model] = s.extra.calibration

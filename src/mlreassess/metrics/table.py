@@ -108,3 +108,14 @@ def rows_of(result: DatasetResult, level: float) -> list[dict[str, Any]]:
 
 def metrics_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def curve_point_mask(metrics) -> "pd.Series":
+    """Which rows of a metrics.parquet DataFrame are curve points (a `param` and no interval), as
+    opposed to the headline rows of the set metrics; an older file without `param` has none."""
+    if "param" not in metrics.columns:
+        return metrics["metric"].isna() & False
+    return metrics["param"].notna() & metrics["ci_low_pct"].isna() & metrics["metric"].isin(CURVE_METRICS)
+
+
+CURVE_METRICS = tuple(f"{t}_{s}" for t in ("thr", "mass") for s in STATS)
