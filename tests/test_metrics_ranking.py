@@ -64,12 +64,21 @@ def test_empty_label_sets_are_not_scored():
 
 
 def test_topk_bound_by_hand():
-    # K = 2 of 6 classes stored: top [0, 1], labels {1, 4, 5}: 4 and 5 are not stored.
-    #   stored label 1 at rank 2 -> 1/2; missed labels placed right after the K: ranks 3, 4 -> 2/3, 3/4
-    #   LRAP <= (1/2 + 2/3 + 3/4) / 3 = 23/36; coverage error >= K + 2 = 4
-    r = ranking.Ranked(np.array([[0, 1]]), np.array([[0.5, 0.2]]), 2, n_classes=6)
+    # K = 2 of 6 classes stored: top [0, 1] with p [.4, .1], labels {1, 4, 5}: 4 and 5 not stored.
+    #   missing labels: at best tied right after the K, both rank 4 with 3 labels at or above -> 3/4
+    #   each (strictly ordered: 2/3 + 3/4, less: scikit-learn's ties count every tied label);
+    #   stored label 1 is the K-th: up to floor(.5 left / .1) >= 2 unstored labels may tie with it
+    #   -> (1 + 2) / (2 + 2) = 3/4. LRAP <= 3/4; coverage error >= K + 2 = 4.
+    r = ranking.Ranked(np.array([[0, 1]]), np.array([[0.4, 0.1]]), 2, n_classes=6)
     lrap, cover, beyond = ranking.lrap_and_coverage(r, core.label_sets([[1, 4, 5]]))
-    assert lrap[0] == pytest.approx(23 / 36) and cover[0] == 4 and beyond[0]
+    assert lrap[0] == pytest.approx(3 / 4) and cover[0] == 4 and beyond[0]
+    # it is reached: a full ranking with 4 and 5 tied with 1 right after class 0 (the rest below)
+    reached = ranking.Ranked(np.array([[0, 1, 4, 5, 2, 3]]), np.array([[0.4, 0.1, 0.1, 0.1, 0.05, 0.05]]), 6, n_classes=6)
+    assert ranking.lrap_and_coverage(reached, core.label_sets([[1, 4, 5]]))[0][0] == pytest.approx(3 / 4)
+    # a K-th probability the mass left cannot repeat: no unstored label ties with it
+    # top [0, 1] p [.5, .3], .2 left < .3: label 1 keeps 1/2; missing 4, 5 -> 3/4 each: (1/2 + 3/2) / 3
+    r2 = ranking.Ranked(np.array([[0, 1]]), np.array([[0.5, 0.3]]), 2, n_classes=6)
+    assert ranking.lrap_and_coverage(r2, core.label_sets([[1, 4, 5]]))[0][0] == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize("seed", [3, 4])
@@ -132,3 +141,20 @@ def test_map_replicates_all_ones_equal_the_estimate_and_weights_mean_ordered_cop
             if y[rows, c].any():
                 aps.append(sklearn_metrics.average_precision_score(y[rows, c], np.where(tied, scores[rows, c], scores[rows, c] - offset)))
         assert reps[b] == pytest.approx(np.mean(aps), abs=1e-9)
+
+
+def test_lrap_and_coverage_bounds_hold_with_ties_past_the_top_k():
+    # probabilities on a coarse grid (as bf16 logits give): many exact ties, among unstored classes
+    # and across the K boundary. LRAP stays an upper bound (its missing-label terms allow for
+    # ties), coverage error a lower bound.
+    rng = np.random.default_rng(8)
+    n, c, k = 500, 20, 4
+    scores = np.round(rng.dirichlet(np.full(c, 0.3), size=n) * 20) / 20 + 1e-3
+    scores /= scores.sum(axis=1, keepdims=True)
+    y = rng.random((n, c)) < 0.15
+    y[np.arange(n), rng.integers(0, c, n)] = True
+    labels = core.label_sets([np.flatnonzero(row).tolist() for row in y])
+    exact_lrap, exact_cover, _ = ranking.lrap_and_coverage(ranked_from_scores(scores), labels)
+    lrap, cover, beyond = ranking.lrap_and_coverage(ranked_from_scores(scores, k), labels)
+    assert beyond.sum() > n / 4
+    assert np.all(lrap >= exact_lrap - 1e-12) and np.all(cover <= exact_cover)

@@ -3,8 +3,8 @@
 Pure functions on a `Ranked`: per sample, classes best first with their probabilities, D of them.
 With the full softmax (D = 1000) every value is exact. With only the stored top-K (D = K), a true
 label outside the K cannot be placed; each function then returns the bound the top-K implies, the
-optimistic one (the true label right after the K stored classes, in label order), and flags the
-sample. Proofs and conventions: docs/metrics.md, "Beyond the oracle".
+optimistic one (the missing labels right after the K stored classes), and flags the sample.
+Proofs and conventions: docs/metrics.md, "Beyond the oracle".
 
 Ties follow scikit-learn: a class's rank is the number of classes scoring at least as high (every
 tied class counts), so LRAP, coverage error and AP here equal `label_ranking_average_precision_score`,
@@ -93,13 +93,23 @@ def label_ranks(ranked: Ranked, pos: np.ndarray) -> np.ndarray:
 
 
 def _missed_terms(h: np.ndarray, m: np.ndarray, depth: int) -> np.ndarray:
-    """sum_{t=1..m} (h + t) / (depth + t): the precision terms of m missed labels placed right after the D."""
-    top = int(m.max()) if m.size else 0
-    if top == 0:
-        return np.zeros(len(m))
-    t = np.arange(1, top + 1)
-    terms = (h[:, None] + t) / (depth + t)
-    return np.where(t <= m[:, None], terms, 0.0).sum(axis=1)
+    """The most the m missing labels' LRAP terms can add up to: m (h + m) / (D + m).
+
+    A missing label with c true labels at or above it (itself included, c <= m) ranks at least
+    D + c, so its term is at most (h + c) / (D + c) <= (h + m) / (D + m); all m tied right after the
+    D ranked classes reach that (scikit-learn counts a tie group's labels for each of them, so ties
+    can beat any strict order, e.g. with bf16 logits: the bound allows for them)."""
+    return m * (h + m) / (depth + np.maximum(m, 1))
+
+
+def _boundary_ties(ranked: Ranked, m: np.ndarray) -> np.ndarray:
+    """(n,) how many of the m missing labels can tie with the D-th ranked class: floor(mass left / p_D)."""
+    if ranked.prob is None or not ranked.depth:
+        return np.zeros(len(m), dtype=np.int64)
+    last = ranked.prob[:, -1].astype(np.float64)
+    left = np.maximum(0.0, 1.0 - ranked.prob.sum(axis=1, dtype=np.float64)) + _MASS_SLACK
+    fits = np.floor(left / np.maximum(last, np.finfo(np.float64).tiny))
+    return np.minimum(m, np.where(last > 0, fits, m)).astype(np.int64)
 
 
 def lrap_and_coverage(ranked: Ranked, labels: LabelSets, pos: np.ndarray | None = None):
@@ -107,8 +117,8 @@ def lrap_and_coverage(ranked: Ranked, labels: LabelSets, pos: np.ndarray | None 
 
     LRAP = mean over true labels j of |{true k: s_k >= s_j}| / |{k: s_k >= s_j}| (= per-sample AP).
     Coverage error = the largest rank of a true label. `beyond`: some true label lies past the D
-    ranked classes; its LRAP is then an upper bound and its coverage error a lower bound (the
-    labels taken to follow the D at once), see docs/metrics.md.
+    ranked classes; its LRAP is then an upper bound (`_missed_terms`) and its coverage error a
+    lower bound (D + the number missing), see docs/metrics.md.
     """
     pos = label_positions(ranked, labels) if pos is None else pos
     g = labels.count
@@ -116,10 +126,14 @@ def lrap_and_coverage(ranked: Ranked, labels: LabelSets, pos: np.ndarray | None 
     rank = label_ranks(ranked, pos)
     # true labels at or above label j's tie-group end: pessimistic, like scikit-learn
     at_or_above = ((pos[:, None, :] <= rank[:, :, None] - 1) & found[:, None, :]).sum(axis=2)
-    terms = np.where(found, at_or_above / np.where(found, rank, 1), 0.0).sum(axis=1)
     h = found.sum(axis=1)
     m = g - h
     beyond = m > 0
+    # a stored label tied with the last ranked class may tie with unranked ones too: at most the m
+    # missing labels join its group (non-labels would only lower its term), and no more than the
+    # mass left holds at that probability. Without probabilities the order is taken as strict.
+    edge = (found & (rank == ranked.depth) & beyond[:, None]) * _boundary_ties(ranked, m)[:, None]
+    terms = np.where(found, (at_or_above + edge) / np.where(found, rank + edge, 1), 0.0).sum(axis=1)
     terms = terms + _missed_terms(h, m, ranked.depth)
     ok = g > 0
     lrap = np.where(ok, terms / np.where(ok, g, 1), np.nan)
