@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import time
 
 import numpy as np
@@ -95,6 +96,19 @@ def _extra(prob, full) -> dict:
     return out
 
 
+def _sets(args) -> dict:
+    if args.map_bootstrap is None:
+        return {}
+    from mlreassess.metrics.beyond import SetParams  # only versions with these metrics have it
+
+    return {"sets": SetParams(map_bootstrap=args.map_bootstrap)}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _calibration(kind: str, calibrations: dict) -> dict:
     """V1 calibrates the conformal sets for the other datasets (versions of the package with them)."""
     if "calibrate" not in evaluate_dataset.__code__.co_varnames:
@@ -109,6 +123,8 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP)
     ap.add_argument("--topk", type=int, default=10)
     ap.add_argument("--softmax", action="store_true", help="also store a full softmax (exact oracle-free metrics)")
+    ap.add_argument("--workers", type=int, default=1, help="processes scoring models (evaluate --workers)")
+    ap.add_argument("--map-bootstrap", type=int, default=None, help="mAP's resamples (evaluate --map-bootstrap)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     specs = [("imagenet_v1", "imagenet_v1", V1_SHARES, 50_000), ("imagenet_v2", "imagenet_v2", V2_SHARES, 10_000)]
@@ -130,7 +146,8 @@ def main() -> None:
         preds[0]()
         gen_one = time.perf_counter() - t
         t = time.perf_counter()
-        res = evaluate_dataset(sample, preds, n_boot=args.bootstrap, seed=0, **_calibration(kind, calibrations))
+        res = evaluate_dataset(sample, preds, n_boot=args.bootstrap, seed=0, **_calibration(kind, calibrations),
+                               **({"workers": args.workers} if args.workers > 1 else {}), **_sets(args))
         calibrations = getattr(res, "calibrations", None) or calibrations
         rows = rows_of(res, 95.0)
         dt = time.perf_counter() - t
@@ -147,7 +164,8 @@ def main() -> None:
     print(
         f"TOTAL: {args.models} models x {total_samples:,} samples, K={args.topk}, B={args.bootstrap}: "
         f"{eval_s:.1f} s scoring+bootstrap (incl. ~{gen_s:.1f} s generating synthetic predictions), {n_rows:,} metric rows, "
-        f"wall {wall:.1f} s, CPU {time.process_time() - cpu_all:.1f} s; {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.2f}"
+        f"wall {wall:.1f} s, CPU {time.process_time() - cpu_all:.1f} s (+ worker processes "
+        f"{_children_cpu():.1f} s); {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.2f}"
     )
 
 

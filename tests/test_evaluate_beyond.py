@@ -208,3 +208,14 @@ def test_missing_predictions_are_left_out_of_every_new_row(tmp_path: Path, write
     got = headline(read_table(evaluate_results(results, n_boot=5)[0]), "m", "imagenet_v2_x")
     assert got[("lrap", None)]["n"] == got[("thr_f1", None)]["n"] == 30
     assert not math.isnan(got[("map", None)]["value_pct"])
+
+
+def test_worker_processes_give_the_same_table(tmp_path: Path, write_dataset):
+    results = synthetic_results(tmp_path, write_dataset, 80, softmax=False, datasets=("imagenet_v1", "imagenet_v2_x"))
+    for m in ("m2", "m3"):  # three models per dataset, read lazily from their files
+        for name in ("imagenet_v1", "imagenet_v2_x"):
+            src = results / "predictions" / name / "m.parquet"
+            write_table(src.with_name(f"{m}.parquet"), read_table(src), {**read_meta(src), "model": m})
+    serial = read_table(evaluate_results(results, n_boot=10, out=tmp_path / "serial.parquet")[0])
+    parallel = read_table(evaluate_results(results, n_boot=10, out=tmp_path / "parallel.parquet", workers=2)[0])
+    assert serial.num_rows > 0 and serial.equals(parallel)

@@ -31,12 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here so that `mlreassess --help` does not load numpy, pandas and pyarrow
-    from mlreassess.metrics.evaluate import evaluate_results, set_params
+    from mlreassess.metrics.evaluate import evaluate_results, scoring_workers, set_params
 
     start = time.perf_counter()
     opts = options_from(EvaluateOptions, args)
     out, summary = evaluate_results(args.results, opts.bootstrap, opts.ci, opts.seed, args.force, args.out,
-                                    min_group_n=opts.min_group_n, sets=set_params(opts))
+                                    min_group_n=opts.min_group_n, sets=set_params(opts), workers=scoring_workers(opts))
     if summary is None:
         print(f"{out}: up to date (inputs unchanged; --force to recompute)", file=sys.stderr)
         return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mlreassess.constants import DEFAULT_BOOTSTRAP, DEFAULT_CI_LEVEL, DEFAULT_MIN_GROUP_N
+from mlreassess.cpus import capped_workers
 from mlreassess.errors import InputError
 from mlreassess.io import read_meta, write_table
 from mlreassess.metrics.beyond import SetParams
@@ -24,7 +25,7 @@ from mlreassess.options import EvaluateOptions
 from mlreassess.progress import bar
 from mlreassess.results import ResultsLayout
 
-__all__ = ["PATCHML_MEAN", "evaluate_results", "fingerprint", "set_params"]
+__all__ = ["PATCHML_MEAN", "evaluate_results", "fingerprint", "scoring_workers", "set_params"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ def fingerprint(inputs: Iterable[Path], params: dict[str, Any]) -> str:
 
 def _check_params(n_boot: int, level: float, seed: int, min_group_n: int) -> None:
     EvaluateOptions(bootstrap=n_boot, ci=level, seed=seed, min_group_n=min_group_n)  # the schema checks the bounds
+
+
+def scoring_workers(opts: EvaluateOptions) -> int:
+    """Processes for `evaluate_results`: --workers, capped at the CPUs available."""
+    return capped_workers(opts.workers)
 
 
 def set_params(opts: EvaluateOptions) -> SetParams:
@@ -60,7 +66,7 @@ def _up_to_date(out: Path, fp: str) -> bool:
 
 
 def _score_all(datasets: list[tuple[Path, list[Path]]], n_boot: int, level: float, seed: int, min_group_n: int,
-               sets: SetParams):
+               sets: SetParams, workers: int = 1):
     """(rows, info per dataset, why patchml_mean was not written) of every dataset, then of the PatchML mean.
 
     The conformal calibration dataset is scored first (its models' calibrations serve the others);
@@ -75,7 +81,8 @@ def _score_all(datasets: list[tuple[Path, list[Path]]], n_boot: int, level: floa
             sample = load_sample(manifest)
             preds = [partial(load_prediction, path, sample) for path in paths]  # read per block of models
             res = evaluate_dataset(sample, preds, n_boot, seed, progress=progress.update, min_group_n=min_group_n,
-                                   sets=sets, calibrate=i == cal, calibrations=calibrations, cal_ids=cal_ids)
+                                   sets=sets, calibrate=i == cal, calibrations=calibrations, cal_ids=cal_ids,
+                                   workers=workers)
             if i == cal:
                 calibrations, cal_ids = res.calibrations, res.calibration_ids
             _warn_groups(res)
@@ -133,10 +140,12 @@ def evaluate_results(
     out: str | Path | None = None,
     min_group_n: int = DEFAULT_MIN_GROUP_N,
     sets: SetParams | None = None,
+    workers: int = 1,
 ) -> tuple[Path, dict[str, Any] | None]:
     """Write RESULTS/metrics.parquet; return (path, summary) — summary None when it was up to date.
 
-    `sets`: the oracle-free metrics' parameters (`set_params(EvaluateOptions)`; default: its defaults)."""
+    `sets`: the oracle-free metrics' parameters (`set_params(EvaluateOptions)`; default: its defaults);
+    `workers`: processes scoring models in parallel (`scoring_workers(EvaluateOptions)`), same results."""
     layout = ResultsLayout(results)
     out = Path(out) if out else layout.metrics
     _check_params(n_boot, level, seed, min_group_n)
@@ -146,7 +155,7 @@ def evaluate_results(
     fp = fingerprint([m for m, _ in datasets] + [p for _, ps in datasets for p in ps], params)
     if not force and _up_to_date(out, fp):
         return out, None
-    rows, info, mismatch = _score_all(datasets, n_boot, level, seed, min_group_n, sets)
+    rows, info, mismatch = _score_all(datasets, n_boot, level, seed, min_group_n, sets, workers)
     table = metrics_table(rows)
     meta = {"inputs_fingerprint": fp, **params, "ci_method": "stratified percentile bootstrap", "datasets": info}
     if mismatch:

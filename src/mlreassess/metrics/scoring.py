@@ -11,7 +11,10 @@ build one when its block is scored.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
@@ -53,6 +56,7 @@ class _Scored:
     """What a block keeps of one model once its predictions are dropped."""
 
     model: str
+    path: Any  # the predictions file (None for in-memory predictions)
     k: int  # stored top-K
     avail: np.ndarray  # (n,) bool
     x: np.ndarray | None  # (n, len(_SCORES)) float32 scores; released once copied into the block matrix
@@ -182,28 +186,52 @@ def _oracle_free_estimates(sample: Sample, totals: tuple, cols: tuple[int, int],
     return out
 
 
-def _score_models(sample: Sample, block: list, ctx: beyond.Context, missing: dict[str, int], taken) -> list[_Scored]:
-    """Resolve and score the block's models one at a time (a full softmax is large): their columns
-    go straight into one float32 matrix; each model's float64 stratum sums are kept for the point estimates."""
-    scored = []
-    for lazy in block:
-        pred = _resolve(lazy)
-        if pred.model in taken or any(pred.model == q.model for q in scored):
-            raise InputError(f"{pred.path}: model {pred.model!r} has two predictions files for {sample.name}")
-        x, avail, extra = _model_scores(sample, pred, ctx)
-        sums = np.stack([np.nan_to_num(extra.point[a:b]).sum(axis=0) for a, b in sample.bounds])
-        exact = np.stack([x[a:b].sum(axis=0) for a, b in sample.bounds])
-        scored.append(_Scored(pred.model, pred.topk.shape[1], avail, x.astype(np.float32), exact, sums,
-                              replace(extra, boot=None, point=None)))
-        missing[pred.model] = int((~avail).sum())
-        del pred, x, extra
-    return scored
+def _scored(sample: Sample, pred: Prediction, ctx: beyond.Context) -> _Scored:
+    """One model's columns and sums; its Prediction (and any softmax) is not kept."""
+    x, avail, extra = _model_scores(sample, pred, ctx)
+    sums = np.stack([np.nan_to_num(extra.point[a:b]).sum(axis=0) for a, b in sample.bounds])
+    exact = np.stack([x[a:b].sum(axis=0) for a, b in sample.bounds])
+    return _Scored(pred.model, pred.path, pred.topk.shape[1], avail, x.astype(np.float32), exact, sums,
+                   replace(extra, boot=None, point=None))
 
 
-def _score_block(sample: Sample, block: list, counts: np.ndarray, done: dict, missing: dict[str, int],
+# A worker process's dataset (set by `_init_worker` in the worker, never in the parent process).
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(sample: Sample, preds: list, ctx: beyond.Context) -> None:
+    _WORKER.update(sample=sample, preds=preds, ctx=ctx)
+
+
+def _worker_scored(i: int) -> _Scored:
+    return _scored(_WORKER["sample"], _resolve(_WORKER["preds"][i]), _WORKER["ctx"])
+
+
+@contextlib.contextmanager
+def _model_scorer(sample: Sample, preds: list, ctx: beyond.Context, workers: int):
+    """Yields score(indices) -> [_Scored]: in this process, or in `workers` processes (every
+    model's columns are independent of the others'; the pool gets the dataset once per worker)."""
+    if workers <= 1 or len(preds) <= 1:
+        yield lambda indices: [_scored(sample, _resolve(preds[i]), ctx) for i in indices]
+        return
+    with ProcessPoolExecutor(min(workers, len(preds)), mp_context=multiprocessing.get_context(),
+                             initializer=_init_worker, initargs=(sample, preds, ctx)) as pool:
+        yield lambda indices: list(pool.map(_worker_scored, indices))
+
+
+def _check_unique(sample: Sample, scored: list[_Scored], done: dict, missing: dict[str, int]) -> None:
+    seen = set(done)
+    for s in scored:
+        if s.model in seen:
+            raise InputError(f"{s.path}: model {s.model!r} has two predictions files for {sample.name}")
+        seen.add(s.model)
+        missing[s.model] = int((~s.avail).sum())
+
+
+def _score_block(sample: Sample, scored: list[_Scored], counts: np.ndarray, done: dict, missing: dict[str, int],
                  averaged: tuple[int, ...], ctx: beyond.Context) -> None:
     """Score a block of models with one matrix product; adds their estimates to `done`."""
-    scored = _score_models(sample, block, ctx, missing, done)
+    _check_unique(sample, scored, done, missing)
     patterns: dict[str, np.ndarray] = {}
     keys = []
     for s in scored:
@@ -249,6 +277,7 @@ def evaluate_dataset(
     calibrate: bool = False,
     calibrations: dict[str, Calibration] | None = None,
     cal_ids=None,
+    workers: int = 1,
 ) -> DatasetResult:
     """Score every model's predictions of one dataset; CIs from one shared resample matrix.
 
@@ -256,18 +285,20 @@ def evaluate_dataset(
     same groups for every model, so models compare on one footing). Conformal sets: with
     `calibrate`, this dataset is the calibration set (a seeded half calibrates each model, the
     other half is scored; `DatasetResult.calibrations`); otherwise `calibrations` (model ->
-    Calibration) are used, on the samples whose id is not in `cal_ids`."""
+    Calibration) are used, on the samples whose id is not in `cal_ids`. `workers` > 1: the models'
+    per-sample columns are computed in that many processes (same results)."""
     sets = sets or beyond.SetParams()
     counts = bs.resample_counts([b - a for a, b in sample.bounds], n_boot, seed)
     averaged = agg.asma_groups(sample.design, {g: n for g, n in sample.sizes.items() if g in sample.groups}, min_group_n)
     ctx = beyond.context(sample, sets, counts, calibrate, calibrations, cal_ids)
     estimates: dict[str, dict[Key, Estimate]] = {}
     missing: dict[str, int] = {}
-    for b0 in range(0, len(preds), _MODEL_BLOCK):
-        block = preds[b0 : b0 + _MODEL_BLOCK]
-        _score_block(sample, block, counts, estimates, missing, averaged, ctx)
-        if progress:
-            progress(len(block))
+    with _model_scorer(sample, preds, ctx, workers) as score:
+        for b0 in range(0, len(preds), _MODEL_BLOCK):
+            block = range(b0, min(len(preds), b0 + _MODEL_BLOCK))
+            _score_block(sample, score(block), counts, estimates, missing, averaged, ctx)
+            if progress:
+                progress(len(block))
     info = {"kind": sample.kind, "manifest": str(sample.source), **_group_info(sample, averaged, min_group_n),
             "missing_samples": {m: k for m, k in sorted(missing.items()) if k}, "models": sorted(estimates)}
     info.update(beyond.dataset_info(ctx, sorted(estimates)))
