@@ -128,6 +128,8 @@ def test_without_the_softmax_the_rows_bound_the_exact_ones(tmp_path: Path, write
             assert row["value_pct"] == pytest.approx(ex[key]["value_pct"], abs=1e-9), key
     assert bd[("lrap", None)]["bound"] == "upper" and bd[("coverage_error", None)]["bound"] == "lower"
     assert bd[("lrap", None)]["beyond_k"] == ex[("lrap", None)]["beyond_k"] > 0
+    # with the softmax, beyond_k still says how many needed more than the top-10 (exactly scored)
+    assert bd[("map", None)]["beyond_k"] == ex[("map", None)]["beyond_k"] > 0 and ex[("map", None)]["bound"] is None
 
 
 def test_conformal_sets_cover_the_single_label_at_the_nominal_level(tmp_path: Path, write_dataset):

@@ -13,7 +13,7 @@ It also lists the rows these become (`row_specs`). Pure functions on arrays: no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
@@ -209,7 +209,8 @@ def model_columns(sample: Sample, pred: Prediction, ctx: Context) -> ModelColumn
     for t in CONFORMAL:  # conformal sets are scored on the evaluable rows only
         boot[~ctx.evaluable, _B[f"{t}_{sets.STATS[0]}"]: _B[f"{t}_{sets.STATS[-1]}"] + 1] = np.nan
         point[~ctx.evaluable, col[f"{t}_beyond"]] = np.nan
-    mean_ap = _map(ranking.merge_entries(parts), ctx, complete) if parts else None
+    needed = _topk_bounded(sample, pred, inv, keep) if (complete and parts) else None
+    mean_ap = _map(ranking.merge_entries(parts), ctx, complete, needed) if parts else None
     return ModelColumns(boot, point, has_prob, complete, calib, mean_ap)
 
 
@@ -256,16 +257,25 @@ def _chunk_columns(sample, ranked, rows, ctx: Context, calib, boot, point, col) 
         put(b, point, [col[f"{t}@{value!r}_{s}"] for s in sets.STATS], col[f"{t}@{value!r}_beyond"])
 
 
-def _map(entries: ranking.ClassEntries, ctx: Context, complete: bool) -> Estimate | None:
+def _map(entries: ranking.ClassEntries, ctx: Context, complete: bool, needed: np.ndarray | None) -> Estimate | None:
     """mAP over the classes with a positive (samples with a label set and a prediction), with
-    replicates from the first `map_bootstrap` resamples; `beyond_k` = classes whose AP is a bound."""
+    replicates from the first `map_bootstrap` resamples; `beyond_k` = classes whose AP the stored
+    top-K alone only bounds (`needed`: those classes when a softmax made them exact)."""
     classes, ap = ranking.class_ap(entries)
     if not len(classes):
         return None
     reps = 100.0 * ranking.class_ap_replicates(entries, ctx.map_counts) if len(ctx.map_counts) else np.zeros(0)
-    beyond = int(entries.bounded[classes].sum())
+    beyond = int((entries.bounded if needed is None else needed)[classes].sum())
     return Estimate(100.0 * float(ap.mean()), len(classes), reps, bound="upper" if beyond and not complete else None,
                     beyond_k=beyond)
+
+
+def _topk_bounded(sample: Sample, pred: Prediction, inv: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """(C,) the classes whose AP the stored top-K alone could not have given exactly."""
+    ranked = ranked_rows(replace(pred, softmax=None), inv, np.arange(len(keep)))
+    if ranked.complete:
+        return np.zeros(NUM_CLASSES, dtype=bool)
+    return ranking.class_entries(ranked, sample.labels, ranking.label_positions(ranked, sample.labels), keep).bounded
 
 
 def _positive_floor(sample: Sample, pred: Prediction, inv: np.ndarray, keep: np.ndarray) -> np.ndarray:
