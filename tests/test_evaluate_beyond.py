@@ -221,3 +221,20 @@ def test_worker_processes_give_the_same_table(tmp_path: Path, write_dataset):
     serial = read_table(evaluate_results(results, n_boot=10, out=tmp_path / "serial.parquet")[0])
     parallel = read_table(evaluate_results(results, n_boot=10, out=tmp_path / "parallel.parquet", workers=2)[0])
     assert serial.num_rows > 0 and serial.equals(parallel)
+
+
+def test_a_stored_top_1000_is_as_exact_as_the_softmax(tmp_path: Path, write_dataset):
+    results = synthetic_results(tmp_path, write_dataset, 60, softmax=True, datasets=("imagenet_v2_x",))
+    src = results / "predictions" / "imagenet_v2_x" / "m.parquet"
+    pred = read_table(src)
+    ids = pred.column("sample_id").to_pylist()
+    p = np.asarray(pred.column("softmax").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                   dtype=np.float32).reshape(len(ids), 1000)
+    order = np.argsort(-p, axis=1, kind="stable")
+    write_table(src.with_name("all.parquet"), predictions_table(ids, order, np.take_along_axis(p, order, axis=1)),
+                {"model": "all", "dataset": "imagenet_v2_x"})
+    table = read_table(evaluate_results(results, n_boot=5)[0])
+    soft, full = headline(table, "m", "imagenet_v2_x"), headline(table, "all", "imagenet_v2_x")
+    for key in (("lrap", None), ("coverage_error", None), ("map", None), ("mass_size", None), ("thr_f1", None)):
+        assert full[key]["value_pct"] == pytest.approx(soft[key]["value_pct"], abs=1e-9), key
+        assert full[key]["bound"] is None and full[key]["beyond_k"] == 0  # nothing lies past a top-1000

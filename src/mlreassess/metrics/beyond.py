@@ -279,15 +279,22 @@ def _topk_bounded(sample: Sample, pred: Prediction, inv: np.ndarray, keep: np.nd
 
 
 def _positive_floor(sample: Sample, pred: Prediction, inv: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """(C,) the lowest probability any positive of each class gets (the full-softmax case; no sort)."""
+    """(C,) the lowest probability any positive of each class gets, when every class is ranked (a
+    softmax: read unsorted; or a stored top-1000)."""
     floor = np.full(NUM_CLASSES, np.inf)
     for rows in _chunks(len(keep), True):
-        at = inv[rows]
-        full = _merged(pred, at, at >= 0)
         pad = sample.labels.pad[rows]
         ok = (pad >= 0) & keep[rows][:, None]
         r = np.broadcast_to(np.arange(len(rows))[:, None], pad.shape)
-        np.minimum.at(floor, pad[ok], full[r[ok], pad[ok]].astype(np.float64))
+        if pred.softmax is not None:
+            at = inv[rows]
+            values = _merged(pred, at, at >= 0)[r[ok], pad[ok]].astype(np.float64)
+        else:
+            ranked = ranked_rows(pred, inv, rows)
+            pos = ranking.label_positions(ranked, LabelSets(pad, sample.labels.count[rows]))
+            ok &= pos >= 0
+            values = ranked.prob[r[ok], pos[ok]]
+        np.minimum.at(floor, pad[ok], values)
     return floor
 
 
