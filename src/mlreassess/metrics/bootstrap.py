@@ -68,6 +68,9 @@ def percentile_interval(replicates: np.ndarray, level: float = DEFAULT_CI_LEVEL)
     """Percentile interval over axis 0 of the bootstrap replicates (NaN replicates ignored)."""
     tail = (100.0 - level) / 2.0
     replicates = np.asarray(replicates, dtype=np.float64)
+    if replicates.ndim == 1:  # one statistic: the same, as scalars
+        low, high = percentile_interval(replicates[:, None], level)
+        return low[0], high[0]
     # np.percentile is vectorised; nanpercentile loops over columns in Python: use it only where needed
     low, high = np.percentile(replicates, [tail, 100.0 - tail], axis=0)
     gaps = np.isnan(replicates).any(axis=0)
