@@ -117,7 +117,8 @@ def test_report_writes_every_item(study: Path, capsys):
     out, log = capsys.readouterr()  # the CLI's log lines go to stderr
     assert "skipped" not in log, log
     assert "figure8: wrote figure8.png, figure8.pdf" in log
-    assert f"report: 10 of 10 item(s) written to {study / 'tables'} and {study / 'figures'}" in out
+    assert "figure_sets: wrote figure_sets.png, figure_sets.pdf" in log
+    assert f"report: 11 of 11 item(s) written to {study / 'tables'} and {study / 'figures'}" in out
     for stem in ("table1", "table2", "table3", "tables4-10", "reported_vs_reproduced"):
         for ext in ("md", "csv", "tex"):
             assert (study / "tables" / f"{stem}.{ext}").stat().st_size > 0

@@ -73,3 +73,14 @@ DEFAULT_V2_LABEL_SET = "anzaku-v2"
 DEFAULT_MIN_AGREEMENT = 50.0
 # ... judged only on at least this many images with a label set (a handful can disagree by chance).
 MIN_AGREEMENT_IMAGES = 10
+# Beyond the oracle (SPEC 8, docs/metrics.md): sets the model picks itself. Headline parameters
+# (evaluate options) and the grids their curves are drawn over (point estimates, no interval).
+# tau = 0.1 > 1 / (K + 1) for the default K = 10: a threshold set is then always exact from the top-K.
+DEFAULT_SET_TAU = 0.1
+DEFAULT_SET_MASS = 0.9  # = the "naive" sets of Angelopoulos et al. at alpha = 0.1
+DEFAULT_CONFORMAL_ALPHA = 0.1
+SET_TAU_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+SET_MASS_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+# mAP over classes is not a sum over samples: each resample re-ranks every class (cost ~ B x positives,
+# ~30 ns each: results/benchmarks/metrics.md), so its interval uses the first this-many resamples.
+DEFAULT_MAP_BOOTSTRAP = 100

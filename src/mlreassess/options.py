@@ -29,8 +29,12 @@ from mlreassess.constants import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_CHECKPOINT_KEY,
     DEFAULT_CI_LEVEL,
+    DEFAULT_CONFORMAL_ALPHA,
+    DEFAULT_MAP_BOOTSTRAP,
     DEFAULT_MIN_AGREEMENT,
     DEFAULT_MIN_GROUP_N,
+    DEFAULT_SET_MASS,
+    DEFAULT_SET_TAU,
     DEFAULT_V1_LABEL_SET,
     DEFAULT_V2_LABEL_SET,
     DEVICES,
@@ -245,9 +249,32 @@ class EvaluateOptions:
     seed: int = option(0, "seed of the bootstrap resamples", minimum=0, result=True)
     min_group_n: int = option(DEFAULT_MIN_GROUP_N, "ASMA averages only label-count subgroups with at least N "
                               "samples; smaller ones are still reported", minimum=1, result=True, metavar="N")
+    # Beyond the oracle (docs/metrics.md): sets the model picks itself, ranking metrics.
+    set_tau: float = option(DEFAULT_SET_TAU, "threshold sets {c : p_c >= TAU} (rows thr_*)", minimum=1e-6,
+                            maximum=1.0, result=True, metavar="TAU")
+    set_mass: float = option(DEFAULT_SET_MASS, "cumulative-mass sets: the smallest with mass >= Q (rows mass_*)",
+                             minimum=1e-6, maximum=0.999, result=True, metavar="Q")
+    conformal_alpha: float = option(DEFAULT_CONFORMAL_ALPHA, "conformal APS / RAPS sets aim at coverage 1 - ALPHA "
+                                    "of the single label (rows aps_*, raps_*)", minimum=0.001, maximum=0.5,
+                                    result=True, metavar="ALPHA")
+    raps_kreg: int | None = option(None, "RAPS's kreg (default: picked on a tuning split, as its authors do)",
+                                   minimum=0, maximum=NUM_CLASSES, result=True, metavar="K")
+    raps_lambda: float | None = option(None, "RAPS's lambda (default: picked on a tuning split)", minimum=0.0,
+                                       maximum=10.0, result=True, metavar="L")
+    conformal_seed: int = option(0, "seed of the conformal calibration split and the sets' randomisation",
+                                 minimum=0, result=True)
+    calibration: str | None = option(None, "dataset whose seeded half calibrates the conformal sets (default: "
+                                     "imagenet_v1, else the first ImageNetV1 dataset)", result=True,
+                                     metavar="DATASET")
+    map_bootstrap: int = option(DEFAULT_MAP_BOOTSTRAP, "resamples of mAP's interval (each re-ranks every class; "
+                                "at most --bootstrap)", minimum=0, maximum=MAX_BOOTSTRAP, result=True, metavar="B")
+    workers: int = option(1, "processes computing the models' per-sample columns in parallel (same results; "
+                          "helps only with idle cores: results/benchmarks/metrics.md)", minimum=1, metavar="N")
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.calibration is not None:
+            check_name(self.calibration)
 
 
 @dataclass

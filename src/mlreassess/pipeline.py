@@ -34,7 +34,7 @@ from mlreassess.inference.models import ModelSpec, check_specs, read_models_file
 from mlreassess.inference.runner import hold_folder
 from mlreassess.inference.runner import run as run_sweep
 from mlreassess.io import write_text_atomic
-from mlreassess.metrics.evaluate import evaluate_results
+from mlreassess.metrics.evaluate import evaluate_results, scoring_workers, set_params
 from mlreassess.options import InferOptions, PatchMLOptions, options_of, result_options
 from mlreassess.patchml import generate_from
 from mlreassess.provenance import canonical, changed, inputs_changed, inputs_fingerprint
@@ -216,7 +216,8 @@ def infer(cfg: RunConfig, steps: StepLog, manifests: list[Path], specs: list[Mod
 
 def evaluate(cfg: RunConfig, steps: StepLog) -> None:
     e = cfg.evaluate
-    path, summary = evaluate_results(cfg.out, e.bootstrap, e.ci, e.seed, min_group_n=e.min_group_n)
+    path, summary = evaluate_results(cfg.out, e.bootstrap, e.ci, e.seed, min_group_n=e.min_group_n, sets=set_params(e),
+                                     workers=scoring_workers(e))
     steps.add("evaluate", "up to date" if summary is None else "done", str(path))
 
 

@@ -13,7 +13,8 @@ from mlreassess.options import EvaluateOptions
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="top-1, top-5, ReaL, subgroup accuracy, ASMA, recall@g with bootstrap CIs -> RESULTS/metrics.parquet",
+        help="top-1, top-5, ReaL, subgroup accuracy, ASMA, recall@g, ranking metrics and prediction sets with "
+        "bootstrap CIs -> RESULTS/metrics.parquet",
         description="Score every RESULTS/predictions/<dataset>/<model>.parquet against "
         "RESULTS/manifests/<dataset>.parquet (labels looked up by sample_id) and write "
         "RESULTS/metrics.parquet (long format, see docs/outputs.md). ASMA averages the design label "
@@ -30,12 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here so that `mlreassess --help` does not load numpy, pandas and pyarrow
-    from mlreassess.metrics.evaluate import evaluate_results
+    from mlreassess.metrics.evaluate import evaluate_results, scoring_workers, set_params
 
     start = time.perf_counter()
     opts = options_from(EvaluateOptions, args)
     out, summary = evaluate_results(args.results, opts.bootstrap, opts.ci, opts.seed, args.force, args.out,
-                                    min_group_n=opts.min_group_n)
+                                    min_group_n=opts.min_group_n, sets=set_params(opts), workers=scoring_workers(opts))
     if summary is None:
         print(f"{out}: up to date (inputs unchanged; --force to recompute)", file=sys.stderr)
         return 0

@@ -26,12 +26,18 @@ class Estimate:
     """One metric value in percent, over `n` samples, with its bootstrap replicates (percent).
 
     `groups`: for a mean of subgroups (ASMA), the label counts it averaged, e.g. "2,3,4,6,9".
+    Beyond the oracle (docs/metrics.md): `param` the set's tau / q / alpha; `bound` 'upper' or
+    'lower' when the stored top-K only bounds the value; `beyond_k` how many of the samples (for
+    mAP: classes) needed more than the stored top-K. `value_pct` is in classes for class-unit metrics.
     """
 
     value_pct: float
     n: int
     reps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (B,); empty without a bootstrap
     groups: str | None = None
+    param: float | None = None
+    bound: str | None = None
+    beyond_k: int | None = None
 
 
 def groups_text(groups: Sequence[int]) -> str:
@@ -40,21 +46,23 @@ def groups_text(groups: Sequence[int]) -> str:
 
 
 def ratio(
-    num: np.ndarray, den: np.ndarray, num_reps: np.ndarray | None = None, den_reps: np.ndarray | None = None
+    num: np.ndarray, den: np.ndarray, num_reps: np.ndarray | None = None, den_reps: np.ndarray | None = None,
+    scale: float = 100.0,
 ) -> Estimate | None:
-    """100 * sum(num) / sum(den) over the strata (axis 0); None when no sample applies.
+    """scale * sum(num) / sum(den) over the strata (axis 0); None when no sample applies.
 
     `num`, `den`: (S,) per-stratum sums of the scores and of the applicability mask; `num_reps`,
-    `den_reps`: (S, B) the same sums in each bootstrap resample (summed in float64).
+    `den_reps`: (S, B) the same sums in each bootstrap resample (summed in float64). `scale`: 100
+    for percent, 1 for metrics in classes (coverage error, set size).
     """
     n = den.sum()
     if n <= 0:
         return None
-    value = 100.0 * num.sum() / n
+    value = scale * num.sum() / n
     reps = np.zeros(0)
     if num_reps is not None and den_reps is not None:
         with np.errstate(invalid="ignore", divide="ignore"):
-            reps = 100.0 * num_reps.sum(axis=0, dtype=np.float64) / den_reps.sum(axis=0, dtype=np.float64)
+            reps = scale * num_reps.sum(axis=0, dtype=np.float64) / den_reps.sum(axis=0, dtype=np.float64)
     return Estimate(float(value), int(round(n)), reps)
 
 

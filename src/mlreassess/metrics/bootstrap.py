@@ -9,6 +9,7 @@ Percentile intervals (default 95%, 5,000 resamples). See docs/metrics.md.
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -66,8 +67,17 @@ def stratum_sums(counts: np.ndarray, x: np.ndarray, bounds: Sequence[tuple[int, 
 def percentile_interval(replicates: np.ndarray, level: float = DEFAULT_CI_LEVEL) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval over axis 0 of the bootstrap replicates (NaN replicates ignored)."""
     tail = (100.0 - level) / 2.0
-    with np.errstate(invalid="ignore"):
-        low, high = np.nanpercentile(replicates, [tail, 100.0 - tail], axis=0)
+    replicates = np.asarray(replicates, dtype=np.float64)
+    if replicates.ndim == 1:  # one statistic: the same, as scalars
+        low, high = percentile_interval(replicates[:, None], level)
+        return low[0], high[0]
+    # np.percentile is vectorised; nanpercentile loops over columns in Python: use it only where needed
+    low, high = np.percentile(replicates, [tail, 100.0 - tail], axis=0)
+    gaps = np.isnan(replicates).any(axis=0)
+    if np.any(gaps):
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column stays NaN, as before
+            low[..., gaps], high[..., gaps] = np.nanpercentile(replicates[:, gaps], [tail, 100.0 - tail], axis=0)
     return low, high
 
 
@@ -95,4 +105,19 @@ def bootstrap_ci(
     if est is None:
         return float("nan"), float("nan")
     low, high = percentile_interval(est.reps, level)
+    return float(low), float(high)
+
+
+
+def bias_shifted_interval(replicates: np.ndarray, estimate: float, level: float = DEFAULT_CI_LEVEL) -> tuple[float, float]:
+    """The percentile interval moved by the bootstrap's estimate of the bias (mean replicate minus
+    the estimate), for statistics whose resamples are biased. mAP needs it: a positive drawn twice
+    raises its class's AP, so on a small set (few positives per class) the replicates can all lie
+    above the estimate; Efron's BC correction breaks down there (z0 saturates). docs/metrics.md."""
+    reps = np.asarray(replicates, dtype=np.float64)
+    reps = reps[~np.isnan(reps)]
+    if not len(reps) or not np.isfinite(estimate):
+        return float("nan"), float("nan")
+    tail = (100.0 - level) / 2.0
+    low, high = np.percentile(reps, [tail, 100.0 - tail]) - (reps.mean() - estimate)
     return float(low), float(high)

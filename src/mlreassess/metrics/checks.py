@@ -30,6 +30,8 @@ PREDICTION_TYPES = {
     "sample_id": (_STR, "string"),
     "topk_idx": (_list_of(_INT), "list<int32> (class indices, best first)"),
     "topk_prob": (_list_of(_FLOAT), "list<float32> (softmax probabilities)"),
+    "softmax": (lambda t: (pa.types.is_fixed_size_list(t) or pa.types.is_list(t)) and _FLOAT(t.value_type),
+                "fixed_size_list<float16>[1000] (the full softmax)"),
 }
 
 
@@ -76,3 +78,10 @@ def check_topk_probs(path: Path, ids: np.ndarray, prob: np.ndarray) -> None:
     _refuse(path, ids, prob[:, 1:] > prob[:, :-1],
             lambda i, j: f"topk_prob increases along the top-k ({prob[i, j]:.6g} then {prob[i, j + 1]:.6g} "
             f"at positions {j}, {j + 1})")
+
+
+def check_softmax(path: Path, ids: np.ndarray, softmax: np.ndarray) -> None:
+    """A stored full softmax (--save-softmax): finite probabilities in 0..1 (float16 rounding aside)."""
+    _refuse(path, ids, ~np.isfinite(softmax), lambda i, j: f"softmax[{j}] is {softmax[i, j]}")
+    _refuse(path, ids, (softmax < 0) | (softmax > 1 + 1e-3),
+            lambda i, j: f"softmax[{j}] = {float(softmax[i, j]):.6g} is outside 0..1")

@@ -7,13 +7,16 @@ estimates per dataset (and the PatchML mean over seeds), `table` lays them out a
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from mlreassess.constants import DEFAULT_BOOTSTRAP, DEFAULT_CI_LEVEL, DEFAULT_MIN_GROUP_N
+from mlreassess.cpus import capped_workers
 from mlreassess.errors import InputError
 from mlreassess.io import read_meta, write_table
+from mlreassess.metrics.beyond import SetParams
 from mlreassess.metrics.inputs import discover, load_prediction, load_sample
 from mlreassess.metrics.scoring import PATCHML_MEAN, DatasetResult, evaluate_dataset, mean_over_seeds, seed_mismatch
 from mlreassess.metrics.table import metrics_table, rows_of
@@ -22,15 +25,31 @@ from mlreassess.progress import bar
 from mlreassess.provenance import changed, derived_changed, derived_from
 from mlreassess.results import ResultsLayout
 
-__all__ = ["PATCHML_MEAN", "evaluate_results", "reevaluate", "why_stale"]
+__all__ = ["PATCHML_MEAN", "evaluate_results", "reevaluate", "scoring_workers", "set_params", "why_stale"]
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("n_boot", "level", "seed", "min_group_n")  # the parameters metrics.parquet records
+PARAMS = ("n_boot", "level", "seed", "min_group_n")  # the bootstrap parameters metrics.parquet records
+# ... and the oracle-free metrics' (`SetParams.recorded`), keyed as SetParams' fields.
+SET_PARAMS = {"set_tau": "tau", "set_mass": "mass", "conformal_alpha": "alpha", "raps_kreg": "kreg",
+              "raps_lambda": "lam", "conformal_seed": "seed", "map_bootstrap": "map_bootstrap",
+              "calibration": "calibration", "set_taus": "taus", "set_masses": "masses"}
 
 
 def _check_params(n_boot: int, level: float, seed: int, min_group_n: int) -> None:
     EvaluateOptions(bootstrap=n_boot, ci=level, seed=seed, min_group_n=min_group_n)  # the schema checks the bounds
+
+
+def scoring_workers(opts: EvaluateOptions) -> int:
+    """Processes for `evaluate_results`: --workers, capped at the CPUs available."""
+    return capped_workers(opts.workers)
+
+
+def set_params(opts: EvaluateOptions) -> SetParams:
+    """The oracle-free metrics' parameters from the evaluate options (mAP's resamples: at most --bootstrap)."""
+    return SetParams(tau=opts.set_tau, mass=opts.set_mass, alpha=opts.conformal_alpha, kreg=opts.raps_kreg,
+                     lam=opts.raps_lambda, seed=opts.conformal_seed, calibration=opts.calibration,
+                     map_bootstrap=min(opts.map_bootstrap, opts.bootstrap))
 
 
 def _inputs(datasets: list[tuple[Path, list[Path]]]) -> list[Path]:
@@ -52,7 +71,7 @@ def why_stale(results: str | Path, params: dict[str, Any] | None = None, out: st
     except InputError as exc:
         return str(exc)
     if params is not None:
-        reason = changed({k: meta.get(k) for k in PARAMS}, params)
+        reason = changed({k: meta.get(k) for k in params}, params)
         if reason is not None:
             return reason
     return derived_changed(meta.get("derived_from"), _inputs(discover(layout)), layout.root)
@@ -69,23 +88,52 @@ def reevaluate(results: str | Path, reason: str) -> Path:
     params = {k: meta[k] for k in PARAMS if isinstance(meta.get(k), (int, float)) and not isinstance(meta[k], bool)}
     log.info(f"{layout.metrics}: not current ({reason}): evaluating again"
              + (f" with its parameters ({', '.join(f'{k} {v}' for k, v in params.items())})" if params else ""))
-    return evaluate_results(results, force=True, **params)[0]
+    return evaluate_results(results, force=True, sets=_recorded_sets(meta), **params)[0]
 
 
-def _score_all(datasets: list[tuple[Path, list[Path]]], n_boot: int, level: float, seed: int, min_group_n: int):
-    """(rows, info per dataset, why patchml_mean was not written) of every dataset, then of the PatchML mean."""
-    rows, info, patchml = [], {}, []
+def _recorded_sets(meta: dict[str, Any]) -> SetParams | None:
+    """The oracle-free metrics' parameters metrics.parquet records (None: it records none, the defaults)."""
+    given = {field: meta[key] for key, field in SET_PARAMS.items() if key in meta}
+    if not given:
+        return None
+    for field in ("taus", "masses"):
+        if isinstance(given.get(field), list):
+            given[field] = tuple(given[field])
+    try:
+        return SetParams(**given)
+    except TypeError:
+        return None
+
+
+def _score_all(datasets: list[tuple[Path, list[Path]]], n_boot: int, level: float, seed: int, min_group_n: int,
+               sets: SetParams, workers: int = 1):
+    """(rows, info per dataset, why patchml_mean was not written) of every dataset, then of the PatchML mean.
+
+    The conformal calibration dataset is scored first (its models' calibrations serve the others);
+    rows and info keep the datasets' order."""
+    rows_by, info_by, patchml = {}, {}, []
+    cal = calibration_index(datasets, sets.calibration)
+    calibrations, cal_ids = {}, ()
+    order = ([cal] if cal is not None else []) + [i for i in range(len(datasets)) if i != cal]
     with bar(total=sum(len(ps) for _, ps in datasets), desc="evaluate", unit="file") as progress:
-        for manifest, paths in datasets:
+        for i in order:
+            manifest, paths = datasets[i]
             sample = load_sample(manifest)
             preds = [partial(load_prediction, path, sample) for path in paths]  # read per block of models
-            res = evaluate_dataset(sample, preds, n_boot, seed, progress=progress.update, min_group_n=min_group_n)
+            res = evaluate_dataset(sample, preds, n_boot, seed, progress=progress.update, min_group_n=min_group_n,
+                                   sets=sets, calibrate=i == cal, calibrations=calibrations, cal_ids=cal_ids,
+                                   workers=workers)
+            if i == cal:
+                calibrations, cal_ids = res.calibrations, res.calibration_ids
             _warn_groups(res)
-            rows += rows_of(res, level)
-            info[res.name] = res.info
+            rows_by[i] = rows_of(res, level)
+            info_by[i] = (res.name, res.info)
             if res.kind == "patchml":
-                patchml.append(res)
+                patchml.append((i, res))
             del res
+    rows = [r for i in sorted(rows_by) for r in rows_by[i]]
+    info = dict(info_by[i] for i in sorted(info_by))
+    patchml = [res for _, res in sorted(patchml, key=lambda t: t[0])]
     mismatch = seed_mismatch(patchml)
     if mismatch:
         log.warning(f"{PATCHML_MEAN}: not written: only seeds made with the same PatchML parameters are "
@@ -95,6 +143,24 @@ def _score_all(datasets: list[tuple[Path, list[Path]]], n_boot: int, level: floa
         rows += rows_of(mean, level)
         info[PATCHML_MEAN] = mean.info
     return rows, info, mismatch
+
+
+def calibration_index(datasets: list[tuple[Path, list[Path]]], name: str | None) -> int | None:
+    """Which dataset calibrates the conformal sets: `name` (an error if it has no predictions), else
+    `imagenet_v1`, else the first ImageNetV1 dataset by name; None (no conformal rows) if there is none."""
+    stems = [m.stem for m, _ in datasets]
+    if name is not None:
+        if name not in stems:
+            raise InputError(f"--calibration {name}: no predictions for a dataset of that name "
+                             f"(datasets: {', '.join(stems)})")
+        return stems.index(name)
+    if "imagenet_v1" in stems:
+        return stems.index("imagenet_v1")
+    for i, (manifest, _) in enumerate(datasets):
+        if read_meta(manifest).get("kind") == "imagenet_v1":
+            return i
+    log.info("no ImageNetV1 dataset to calibrate conformal sets on: no aps_* / raps_* rows")
+    return None
 
 
 def _warn_groups(res: DatasetResult) -> None:
@@ -113,13 +179,19 @@ def evaluate_results(
     force: bool = False,
     out: str | Path | None = None,
     min_group_n: int = DEFAULT_MIN_GROUP_N,
+    sets: SetParams | None = None,
+    workers: int = 1,
 ) -> tuple[Path, dict[str, Any] | None]:
-    """Write RESULTS/metrics.parquet; return (path, summary) — summary None when it was up to date."""
+    """Write RESULTS/metrics.parquet; return (path, summary) — summary None when it was up to date.
+
+    `sets`: the oracle-free metrics' parameters (`set_params(EvaluateOptions)`; default: its defaults);
+    `workers`: processes scoring models in parallel (`scoring_workers(EvaluateOptions)`), same results."""
     layout = ResultsLayout(results)
     out = Path(out) if out else layout.metrics
     _check_params(n_boot, level, seed, min_group_n)
+    sets = replace(sets or SetParams(), map_bootstrap=min((sets or SetParams()).map_bootstrap, n_boot))
     datasets = discover(layout)
-    params = {"n_boot": n_boot, "level": level, "seed": seed, "min_group_n": min_group_n}
+    params = {"n_boot": n_boot, "level": level, "seed": seed, "min_group_n": min_group_n, **sets.recorded()}
     reason = None if force else why_stale(layout.root, params, out)
     if not force and reason is None:
         return out, None
@@ -128,7 +200,7 @@ def evaluate_results(
     if not datasets:
         log.warning(f"{layout.predictions_dir}: no predictions files: {out.name} has no rows")
     record = derived_from(_inputs(datasets), layout.root)  # before reading: a file replaced meanwhile shows
-    rows, info, mismatch = _score_all(datasets, n_boot, level, seed, min_group_n)
+    rows, info, mismatch = _score_all(datasets, n_boot, level, seed, min_group_n, sets, workers)
     table = metrics_table(rows)
     meta = {"derived_from": record, **params, "ci_method": "stratified percentile bootstrap", "datasets": info}
     if mismatch:

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlreassess.constants import NUM_CLASSES
 from mlreassess.datasets.manifest import read_manifest
 from mlreassess.errors import InputError, short_repr
 from mlreassess.io import read_meta, read_table
@@ -58,6 +59,8 @@ class Prediction:
     path: Path | None
     rows: np.ndarray  # positions in Sample order
     topk: np.ndarray  # (len(rows), K) int64
+    prob: np.ndarray | None = None  # (len(rows), K) float32 `topk_prob`, when stored
+    softmax: np.ndarray | None = None  # (len(rows), 1000) float16, when stored (--save-softmax)
 
 
 def make_sample(name: str, kind: str, sample_ids, label, labels: core.LabelSets, source: Path | None = None,
@@ -142,8 +145,10 @@ def load_prediction(path: Path, sample: Sample) -> Prediction:
         raise InputError(f"{path}: holds no predictions (0 rows); rerun `mlreassess infer` for it, or remove it")
     ids = table.column("sample_id").to_numpy(zero_copy_only=False)
     rows = _sample_rows(path, sample, ids)
-    topk = _read_topk(path, table, ids)
-    return Prediction(model=meta["model"], path=path, rows=rows, topk=topk)
+    topk, prob = _read_topk(path, table, ids)
+    softmax = _read_softmax(path, table, ids) if "softmax" in table.column_names else None
+    return Prediction(model=meta.get("model") or path.stem, path=path, rows=rows, topk=topk, prob=prob,
+                      softmax=softmax)
 
 
 def _sample_rows(path: Path, sample: Sample, ids: np.ndarray) -> np.ndarray:
@@ -157,18 +162,31 @@ def _sample_rows(path: Path, sample: Sample, ids: np.ndarray) -> np.ndarray:
     return rows
 
 
-def _read_topk(path: Path, table: pa.Table, ids: np.ndarray) -> np.ndarray:
+def _read_topk(path: Path, table: pa.Table, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """(n, K) int64 top-k classes, checked to be a softmax's top-k (`checks`), tied probabilities
-    ordered by class index (`core.canonical_topk`)."""
+    ordered by class index (`core.canonical_topk`), and their (n, K) float32 probabilities if stored
+    (reordering within a tie leaves the probabilities as they are)."""
     topk = _list_matrix(table.column("topk_idx"), path, "topk_idx", np.int64)
     checks.check_topk_classes(path, ids, topk)
+    prob = None
     if "topk_prob" in table.column_names:
         prob = _list_matrix(table.column("topk_prob"), path, "topk_prob", np.float32)
         if prob.shape != topk.shape:
             raise InputError(f"{path}: topk_prob has shape {prob.shape} but topk_idx has {topk.shape}")
         checks.check_topk_probs(path, ids, prob)
         topk = core.canonical_topk(topk, prob)
-    return topk
+    return topk, prob
+
+
+def _read_softmax(path: Path, table: pa.Table, ids: np.ndarray) -> np.ndarray:
+    """(n, 1000) float16 full softmax (--save-softmax), checked (`checks.check_softmax`)."""
+    column = table.column("softmax").combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    if len(column) and values.size != len(column) * NUM_CLASSES:
+        raise InputError(f"{path}: softmax rows must hold {NUM_CLASSES} probabilities each")
+    softmax = values.reshape(len(column), NUM_CLASSES)
+    checks.check_softmax(path, ids, softmax)
+    return softmax
 
 
 def _list_matrix(column, path: Path, name: str, dtype) -> np.ndarray:

@@ -11,8 +11,11 @@ build one when its block is scored.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from dataclasses import dataclass, field
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -20,19 +23,22 @@ import numpy as np
 from mlreassess.constants import DEFAULT_BOOTSTRAP, DEFAULT_MIN_GROUP_N, IMAGENET_ASMA_RANGE
 from mlreassess.errors import InputError
 from mlreassess.metrics import aggregate as agg
+from mlreassess.metrics import beyond, core
 from mlreassess.metrics import bootstrap as bs
-from mlreassess.metrics import core
 from mlreassess.metrics.aggregate import Estimate
+from mlreassess.metrics.conformal import Calibration
 from mlreassess.metrics.inputs import Prediction, Sample
 from mlreassess.metrics.perclass import per_class_estimate
 
 PATCHML_MEAN = "patchml_mean"
-_MODEL_BLOCK = 64  # models scored per matrix product (bounds memory: n x 5*block floats)
-# Per-model score columns, then per-availability-pattern mask columns.
-_SCORES = ("top1", "top5", "real", "acc", "recall")
-_MASKS = ("has_label", "has_labels", "in_range")
+# Per-model score columns (top-1 .. recall, then the oracle-free metrics of `beyond`), then
+# per-availability-pattern mask columns.
+_SCORES = ("top1", "top5", "real", "acc", "recall") + beyond.BOOT
+_MASKS = ("has_label", "has_labels", "in_range", "eval_label", "eval_labels")
+_BLOCK_COLUMNS = 800  # score columns per matrix product (bounds memory: n x 800 float32)
+_MODEL_BLOCK = max(1, _BLOCK_COLUMNS // len(_SCORES))  # models scored per matrix product
 
-Key = tuple[str, int | None]  # (metric, label_count)
+Key = tuple  # (metric, label_count), or (metric, label_count, param) for a curve point
 
 
 @dataclass
@@ -42,10 +48,26 @@ class DatasetResult:
     estimates: dict[str, dict[Key, Estimate]]  # model -> estimates
     info: dict[str, Any]
     params: dict[str, Any] = field(default_factory=dict)  # PatchML parameters (what seeds must share)
+    calibrations: dict[str, Calibration] = field(default_factory=dict)  # model -> conformal calibration
+    calibration_ids: tuple = ()  # the sample ids that calibrated them (never scored as conformal test data)
 
 
-def _model_scores(sample: Sample, pred: Prediction) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 5) float64 scores (0 where not applicable) and (n,) availability, in Sample order."""
+@dataclass
+class _Scored:
+    """What a block keeps of one model once its predictions are dropped."""
+
+    model: str
+    path: Any  # the predictions file (None for in-memory predictions)
+    k: int  # stored top-K
+    avail: np.ndarray  # (n,) bool
+    x: np.ndarray | None  # (n, len(_SCORES)) float32 scores; released once copied into the block matrix
+    exact: np.ndarray  # (S, len(_SCORES)) float64 per-stratum sums (the point estimates)
+    point_sums: np.ndarray  # (S, P) per-stratum sums of the point-only columns (`beyond.point_names`)
+    extra: beyond.ModelColumns  # without its per-sample columns
+
+
+def _model_scores(sample: Sample, pred: Prediction, ctx: beyond.Context) -> tuple[np.ndarray, np.ndarray, beyond.ModelColumns]:
+    """(n, len(_SCORES)) float64 scores (0 where not applicable), (n,) availability, the `beyond` columns."""
     n = len(sample.label)
     k = pred.topk.shape[1]
     need = max(sample.groups, default=0)
@@ -68,14 +90,18 @@ def _model_scores(sample: Sample, pred: Prediction) -> tuple[np.ndarray, np.ndar
         acc, recall = core.variable_topk_scores(topk, sample.labels, in_range)
         x[:, 3] = np.nan_to_num(acc)
         x[:, 4] = np.nan_to_num(recall)
+    extra = beyond.model_columns(sample, pred, ctx)
+    x[:, 5:] = np.nan_to_num(extra.boot)
     x[~avail] = 0.0
-    return x, avail
+    return x, avail, extra
 
 
-def _masks(sample: Sample, avail: np.ndarray) -> np.ndarray:
-    """(n, 3) float32: which samples top-1, ReaL and the subgroup metrics apply to."""
+def _masks(sample: Sample, avail: np.ndarray, ctx: beyond.Context) -> np.ndarray:
+    """(n, 5) float32: which samples top-1, ReaL, the subgroup metrics and the conformal sets apply to."""
     in_range = np.isin(sample.labels.count, sample.groups)
-    return np.stack([(sample.label >= 0) & avail, (sample.labels.count > 0) & avail, in_range & avail], axis=1).astype(np.float32)
+    label, labels = (sample.label >= 0) & avail, (sample.labels.count > 0) & avail
+    return np.stack([label, labels, in_range & avail, label & ctx.evaluable, labels & ctx.evaluable],
+                    axis=1).astype(np.float32)
 
 
 def _wanted(sample: Sample, k: int) -> Iterator[tuple[str, int | None, list[int], str, str]]:
@@ -123,35 +149,122 @@ def _model_estimates(sample: Sample, point, reps, cols: tuple[int, int, int], av
     return out
 
 
-def _score_block(sample: Sample, block: list[Prediction], counts: np.ndarray, done: dict, missing: dict[str, int],
-                 averaged: tuple[int, ...]) -> None:
+def _oracle_free_estimates(sample: Sample, totals: tuple, cols: tuple[int, int], scored: _Scored,
+                           params: beyond.SetParams) -> dict[Key, Estimate]:
+    """The rows of `beyond.row_specs` for one model: bootstrap rows from the shared product, curve
+    points from the point-only sums; each with its top-K bound and beyond-K count.
+
+    `totals`: (point (S, C), reps (S, B, C)) stratum sums and, summed over the strata, the whole
+    dataset's (C,) and (B, C): a row takes one stratum or the whole (every row of `row_specs` does)."""
+    point, reps, point_all, reps_all = totals
+    col, mcol = cols
+    c = {name: col + i for i, name in enumerate(_SCORES)}
+    m = {name: mcol + i for i, name in enumerate(_MASKS)}
+    p = {name: i for i, name in enumerate(beyond.point_names(params))}
+    extra, sums = scored.extra, scored.point_sums
+    sums_all = sums.sum(axis=0)
+    stratum_of = {int(g): s for s, g in enumerate(sample.strata)}
+    out: dict[Key, Estimate] = {}
+    if extra.map is not None:
+        out[("map", None)] = extra.map
+    for spec in beyond.row_specs(sample.groups, extra.has_prob, extra.calibration, params):
+        s = stratum_of.get(spec.label_count)
+        pt, rp, sm = (point_all, reps_all, sums_all) if spec.label_count is None else (point[s], reps[s], sums[s])
+        scale = 1.0 if spec.metric in beyond.CLASS_UNIT else 100.0
+        den = pt[m[spec.den]: m[spec.den] + 1]
+        if spec.boot:
+            i, j = c[spec.num], m[spec.den]
+            est = agg.ratio(pt[i: i + 1], den, rp[None, :, i], rp[None, :, j], scale=scale)
+        else:
+            est = agg.ratio(sm[p[spec.num]: p[spec.num] + 1], den, scale=scale)
+        if est is None:
+            continue
+        est.param = spec.param
+        est.beyond_k = int(round(sm[p[spec.flag]]))
+        if est.beyond_k and not extra.complete:
+            est.bound = "lower" if spec.metric in beyond.LOWER_BOUND else "upper"
+        out[(spec.metric, spec.label_count) if spec.boot else (spec.metric, spec.label_count, spec.param)] = est
+    return out
+
+
+def _scored(sample: Sample, pred: Prediction, ctx: beyond.Context) -> _Scored:
+    """One model's columns and sums; its Prediction (and any softmax) is not kept."""
+    x, avail, extra = _model_scores(sample, pred, ctx)
+    sums = np.stack([np.nan_to_num(extra.point[a:b]).sum(axis=0) for a, b in sample.bounds])
+    exact = np.stack([x[a:b].sum(axis=0) for a, b in sample.bounds])
+    return _Scored(pred.model, pred.path, pred.topk.shape[1], avail, x.astype(np.float32), exact, sums,
+                   replace(extra, boot=None, point=None))
+
+
+# A worker process's dataset (set by `_init_worker` in the worker, never in the parent process).
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(sample: Sample, preds: list, ctx: beyond.Context) -> None:
+    _WORKER.update(sample=sample, preds=preds, ctx=ctx)
+
+
+def _worker_scored(i: int) -> _Scored:
+    return _scored(_WORKER["sample"], _resolve(_WORKER["preds"][i]), _WORKER["ctx"])
+
+
+@contextlib.contextmanager
+def _model_scorer(sample: Sample, preds: list, ctx: beyond.Context, workers: int):
+    """Yields score(indices) -> [_Scored]: in this process, or in `workers` processes (every
+    model's columns are independent of the others'; the pool gets the dataset once per worker)."""
+    if workers <= 1 or len(preds) <= 1:
+        yield lambda indices: [_scored(sample, _resolve(preds[i]), ctx) for i in indices]
+        return
+    with ProcessPoolExecutor(min(workers, len(preds)), mp_context=multiprocessing.get_context(),
+                             initializer=_init_worker, initargs=(sample, preds, ctx)) as pool:
+        yield lambda indices: list(pool.map(_worker_scored, indices))
+
+
+def _check_unique(sample: Sample, scored: list[_Scored], done: dict, missing: dict[str, int]) -> None:
+    seen = set(done)
+    for s in scored:
+        if s.model in seen:
+            raise InputError(f"{s.path}: model {s.model!r} has two predictions files for {sample.name}")
+        seen.add(s.model)
+        missing[s.model] = int((~s.avail).sum())
+
+
+def _score_block(sample: Sample, scored: list[_Scored], counts: np.ndarray, done: dict, missing: dict[str, int],
+                 averaged: tuple[int, ...], ctx: beyond.Context) -> None:
     """Score a block of models with one matrix product; adds their estimates to `done`."""
-    cols, exact, patterns, layout, per_class = [], [], {}, [], {}
-    for pred in block:
-        if pred.model in done or any(pred.model == q.model for q, _ in layout):
-            raise InputError(f"{pred.path}: model {pred.model!r} has two predictions files for {sample.name}")
-        x, avail = _model_scores(sample, pred)
-        if sample.per_class:  # Shankar et al.'s figure: mean over classes of the per-class ReaL accuracy
-            per_class[pred.model] = per_class_estimate(x[avail, 2], sample.label[avail], counts[:, avail])
-        # point estimates from float64 scores (exact); the bootstrap works on float32 copies
-        exact.append(np.stack([x[a:b].sum(axis=0) for a, b in sample.bounds]))
-        key = hashlib.sha1(np.packbits(avail).tobytes()).hexdigest()
+    _check_unique(sample, scored, done, missing)
+    patterns: dict[str, np.ndarray] = {}
+    keys = []
+    for s in scored:
+        key = hashlib.sha1(np.packbits(s.avail).tobytes()).hexdigest()
         if key not in patterns:
-            patterns[key] = _masks(sample, avail)
-        layout.append((pred, key))
-        cols.append(x.astype(np.float32))
-        missing[pred.model] = int((~avail).sum())
-    keys = list(patterns)
-    x = np.concatenate(cols + [patterns[k] for k in keys], axis=1)
+            patterns[key] = _masks(sample, s.avail, ctx)
+        keys.append(key)
+    order = list(patterns)
+    mask_base = len(scored) * len(_SCORES)
+    x = np.empty((len(sample.label), mask_base + len(order) * len(_MASKS)), dtype=np.float32)
+    per_class = {}
+    for j, s in enumerate(scored):
+        x[:, j * len(_SCORES):(j + 1) * len(_SCORES)] = s.x
+        if sample.per_class:  # Shankar et al.'s figure: mean over classes of the per-class ReaL accuracy
+            per_class[s.model] = per_class_estimate(s.x[s.avail, 2], sample.label[s.avail], counts[:, s.avail])
+        s.x = None
+    for i, key in enumerate(order):
+        x[:, mask_base + i * len(_MASKS): mask_base + (i + 1) * len(_MASKS)] = patterns[key]
     point = np.stack([x[a:b].sum(axis=0, dtype=np.float64) for a, b in sample.bounds])
-    mask_base = len(cols) * len(_SCORES)
-    point[:, :mask_base] = np.concatenate(exact, axis=1)
+    point[:, :mask_base] = np.concatenate([s.exact for s in scored], axis=1)  # float64 point sums
     reps = bs.stratum_sums(counts, x, sample.bounds)
-    for j, (pred, key) in enumerate(layout):
-        mcol = mask_base + keys.index(key) * len(_MASKS)
-        done[pred.model] = _model_estimates(sample, point, reps, (j * len(_SCORES), mcol, pred.topk.shape[1]), averaged)
-        if per_class.get(pred.model) is not None:
-            done[pred.model][("real_per_class", None)] = per_class[pred.model]
+    del x
+    totals = (point, reps, point.sum(axis=0), reps.sum(axis=0, dtype=np.float64))
+    for j, (s, key) in enumerate(zip(scored, keys)):
+        mcol = mask_base + order.index(key) * len(_MASKS)
+        ests = _model_estimates(sample, point, reps, (j * len(_SCORES), mcol, s.k), averaged)
+        ests.update(_oracle_free_estimates(sample, totals, (j * len(_SCORES), mcol), s, ctx.params))
+        if per_class.get(s.model) is not None:
+            ests[("real_per_class", None)] = per_class[s.model]
+        done[s.model] = ests
+        if ctx.is_calibration and s.extra.calibration is not None:
+            ctx.calibrations[s.model] = s.extra.calibration
 
 
 def _resolve(pred: Prediction | Callable[[], Prediction]) -> Prediction:
@@ -166,23 +279,38 @@ def evaluate_dataset(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     min_group_n: int = DEFAULT_MIN_GROUP_N,
+    sets: beyond.SetParams | None = None,
+    calibrate: bool = False,
+    calibrations: dict[str, Calibration] | None = None,
+    cal_ids=None,
+    workers: int = 1,
 ) -> DatasetResult:
     """Score every model's predictions of one dataset; CIs from one shared resample matrix.
 
     ASMA averages the design label counts with at least `min_group_n` samples in the dataset (the
-    same groups for every model, so models compare on one footing)."""
+    same groups for every model, so models compare on one footing). Conformal sets: with
+    `calibrate`, this dataset is the calibration set (a seeded half calibrates each model, the
+    other half is scored; `DatasetResult.calibrations`); otherwise `calibrations` (model ->
+    Calibration) are used, on the samples whose id is not in `cal_ids`. `workers` > 1: the models'
+    per-sample columns are computed in that many processes (same results)."""
+    sets = sets or beyond.SetParams()
     counts = bs.resample_counts([b - a for a, b in sample.bounds], n_boot, seed)
     averaged = agg.asma_groups(sample.design, {g: n for g, n in sample.sizes.items() if g in sample.groups}, min_group_n)
+    ctx = beyond.context(sample, sets, counts, calibrate, calibrations, cal_ids)
     estimates: dict[str, dict[Key, Estimate]] = {}
     missing: dict[str, int] = {}
-    for b0 in range(0, len(preds), _MODEL_BLOCK):
-        block = [_resolve(p) for p in preds[b0 : b0 + _MODEL_BLOCK]]
-        _score_block(sample, block, counts, estimates, missing, averaged)
-        if progress:
-            progress(len(block))
+    with _model_scorer(sample, preds, ctx, workers) as score:
+        for b0 in range(0, len(preds), _MODEL_BLOCK):
+            block = range(b0, min(len(preds), b0 + _MODEL_BLOCK))
+            _score_block(sample, score(block), counts, estimates, missing, averaged, ctx)
+            if progress:
+                progress(len(block))
     info = {"kind": sample.kind, "manifest": str(sample.source), **_group_info(sample, averaged, min_group_n),
             "missing_samples": {m: k for m, k in sorted(missing.items()) if k}, "models": sorted(estimates)}
-    return DatasetResult(sample.name, sample.kind, estimates, info, dict(sample.params))
+    info.update(beyond.dataset_info(ctx, sorted(estimates)))
+    return DatasetResult(sample.name, sample.kind, estimates, info, dict(sample.params),
+                         dict(ctx.calibrations) if calibrate else {},
+                         tuple(sample.sample_ids[ctx.cal]) if calibrate else ())
 
 
 def _group_info(sample: Sample, averaged: tuple[int, ...], min_group_n: int) -> dict[str, Any]:
@@ -224,18 +352,27 @@ def mean_over_seeds(results: list[DatasetResult]) -> DatasetResult:
     for res in results:
         for model, ests in res.estimates.items():
             for key, e in ests.items():
-                acc = sums.setdefault(model, {}).setdefault(key, [0.0, np.zeros_like(e.reps), 0, {}])
+                acc = sums.setdefault(model, {}).setdefault(key, [0.0, np.zeros_like(e.reps), 0, {}, set(), 0, e.param])
                 acc[0] += e.value_pct
                 acc[1] = acc[1] + e.reps
                 acc[2] += 1
                 if e.groups is not None:
                     acc[3].setdefault(e.groups, []).append(res.name)
+                if e.bound:  # a mean of bounds is a bound on the same side
+                    acc[4].add(e.bound)
+                acc[5] += e.beyond_k or 0
     estimates = {
-        model: {key: Estimate(v / c, c, r / c, _seed_groups(g)) for key, (v, r, c, g) in keys.items()}
+        model: {key: Estimate(v / c, c, r / c, _seed_groups(g), param, _one_bound(b), beyond or None)
+                for key, (v, r, c, g, b, beyond, param) in keys.items()}
         for model, keys in sums.items()
     }
     info = {"kind": "patchml", "seeds": [r.name for r in results], "models": sorted(estimates)}
     return DatasetResult(PATCHML_MEAN, "patchml", estimates, info, dict(results[0].params) if results else {})
+
+
+def _one_bound(sides: set[str]) -> str | None:
+    # one metric is always bounded on the same side; a mean mixing sides would be no bound at all
+    return next(iter(sides)) if len(sides) == 1 else None
 
 
 def _seed_groups(by_groups: dict[str, list[str]]) -> str | None:

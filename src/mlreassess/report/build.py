@@ -1,7 +1,7 @@
 """`mlreassess report`: which items exist, what each needs, and running them.
 
 Items (paper numbering, SPEC 5): table1, table2, table3, tables4-10, reported_vs_reproduced,
-figure4 .. figure8. Each item whose inputs are absent is skipped with a one-line note (logged).
+figure4 .. figure8; and figure_sets (SPEC 8: coverage against set size, F1 against tau). Each item whose inputs are absent is skipped with a one-line note (logged).
 `inputs` reads RESULTS; `tables` and `figures` build from plain values; this module joins them
 and writes the files.
 """
@@ -27,7 +27,7 @@ from mlreassess.report.timm_results import TIMM_NOTE, timm_reference
 log = logging.getLogger(__name__)
 
 TABLES = ("table1", "table2", "table3", "tables4-10", "reported_vs_reproduced")
-FIGURES = ("figure4", "figure5", "figure6", "figure7", "figure8")
+FIGURES = ("figure4", "figure5", "figure6", "figure7", "figure8", "figure_sets")
 ITEMS = TABLES + FIGURES
 ALIASES = {f"table{i}": "tables4-10" for i in range(4, 11)}
 _PAPER_RANGE = f"{IMAGENET_ASMA_RANGE[0]}-{IMAGENET_ASMA_RANGE[-1]}"
@@ -46,6 +46,25 @@ def figure7_lines(metrics: pd.DataFrame, v1: str | None, pm: str, groups: list[i
         return {m: {g: float(metric_column(metrics, pm, "subgroup", g).get(m, np.nan)) for g in groups} for m in top}
 
     return (lines(metric_column(metrics, v1, "top1")) if v1 else {}), lines(asma)
+
+
+def sets_curves(metrics: pd.DataFrame, dataset: str) -> dict[str, dict[str, pd.DataFrame]]:
+    """figure_sets' data of one dataset: model -> set type -> (param, size, coverage, f1, bound) rows,
+    whole-dataset rows, the headline and every curve point (docs/metrics.md)."""
+    if "param" not in metrics.columns:
+        return {}
+    m = metrics[(metrics["dataset"] == dataset) & metrics["label_count"].isna() & metrics["param"].notna()]
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    for kind in figures.SET_MARKERS:
+        rows = m[m["metric"].isin([f"{kind}_size", f"{kind}_coverage", f"{kind}_f1"])]
+        if rows.empty:
+            continue
+        rows = rows.assign(stat=rows["metric"].str[len(kind) + 1:], bounded=rows["bound"].notna())
+        wide = rows.pivot_table(index=["model", "param"], columns="stat", values="value_pct", aggfunc="first")
+        wide["bound"] = rows.groupby(["model", "param"])["bounded"].any()
+        for model, per in wide.reset_index().groupby("model"):
+            out.setdefault(model, {})[kind] = per
+    return out
 
 
 def _groups_label(metrics: pd.DataFrame, names: dict[str, str | None]) -> str:
@@ -230,6 +249,16 @@ class Report:
         per_seed = {g: sub[sub["label_count"] == g]["value_pct"].to_numpy() for g in groups}
         top_v1, top_asma = figure7_lines(metrics, v1, pm, groups)
         return figures.save_figure(figures.figure7(per_seed, groups, top_v1, top_asma), self.figures_dir, "figure7")
+
+    def figure_sets(self) -> list[Path]:
+        metrics = self.inputs.need_metrics()
+        names = [(f"ImageNetV1 ({self.inputs.v1_name})", self.inputs.v1_name),
+                 (f"ImageNetV2 ({self.inputs.v2_name})", self.inputs.v2_name),
+                 ("PatchML (mean over seeds)", self.inputs.patchml_name)]
+        panels = {title: curves for title, name in names if name and (curves := sets_curves(metrics, name))}
+        if not panels:
+            raise Skip("no set metrics (thr_*, mass_*: evaluate with this version, predictions with probabilities)")
+        return figures.save_figure(figures.figure_sets(panels), self.figures_dir, "figure_sets")
 
     def figure8(self) -> list[Path]:
         metrics = self.inputs.need_metrics()

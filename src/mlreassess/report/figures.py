@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence, TypeVar
 
 import matplotlib
+import matplotlib.lines
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -229,3 +230,55 @@ def figure8(examples: Sequence[dict]) -> Figure:
         ax.set_xlabel("softmax probability (%)", fontsize=7)
         ax.tick_params(axis="x", labelsize=7)
     return fig
+
+
+# Sets the model picks itself (metrics.parquet `thr_*`, `mass_*`, `aps_*`, `raps_*`; docs/metrics.md).
+SET_MARKERS = {"thr": "o", "mass": "s", "aps": "^", "raps": "D"}
+SET_LABELS = {"thr": "p \u2265 \u03c4 (over \u03c4)", "mass": "cumulative mass \u2265 q (over q)",
+              "aps": "conformal APS", "raps": "conformal RAPS"}
+
+
+@styled
+def figure_sets(panels: Mapping[str, Mapping[str, Mapping[str, pd.DataFrame]]]) -> Figure:
+    """Coverage of the full label set against mean set size (left; log x), and F1 against tau (right),
+    per model, one row per dataset.
+
+    `panels`: dataset title -> model -> set type ("thr", "mass", "aps", "raps") -> rows with columns
+    `param`, `size`, `coverage`, `f1`, `bound` (True where the stored top-K only bounds a value:
+    drawn hollow). The threshold and mass curves are lines over their parameter; APS / RAPS one point."""
+    fig = new_figure(figsize=(10, 3.4 * len(panels)))
+    axes = fig.subplots(len(panels), 2, squeeze=False)
+    models = sorted({m for per in panels.values() for m in per})
+    cmap = matplotlib.colormaps["tab10" if len(models) <= 10 else "viridis"]
+    color = {m: cmap(i if len(models) <= 10 else i / max(1, len(models) - 1)) for i, m in enumerate(models)}
+    for (left, right), (title, per_model) in zip(axes, panels.items()):
+        for model, per_set in per_model.items():
+            for kind, rows in per_set.items():
+                rows = rows.sort_values("param")
+                _set_points(left, rows["size"], rows["coverage"], rows["bound"], color[model], SET_MARKERS[kind],
+                            line=kind in ("thr", "mass"))
+                if kind == "thr":
+                    _set_points(right, rows["param"], rows["f1"], rows["bound"], color[model], "o", line=True)
+        left.set_xscale("log")
+        left.set(xlabel="mean set size (classes)", ylabel="coverage of the label set (%)", title=title)
+        right.set(xlabel="\u03c4 (threshold sets p \u2265 \u03c4)", ylabel="F1 (%)", title=title)
+    handles = [matplotlib.lines.Line2D([], [], color="0.3", marker=SET_MARKERS[k], ls="-" if k in ("thr", "mass") else "",
+                                       label=SET_LABELS[k]) for k in SET_MARKERS]
+    handles.append(matplotlib.lines.Line2D([], [], color="0.3", marker="o", mfc="none", ls="", label="a bound (top-K only)"))
+    if len(models) <= _MAX_LEGEND_MODELS:
+        handles += [matplotlib.lines.Line2D([], [], color=color[m], lw=2, label=m) for m in models]
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, -0.02), fontsize=7)
+    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(handles) // 4), 1, 1))
+    return fig
+
+
+_MAX_LEGEND_MODELS = 12
+
+
+def _set_points(ax, x, y, bound, color, marker: str, line: bool) -> None:
+    """Points (hollow where a bound) joined by a thin line when they are a curve."""
+    x, y, bound = np.asarray(x, float), np.asarray(y, float), np.asarray(bound, bool)
+    if line and len(x) > 1:
+        ax.plot(x, y, color=color, lw=0.8, alpha=0.8)
+    ax.scatter(x[~bound], y[~bound], color=color, marker=marker, s=14, zorder=3)
+    ax.scatter(x[bound], y[bound], facecolors="none", edgecolors=color, marker=marker, s=14, zorder=3)

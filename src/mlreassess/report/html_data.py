@@ -20,6 +20,7 @@ import pandas as pd
 
 from mlreassess.errors import MlreassessError
 from mlreassess.io import read_meta
+from mlreassess.metrics.table import curve_point_mask, unit_of
 from mlreassess.report.inputs import read_reported
 from mlreassess.report.paper import checkpoint_name
 from mlreassess.report.tables import metric_column, ranks
@@ -28,12 +29,15 @@ from mlreassess.results import ResultsLayout
 
 log = logging.getLogger(__name__)
 
-LEADERBOARD_METRICS = ("top1", "real", "asma")
+# Beyond the oracle (docs/metrics.md): LRAP, F1 of the sets p >= tau, RAPS's mean set size (classes).
+ORACLE_FREE_METRICS = ("lrap", "thr_f1", "raps_size")
+LEADERBOARD_METRICS = ("top1", "real", "asma", *ORACLE_FREE_METRICS)
 # ReaL beside the paper's value is the paper's convention (images with 1..5 labels) where evaluate
 # wrote it (V1, V2); the column keeps its id and label, and says which metric it shows.
 PAPER_CONVENTION = {"real": "real_1to5"}
 CELL_METRICS = (*LEADERBOARD_METRICS, *PAPER_CONVENTION.values())
-METRIC_LABELS = {"top1": "top-1", "real": "ReaL", "asma": "ASMA", "rank_shift": "rank shift"}
+METRIC_LABELS = {"top1": "top-1", "real": "ReaL", "asma": "ASMA", "rank_shift": "rank shift", "lrap": "LRAP",
+                 "thr_f1": "F1 (p\u2265\u03c4)", "raps_size": "RAPS size"}
 KIND_LABELS = {"imagenet_v1": "ImageNetV1", "imagenet_v2": "ImageNetV2", "patchml": "PatchML"}
 RANK_SHIFT = "rank_shift"  # the id of the rank-shift column (also the paper's metric name)
 # Prediction metadata shown per model (docs/architecture.md, "Predictions").
@@ -85,9 +89,15 @@ def role_label(dataset: str, kind: str, roles: Roles) -> str:
     return KIND_LABELS.get(kind, kind or "dataset")
 
 
+def _whole(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The whole-dataset rows of the leaderboard's metrics (a set metric's headline row, not its curve)."""
+    return metrics[metrics["label_count"].isna() & metrics["metric"].isin(CELL_METRICS) & ~curve_point_mask(metrics)]
+
+
 def leaderboard_columns(metrics: pd.DataFrame, kinds: Mapping[str, str], roles: Roles, paper: Mapping) -> list[dict]:
-    """One column per (dataset, metric) present among top-1 / ReaL / ASMA, then rank shift."""
-    whole = metrics[metrics["label_count"].isna() & metrics["metric"].isin(CELL_METRICS)]
+    """One column per (dataset, metric) present among top-1 / ReaL / ASMA / LRAP / F1 / RAPS size,
+    then rank shift. `unit`: "pct" or "classes"."""
+    whole = _whole(metrics)
     present = set(zip(whole["dataset"], whole["metric"]))
     paper_keys = {(role, metric) for _, role, metric in paper}
     columns = []
@@ -101,7 +111,7 @@ def leaderboard_columns(metrics: pd.DataFrame, kinds: Mapping[str, str], roles: 
                                 "paper_metric": metric,
                                 "label": METRIC_LABELS[metric], "kind": kinds[dataset],
                                 "group": role_label(dataset, kinds[dataset], roles),
-                                "paper": (role, metric) in paper_keys})
+                                "paper": (role, metric) in paper_keys, "unit": unit_of(metric)})
     if roles.v1 and roles.patchml:
         columns.append({"id": RANK_SHIFT, "dataset": roles.patchml, "metric": RANK_SHIFT,
                         "label": METRIC_LABELS[RANK_SHIFT], "kind": "rank",
@@ -111,12 +121,14 @@ def leaderboard_columns(metrics: pd.DataFrame, kinds: Mapping[str, str], roles: 
 
 
 def whole_dataset_cells(metrics: pd.DataFrame) -> dict[tuple[str, str, str], list]:
-    """(model, dataset, metric) -> [value, ci_low, ci_high, n] for the whole-dataset rows."""
-    m = metrics[metrics["label_count"].isna() & metrics["metric"].isin(CELL_METRICS)]
+    """(model, dataset, metric) -> [value, ci_low, ci_high, n, bound] for the whole-dataset rows
+    (bound: "upper" / "lower" where the stored top-K only bounds the value, else None)."""
+    m = _whole(metrics)
+    bounds = m["bound"] if "bound" in m.columns else pd.Series(None, index=m.index, dtype=object)
     return {
         (r.model, r.dataset, r.metric): [clean(r.value_pct), clean(r.ci_low_pct), clean(r.ci_high_pct),
-                                         None if pd.isna(r.n) else int(r.n)]
-        for r in m.itertuples(index=False)
+                                         None if pd.isna(r.n) else int(r.n), None if pd.isna(b) else str(b)]
+        for r, b in zip(m.itertuples(index=False), bounds)
     }
 
 
