@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP)
     ap.add_argument("--topk", type=int, default=10)
     ap.add_argument("--softmax", action="store_true", help="also store a full softmax (exact oracle-free metrics)")
-    ap.add_argument("--workers", type=int, default=1, help="processes scoring models (evaluate --workers)")
+    ap.add_argument("--workers", type=int, default=1, help="processes scoring models (evaluate --scoring-workers)")
     ap.add_argument("--map-bootstrap", type=int, default=None, help="mAP's resamples (evaluate --map-bootstrap)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)

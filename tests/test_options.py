@@ -126,3 +126,10 @@ def test_result_options_are_what_changes_outputs():
     assert set(result_options(InferOptions())) == {"weights", "precision", "crop", "topk", "save_softmax",
                                                    "checkpoint_key", "test_input_size", "decode"}
     assert result_options(InferOptions(precision="bf16"))["precision"] == "bf16"
+
+
+def test_infer_and_evaluate_options_share_no_name():
+    """`mlreassess.assess(**options)` takes both schemas' options by name: one name, one meaning."""
+    from mlreassess.options import EvaluateOptions, InferOptions
+
+    assert not {o.name for o in options_of(InferOptions)} & {o.name for o in options_of(EvaluateOptions)}

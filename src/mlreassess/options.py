@@ -268,7 +268,7 @@ class EvaluateOptions:
                                      metavar="DATASET")
     map_bootstrap: int = option(DEFAULT_MAP_BOOTSTRAP, "resamples of mAP's interval (each re-ranks every class; "
                                 "at most --bootstrap)", minimum=0, maximum=MAX_BOOTSTRAP, result=True, metavar="B")
-    workers: int = option(1, "processes computing the models' per-sample columns in parallel (same results; "
+    scoring_workers: int = option(1, "processes computing the models' per-sample columns in parallel (same results; "
                           "helps only with idle cores: results/benchmarks/metrics.md)", minimum=1, metavar="N")
 
     def __post_init__(self) -> None:

@@ -41,8 +41,8 @@ def _check_params(n_boot: int, level: float, seed: int, min_group_n: int) -> Non
 
 
 def scoring_workers(opts: EvaluateOptions) -> int:
-    """Processes for `evaluate_results`: --workers, capped at the CPUs available."""
-    return capped_workers(opts.workers)
+    """Processes for `evaluate_results`: --scoring-workers, capped at the CPUs available."""
+    return capped_workers(opts.scoring_workers, "--scoring-workers")
 
 
 def set_params(opts: EvaluateOptions) -> SetParams:
