@@ -239,3 +239,16 @@ def test_a_stored_top_1000_is_as_exact_as_the_softmax(tmp_path: Path, write_data
     for key in (("lrap", None), ("coverage_error", None), ("map", None), ("mass_size", None), ("thr_f1", None)):
         assert full[key]["value_pct"] == pytest.approx(soft[key]["value_pct"], abs=1e-9), key
         assert full[key]["bound"] is None and full[key]["beyond_k"] == 0  # nothing lies past a top-1000
+
+
+def test_conformal_rows_from_an_inflated_qhat_claim_no_side():
+    """Calibrated on the top-K alone, Q-hat may exceed the exact one: valid but larger sets, whose
+    exact match can fall below the exact sets' (seen on the mini set: 50.6 vs 51.5), so no bound."""
+    from types import SimpleNamespace
+
+    from mlreassess.metrics.scoring import _inflated_qhat
+
+    inflated = SimpleNamespace(aps_exact=False, raps_exact=True)
+    assert _inflated_qhat("aps_exact", inflated) and _inflated_qhat("aps_size", inflated)
+    assert not _inflated_qhat("raps_exact", inflated) and not _inflated_qhat("thr_exact", inflated)
+    assert not _inflated_qhat("aps_f1", None)

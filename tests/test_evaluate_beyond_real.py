@@ -80,3 +80,10 @@ def test_oracle_free_rows_on_real_predictions(mini_root: Path, tmp_path: Path):
     assert topk["coverage_error"].bound == "lower" and topk["coverage_error"].value_pct <= got["coverage_error"].value_pct
     for metric in ("thr_f1", "thr_size", "raps_label_coverage"):  # tau .1 and RAPS fit in the top-10
         assert topk[metric].value_pct == pytest.approx(got[metric].value_pct, abs=1e-9), metric
+    for metric, row in topk.items():  # every row: exact, or a bound on its side, or conservative sets
+        if row.bound == "upper":
+            assert row.value_pct >= got[metric].value_pct - 1e-9, metric
+        elif row.bound == "lower":
+            assert row.value_pct <= got[metric].value_pct + 1e-9, metric
+        elif row.bound != "conservative" and metric in got and metric.split("_")[0] in ("thr", "mass", "aps", "raps"):
+            assert row.value_pct == pytest.approx(got[metric].value_pct, abs=1e-9), metric

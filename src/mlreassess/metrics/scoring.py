@@ -183,8 +183,18 @@ def _oracle_free_estimates(sample: Sample, totals: tuple, cols: tuple[int, int],
         est.beyond_k = int(round(sm[p[spec.flag]]))
         if est.beyond_k and not extra.complete:
             est.bound = "lower" if spec.metric in beyond.LOWER_BOUND else "upper"
+        if _inflated_qhat(spec.metric, extra.calibration):
+            est.bound = "conservative"
         out[(spec.metric, spec.label_count) if spec.boot else (spec.metric, spec.label_count, spec.param)] = est
     return out
+
+
+def _inflated_qhat(metric: str, calibration: Calibration | None) -> bool:
+    """Whether a conformal row's sets come from a Q-hat calibrated on the top-K alone and raised past
+    the exact one (`conformal`: still valid sets, coverage >= 1 - alpha). Their statistics are then
+    neither bound of the exact sets' (a larger set can lose an exact match): "conservative"."""
+    family = metric.split("_", 1)[0]
+    return family in beyond.CONFORMAL and calibration is not None and not getattr(calibration, f"{family}_exact")
 
 
 def _scored(sample: Sample, pred: Prediction, ctx: beyond.Context) -> _Scored:

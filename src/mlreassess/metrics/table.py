@@ -4,7 +4,8 @@
 averaged, e.g. "2,3,4,6,9"; null elsewhere. The oracle-free rows (docs/metrics.md, "Beyond the
 oracle") add `param` (a set's tau / q / alpha; curve points are rows with other params and no
 interval), `unit` ("pct", or "classes" for coverage error and set sizes), `bound` (null: exact;
-"upper" / "lower": the stored top-K only bounds the value from that side) and `beyond_k`.
+"upper" / "lower": the stored top-K only bounds the value from that side; "conservative": conformal
+sets from a Q-hat the top-K could only over-estimate, valid but not the exact sets) and `beyond_k`.
 """
 
 from __future__ import annotations
