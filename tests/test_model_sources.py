@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 from test_inference_run import infer, make_images, make_manifest
 
 from mlreassess.errors import InputError, MlreassessError
@@ -409,6 +410,49 @@ def test_file_weights_fill_an_uninitialised_build_with_identical_predictions(tmp
     with torch.no_grad():
         assert torch.equal(loaded(x), reference(x))
     assert all(not t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
+
+
+class _Shapes(torch.nn.Module):
+    """Value writes of every kind (torch.nn.init by keyword and by position, tensor methods) next to
+    in-place ops that change a shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)  # kaiming_uniform_(tensor=..., a=...) via reset_parameters
+        w = torch.empty(2, 5)
+        torch.nn.init.trunc_normal_(w, std=0.02)
+        self.register_buffer("w", w.mul_(2).unsqueeze_(0))  # (1, 2, 5)
+        self.register_buffer("v", torch.zeros(3, 2).t_())  # (2, 3)
+
+
+class _AtenOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_an_empty_build_skips_value_writes_and_keeps_every_shape():
+    """On the meta device a value write is only checked, never done: the build skips it (that was
+    most of its CPU time) but still runs what changes a shape, so sizes and shapes stay exact."""
+    with _AtenOps() as seen:
+        module = base.empty(_Shapes)
+    assert {"aten::unsqueeze_", "aten::t_"} <= seen.names
+    assert not seen.names & {"aten::uniform_", "aten::normal_", "aten::erfinv_", "aten::mul_", "aten::clamp_"}
+    real = _Shapes()
+    assert {k: t.shape for k, t in module.state_dict().items()} == {k: t.shape for k, t in real.state_dict().items()}
+    assert base.meta_bytes(_Shapes) == base.state_bytes(real)
+    assert not torch.empty(2).is_meta  # nothing of the build's modes is left behind
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_vit_relpos", "test_coatnet", "resnet50", "swin_tiny_patch4_window7_224"])
+def test_meta_sizes_equal_a_real_build(name):
+    import timm
+
+    assert base.meta_bytes(lambda: timm.create_model(name)) == base.state_bytes(timm.create_model(name))
 
 
 def test_a_module_keeping_a_plain_tensor_is_built_normally():
