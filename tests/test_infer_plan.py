@@ -96,12 +96,13 @@ def test_lookup_by_architecture_and_size(tmp_path):
     assert images_per_s(table, "vit_base_patch16_224", 224) == (None, False)
 
 
-@pytest.mark.parametrize("flag,value", [("--device-memory", "lots"), ("--device-memory", "-1"), ("--device-memory", "nan")])
-def test_bad_plan_flags_are_refused(two_sets, tmp_path, capsys, flag, value):
+@pytest.mark.parametrize("value,why", [("lots", "expected a number of GiB"), ("-1", "above 0"), ("nan", "above 0"),
+                                       ("inf", "below"), ("1e30", "below 1,048,576")])
+def test_bad_plan_flags_are_refused(two_sets, tmp_path, capsys, value, why):
     with pytest.raises(SystemExit):
         main(["infer", *two_sets["data"], "--models", str(two_sets["models"]), "--out", str(tmp_path), "--plan",
-              flag, value])
-    assert "GiB" in capsys.readouterr().err
+              "--device-memory", value])
+    assert why in capsys.readouterr().err
 
 
 def test_plan_flags_without_plan_are_refused(two_sets, tmp_path, capsys):

@@ -44,7 +44,7 @@ def _gib(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number of GiB, e.g. 80") from None
     if not 0 < value < 1 << 20:  # also refuses NaN and inf
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of GiB")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of GiB above 0 and below {1 << 20:,}")
     return int(value * 2**30)
 
 
