@@ -38,13 +38,17 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+# A --device-memory above this is a typo (a PiB of device memory), not a device to plan for.
+_MAX_GIB = 1 << 20
+
+
 def _gib(text: str) -> int:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number of GiB, e.g. 80") from None
-    if not 0 < value < 1 << 20:  # also refuses NaN and inf
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of GiB above 0 and below {1 << 20:,}")
+    if not 0 < value < _MAX_GIB:  # also refuses NaN and inf
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of GiB above 0 and below {_MAX_GIB:,}")
     return int(value * 2**30)
 
 

@@ -98,8 +98,8 @@ POOL_MIN_MODELS = 16
 
 def sizes_of(models: list[ModelSpec]) -> list[int | None]:
     """`model_bytes` of each model; many are sized in forked processes (up to 0.5 s of CPU each on
-    the meta device: the paper's 315 took 46 CPU-s on a slow 2-core machine), so that planning a
-    paper-sized sweep takes seconds per core."""
+    the meta device: the paper's 315 took 46 CPU-s on a slow 2-core machine), so that planning the
+    paper's sweep takes well under a minute."""
     workers = min(available_cpus(), len(models) // POOL_MIN_MODELS * 4)
     if workers < 2:
         return [model_bytes(m) for m in models]
