@@ -1,7 +1,7 @@
 """Main-process CPU time per sample outside the model's forward pass (issue: a sweep at GPU speed).
 
 What it measures: the sweep's own input pipeline (`InputPipeline`: DataLoader workers decode and
-resize, batches come back to the main process) and `runner.run_pass` (drop unreadable samples,
+resize, batches come back to the main process) and `stream.run_pass` (drop unreadable samples,
 normalise, forward, float32 softmax, top-k, bookkeeping, collect) over N images, with a model whose
 forward costs almost nothing (global average pool + one linear layer). The main process's CPU time
 (`resource.getrusage(RUSAGE_SELF)`: every thread of it, not the workers) minus the time spent
@@ -28,11 +28,11 @@ import torch
 from PIL import Image
 
 from mlreassess.datasets.manifest import Manifest, base_meta, core_table
-from mlreassess.inference.data import InputPipeline
-from mlreassess.inference.model_runner import ModelRunner
-from mlreassess.inference.models import LoadedModel, ModelSpec
-from mlreassess.inference.preprocess import Preprocess
-from mlreassess.inference.runner import run_pass
+from mlreassess.inference.input.pipeline import InputPipeline
+from mlreassess.inference.models.model_runner import ModelRunner
+from mlreassess.inference.models.registry import LoadedModel, ModelSpec
+from mlreassess.inference.input.preprocess import Preprocess
+from mlreassess.inference.sweep.stream import run_pass
 from mlreassess.options import InferOptions
 
 

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from mlreassess.datasets.manifest import read_manifest
-from mlreassess.inference.data import pil_batches
-from mlreassess.inference.preprocess import Preprocess
+from mlreassess.inference.input.pipeline import pil_batches
+from mlreassess.inference.input.preprocess import Preprocess
 from mlreassess.patchml.render import canvases
 
 

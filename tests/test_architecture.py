@@ -88,6 +88,28 @@ def test_no_import_runs_up_the_layers():
     assert not bad, "\n".join(bad)
 
 
+# Inside inference, three places (inference/__init__.py): pixels know no model, models know no sweep.
+INFERENCE_PARTS = {"input": 0, "models": 1, "sweep": 2}
+
+
+def _inference_part(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "inference" else None
+
+
+def test_inference_is_input_then_models_then_sweep():
+    parts = {_inference_part(m) for m in MODULES if _inference_part(m)}
+    assert parts == set(INFERENCE_PARTS), f"every module of inference/ lives in one of {sorted(INFERENCE_PARTS)}"
+    bad = []
+    for name, (path, tree) in MODULES.items():
+        here = _inference_part(name)
+        for target, line, _ in _imports(tree):
+            there = _inference_part(target)
+            if here and there and INFERENCE_PARTS[there] > INFERENCE_PARTS[here]:
+                bad.append(f"{path.relative_to(SRC)}:{line}: inference/{here} imports {target}")
+    assert not bad, "\n".join(bad)
+
+
 def test_only_cli_imports_cli():
     bad = [
         f"{path.relative_to(SRC)}:{line}"

@@ -9,7 +9,7 @@ from test_patchml_render import PARAMS, make_sources
 
 from mlreassess.cli import main
 from mlreassess.datasets.manifest import read_manifest
-from mlreassess.inference.bench import cpu_seconds
+from mlreassess.inference.sweep.bench import cpu_seconds
 from mlreassess.patchml import generate
 
 

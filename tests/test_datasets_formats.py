@@ -408,7 +408,7 @@ def test_a_rewritten_tar_shard_is_caught_by_each_read(tmp_path, real_file):
 def test_shard_fingerprints_change_the_samples_digest_and_file_manifests_keep_theirs(tmp_path, real_file):
     import hashlib
 
-    from mlreassess.inference.writers import LABEL_COLUMNS, PIXEL_META, pixels_sha256
+    from mlreassess.inference.sweep.writers import LABEL_COLUMNS, PIXEL_META, pixels_sha256
 
     make_wds(tmp_path)
     m = build_imagenet_val(tmp_path, real=real_file)

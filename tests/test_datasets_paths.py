@@ -89,7 +89,7 @@ def test_text_inputs_that_are_not_utf8_name_the_file(tmp_path, reader):
     from mlreassess.config import load_config
     from mlreassess.datasets.labelsets.anzaku_v2 import read as read_label_file
     from mlreassess.datasets.labelsets.real import real_labels
-    from mlreassess.inference.models import read_models_file
+    from mlreassess.inference.models.registry import read_models_file
 
     bad = tmp_path / "bad.json"
     bad.write_bytes(b'{"a.jpeg": [1], "\xff": [2]}')

@@ -20,12 +20,13 @@ from test_patchml_render import PARAMS, make_sources
 from mlreassess.cli import main
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError
-from mlreassess.inference import device_input, writers
-from mlreassess.inference.data import pil_batches
-from mlreassess.inference.device_canvas import CanvasPainter
-from mlreassess.inference.device_input import device_batches, jpeg_components
-from mlreassess.inference.device_resize import check_device_preprocess, fit, resize
-from mlreassess.inference.preprocess import Preprocess
+from mlreassess.inference.input import device_input
+from mlreassess.inference.sweep import writers
+from mlreassess.inference.input.pipeline import pil_batches
+from mlreassess.inference.input.device_canvas import CanvasPainter
+from mlreassess.inference.input.device_input import device_batches, jpeg_components
+from mlreassess.inference.input.device_resize import check_device_preprocess, fit, resize
+from mlreassess.inference.input.preprocess import Preprocess
 from mlreassess.patchml import generate
 from mlreassess.patchml.cache import build_cache
 from mlreassess.patchml.render import render_row

@@ -13,7 +13,7 @@ import pytest
 
 from mlreassess.cli import main
 from mlreassess.errors import InputError
-from mlreassess.inference.writers import predictions_table
+from mlreassess.inference.sweep.writers import predictions_table
 from mlreassess.io import read_meta, read_table, write_table
 from mlreassess.metrics.beyond import SetParams
 from mlreassess.metrics.evaluate import evaluate_results

@@ -21,10 +21,10 @@ from mlreassess.datasets import samples
 from mlreassess.datasets.imagenet import build_imagenet_val
 from mlreassess.datasets.manifest import read_manifest, write_manifest
 from mlreassess.errors import InputError
-from mlreassess.inference.data import pil_batches
-from mlreassess.inference.device_input import device_batches
-from mlreassess.inference.preprocess import Preprocess
-from mlreassess.inference.writers import pixels_sha256
+from mlreassess.inference.input.pipeline import pil_batches
+from mlreassess.inference.input.device_input import device_batches
+from mlreassess.inference.input.preprocess import Preprocess
+from mlreassess.inference.sweep.writers import pixels_sha256
 from mlreassess.patchml import generate
 from mlreassess.patchml.cache import build_cache
 from mlreassess.patchml.render import render_row
@@ -117,7 +117,7 @@ def test_patchml_sources_missing_from_the_manifest_are_bad_rows(copies, tmp_path
 def test_a_patchml_set_whose_source_shards_changed_is_stopped(copies, tmp_path):
     import shutil
 
-    from mlreassess.inference.data import check_readable
+    from mlreassess.inference.input.pipeline import check_readable
 
     base = tmp_path / "copy"
     shutil.copytree(copies["base"] / "wds", base)

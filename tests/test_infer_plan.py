@@ -8,7 +8,7 @@ from test_inference_run import make_images, make_manifest
 
 from mlreassess.cli import main
 from mlreassess.errors import InputError
-from mlreassess.inference.estimate import images_per_s, read_throughput
+from mlreassess.inference.sweep.estimate import images_per_s, read_throughput
 
 TIMM_HEADER = "model,infer_img_size,infer_samples_per_sec,infer_step_time,infer_batch_size,param_count,infer_gmacs,infer_macts\n"
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from mlreassess.datasets.manifest import read_manifest
-from mlreassess.inference.data import ManifestImages, pil_batches, rows_to_render
-from mlreassess.inference.preprocess import Preprocess
+from mlreassess.inference.input.caches import rows_to_render
+from mlreassess.inference.input.pipeline import ManifestImages, pil_batches
+from mlreassess.inference.input.preprocess import Preprocess
 from mlreassess.patchml import generate
 from mlreassess.patchml.render import render_row
 from test_patchml_render import PARAMS, make_sources

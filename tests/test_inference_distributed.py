@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlreassess.inference import writers
+from mlreassess.inference.sweep import writers
 from mlreassess.locks import LOCK_NAME
 from mlreassess.results import ResultsLayout
 

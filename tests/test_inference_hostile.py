@@ -9,7 +9,7 @@ import pytest
 
 from mlreassess.cli import main
 from mlreassess.datasets.manifest import base_meta, core_table
-from mlreassess.inference import writers
+from mlreassess.inference.sweep import writers
 from mlreassess.io import write_table
 from mlreassess.results import ResultsLayout
 from test_inference_run import infer, model_args, tiny, write_sources  # noqa: F401  (tiny: a fixture)
@@ -66,7 +66,7 @@ def test_a_manifest_path_outside_the_root_stops_infer_before_any_output(tiny, tm
 def test_an_in_memory_manifest_with_an_escaping_path_is_refused_too(tiny, tmp_path):
     from mlreassess.datasets.manifest import Manifest
     from mlreassess.errors import InputError
-    from mlreassess.inference.data import check_readable
+    from mlreassess.inference.input.pipeline import check_readable
 
     table = core_table(["a"], ["../../etc/passwd"], [1], [[1]])
     with pytest.raises(InputError, match="'..' part"):

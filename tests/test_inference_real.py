@@ -16,7 +16,7 @@ import pytest
 import torch
 from mlreassess.cli import main
 from mlreassess.datasets.manifest import read_manifest
-from mlreassess.inference import writers
+from mlreassess.inference.sweep import writers
 from mlreassess.results import ResultsLayout
 from PIL import Image
 

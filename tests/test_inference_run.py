@@ -22,7 +22,7 @@ import pytest
 import torch
 from mlreassess.cli import main
 from mlreassess.datasets.manifest import base_meta, core_table, read_manifest, write_manifest
-from mlreassess.inference import writers
+from mlreassess.inference.sweep import writers
 from mlreassess.results import ResultsLayout
 from PIL import Image
 
@@ -287,7 +287,7 @@ def patchml_set(tmp_path_factory):
 
 
 def test_patchml_canvases_from_png_or_rendered_on_the_fly(tiny, patchml_set, tmp_path):
-    from mlreassess.inference.data import image_opener
+    from mlreassess.inference.input.pipeline import image_opener
 
     png_manifest = patchml_set / "set" / "manifest.parquet"
     bare = tmp_path / "bare"  # the manifest alone, no PNGs beside it: rendered on the fly

@@ -13,14 +13,15 @@ from test_inference_run import N_IMAGES, infer, make_images, make_manifest, save
 
 import mlreassess.datasets.formats.files as files
 import mlreassess.datasets.samples as samples
-import mlreassess.inference.data as data
+import mlreassess.inference.input.caches as caches
 from mlreassess.cli import main
 from mlreassess.datasets.manifest import read_manifest
 from mlreassess.errors import InputError
-from mlreassess.inference import models, passes, writers
-from mlreassess.inference.models import ModelSpec
-from mlreassess.inference.passes import Unit
-from mlreassess.inference.preprocess import Preprocess
+from mlreassess.inference.models import registry as models
+from mlreassess.inference.sweep import passes, writers
+from mlreassess.inference.models.registry import ModelSpec
+from mlreassess.inference.sweep.passes import Unit
+from mlreassess.inference.input.preprocess import Preprocess
 from mlreassess.options import InferOptions
 from mlreassess.results import ResultsLayout
 
@@ -113,8 +114,8 @@ def test_a_patchml_set_with_all_its_pngs_is_scanned_once_per_sweep(tiny_models, 
                  "--images", str(tmp_path / "src"), "--counts", "2", "--canvas", "64", "--min-box-side", "4",
                  "--workers", "1"]) == 0
     scans = []
-    real = data.rows_to_render
-    monkeypatch.setattr(data, "rows_to_render", lambda m, rows: scans.append(m.name) or real(m, rows))
+    real = caches.rows_to_render
+    monkeypatch.setattr(caches, "rows_to_render", lambda m, rows: scans.append(m.name) or real(m, rows))
     # Two passes (bicubic, bilinear); nothing to cache: the PNG check is not redone for each pass.
     assert infer("--data", str(tmp_path / "set" / "manifest.parquet"), "--models", str(tiny_models),
                  out=tmp_path / "out") == 0
@@ -194,7 +195,7 @@ def test_models_per_pass_accepts_auto_or_a_positive_integer(tmp_path, capsys):
 
 
 def test_decode_gpu_refuses_a_model_without_a_device_resize_before_any_work(twelve, tmp_path, monkeypatch, capsys):
-    import mlreassess.inference.plan as plan
+    import mlreassess.inference.sweep.plan as plan
 
     real = plan.data_config
     monkeypatch.setattr(plan, "data_config",

@@ -13,13 +13,13 @@ from PIL import Image
 
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
-from mlreassess.inference import distributed as D
-from mlreassess.inference import weights as W
-from mlreassess.inference import writers
-from mlreassess.inference.data import uses_pinned_memory
-from mlreassess.inference.models import LoadedModel, ModelSpec, check_model_name, check_specs, read_models_file
-from mlreassess.inference.preprocess import Normalizer, amp_dtype, autocast, preprocess_for
-from mlreassess.inference.model_runner import ModelRunner, forward_with_retry, topk_stable
+from mlreassess.inference.sweep import distributed as D
+from mlreassess.inference.models import weights as W
+from mlreassess.inference.sweep import writers
+from mlreassess.inference.input.pipeline import uses_pinned_memory
+from mlreassess.inference.models.registry import LoadedModel, ModelSpec, check_model_name, check_specs, read_models_file
+from mlreassess.inference.input.preprocess import Normalizer, amp_dtype, autocast, preprocess_for
+from mlreassess.inference.models.model_runner import ModelRunner, forward_with_retry, topk_stable
 from mlreassess.options import InferOptions
 from mlreassess.results import ResultsLayout, model_file_name
 
@@ -398,7 +398,7 @@ def test_file_checkpoints_load_state_dict_not_ema_unless_asked(tmp_path):
 
 
 def test_test_input_size_comes_from_the_checkpoints_config():
-    from mlreassess.inference.models import registry_data_config
+    from mlreassess.inference.models.registry import registry_data_config
 
     assert registry_data_config("resnet50.a1_in1k")["input_size"] == (3, 224, 224)
     assert registry_data_config("resnet50.a1_in1k", use_test_size=True)["input_size"] == (3, 288, 288)

@@ -129,7 +129,7 @@ def test_wrongly_shaped_metrics_metadata_is_one_line(results, capsys):
     (lambda t, m: (t, {**m, "model": ["x"]}), "are not names"),
 ])
 def test_an_unfinished_predictions_file_is_refused_as_infer_would_redo_it(results, capsys, edit, message):
-    from mlreassess.inference.writers import is_complete
+    from mlreassess.inference.sweep.writers import is_complete
 
     path = ResultsLayout(results).prediction("v1", "good")
     table, meta = edit(read_table(path), read_meta(path))
@@ -205,7 +205,7 @@ def test_the_page_names_what_it_was_made_from(results, write_predictions):
 
 def test_a_reordered_copy_of_the_same_manifest_is_the_same_manifest(tmp_path, write_dataset):
     from mlreassess.datasets.manifest import read_manifest
-    from mlreassess.inference import writers
+    from mlreassess.inference.sweep import writers
 
     layout = ResultsLayout(tmp_path)
     manifest = read_manifest(write_dataset(tmp_path, "v1", "imagenet_v1", V1))

@@ -12,9 +12,9 @@ import pytest
 import timm
 import torch
 
-import mlreassess.inference.model_runner as MR
-from mlreassess.inference.model_runner import ModelRunner, cast_once, topk_stable
-from mlreassess.inference.models import LoadedModel, ModelSpec
+import mlreassess.inference.models.model_runner as MR
+from mlreassess.inference.models.model_runner import ModelRunner, cast_once, topk_stable
+from mlreassess.inference.models.registry import LoadedModel, ModelSpec
 from mlreassess.options import InferOptions
 
 
@@ -156,7 +156,7 @@ def test_compile_settings_are_in_the_predictions_metadata(tmp_path, counting_bac
     assert infer("--data", str(manifest), "--model", "test_resnet", "--weights", "random", "--compile",
                  "--compile-mode", "reduce-overhead", out=tmp_path / "out") == 0
     from mlreassess.results import ResultsLayout
-    from mlreassess.inference import writers
+    from mlreassess.inference.sweep import writers
 
     _, meta = writers.read_predictions(ResultsLayout(tmp_path / "out").prediction("tiny", "test_resnet"))
     assert meta["compile"]["mode"] == "reduce-overhead" and meta["compile"]["fallback"] is None

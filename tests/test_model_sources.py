@@ -1,4 +1,4 @@
-"""Model sources (inference/sources/): torchvision, transformers and open_clip models end to end.
+"""Model sources (inference/models/sources/): torchvision, transformers and open_clip models end to end.
 
 Each test builds a tiny model from a config with random weights (nothing is downloaded), runs
 `mlreassess infer` on it, and checks the stored predictions against a plain forward pass written
@@ -22,9 +22,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from test_inference_run import infer, make_images, make_manifest
 
 from mlreassess.errors import InputError, MlreassessError
-from mlreassess.inference import models, writers
-from mlreassess.inference.models import ModelSpec
-from mlreassess.inference.sources import base, hf
+from mlreassess.inference.models import registry as models
+from mlreassess.inference.sweep import writers
+from mlreassess.inference.models.registry import ModelSpec
+from mlreassess.inference.models.sources import base, hf
 from mlreassess.results import ResultsLayout, model_file_name
 
 
@@ -366,8 +367,8 @@ def test_a_missing_library_is_one_line_naming_the_extra(monkeypatch, name, packa
 
 
 def test_every_registered_source_has_the_whole_interface():
-    from mlreassess.inference.sources import in_memory
-    from mlreassess.inference.sources import timm as timm_source
+    from mlreassess.inference.models.sources import in_memory
+    from mlreassess.inference.models.sources import timm as timm_source
 
     for prefix, source in [*models.SOURCES.items(), ("", timm_source), (None, in_memory)]:
         assert source.PREFIX == prefix
@@ -471,7 +472,7 @@ def test_a_module_keeping_a_plain_tensor_is_built_normally():
 def test_a_checkpoint_torch_refuses_to_unpickle_is_one_line(tmp_path):
     import argparse
 
-    from mlreassess.inference import weights as W
+    from mlreassess.inference.models import weights as W
 
     path = tmp_path / "ckpt.pth"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "args": argparse.Namespace(lr=0.1)}, path)
@@ -527,7 +528,7 @@ def test_a_prompts_file_in_a_config_resolves_against_the_config(tmp_path):
     ({"input_size": (3, 224, 224), "sizes": 1}, r"keys \['sizes'\] are not known"),
 ])
 def test_a_bad_data_config_is_one_line(config, problem):
-    from mlreassess.inference.sources import transforms
+    from mlreassess.inference.models.sources import transforms
 
     with pytest.raises(InputError, match=problem):
         transforms.config_from(config, "m")

@@ -13,10 +13,11 @@ import pytest
 import torch
 from test_inference_run import infer, make_images, make_manifest, save_weights
 
-import mlreassess.inference.data as data
-import mlreassess.inference.runner as runner
+import mlreassess.inference.input.pipeline as data
+import mlreassess.inference.sweep.execute as execute
+import mlreassess.inference.sweep.runner as runner
 from mlreassess.cli import main
-from mlreassess.inference import writers
+from mlreassess.inference.sweep import writers
 from mlreassess.results import ResultsLayout
 
 THREE = ("test_convnext", "test_convnext2", "test_convnext3")  # one preprocessing group (160 bicubic)
@@ -81,7 +82,7 @@ def test_a_groups_decode_workers_serve_all_its_passes_and_datasets(three_sets, t
 
 def test_models_that_do_not_fit_run_in_a_pass_of_their_own(three_sets, tmp_path, monkeypatch, capsys, caplog):
     loaded_together = []
-    monkeypatch.setattr(runner, "_room_for_more", lambda loaded, sweep: loaded_together.append(sorted(loaded)) or len(loaded) < 2)
+    monkeypatch.setattr(execute, "_room_for_more", lambda loaded, sweep: loaded_together.append(sorted(loaded)) or len(loaded) < 2)
     assert infer(*data_args(three_sets["manifests"]), "--models", str(three_sets["models"]), out=tmp_path) == 0
     assert "infer: 9 done, 0 skipped, 0 failed in 2 passes (6 dataset decodes);" in capsys.readouterr().out
     assert "1 model(s) of the pass do not fit the device with the others: they run next" in caplog.text
@@ -130,7 +131,7 @@ def test_a_stale_output_is_moved_aside_before_the_redo_starts(three_sets, tmp_pa
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "_one_pass", interrupted)
+    monkeypatch.setattr(execute, "_one_pass", interrupted)
     assert infer("--data", str(manifest), "--model", "test_convnext", "--weights", "random", "--topk", "3",
                  out=tmp_path) != 0  # Ctrl-C: the CLI says "interrupted"
     assert not layout.prediction("set_a", "test_convnext").exists()
@@ -159,7 +160,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 @pytest.mark.gpu
 def test_on_cuda_pinned_slots_and_side_stream_copies_give_the_cpu_batches(three_sets):
     from mlreassess.datasets.manifest import read_manifest
-    from mlreassess.inference.preprocess import Preprocess
+    from mlreassess.inference.input.preprocess import Preprocess
 
     manifest = read_manifest(three_sets["manifests"][2])
     prep = Preprocess(32, 32, "bicubic")
@@ -189,7 +190,7 @@ def test_a_cuda_sweep_gives_the_cpu_sweeps_top_k(three_sets, tmp_path):
 
 
 def test_batch_slots_shrink_to_the_shared_memory_there_is_or_say_what_to_change(three_sets, tmp_path, monkeypatch, capsys):
-    from mlreassess.inference.slots import HELD, prefetch_that_fits
+    from mlreassess.inference.input.slots import HELD, prefetch_that_fits
 
     mb = 1 << 20
     assert prefetch_that_fits(2, 4, mb, None) == 2  # nothing known: as asked

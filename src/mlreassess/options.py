@@ -221,7 +221,7 @@ class InferOptions:
                                         "half its free memory", minimum=1, metavar="N|auto",
                                         words=(MODELS_PER_PASS_AUTO,))
     # Zero-shot (open_clip) models only, so not in every model's recipe: their own recipe records the
-    # texts these resolve to (inference/sources/open_clip.py), and a change redoes just those models.
+    # texts these resolve to (inference/models/sources/open_clip.py), and a change redoes just those models.
     prompts: str = option(ZERO_SHOT_TEXTS[0], "zero-shot (open_clip:) models: prompt templates: openai (CLIP's 80 "
                           "ImageNet templates), simple (its 7-template subset), or FILE (one template per line, {} "
                           "where the class name goes)", path="file", words=ZERO_SHOT_TEXTS, metavar="openai|simple|FILE")

@@ -28,11 +28,11 @@ from mlreassess.datasets.build import build_v1, build_v2
 from mlreassess.datasets.manifest import Manifest, read_manifest, write_manifest
 from mlreassess.datasets.summary import summary as manifest_summary
 from mlreassess.errors import InputError, MlreassessError
-from mlreassess.inference import distributed as D
-from mlreassess.inference import writers
-from mlreassess.inference.models import ModelSpec, check_specs, read_models_file
-from mlreassess.inference.runner import hold_folder
-from mlreassess.inference.runner import run as run_sweep
+from mlreassess.inference.sweep import distributed as D
+from mlreassess.inference.sweep import writers
+from mlreassess.inference.models.registry import ModelSpec, check_specs, read_models_file
+from mlreassess.inference.sweep.runner import hold_folder
+from mlreassess.inference.sweep.runner import run as run_sweep
 from mlreassess.io import write_text_atomic
 from mlreassess.metrics.evaluate import evaluate_results, scoring_workers, set_params
 from mlreassess.options import InferOptions, PatchMLOptions, options_of, result_options

@@ -58,8 +58,8 @@ def register_data(inner) -> None:
 def run_infer(args: argparse.Namespace) -> int:
     # Imported here, not at the top: `mlreassess --help` must not import torch.
     from mlreassess.cli.infer import configure_torch
-    from mlreassess.inference.bench import bench_infer
-    from mlreassess.inference.models import ModelSpec
+    from mlreassess.inference.sweep.bench import bench_infer
+    from mlreassess.inference.models.registry import ModelSpec
 
     opts = options_from(InferOptions, args)
     configure_torch(opts.device)
@@ -74,8 +74,8 @@ def run_infer(args: argparse.Namespace) -> int:
 
 def run_data(args: argparse.Namespace) -> int:
     # Imported here, not at the top: `mlreassess --help` must not import torch.
-    from mlreassess.inference.bench import bench_data
-    from mlreassess.inference.models import ModelSpec
+    from mlreassess.inference.sweep.bench import bench_data
+    from mlreassess.inference.models.registry import ModelSpec
 
     opts = options_from(InferOptions, args)
     result = bench_data(ModelSpec(args.model, "random"), args.data, opts, patch_cache=args.patch_cache)

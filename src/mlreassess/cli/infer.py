@@ -63,9 +63,9 @@ def configure_torch(device: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: `mlreassess --help` must not import torch.
     from mlreassess.errors import InputError
-    from mlreassess.inference import distributed as D
-    from mlreassess.inference.models import ModelSpec, read_models_file
-    from mlreassess.inference.runner import run as run_sweep
+    from mlreassess.inference.sweep import distributed as D
+    from mlreassess.inference.models.registry import ModelSpec, read_models_file
+    from mlreassess.inference.sweep.runner import run as run_sweep
 
     opts = options_from(InferOptions, args, progress=not args.no_progress)
     specs = [ModelSpec(name, opts.weights) for name in args.model]
@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
 def print_plan(args: argparse.Namespace, specs: list, opts) -> int:
     # Imported here, not at the top: `mlreassess --help` must not import torch.
-    from mlreassess.inference.estimate import describe, read_throughput
-    from mlreassess.inference.runner import plan_only
+    from mlreassess.inference.sweep.estimate import describe, read_throughput
+    from mlreassess.inference.sweep.runner import plan_only
 
     table = read_throughput(args.throughput) if args.throughput else None
     plan, manifests, free = plan_only(args.data, specs, args.out, opts, args.device_memory)

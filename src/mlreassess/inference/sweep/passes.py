@@ -20,8 +20,8 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
-from mlreassess.inference.models import ModelSpec
-from mlreassess.inference.preprocess import Preprocess, amp_dtype
+from mlreassess.inference.models.registry import ModelSpec
+from mlreassess.inference.input.preprocess import Preprocess, amp_dtype
 from mlreassess.options import MODELS_PER_PASS_AUTO
 
 T = TypeVar("T")

@@ -31,12 +31,12 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from mlreassess.datasets import samples
 from mlreassess.datasets.images import decode_image
 from mlreassess.datasets.manifest import Manifest
-from mlreassess.datasets.paths import inside_root
 from mlreassess.errors import InputError, MlreassessError
-from mlreassess.inference.data import InputPipeline, image_opener, one_manifest_batches, pil_batches, png_dir
-from mlreassess.inference.device_canvas import CanvasPainter
-from mlreassess.inference.device_resize import check_device_preprocess, fit
-from mlreassess.inference.preprocess import Preprocess
+from mlreassess.inference.input.caches import png_dir
+from mlreassess.inference.input.pipeline import InputPipeline, image_opener, one_manifest_batches
+from mlreassess.inference.input.device_canvas import CanvasPainter
+from mlreassess.inference.input.device_resize import check_device_preprocess, fit
+from mlreassess.inference.input.preprocess import Preprocess
 from mlreassess.patchml.cache import PatchCache
 from mlreassess.patchml.render import rendered_png
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlreassess.errors import InputError
-from mlreassess.inference.sources import base
+from mlreassess.inference.models.sources import base
 
 # Steps that only turn a PIL image into a float tensor in [0, 1]: nothing to carry over.
 TENSOR_STEPS = frozenset({"ToTensor", "PILToTensor", "ConvertImageDtype", "ToImage", "ToDtype", "ToPureTensor",

@@ -23,14 +23,15 @@ import torch
 
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError
-from mlreassess.inference.data import NO_CACHE, check_readable, one_manifest_batches, shared_caches
-from mlreassess.inference.device_input import pipeline_for
-from mlreassess.inference.device_resize import check_device_preprocess
-from mlreassess.inference.distributed import check_available, resolve_device
-from mlreassess.inference.models import ModelSpec, build, check_specs, data_config
-from mlreassess.inference.preprocess import Preprocess, preprocess_for
-from mlreassess.inference.model_runner import ModelRunner
-from mlreassess.inference.runner import pass_workers, run_pass, sync_device
+from mlreassess.inference.input.caches import NO_CACHE, shared_caches
+from mlreassess.inference.input.pipeline import check_readable, one_manifest_batches
+from mlreassess.inference.input.device_input import pipeline_for
+from mlreassess.inference.input.device_resize import check_device_preprocess
+from mlreassess.inference.sweep.distributed import check_available, resolve_device
+from mlreassess.inference.models.registry import ModelSpec, build, check_specs, data_config
+from mlreassess.inference.input.preprocess import Preprocess, preprocess_for
+from mlreassess.inference.models.model_runner import ModelRunner
+from mlreassess.inference.sweep.stream import pass_workers, run_pass, sync_device
 from mlreassess.options import InferOptions
 
 

@@ -15,8 +15,8 @@ import torch
 from timm.data import resolve_model_data_config
 
 from mlreassess.errors import InputError
-from mlreassess.inference.sources import base, transforms
-from mlreassess.inference.sources.base import LoadedModel, ModelSpec
+from mlreassess.inference.models.sources import base, transforms
+from mlreassess.inference.models.sources.base import LoadedModel, ModelSpec
 from mlreassess.options import InferOptions
 
 PREFIX = None  # chosen by `spec.module`, not by a name prefix

@@ -13,8 +13,8 @@ from __future__ import annotations
 import difflib
 
 from mlreassess.errors import InputError, MlreassessError, first_line
-from mlreassess.inference.sources import base, transforms
-from mlreassess.inference.sources.base import LoadedModel, ModelSpec
+from mlreassess.inference.models.sources import base, transforms
+from mlreassess.inference.models.sources.base import LoadedModel, ModelSpec
 from mlreassess.options import InferOptions
 
 PREFIX = "torchvision:"

@@ -15,7 +15,7 @@ one module of this package that provides:
     recipe_entries(spec, opts)          what its predictions depend on besides its weight source and
                                         the sweep's result options (JSON values, compared by reruns)
 
-`mlreassess.inference.models.SOURCES` maps prefixes to modules: a new source is one new module and
+`mlreassess.inference.models.registry.SOURCES` maps prefixes to modules: a new source is one new module and
 one line there. A data config is timm's dict (input_size (3, H, W), interpolation, mean, std,
 crop_pct, crop_mode), the one form `preprocess.preprocess_for` takes, whatever library the model
 comes from.
@@ -35,7 +35,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from mlreassess.errors import InputError, MlreassessError, short_repr
-from mlreassess.inference import weights as W
+from mlreassess.inference.models import weights as W
 from mlreassess.provenance import file_sha256
 
 # The user cache folder (the zero-shot classifiers); MLREASSESS_CACHE overrides it.

@@ -8,5 +8,5 @@
 
 `base` says what a source module provides and holds what they share; `transforms` reads a
 torchvision transform as a data config. Adding a source: one module here, and its prefix in
-`mlreassess.inference.models.SOURCES`.
+`mlreassess.inference.models.registry.SOURCES`.
 """

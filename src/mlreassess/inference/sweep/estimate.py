@@ -16,8 +16,8 @@ from pathlib import Path
 
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError
-from mlreassess.inference.passes import Pass
-from mlreassess.inference.plan import SweepPlan, pass_bytes
+from mlreassess.inference.sweep.passes import Pass
+from mlreassess.inference.sweep.plan import SweepPlan, pass_bytes
 from mlreassess.options import InferOptions
 
 THROUGHPUT_COLUMNS = ("model", "infer_img_size", "infer_samples_per_sec")

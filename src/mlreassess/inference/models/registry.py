@@ -4,7 +4,7 @@ What the sweep (`runner`, `passes`, `bench`) asks of a model, and all it asks, i
 `check_specs`, `data_config(spec)` (planned before building), `model_bytes(spec)` (sizes passes),
 `build(spec)` (a `LoadedModel`: an eval-mode module whose forward gives the 1,000 ImageNet logits)
 and `recipe_entries(spec)` (what besides the weights makes its predictions, for staleness). Each
-call goes to the spec's model source, one module of `inference/sources/` (`SOURCES`): a name's
+call goes to the spec's model source, one module of `inference/models/sources/` (`SOURCES`): a name's
 prefix picks it, a bare name is timm's, and a spec carrying a module is the Python API's.
 """
 
@@ -18,10 +18,10 @@ from types import ModuleType
 from mlreassess.constants import DEFAULT_CHECKPOINT_KEY
 from mlreassess.errors import InputError
 from mlreassess.io import read_text
-from mlreassess.inference.sources import hf, in_memory, open_clip, torchvision
-from mlreassess.inference.sources import timm as timm_source
-from mlreassess.inference.sources.base import LoadedModel, ModelSpec
-from mlreassess.inference.sources.timm import check_model_name, registry_data_config
+from mlreassess.inference.models.sources import hf, in_memory, open_clip, torchvision
+from mlreassess.inference.models.sources import timm as timm_source
+from mlreassess.inference.models.sources.base import LoadedModel, ModelSpec
+from mlreassess.inference.models.sources.timm import check_model_name, registry_data_config
 from mlreassess.options import InferOptions
 from mlreassess.results import model_file_name
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError
-from mlreassess.inference.preprocess import Preprocess
+from mlreassess.inference.input.preprocess import Preprocess
 from mlreassess.io import read_meta, read_table, write_table, write_text_atomic
 from mlreassess.metrics.inputs import incomplete_reason
 from mlreassess.options import InferOptions, result_options

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from mlreassess.cpus import available_cpus
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError
-from mlreassess.inference import writers
-from mlreassess.inference.device_resize import check_device_preprocess
-from mlreassess.inference.models import ModelSpec, data_config, model_bytes, recipe_entries
-from mlreassess.inference.passes import Pass, Unit, kept_bytes, make_passes, memory_budget, run_dtype_bytes, unit_bytes
-from mlreassess.inference.preprocess import Preprocess, preprocess_for
+from mlreassess.inference.sweep import writers
+from mlreassess.inference.input.device_resize import check_device_preprocess
+from mlreassess.inference.models.registry import ModelSpec, data_config, model_bytes, recipe_entries
+from mlreassess.inference.sweep.passes import Pass, Unit, kept_bytes, make_passes, memory_budget, run_dtype_bytes, unit_bytes
+from mlreassess.inference.input.preprocess import Preprocess, preprocess_for
 from mlreassess.options import MODELS_PER_PASS_AUTO, InferOptions
 from mlreassess.results import ResultsLayout
 

@@ -28,8 +28,8 @@ import torch
 
 from mlreassess.constants import NUM_CLASSES
 from mlreassess.errors import InputError, MlreassessError, first_line
-from mlreassess.inference.sources import base
-from mlreassess.inference.sources.base import LoadedModel, ModelSpec
+from mlreassess.inference.models.sources import base
+from mlreassess.inference.models.sources.base import LoadedModel, ModelSpec
 from mlreassess.io import atomic_path
 from mlreassess.options import ZERO_SHOT_TEXTS, InferOptions
 

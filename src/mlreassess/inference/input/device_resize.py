@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mlreassess.errors import InputError
-from mlreassess.inference.preprocess import Preprocess
+from mlreassess.inference.input.preprocess import Preprocess
 
 # The timm interpolations done on the device: PIL's filters that torch has (antialiased), and
 # nearest (PIL's pixel picks); lanczos, box, hamming, ... are left to the PIL path.

@@ -31,8 +31,8 @@ from timm.layers import Conv2dSame
 
 from mlreassess.constants import NUM_CLASSES
 from mlreassess.errors import MlreassessError
-from mlreassess.inference.models import LoadedModel
-from mlreassess.inference.preprocess import Normalizer, amp_dtype, autocast
+from mlreassess.inference.models.registry import LoadedModel
+from mlreassess.inference.input.preprocess import Normalizer, amp_dtype, autocast
 from mlreassess.options import InferOptions
 
 log = logging.getLogger(__name__)

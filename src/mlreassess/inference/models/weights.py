@@ -3,7 +3,7 @@
 Every loader returns a short description of the source (recorded in the predictions' metadata), and
 turns every way of failing into one `MlreassessError` that names the model and says how to fix it.
 Reading a checkpoint file (`read_checkpoint`) and loading it strictly (`load_state`) serve every
-model source (`inference/sources/`).
+model source (`inference/models/sources/`).
 """
 
 from __future__ import annotations

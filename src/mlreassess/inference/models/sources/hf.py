@@ -20,8 +20,8 @@ from timm.data import ImageNetInfo
 
 from mlreassess.constants import NUM_CLASSES
 from mlreassess.errors import InputError, MlreassessError, first_line
-from mlreassess.inference.sources import base
-from mlreassess.inference.sources.base import LoadedModel, ModelSpec
+from mlreassess.inference.models.sources import base
+from mlreassess.inference.models.sources.base import LoadedModel, ModelSpec
 from mlreassess.options import InferOptions
 
 PREFIX = "hf:"

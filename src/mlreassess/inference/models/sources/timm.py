@@ -15,10 +15,10 @@ import timm
 from timm.data import resolve_data_config, resolve_model_data_config
 
 from mlreassess.errors import InputError, MlreassessError
-from mlreassess.inference import weights as W
-from mlreassess.inference.sources import base
-from mlreassess.inference.sources.base import LoadedModel, ModelSpec
-from mlreassess.inference.weights import HUB_PREFIXES
+from mlreassess.inference.models import weights as W
+from mlreassess.inference.models.sources import base
+from mlreassess.inference.models.sources.base import LoadedModel, ModelSpec
+from mlreassess.inference.models.weights import HUB_PREFIXES
 from mlreassess.options import InferOptions
 
 log = logging.getLogger(__name__)
