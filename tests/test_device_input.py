@@ -457,6 +457,7 @@ def test_photo_like_images_of_many_sizes(smooth, crop):
 
 
 @CUDA
+@pytest.mark.gpu
 def test_nvjpeg_batches_are_close_to_the_pil_path(smooth):
     prep = Preprocess(224, 224, "bicubic")
     pil = collect(pil_batches, smooth, prep)[1]
@@ -469,6 +470,7 @@ def test_nvjpeg_batches_are_close_to_the_pil_path(smooth):
 
 
 @CUDA
+@pytest.mark.gpu
 def test_odd_files_on_cuda(tmp_path):
     names = _odd_files(tmp_path / "img")
     manifest = _files_manifest(tmp_path, names)
@@ -484,6 +486,7 @@ def test_odd_files_on_cuda(tmp_path):
 
 
 @CUDA
+@pytest.mark.gpu
 def test_canvases_painted_on_the_gpu_are_bit_identical(patchml):
     m = patchml["bare"]
     cache = build_cache([m], source_root=patchml["sources"])
@@ -494,3 +497,20 @@ def test_canvases_painted_on_the_gpu_are_bit_identical(patchml):
     assert torch.equal(painter.paint(rows).cpu(), expected)
     _, dev, _ = collect(device_batches, m, CANVAS, source_root=patchml["sources"], cached=(cache, 0), device="cuda")
     assert torch.equal(dev, expected)
+
+
+@CUDA
+@pytest.mark.gpu
+def test_on_cuda_an_infer_with_decode_gpu_agrees_with_the_pil_decode(smooth, tmp_path):
+    """The sweep with nvjpeg decoding one batch ahead on its own thread (stream handed over, pinned
+    index copies) against PIL in the workers: the same winners, nothing fallen back."""
+    weights = save_weights(tmp_path / "w.pth", "test_resnet", seed=3)
+    args = ["--data", str(smooth.source), "--model", "test_resnet", "--weights", f"file:{weights}", "--device", "cuda",
+            "--batch-size", "3", "--workers", "2", "--no-progress"]
+    tops = {}
+    for decode in ("cpu", "gpu"):
+        assert main(["infer", *args, "--decode", decode, "--out", str(tmp_path / decode)]) == 0
+        table, meta = writers.read_predictions(ResultsLayout(tmp_path / decode).prediction(smooth.name, "test_resnet"))
+        tops[decode] = [t[0] for t in table.column("topk_idx").to_pylist()]
+        assert meta["decode_fallbacks"] == (0 if decode == "gpu" else None)
+    assert np.mean(np.array(tops["cpu"]) == np.array(tops["gpu"])) >= 0.9
