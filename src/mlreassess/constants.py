@@ -84,3 +84,7 @@ SET_MASS_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 # mAP over classes is not a sum over samples: each resample re-ranks every class (cost ~ B x positives,
 # ~30 ns each: results/benchmarks/metrics.md), so its interval uses the first this-many resamples.
 DEFAULT_MAP_BOOTSTRAP = 100
+# Benchmark windows (`bench infer`, `bench data`): at least this many timed batches, and samples read,
+# so the decode workers' start-up and the batches they made ahead are a small part of the figure.
+BENCH_TIMED_BATCHES = 150
+BENCH_MIN_SAMPLES = 8192

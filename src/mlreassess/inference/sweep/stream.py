@@ -14,6 +14,7 @@ import torch
 from mlreassess.cpus import capped_workers
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
+from mlreassess.inference.input.devices import DeviceFault, fatal_device_error, first_line
 from mlreassess.inference.input.pipeline import default_workers
 from mlreassess.inference.models.model_runner import ModelRunner
 from mlreassess.options import InferOptions
@@ -32,6 +33,7 @@ class PassResult:
     model_errors: dict[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
     batch_end_s: list[float] = field(default_factory=list)  # time of each batch's end, from start
+    decode_fallbacks: int | None = None  # --decode gpu: images the device decoder refused (PIL decoded them)
 
 
 def sync_device(device: str) -> None:
@@ -90,6 +92,8 @@ def _predict(x, live: list[ModelRunner], dataset: str, result: PassResult) -> No
         try:
             runner.predict(x)
         except Exception as exc:  # one model's failure must not sink the others
+            if fatal_device_error(exc):  # but a CUDA error would sink every later one: stop
+                raise DeviceFault(runner.name, dataset, first_line(exc)) from None
             result.model_errors[runner.name] = one_line(exc)
             live.remove(runner)
             log.warning(f"model {runner.name} failed on {dataset}: {result.model_errors[runner.name]}")
