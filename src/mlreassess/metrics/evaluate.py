@@ -15,7 +15,7 @@ from typing import Any
 from mlreassess.constants import DEFAULT_BOOTSTRAP, DEFAULT_CI_LEVEL, DEFAULT_MIN_GROUP_N
 from mlreassess.cpus import capped_workers
 from mlreassess.errors import InputError
-from mlreassess.io import read_meta, write_table
+from mlreassess.io import METRICS, check_replaceable, read_meta, write_table
 from mlreassess.metrics.beyond import SetParams
 from mlreassess.metrics.inputs import discover, load_prediction, load_sample
 from mlreassess.metrics.scoring import PATCHML_MEAN, DatasetResult, evaluate_dataset, mean_over_seeds, seed_mismatch
@@ -188,6 +188,7 @@ def evaluate_results(
     `workers`: processes scoring models in parallel (`scoring_workers(EvaluateOptions)`), same results."""
     layout = ResultsLayout(results)
     out = Path(out) if out else layout.metrics
+    check_replaceable(out, METRICS)  # `--out` onto a manifest or predictions: refused before any work
     _check_params(n_boot, level, seed, min_group_n)
     sets = replace(sets or SetParams(), map_bootstrap=min((sets or SetParams()).map_bootstrap, n_boot))
     datasets = discover(layout)

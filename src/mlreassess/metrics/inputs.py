@@ -208,7 +208,7 @@ def discover(layout: ResultsLayout) -> list[tuple[Path, list[Path]]]:
         )
     found = []
     for folder in sorted(p for p in pred_root.iterdir() if p.is_dir()):
-        preds = sorted(layout.predictions_of(folder.name).glob("*.parquet"))
+        preds = layout.files(layout.predictions_of(folder.name), "*.parquet")
         if not preds:
             continue
         manifest = layout.manifest_copy(folder.name)

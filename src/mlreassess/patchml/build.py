@@ -20,7 +20,7 @@ from mlreassess.constants import PATCHML_DEFAULT_CANVAS, PATCHML_DEFAULT_COUNTS,
 from mlreassess.datasets.manifest import Manifest, read_manifest, write_manifest
 from mlreassess.datasets.samples import FolderSources, ManifestSources, Sources, check_sources
 from mlreassess.errors import InputError, short_repr
-from mlreassess.io import remove_stale_tmp
+from mlreassess.io import check_replaceable, manifest_kind, remove_stale_tmp
 from mlreassess.locks import folder_lock
 from mlreassess.options import PatchMLOptions
 from mlreassess.patchml import layout
@@ -200,6 +200,7 @@ def check_out_dir(out_dir: Path, composed: Composed, images: Sources | None) -> 
     InputError if `out_dir` holds PNGs without a manifest (they may be another set's).
     """
     path = out_dir / MANIFEST_NAME
+    check_replaceable(path, manifest_kind("patchml"))  # a V1 manifest there is an input: left alone
     if path.exists():
         old = read_manifest(path)
         diff = _difference(old, composed.table, composed.meta)

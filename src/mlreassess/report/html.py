@@ -90,7 +90,7 @@ def _rank(stem: str, order: tuple[str, ...]) -> int:
 def ordered_figures(root: Path, extra: tuple[tuple[Path, str], ...] = ()) -> list[tuple[Path, str]]:
     """(png, title) of RESULTS/figures/*.png in the page's order, `extra` right after Figure 8."""
     layout = ResultsLayout(root)
-    pngs = sorted((p for p in layout.figures.glob("*.png") if p.is_file()),  # no folder, FIFO or device
+    pngs = sorted(layout.files(layout.figures, "*.png"),  # files inside RESULTS: no folder, FIFO, device, outside link
                   key=lambda p: (_rank(p.stem, FIGURE_ORDER), p.stem))
     out = [(p, FIGURE_TITLES.get(p.stem, p.stem)) for p in pngs]
     at = 1 if out and out[0][0].stem == "figure8" else 0
@@ -99,8 +99,8 @@ def ordered_figures(root: Path, extra: tuple[tuple[Path, str], ...] = ()) -> lis
 
 def ordered_tables(root: Path) -> list[Path]:
     """RESULTS/tables/*.md in the page's order."""
-    tables = ResultsLayout(root).tables
-    return sorted((p for p in tables.glob("*.md") if p.is_file()), key=lambda p: (_rank(p.stem, TABLE_ORDER), p.stem))
+    layout = ResultsLayout(root)
+    return sorted(layout.files(layout.tables, "*.md"), key=lambda p: (_rank(p.stem, TABLE_ORDER), p.stem))
 
 
 def table_parts(md_path: Path) -> tuple[str, str]:
