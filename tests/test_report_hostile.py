@@ -79,11 +79,13 @@ def test_metadata_that_is_not_a_json_object_is_one_line(tmp_path, raw, message):
         read_meta(path)
 
 
-def test_a_bad_reported_csv_is_one_line_even_when_only_the_page_reads_it(results, tmp_path, capsys):
+@pytest.mark.parametrize("value", ["oops", "inf", "-Infinity", "nan"])
+def test_a_bad_reported_csv_is_one_line_even_when_only_the_page_reads_it(results, tmp_path, capsys, value):
     bad = tmp_path / "reported.csv"
-    bad.write_text("checkpoint,timm_checkpoint,metric,dataset,value,source_table\nx,x,top1,imagenet_v1,oops,4\n")
+    bad.write_text(f"checkpoint,timm_checkpoint,metric,dataset,value,source_table\nx,x,top1,imagenet_v1,{value},4\n")
     assert main(["report", "--results", str(results), "figure4", "--reported", str(bad)]) == 2
-    assert "line 2: value 'oops' is not a number" in capsys.readouterr().err.strip().splitlines()[-1]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"line 2: value {value!r} is not a finite number" in err[0]
 
 
 def test_failures_jsonl_with_junk_lines_still_gives_a_page(results, caplog):

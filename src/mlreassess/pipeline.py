@@ -214,10 +214,13 @@ def infer(cfg: RunConfig, steps: StepLog, manifests: list[Path], specs: list[Mod
 # --- evaluate and report -------------------------------------------------------------------------
 
 
-def evaluate(cfg: RunConfig, steps: StepLog) -> None:
+def evaluate(cfg: RunConfig, steps: StepLog, manifests: list[Path]) -> None:
+    """Score the config's datasets (only those: a PatchML seed an earlier config left in RESULTS is not
+    averaged into this study's patchml_mean)."""
     e = cfg.evaluate
+    names = [read_manifest(m).name for m in manifests]
     path, summary = evaluate_results(cfg.out, e.bootstrap, e.ci, e.seed, min_group_n=e.min_group_n, sets=set_params(e),
-                                     workers=scoring_workers(e))
+                                     workers=scoring_workers(e), only=names)
     steps.add("evaluate", "up to date" if summary is None else "done", str(path))
 
 
@@ -275,15 +278,16 @@ def run_study(cfg: RunConfig) -> StepLog:
             failed = infer(cfg, steps, manifests, specs, dist.is_main)
             dist.barrier()  # all ranks done talking before any leaves (see inference.runner.run)
             if dist.is_main:
-                _evaluate_and_report(cfg, steps, failed, start)
+                _evaluate_and_report(cfg, steps, manifests, failed, start)
     finally:
         D.shutdown(dist)
     return steps
 
 
-def _evaluate_and_report(cfg: RunConfig, steps: StepLog, failed: list[str], start: float) -> None:
+def _evaluate_and_report(cfg: RunConfig, steps: StepLog, manifests: list[Path], failed: list[str],
+                         start: float) -> None:
     if cfg.evaluate is not None:
-        evaluate(cfg, steps)
+        evaluate(cfg, steps, manifests)
     if cfg.report:
         report(cfg, steps)
     _summary(cfg, steps, time.perf_counter() - start)
