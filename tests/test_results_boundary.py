@@ -209,3 +209,31 @@ def test_patchml_out_onto_a_folder_holding_a_v1_manifest_is_refused_before_any_w
     _one_line(capsys, "holds an imagenet_v1 manifest; refusing to replace it with a patchml manifest")
     assert (folder / "images" / "k2_000000.png").exists()
     assert (folder / "manifest.parquet").read_bytes() == (results / "manifests" / "v1.parquet").read_bytes()
+
+
+def test_a_failed_evaluate_leaves_no_page_that_looks_current(results, capsys):
+    assert main(["report", "--results", str(results)]) == 0
+    page = results / "index.html"
+    assert "Leaderboard" in page.read_text()
+    (results / "predictions" / "v1" / "m.parquet").write_bytes(b"garbage")  # edited: evaluate now fails
+    capsys.readouterr()
+    assert main(["evaluate", "--results", str(results)]) == 2
+    text = page.read_text()
+    assert "out of date" in text and "evaluate failed" in text and "Leaderboard" not in text
+    assert "m.parquet" in text  # the reason, escaped
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mlreassess: error: ") and "m.parquet" in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+def test_an_overwrite_that_fails_leaves_no_old_file_passing_for_current(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert infer("--data", str(tiny["manifest"]), *model_args(tiny, "test_resnet"), out=out) == 0
+    layout = ResultsLayout(out)
+    path, retired = layout.prediction("tiny", "test_resnet"), layout.retired("tiny", "test_resnet")
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not weights")
+    assert infer("--data", str(tiny["manifest"]), "--model", "test_resnet", "--weights", f"file:{broken}",
+                 "--overwrite", out=out) == 1
+    assert not path.exists() and retired.exists()  # kept for a person, out of what evaluate reads
+    assert "redoing it: --overwrite" in capsys.readouterr().err

@@ -414,3 +414,12 @@ def test_yaml_alias_bomb_is_refused_in_one_line(tmp_path):
     path = _cfg(tmp_path, "\n".join(lines) + "\nout: o\n")
     with pytest.raises(InputError, match=r"c\.yaml: config expands to more than 100,000 YAML nodes"):
         load_config(path)
+
+
+def test_a_duplicate_key_is_refused_in_one_line(tmp_path, capsys):
+    path = tmp_path / "dup.yaml"
+    path.write_text("out: results\nmodels: [resnet50]\ninference:\n  device: cpu\n  precision: fp32\n"
+                    "  precision: bf16\ndatasets: {}\n")
+    assert main(["run", str(path), "--check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dup.yaml: line 6: key 'precision' appears twice" in err[0]

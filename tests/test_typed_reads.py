@@ -85,3 +85,23 @@ def test_an_all_empty_real_manifest_is_scored_not_a_traceback(tmp_path, write_da
     metrics = pq.read_table(tmp_path / "metrics.parquet").to_pandas()
     assert "top1" in set(metrics["metric"]) and "real" not in set(metrics["metric"])  # no label set: no ReaL
     assert write_results_page(tmp_path).exists()
+
+
+def test_a_redo_reason_names_the_entry_that_changed_not_two_blobs():
+    from mlreassess.provenance import changed
+
+    old = {"input:metrics.parquet": [10, 1], "items": ["table1"], "opts": {"a": 1, "b": {"c": 2}}}
+    assert changed(old, {**old, "input:metrics.parquet": [10, 2]}) == "metrics.parquet changed"
+    assert changed(old, {**old, "opts": {"a": 1, "b": {"c": 3}}}) == "opts.b.c 2 -> 3"
+    assert changed(old, {**old, "opts": {"a": 1, "b": {"c": 2}, "d": 4}}) == "opts.d added"
+
+
+def test_a_name_that_is_not_utf8_is_one_readable_line(results, capsys):
+    import os
+
+    (results / "predictions" / os.fsdecode(b"v\xff")).mkdir()
+    (results / "predictions" / os.fsdecode(b"v\xff") / "m.parquet").write_bytes(
+        (results / "predictions" / "v1" / "m.parquet").read_bytes())
+    assert main(["evaluate", "--results", str(results), "--bootstrap", "10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'v\\xff': not printable UTF-8 text" in err[0] and "\\udcff" not in err[0]

@@ -36,6 +36,9 @@ def check_name(name: str, what: str = "dataset name") -> str:
     """`name` if it is safe as one path part (no separator, not '.', '..', empty or absolute)."""
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"{what} {name!r}: must be a non-empty string")
+    if not name.isprintable():  # control characters, or a file name's bytes that are not UTF-8
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise InputError(f"{what} '{shown}': not printable UTF-8 text (a file name in another encoding?); rename it")
     if name in (".", "..") or "/" in name or "\\" in name or "\0" in name or os.path.isabs(name):
         raise InputError(f"{what} {name!r}: must be one plain name (no '/', '\\', '.' or '..')")
     return name
