@@ -112,7 +112,7 @@ def output_kind(meta: dict[str, Any]) -> str:
         return manifest_kind(meta["kind"])
     if "topk" in meta and "model" in meta:
         return PREDICTIONS
-    if "n_boot" in meta and "datasets" in meta:
+    if isinstance(meta.get("datasets"), dict):  # evaluate's per-dataset record
         return METRICS
     return "an mlreassess table"
 
