@@ -237,3 +237,22 @@ def test_an_overwrite_that_fails_leaves_no_old_file_passing_for_current(tiny, tm
                  "--overwrite", out=out) == 1
     assert not path.exists() and retired.exists()  # kept for a person, out of what evaluate reads
     assert "redoing it: --overwrite" in capsys.readouterr().err
+
+
+def test_a_patchml_sets_images_folder_linked_outside_is_refused(tmp_path, outside, capsys):
+    write_sources(tmp_path, 4)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "images").symlink_to(outside)
+    assert main(["patchml", "--boxes", str(tmp_path / "boxes.csv"), "--seed", "1", "--out", str(folder),
+                 "--images", str(tmp_path / "src"), "--counts", "2", "--canvas", "64", "--min-box-side", "4"]) == 2
+    _one_line(capsys, "images: a symbolic link", "outside")
+    assert _unchanged(outside) and len(list(outside.iterdir())) == 4 and not (folder / "manifest.parquet").exists()
+
+
+def test_canvas_pngs_beside_the_manifest_copies_are_read_only_inside(results, outside):
+    (results / "manifests" / "images").symlink_to(outside)
+    from mlreassess.report.inputs import png_dirs
+
+    with pytest.raises(InputError, match="manifests/images: a symbolic link"):
+        png_dirs(ResultsLayout(results), {})

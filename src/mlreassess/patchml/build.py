@@ -28,6 +28,7 @@ from mlreassess.patchml import pool as pool_mod
 from mlreassess.patchml import render as render_mod
 from mlreassess.patchml.pool import BadRow, Pool
 from mlreassess.results import PATCHML_IMAGES as IMAGES_DIR
+from mlreassess.results import inside
 from mlreassess.results import PATCHML_MANIFEST as MANIFEST_NAME
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,8 @@ def generate(
     start = time.perf_counter()
     params = resolve_params(counts, canvas_size, min_box_side, resample, source_pattern)
     boxes, out_dir = Path(boxes), Path(out_dir)
+    for part in (MANIFEST_NAME, IMAGES_DIR):  # the set's folder holds its own files (as RESULTS does)
+        inside(out_dir, out_dir / part)
     images = _sources(images, source_manifest, params.source_pattern)
     composed = compose_set(
         boxes, seed, params, images=images, image_sizes=image_sizes, name=name, skip_bad=skip_bad, progress=progress

@@ -277,7 +277,7 @@ def png_dirs(layout: ResultsLayout, pred_meta: dict[str, Any]) -> list[Path]:
     """Where rendered canvases may lie: beside the manifest inference read, then beside its copy."""
     source = pred_meta.get("manifest")
     dirs = [Path(source).parent / IMAGES_DIR] if isinstance(source, str) and source else []
-    return dirs + [layout.manifests_dir / IMAGES_DIR]
+    return dirs + [layout.inside(layout.manifests_dir / IMAGES_DIR)]
 
 
 def canvas_image(manifest: Manifest, i: int, image_dirs: list[Path]) -> Image.Image | None:
