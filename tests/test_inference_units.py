@@ -198,11 +198,14 @@ def test_predictions_table_sorted_with_contract_schema():
 
 
 def test_is_complete(tmp_path):
-    path = tmp_path / "p.parquet"
+    path = tmp_path / "d" / "m.parquet"  # <dataset>/<model>.parquet, as ResultsLayout names it
     assert not writers.is_complete(path)
     t = writers.predictions_table(["a"], np.array([[1]], np.int32), np.array([[1.0]], np.float32))
     writers.write_predictions(path, t, {"model": "m", "dataset": "d", "topk": 1})
     assert writers.is_complete(path)
+    elsewhere = tmp_path / "d" / "other.parquet"  # the metadata names another model: not this file's output
+    elsewhere.write_bytes(path.read_bytes())
+    assert not writers.is_complete(elsewhere)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # damaged: not readable any more
     assert not writers.is_complete(path)
