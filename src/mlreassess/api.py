@@ -116,6 +116,8 @@ def _options(model: Any, device: str | None, options: dict[str, Any],
 @contextlib.contextmanager
 def _results(out: PathLike | None) -> Iterator[Path]:
     if out is not None:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise InputError(f"{out}: is a file, not a results folder (out= names a folder)")
         yield Path(out)
         return
     with tempfile.TemporaryDirectory(prefix="mlreassess-") as tmp:

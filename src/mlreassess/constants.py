@@ -8,6 +8,7 @@ VERSION = "0.1.0"
 
 # ImageNet-1k: class indices 0..NUM_CLASSES-1; its val set: ILSVRC2012_val_00000001 .. _00050000.
 NUM_CLASSES = 1000
+MANIFEST_KINDS = ("imagenet_v1", "imagenet_v2", "patchml")  # what a manifest can be (its metadata `kind`)
 NUM_VAL_IMAGES = 50_000
 
 # ASMA on ImageNet V1 and V2 averages the subgroups with these label counts (the paper, Sec. 4.2:

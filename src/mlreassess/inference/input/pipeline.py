@@ -48,18 +48,21 @@ def check_readable(manifest: Manifest) -> None:
 
 def image_opener(manifest: Manifest, source_root: str | os.PathLike | None = None,
                  cache: PatchCache | None = None, cache_index: int = 0) -> Callable[[int], object]:
-    """Row index -> RGB PIL image. PatchML canvases come from DIR/images/<id>.png when it was
-    rendered from that row (`render.rendered_png`), else from `cache` (manifest number `cache_index` in it) when it holds the row, else are rendered
-    from the manifest and its source images (same pixels, SPEC 2)."""
+    """Row index -> RGB PIL image. PatchML canvases come from `cache` (manifest number `cache_index`
+    in it) when it holds the row, else from DIR/images/<id>.png when it was rendered from that row
+    (`render.rendered_png`), else are rendered from the manifest and its source images (same
+    pixels, SPEC 2)."""
     if manifest.kind == "patchml":
         pngs = png_dir(manifest)
 
         def open_canvas(i: int):
+            # The cache holds only rows that had no PNG rendered from them when it was built (and its
+            # pixels are the PNG's): asked first, it spares each cached canvas the PNG's digest check.
+            if cache is not None and cache.cached(cache_index, i):
+                return cache.image(cache_index, i)
             png = rendered_png(manifest, i, pngs)  # rendered from this very row, else not used
             if png is not None:
                 return open_image(png)
-            if cache is not None and cache.cached(cache_index, i):
-                return cache.image(cache_index, i)
             return render_row(manifest, i, source_root=source_root)
 
         return open_canvas
@@ -97,13 +100,22 @@ class ManifestImages(Dataset):
         if self._open is None:
             self._open = image_opener(self.manifest, self.source_root, self.patch_cache, self.cache_index)
         try:
-            return i, self.preprocess(self._open(i)), ""
+            return i, self._pixels(i), ""
         except MlreassessError as exc:
             error = str(exc)
         except Exception as exc:  # a decoder or renderer failure must not kill the worker
             error = f"{type(exc).__name__}: {exc}"
         blank = torch.zeros((3, self.preprocess.height, self.preprocess.width), dtype=torch.uint8)
         return i, blank, error
+
+
+    def _pixels(self, i: int) -> torch.Tensor:
+        """Row `i` preprocessed. A cached PatchML canvas is resized from the cache only where its
+        patches are (the same pixels as resizing the whole canvas: `PatchCache.resized`)."""
+        prep, cache = self.preprocess, self.patch_cache
+        if cache is not None and prep.crop == "none" and cache.cached(self.cache_index, i):
+            return prep.tensor(cache.resized(self.cache_index, i, (prep.width, prep.height), prep.pil_filter))
+        return prep(self._open(i))
 
 
 def default_workers() -> int:

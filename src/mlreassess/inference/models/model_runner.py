@@ -196,6 +196,7 @@ class ModelRunner:
         self.state = {"chunk": opts.batch_size}
         self.activation_bytes: int | None = None
         self._out: list[tuple] = []
+        self._non_finite = None  # samples with a NaN or inf logit, counted on the device (no sync per batch)
 
     def _padded(self, x):
         """A compiled model sees one batch shape: a short batch is padded with zeros (dropped after)."""
@@ -255,13 +256,21 @@ class ModelRunner:
         if not isinstance(logits, torch.Tensor) or logits.shape != (len(x), NUM_CLASSES):  # e.g. a module's own head
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise MlreassessError(f"its forward gives {shape}, not the (batch, {NUM_CLASSES}) ImageNet-1k logits")
+        bad = (~torch.isfinite(logits)).any(dim=1).sum()
+        self._non_finite = bad if self._non_finite is None else self._non_finite + bad
         probs = logits.float().softmax(dim=1)  # float32 softmax, whatever the AMP dtype
         idx, prob = topk_stable(probs, self.topk)
         self._out.append((idx, prob, probs.half() if self.save_softmax else None))
 
     def collect(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """All batches' (topk_idx int32, topk_prob float32, softmax float16 or None) as numpy, since
-        the last collect."""
+        the last collect. MlreassessError if any logit was NaN or inf: such a model's outputs are not
+        a softmax, and none of them is stored."""
+        bad, self._non_finite = self._non_finite, None
+        if bad is not None and int(bad):
+            self._out = []
+            raise MlreassessError(f"its forward gave non-finite logits (NaN or inf) for {int(bad)} sample(s); "
+                                  "nothing of it is stored")
         if not self._out:
             k = self.topk
             return np.zeros((0, k), np.int32), np.zeros((0, k), np.float32), None

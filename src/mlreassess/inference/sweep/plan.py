@@ -61,8 +61,10 @@ def pending_units(manifests: list[Manifest], specs: list[ModelSpec], layout: Res
         for spec in specs:
             unit = Unit(d, spec, prep[spec], writers.recipe(spec.weights, opts, prep[spec], content, entries[spec]))
             path = layout.prediction(manifest.name, spec.name)
-            if not opts.overwrite and writers.is_complete(path):
-                reason = writers.stale_reason(path, unit.recipe)
+            if writers.is_complete(path):
+                # --overwrite redoes it too, and it is retired like any stale output: a failed redo
+                # must not leave the old file where evaluate reads it as current.
+                reason = "--overwrite" if opts.overwrite else writers.stale_reason(path, unit.recipe)
                 if reason is None:
                     plan.skipped.append((manifest.name, spec.name))
                     continue
