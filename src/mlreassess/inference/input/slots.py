@@ -46,7 +46,6 @@ class Slots:
     def for_loader(cls, prefetch: int, workers: int, batch_size: int, height: int, width: int) -> "Slots":
         return cls(prefetch * max(1, workers) + HELD, batch_size, height, width)
 
-
     @property
     def nbytes(self) -> int:
         return self.buffers.numel()

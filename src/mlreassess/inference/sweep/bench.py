@@ -144,27 +144,28 @@ class EndToEnd:
     decode_fallbacks: int | None  # --decode gpu: images the device decoder refused (PIL decoded them)
 
 
-def end_to_end(runner: ModelRunner, prep: Preprocess, manifest: Manifest, opts: InferOptions, batches: int,
+def end_to_end(runners: list[ModelRunner], prep: Preprocess, manifest: Manifest, opts: InferOptions, batches: int,
                warmup: int | None = None) -> EndToEnd:
-    """The sweep's pass of `runner` over `manifest`'s rows (cycled), timed over `batches` batches after
-    `warmup_batches` untimed ones."""
-    b, workers = opts.batch_size, pass_workers(opts)
+    """The sweep's pass of `runners` (one decode for all, as a preprocessing group's pass) over
+    `manifest`'s rows (cycled), timed over `batches` batches after `warmup_batches` untimed ones."""
+    b, workers, device = opts.batch_size, pass_workers(opts), runners[0].device
     most = (warmup_batches(PREFETCH * workers, warmup) + batches) * b  # the prefetch can only shrink
     cached = pass_cache(manifest, range(min(len(manifest), most)), opts.source_root, workers, None) or NO_CACHE
-    pipeline = pipeline_for(opts.decode)({0: manifest}, prep, runner.device, b, workers, opts.source_root, {0: cached})
+    pipeline = pipeline_for(opts.decode)({0: manifest}, prep, device, b, workers, opts.source_root, {0: cached})
     try:
         w = warmup_batches(pipeline.in_flight, warmup)
         n = (w + batches) * b
         rows = [i % len(manifest) for i in range(n)]  # a short manifest is cycled through
-        result = run_pass(pipeline.batches(0, rows), manifest, n, [runner], opts, desc=f"bench {runner.name}",
-                          sync_after=w)
-        cuda = torch.device(runner.device).type == "cuda"
+        desc = f"bench {runners[0].name}" + (f" and {len(runners) - 1} more" if len(runners) > 1 else "")
+        result = run_pass(pipeline.batches(0, rows), manifest, n, runners, opts, desc=desc, sync_after=w)
+        cuda = torch.device(device).type == "cuda"
         pinned = pipeline.slots.pinned if pipeline.slots is not None and cuda else None
         fallbacks = pipeline.decode_fallbacks
     finally:
         pipeline.close()
-    if runner.name in result.model_errors:
-        raise InputError(f"model {runner.name!r} failed during the benchmark: {result.model_errors[runner.name]}")
+    if result.model_errors:  # a benchmark of fewer models than asked would be wrong, not short
+        name, error = next(iter(result.model_errors.items()))
+        raise InputError(f"model {name!r} failed during the benchmark: {error}")
     e2e = (n - w * b) / (result.elapsed_s - result.batch_end_s[w - 1])
     return EndToEnd(e2e, w, pipeline.in_flight, len(result.failed), pinned, fallbacks)
 
@@ -188,7 +189,7 @@ def bench_infer(spec: ModelSpec, manifest_path: str | Path, opts: InferOptions, 
     runner, prep, weights = load_runner(spec, opts, device)
     b = opts.batch_size
     fwd = forward_only(runner, (b, 3, prep.height, prep.width), batches)
-    e2e = end_to_end(runner, prep, manifest, opts, batches, warmup)
+    e2e = end_to_end([runner], prep, manifest, opts, batches, warmup)
     return BenchResult(
         model=spec.name, weights=weights, preprocess=prep.describe(), device=device,
         precision=opts.precision, batch_size=b, batches=batches, decode=opts.decode, forward_images_per_s=fwd,
