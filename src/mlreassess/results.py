@@ -168,6 +168,14 @@ class ResultsLayout:
     def index_html(self) -> Path:
         return self.inside(self.root / "index.html")
 
+    @property
+    def thumbs_dir(self) -> Path:
+        """The results page's image explorer: one small JPEG per sample (`report.thumbs`)."""
+        return self.inside(self.root / "thumbs")
+
+    def thumbs_of(self, dataset: str) -> Path:
+        return self.inside(self.thumbs_dir / check_name(dataset))
+
     # --- `mlreassess run` ------------------------------------------------------------------------
     @property
     def data_dir(self) -> Path:

@@ -96,6 +96,9 @@ class ReportInputs:
         paper_like = [n for n in names if self._label_set(n) in (None, PAPER_LABEL_SETS[kind])]
         return (paper_like or names or [None])[0]
 
+    def label_set_of(self, dataset: str) -> str | None:
+        return self._label_set(dataset)
+
     def _label_set(self, dataset: str) -> str | None:
         """The label set a dataset's manifest records (None: none recorded, or no manifest here)."""
         path = next((p for name, _, p in self.manifests if name == dataset), None)
