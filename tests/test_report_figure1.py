@@ -165,3 +165,20 @@ def test_report_refuses_a_thumbs_folder_linked_outside_before_writing(tiny, tmp_
     err = capsys.readouterr().err
     assert "a symbolic link to" in err and "Traceback" not in err
     assert not (tiny / "tables" / "table1.md").exists() and list(outside.iterdir()) == []
+
+
+def test_damaged_top5_values_show_no_class(tmp_path, write_dataset):
+    import pyarrow as pa
+
+    from mlreassess.io import write_table
+    from mlreassess.report.consensus import model_topk
+
+    write_dataset(tmp_path, V1, "imagenet_v1", {"s0": (0, [0]), "s1": (1, [1]), "s2": (2, [2])})
+    table = pa.table({"sample_id": ["s0", "s1", "zz"],
+                      "topk_idx": pa.array([[5, 1000, -7, 3], [1, 2, 3, 4], [1, 2, 3, 4]], pa.list_(pa.int64())),
+                      "topk_prob": pa.array([[0.5, 0.2, 0.1, float("nan")], [0.4, 0.3, 0.2, 0.1], [1, 0, 0, 0]],
+                                            pa.list_(pa.float64()))})
+    write_table(ResultsLayout(tmp_path).prediction(V1, "m"), table, {"model": "m", "dataset": V1})
+    top = model_topk(ResultsLayout(tmp_path), V1, "m", pd.Index(["s0", "s1", "s2"]))
+    assert top.idx.tolist() == [[5, -1, -1, -1, -1], [1, 2, 3, 4, -1], [-1] * 5]  # zz is not a sample here
+    assert top.prob[0].tolist() == [0.5, 0, 0, 0, 0] and top.seen.tolist() == [True, True, False]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mlreassess.constants import NUM_CLASSES
 from mlreassess.datasets.manifest import read_manifest
 from mlreassess.io import read_table
 from mlreassess.metrics.consensus import CONSENSUS_TOPK, Agreement, against_reference, votes
@@ -48,9 +49,12 @@ def model_topk(layout: ResultsLayout, dataset: str, model: str, ids: pd.Index, k
     idx, prob = np.full((len(ids), k), -1, np.int64), np.zeros((len(ids), k))
     listed_idx = table.column("topk_idx").to_pylist()
     listed_prob = table.column("topk_prob").to_pylist()
-    for r, i, p in zip(rows[ok], np.asarray(listed_idx, dtype=object)[ok], np.asarray(listed_prob, dtype=object)[ok]):
-        n = min(k, len(i))
-        idx[r, :n], prob[r, :n] = i[:n], p[:n]
+    for r, i, p in zip(rows, listed_idx, listed_prob):
+        if r >= 0 and i and p and len(i) == len(p):  # evaluate refuses other rows; here they show nothing
+            n = min(k, len(i))
+            idx[r, :n], prob[r, :n] = i[:n], [np.nan if v is None else v for v in p[:n]]
+    bad = (idx < 0) | (idx >= NUM_CLASSES) | ~np.isfinite(prob)  # a damaged file shows no class, never a wrong one
+    idx[bad], prob[bad] = -1, 0.0
     seen = np.zeros(len(ids), bool)
     seen[rows[ok]] = True
     return TopK(idx, prob, seen)
