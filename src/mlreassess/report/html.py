@@ -9,7 +9,7 @@ of any kind) that opens from disk or from any static server:
 - PatchML canvases with the top models' top-g predictions (as in Figure 8);
 - an image explorer: every image of each predicted dataset with its labels, the top models' top-5
   and label candidates from consensus, filterable and sortable (`report.explorer`); its thumbnails
-  are files in RESULTS/thumbs/, loaded lazily (the one kind of image not embedded);
+  are files in RESULTS/thumbs/, loaded only for the rows shown (the one kind of image not embedded);
 - the failed (model, dataset) units from `failures.jsonl`;
 - the paper's figures (`figures/*.png`, linked) and tables (`tables/*.csv`).
 The numbers travel as one JSON block; the page's script draws the leaderboard from it.

@@ -2,7 +2,7 @@
 JPEG per sample of a manifest copy, read as inference reads it (folders, parquet shards, tars: the
 format's reader; PatchML: the canvas rendered from its manifest, else its PNG).
 
-The page loads them lazily by row number, so it stays small for 50,000 images. `thumbs.json` in
+The page loads them by row number, only for the rows it shows, so it stays small for 50,000 images. `thumbs.json` in
 the folder records the manifest copy's sha256: the same manifest keeps its thumbnails (a second
 `report` makes only the missing ones), another one (rebuilt, other images) makes them all anew.
 """
