@@ -182,3 +182,36 @@ def test_damaged_top5_values_show_no_class(tmp_path, write_dataset):
     top = model_topk(ResultsLayout(tmp_path), V1, "m", pd.Index(["s0", "s1", "s2"]))
     assert top.idx.tolist() == [[5, -1, -1, -1, -1], [1, 2, 3, 4, -1], [-1] * 5]  # zz is not a sample here
     assert top.prob[0].tolist() == [0.5, 0, 0, 0, 0] and top.seen.tolist() == [True, True, False]
+
+
+@pytest.mark.parametrize("layout", ["hf-parquet", "webdataset"])
+def test_thumbnails_from_shards_are_the_images_inference_reads(tmp_path, layout):
+    """Parquet shards and tars (the fixtures of test_datasets_formats) give the same thumbnails as the
+    decoded images themselves."""
+    import io
+
+    from test_datasets_formats import make_hf, make_wds
+    from test_datasets_imagenet import REAL, N
+
+    from mlreassess.datasets.imagenet import build_imagenet_val
+    from mlreassess.datasets.manifest import write_manifest
+
+    real = tmp_path / "real.json"
+    real.write_text(json.dumps([REAL.get(i + 1, []) for i in range(N)]))
+    data = (make_hf if layout == "hf-parquet" else make_wds)(tmp_path / "src")
+    manifest = build_imagenet_val(tmp_path / "src", real=real)
+    root = tmp_path / "R"
+    write_manifest(ResultsLayout(root).manifest_copy(V1), manifest.table, manifest.meta)
+    thumbs = write_thumbs(ResultsLayout(root), V1, progress=False)
+    assert thumbs.missing == ()
+    def small(sid):
+        image = Image.open(io.BytesIO(data[sid])).convert("RGB")
+        image.thumbnail((THUMB_SIDE, THUMB_SIDE))
+        return np.asarray(image, dtype=int)
+
+    expected = {sid: small(sid) for sid in manifest.sample_ids}
+    for i, sid in enumerate(manifest.sample_ids):
+        with Image.open(ResultsLayout(root).thumbs_of(V1) / f"{i}.jpg") as im:
+            got = np.asarray(im, dtype=int)
+        diffs = {other: np.abs(got - e).mean() for other, e in expected.items() if e.shape == got.shape}
+        assert min(diffs, key=diffs.get) == sid, (sid, diffs)  # (noise images: a re-encoded JPEG of its own is nearest)
