@@ -70,9 +70,10 @@ def test_figure1_default_model_is_the_best_by_top1(tiny, caplog):
 
 
 def test_figure1_unknown_model_or_dataset_is_one_line(tiny, capsys):
-    assert main(["report", "figure1", "--results", str(tiny), "--figure1-model", "nope"]) != 0
+    assert main(["report", "table1", "figure1", "--results", str(tiny), "--figure1-model", "nope"]) != 0
     err = capsys.readouterr().err
     assert "--figure1-model nope: not among the evaluated ones" in err and "Traceback" not in err
+    assert not (tiny / "tables" / "table1.md").exists()  # refused before any item was written
     assert main(["report", "figure1", "--results", str(tiny), "--figure1-dataset", "v9"]) != 0
     assert "--figure1-dataset v9" in capsys.readouterr().err
 

@@ -136,7 +136,9 @@ class Report:
         in an earlier run are removed, so none of them passes for current."""
         note = log.info
         self._check_inside()
-        self.inputs.metrics  # checked (and made current) before any item is written
+        metrics = self.inputs.metrics  # checked (and made current) before any item is written
+        if "figure1" in items and metrics is not None:
+            self._figure1_target(metrics)  # an unknown --figure1-* is one line now, not after other items
         root = self.results if self.results is not None else self.tables_dir
         done = {}
         for item in items:
@@ -260,14 +262,17 @@ class Report:
                                         "Label candidates from consensus, against the label set.", note)
 
     # ------------------------------------------------------------ figures
-    def figure1(self) -> list[Path]:
-        metrics = self.inputs.need_metrics()
+    def _figure1_target(self, metrics: pd.DataFrame) -> tuple[str | None, str | None]:
+        """(dataset, model) of Figure 1: as asked (each checked against the metrics), else the default."""
         dataset = self.figure1_dataset or self.inputs.v2_name or self.inputs.v1_name
-        if not dataset:
-            raise Skip("needs ImageNetV1 or ImageNetV2 metrics (or --figure1-dataset)")
         _chosen("--figure1-dataset", self.figure1_dataset, set(metrics["dataset"]) - {self.inputs.patchml_name})
         _chosen("--figure1-model", self.figure1_model, set(metrics.loc[metrics["dataset"] == dataset, "model"]))
-        model = self.figure1_model or best_model(metrics, dataset, self.inputs.patchml_name)
+        return dataset, self.figure1_model or (best_model(metrics, dataset, self.inputs.patchml_name) if dataset else None)
+
+    def figure1(self) -> list[Path]:
+        dataset, model = self._figure1_target(self.inputs.need_metrics())
+        if not dataset:
+            raise Skip("needs ImageNetV1 or ImageNetV2 metrics (or --figure1-dataset)")
         if model is None:
             raise Skip(f"no model with metrics on {dataset}")
         layout = self.inputs.layout
