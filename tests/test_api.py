@@ -169,3 +169,48 @@ def test_a_module_without_imagenets_1000_logits_fails_in_one_line(tiny):
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))  # a 10-class head
     with pytest.raises(MlreassessError, match=r"its forward gives \(\d+, 10\), not the \(batch, 1000\)"):
         mlreassess.predict(net, data=[tiny["manifest"]], name="ten", transform=config, device="cpu", workers=0, progress=False)
+
+
+def _state(model: torch.nn.Module) -> dict:
+    """Everything of the module the caller may rely on afterwards."""
+    tensors = {n: (t.dtype, t.device, t.requires_grad, t.data_ptr(), t.stride()) for n, t in
+               [*model.named_parameters(), *model.named_buffers()]}
+    return {"tensors": tensors, "modes": {n: m.training for n, m in model.named_modules()}}
+
+
+def test_a_bf16_run_hands_the_module_back_exactly_as_it_came(tiny, tmp_path, caplog):
+    model = callers_model(tiny["weights"])
+    model.fc.requires_grad_(False)  # a frozen head, and a frozen norm inside a model in training mode
+    model.bn1.eval()
+    before, values = _state(model), {k: v.clone() for k, v in model.state_dict().items()}
+    out, manifest = tmp_path / "results", [tiny["manifest"]]
+    bf16 = mlreassess.assess(model, data=manifest, name="mine", device="cpu", out=out, precision="bf16",
+                             channels_last=True, **FAST)
+    assert _state(model) == before
+    assert all(torch.equal(values[k], v) for k, v in model.state_dict().items())
+    default = mlreassess.assess(model, data=manifest, name="mine_fp32", device="cpu", **FAST)  # the next call's fp32 input
+    assert set(default["metric"]) == set(bf16["metric"]) and _state(model) == before
+    with caplog.at_level(logging.INFO):
+        mlreassess.assess(model, data=manifest, name="mine", device="cpu", out=out, precision="bf16", channels_last=True,
+                          **FAST)
+    assert "redoing" not in caplog.text  # the same tensors: the bf16 predictions are up to date
+
+
+class _Fails(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.head = torch.nn.Linear(4, 1000)
+
+    def forward(self, x):
+        raise RuntimeError("the caller's forward fails")
+
+
+def test_a_failed_run_hands_the_module_back_too(tiny):
+    net = _Fails()
+    before = _state(net)
+    config = {"input_size": (3, 8, 8), "interpolation": "bilinear", "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    with pytest.raises(MlreassessError, match="the caller's forward fails"):
+        mlreassess.predict(net, data=[tiny["manifest"]], name="fails", transform=config, device="cpu", precision="fp16",
+                           workers=0, progress=False)
+    assert _state(net) == before and net.conv.weight.dtype == torch.float32

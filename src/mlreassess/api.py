@@ -46,8 +46,9 @@ def assess(model: torch.nn.Module | str, data: Sequence[PathLike], name: str | N
     transform: the module's preprocessing, as its torchvision eval transform (Resize, CenterCrop,
         ToTensor, Normalize) or a data config dict (input_size, interpolation, mean, std, crop_pct);
         read, not run (docs/python-api.md). None: the module's timm data config (`pretrained_cfg`).
-    device: 'cuda' or 'cpu' (default: cuda when there is one). The module is moved there for the
-        run and given back in its own mode on its own device.
+    device: 'cuda' or 'cpu' (default: cuda when there is one). The module is moved there (and cast
+        with precision=) for the run, and handed back as it came: each tensor's dtype and device,
+        requires_grad, each submodule's mode.
     out: a RESULTS folder to write (and resume) instead of a temporary one.
     options: any option of `mlreassess infer` and `mlreassess evaluate` (batch_size=64,
         precision="bf16", crop="center", bootstrap=200, ...).
@@ -146,7 +147,7 @@ def _run(model: Any, data: Sequence[PathLike], name: str | None, transform: Any,
     if isinstance(data, (str, os.PathLike)) or not data:
         raise InputError("data= takes a list of manifest files, e.g. data=['v1.parquet']")
     spec = _spec(model, name, transform, opts)
-    with _given_back(model, opts):
+    with _given_back(model):
         summary = runner.run([str(d) for d in data], [spec], results, opts)
     if summary.failed:
         dataset, model_name, error = summary.failed[0]
@@ -155,24 +156,45 @@ def _run(model: Any, data: Sequence[PathLike], name: str | None, transform: Any,
 
 
 @contextlib.contextmanager
-def _given_back(model: Any, opts: InferOptions) -> Iterator[None]:
-    """The caller's module back in its own mode, on its own device, in its own memory format."""
+def _given_back(model: Any) -> Iterator[None]:
+    """The caller's module handed back exactly as it came, however the run ended. The sweep uses the
+    module itself, not a copy (a copy would double its memory), and moves it, casts its weights
+    (bf16 / fp16) and sets eval mode; afterwards every parameter and buffer holds its own tensor
+    again (so its dtype, device, memory format and values), with its requires_grad, and every
+    submodule has its own training mode."""
     # Imported at the first call, not with `import mlreassess`.
     import torch
 
     if not isinstance(model, torch.nn.Module):
         yield
         return
-    training = model.training
-    first = next(iter([*model.parameters(), *model.buffers()]), None)
+    state = _module_state(model)
     try:
         yield
     finally:
-        model.train(training)
-        if first is not None:
-            model.to(first.device)
-        if opts.channels_last:
-            model.to(memory_format=torch.contiguous_format)
+        _restore(state)
+
+
+def _module_state(model: Any) -> tuple[list, list, list]:
+    """(parameters, buffers, modes): what `_restore` puts back, by reference (nothing is copied)."""
+    params, buffers, modes = [], [], []
+    for module in model.modules():
+        modes.append((module, module.training))
+        params += [(module, name, p, p.data, p.requires_grad) for name, p in module._parameters.items() if p is not None]
+        buffers += [(module, name, b) for name, b in module._buffers.items() if b is not None]
+    return params, buffers, modes
+
+
+def _restore(state: tuple[list, list, list]) -> None:
+    params, buffers, modes = state
+    for module, name, param, data, requires_grad in params:
+        module._parameters[name] = param
+        param.data = data  # the tensor it held: same dtype, device, strides and storage
+        param.requires_grad_(requires_grad)
+    for module, name, buffer in buffers:
+        module._buffers[name] = buffer
+    for module, training in modes:
+        module.training = training  # per module: a frozen part of a training model stays in eval
 
 
 def _metrics(results: Path, name: str, opts: EvaluateOptions) -> pd.DataFrame:
