@@ -214,3 +214,42 @@ def test_a_failed_run_hands_the_module_back_too(tiny):
         mlreassess.predict(net, data=[tiny["manifest"]], name="fails", transform=config, device="cpu", precision="fp16",
                            workers=0, progress=False)
     assert _state(net) == before and net.conv.weight.dtype == torch.float32
+
+
+def test_name_is_for_a_module_and_a_named_model_says_so(tiny):
+    with pytest.raises(InputError, match=r"^model 'test_resnet': a model given by name is filed under that name, so "
+                                         r"name= is for a module \(drop name=, or build the module yourself to file it "
+                                         r"as 'mine'\)$"):
+        mlreassess.predict("test_resnet", data=[tiny["manifest"]], name="mine", weights=f"file:{tiny['weights']}")
+    with pytest.raises(InputError, match="brings its own preprocessing; transform= is for a module"):
+        mlreassess.predict("test_resnet", data=[tiny["manifest"]], transform={"input_size": (3, 8, 8)})
+    preds = mlreassess.predict("test_resnet", data=[tiny["manifest"]], name="test_resnet", weights=f"file:{tiny['weights']}",
+                               device="cpu", workers=0, progress=False)  # its own name is no conflict
+    assert len(preds) == 9
+
+
+def test_a_transformers_model_runs_with_its_image_processor_as_the_hf_source_runs_it(tiny, tmp_path):
+    """The caller's own transformers classifier, passed directly: the same predictions as `infer
+    --model hf:FOLDER` of the same weights and image processor."""
+    from test_model_sources import imagenet_id2label, save_vit
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    folder = save_vit(tmp_path / "vit", imagenet_id2label(list(reversed(range(1000))), wnids=True))  # reordered logits
+    cli = tmp_path / "cli"
+    assert main(["infer", "--data", str(tiny["manifest"]), "--model", f"hf:{folder}", "--out", str(cli), "--device", "cpu",
+                 "--workers", "0", "--no-progress", "--batch-size", "4"]) == 0
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    processor = AutoImageProcessor.from_pretrained(folder)
+    with pytest.raises(InputError, match="a transformers ViTForImageClassification brings no preprocessing: pass transform="):
+        mlreassess.predict(model, data=[tiny["manifest"]], name="vit_mine")
+    preds = mlreassess.predict(model, data=[tiny["manifest"]], name="vit_mine", transform=processor, device="cpu",
+                               workers=0, progress=False, batch_size=4)
+    from mlreassess.inference.sweep import writers
+
+    table, _ = writers.read_predictions(ResultsLayout(cli).prediction("tiny", f"hf:{folder}"))
+    assert np.array_equal(np.stack(preds["topk_idx"]), np.array(table["topk_idx"].to_pylist()))
+    assert np.allclose(np.stack(preds["topk_prob"]), np.array(table["topk_prob"].to_pylist()), atol=1e-6)
+    ten = AutoModelForImageClassification.from_config(model.config.__class__(**{**model.config.to_dict(), "num_labels": 10,
+                                                                                "id2label": None, "label2id": None}))
+    with pytest.raises(InputError, match="its id2label has 10 labels, not ImageNet-1k's 1000"):
+        mlreassess.predict(ten, data=[tiny["manifest"]], name="ten", transform=processor)

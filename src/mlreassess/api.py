@@ -41,8 +41,10 @@ def assess(model: torch.nn.Module | str, data: Sequence[PathLike], name: str | N
     value_pct, n, ci_low_pct, ci_high_pct, groups; see docs/outputs.md).
 
     model: a torch module whose forward takes normalised (B, 3, H, W) float images and gives the
-        1,000 ImageNet-1k logits, or a model name as `mlreassess infer --model` takes it.
-    name: the model's name in the outputs (required for a module).
+        1,000 ImageNet-1k logits, a transformers image classifier (with its image processor as
+        `transform`), or a model name as `mlreassess infer --model` takes it.
+    name: the module's name in the outputs (required for a module; a model given by name is filed
+        under that name, and name= is refused unless it is the same).
     transform: the module's preprocessing, as its torchvision eval transform (Resize, CenterCrop,
         ToTensor, Normalize) or a data config dict (input_size, interpolation, mean, std, crop_pct);
         read, not run (docs/python-api.md). None: the module's timm data config (`pretrained_cfg`).
@@ -129,8 +131,12 @@ def _spec(model: Any, name: str | None, transform: Any, opts: InferOptions):
     from mlreassess.inference.models.sources.in_memory import spec_for
 
     if isinstance(model, str):
-        if name not in (None, model) or transform is not None:
-            raise InputError(f"model {model!r}: a model given by name takes neither name= nor transform=")
+        if name not in (None, model):  # one name per model: the CLI's and the API's runs of it share outputs
+            raise InputError(f"model {model!r}: a model given by name is filed under that name, so name= is for a "
+                             f"module (drop name=, or build the module yourself to file it as {name!r})")
+        if transform is not None:
+            raise InputError(f"model {model!r}: a model given by name brings its own preprocessing; transform= is "
+                             "for a module")
         return ModelSpec(model, opts.weights)
     if not name:
         raise InputError("name= is required with a module: the name its outputs are filed under")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -187,6 +188,28 @@ class ImageNetHead(torch.nn.Module):
     def forward(self, x):
         logits = self.model(pixel_values=x).logits
         return logits if self.index is None else logits.index_select(1, self.index)
+
+
+# --- a model built by the caller (the Python API) ---------------------------------------------------
+
+
+def is_model(obj) -> bool:
+    """Whether `obj` is a transformers model (asked only when transformers is already imported: a
+    caller who built one has imported it)."""
+    lib = sys.modules.get("transformers")
+    return lib is not None and isinstance(obj, lib.PreTrainedModel)
+
+
+def is_processor(obj) -> bool:
+    """Whether `obj` is a transformers image processor (either backend)."""
+    lib = sys.modules.get("transformers")
+    return lib is not None and isinstance(obj, lib.ImageProcessingMixin)
+
+
+def wrap(model: torch.nn.Module, where: str) -> ImageNetHead:
+    """The caller's transformers classifier as mlreassess runs a module: pixel values in, ImageNet-1k
+    logits in class order out (its id2label read as for `hf:` names)."""
+    return ImageNetHead(model, class_index(model.config.id2label, where))
 
 
 # --- building --------------------------------------------------------------------------------------
