@@ -31,9 +31,6 @@ import random
 import tarfile
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from mlreassess.datasets import labels as lab
 from mlreassess.datasets import samples
 from mlreassess.datasets.formats import parquet
@@ -58,18 +55,12 @@ def _split(items: list[int], shards: int) -> list[list[int]]:
 def write_parquet(manifest: Manifest, order: list[int], out: Path, shards: int, row_group: int) -> list[Path]:
     read = samples.reader(manifest)
     ids, labels = manifest.sample_ids, manifest.table.column("label").to_pylist()
-    schema = pa.schema([pa.field("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-                        pa.field("label", pa.int64())], metadata={parquet.HF_META_KEY: parquet.hf_features_meta(lab.hf_class_names())})
     parts = _split(order, shards)
     written = []
     for k, part in enumerate(parts):
         path = out / "data" / f"validation-{k:05d}-of-{len(parts):05d}.parquet"
-        names = [f"{ids[i]}_{lab.class_wnid(labels[i])}.JPEG" for i in part]
-        image = pa.StructArray.from_arrays([pa.array([read.read(i) for i in part], pa.binary()),
-                                            pa.array(names, pa.string())], names=["bytes", "path"])
-        table = pa.table({"image": image, "label": pa.array([labels[i] for i in part], pa.int64())}, schema=schema)
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp, row_group_size=row_group, compression="snappy")
+        rows = [(read.read(i), f"{ids[i]}_{lab.class_wnid(labels[i])}.JPEG", labels[i]) for i in part]
+        parquet.write_shard(path, rows, list(lab.hf_class_names()), row_group)
         written.append(path)
     return written
 

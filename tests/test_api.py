@@ -253,3 +253,52 @@ def test_a_transformers_model_runs_with_its_image_processor_as_the_hf_source_run
                                                                                 "id2label": None, "label2id": None}))
     with pytest.raises(InputError, match="its id2label has 10 labels, not ImageNet-1k's 1000"):
         mlreassess.predict(ten, data=[tiny["manifest"]], name="ten", transform=processor)
+
+
+# ---- datasets as objects ---------------------------------------------------------------------------
+
+
+def test_assess_takes_a_datasets_dataset_with_image_and_label_columns(tiny, tmp_path, caplog):
+    """The issue's case: a `datasets.Dataset` in hand (here the fixture's val images as the hub names
+    them) scores what the manifest of the same JPEG files scores; a rerun skips; new bytes redo."""
+    from test_datasets_objects import flat_folder, hf_dataset, hf_rows
+    from test_datasets_formats import jpeg_bytes
+
+    model = callers_model(tiny["weights"]).eval()
+    manifest = tmp_path / "files.parquet"
+    assert main(["data", "imagenet-val", "--root", str(flat_folder(tmp_path / "files")), "--out", str(manifest)]) == 0
+    expected = mlreassess.assess(model, data=[manifest], name="mine", device="cpu", **FAST)
+    out = tmp_path / "results"
+    got = mlreassess.assess(model, data=[hf_dataset()], name="mine", device="cpu", out=out, **FAST)
+    pd.testing.assert_frame_equal(metric_values(got), metric_values(expected))
+    assert set(got["dataset"]) == {"imagenet_v1"} and (out / "api_data" / "imagenet_v1").is_dir()
+    with caplog.at_level(logging.INFO):
+        mlreassess.assess(model, data=hf_dataset(), name="mine", device="cpu", out=out, **FAST)  # alone, not in a list
+    assert "redoing" not in caplog.text
+    rows = hf_rows()
+    rows["image"][1]["bytes"] = jpeg_bytes(78)
+    with caplog.at_level(logging.INFO):
+        mlreassess.assess(model, data=[hf_dataset(rows=rows)], name="mine", device="cpu", out=out, **FAST)
+    assert "mine.parquet: redoing it" in caplog.text
+    assert len([p for p in (out / "api_data" / "imagenet_v1").iterdir() if p.is_dir()]) == 1  # the older copy is gone
+
+
+def test_predict_takes_a_torch_dataset_by_name(tiny, tmp_path):
+    from test_datasets_objects import Tensors, arrays
+
+    net = callers_model(tiny["weights"]).eval()
+    ds = Tensors(arrays(4), [1, 2, 3, 4])
+    opts = {"device": "cpu", "workers": 0, "progress": False}
+    with pytest.raises(InputError, match="not ImageNet val images: name it"):
+        mlreassess.predict(net, data=[ds], name="mine", **opts)
+    preds = mlreassess.predict(net, data=[("tensors", ds), tiny["manifest"]], name="mine", **opts)
+    assert preds.groupby("dataset")["sample_id"].apply(list).to_dict() == {
+        "tensors": [f"{i:08d}" for i in range(4)], "tiny": read_ids(tiny["manifest"])}
+    with pytest.raises(InputError, match=r"two datasets named 'tensors' \(items 0 and 1\)"):
+        mlreassess.predict(net, data=[("tensors", ds), ("tensors", Tensors(arrays(2), [0, 0]))], name="mine", **opts)
+
+
+def read_ids(path) -> list[str]:
+    from mlreassess.datasets.manifest import read_manifest
+
+    return read_manifest(path).sample_ids

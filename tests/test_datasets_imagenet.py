@@ -292,6 +292,7 @@ def make_torchvision_archives(root: Path, write_jpeg) -> Path:
     import torch
 
     flat = root / "flat"
+    root.mkdir(parents=True, exist_ok=True)
     with tarfile.open(root / "ILSVRC2012_img_val.tar", "w") as tar:
         for n, _ in TV_IMAGES:
             tar.add(write_jpeg(flat / f"{vid(n)}.JPEG"), arcname=f"{vid(n)}.JPEG")

@@ -34,7 +34,7 @@ __all__ = ["assess", "predict"]
 PathLike = str | os.PathLike
 
 
-def assess(model: torch.nn.Module | str, data: Sequence[PathLike], name: str | None = None, transform: Any = None,
+def assess(model: torch.nn.Module | str, data: Sequence[Any], name: str | None = None, transform: Any = None,
            device: str | None = None, out: PathLike | None = None, **options: Any) -> pd.DataFrame:
     """Predict every sample of each manifest in `data` with `model`, score the predictions, and return
     the rows of metrics.parquet for this model (columns model, dataset, metric, label_count,
@@ -51,6 +51,9 @@ def assess(model: torch.nn.Module | str, data: Sequence[PathLike], name: str | N
     device: 'cuda' or 'cpu' (default: cuda when there is one). The module is moved there (and cast
         with precision=) for the run, and handed back as it came: each tensor's dtype and device,
         requires_grad, each submodule's mode.
+    data: manifest files, and datasets as objects: a `datasets.Dataset` with `image` and `label`
+        columns, a folder its `save_to_disk` wrote, or a torch `Dataset` of (image, label), each
+        alone or as (name, dataset); objects are copied into RESULTS/api_data once per content.
     out: a RESULTS folder to write (and resume) instead of a temporary one.
     options: any option of `mlreassess infer` and `mlreassess evaluate` (batch_size=64,
         precision="bf16", crop="center", bootstrap=200, ...).
@@ -68,11 +71,11 @@ def assess(model: torch.nn.Module | str, data: Sequence[PathLike], name: str | N
     """
     infer_opts, eval_opts = _options(model, device, options, evaluate=True)
     with _results(out) as results:
-        spec = _run(model, data, name, transform, results, infer_opts)
+        spec, _ = _run(model, data, name, transform, results, infer_opts)
         return _metrics(results, spec.name, eval_opts)
 
 
-def predict(model: torch.nn.Module | str, data: Sequence[PathLike], name: str | None = None, transform: Any = None,
+def predict(model: torch.nn.Module | str, data: Sequence[Any], name: str | None = None, transform: Any = None,
             device: str | None = None, out: PathLike | None = None, **options: Any) -> pd.DataFrame:
     """Like `assess`, without the scoring: the model's predictions of every sample of each manifest,
     one row per (dataset, sample): dataset, sample_id, topk_idx (class indices, best first),
@@ -93,8 +96,8 @@ def predict(model: torch.nn.Module | str, data: Sequence[PathLike], name: str | 
     """
     infer_opts, _ = _options(model, device, options, evaluate=False)
     with _results(out) as results:
-        spec = _run(model, data, name, transform, results, infer_opts)
-        return _predictions(results, spec.name, data)
+        spec, manifests = _run(model, data, name, transform, results, infer_opts)
+        return _predictions(results, spec.name, manifests)
 
 
 # --- the steps -------------------------------------------------------------------------------------
@@ -143,22 +146,55 @@ def _spec(model: Any, name: str | None, transform: Any, opts: InferOptions):
     return spec_for(model, name, transform)
 
 
-def _run(model: Any, data: Sequence[PathLike], name: str | None, transform: Any, results: Path, opts: InferOptions):
+def _run(model: Any, data: Any, name: str | None, transform: Any, results: Path, opts: InferOptions):
     """The sweep over `data` for one model, in this process; raises the model's failure."""
     # Imported at the first call, not with `import mlreassess`: the sweep loads torch.
     from mlreassess.inference.sweep import runner
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError("mlreassess.assess and predict run in one process; under torchrun use `mlreassess infer`")
-    if isinstance(data, (str, os.PathLike)) or not data:
-        raise InputError("data= takes a list of manifest files, e.g. data=['v1.parquet']")
     spec = _spec(model, name, transform, opts)
+    manifests = _manifests(data, results)
     with _given_back(model):
-        summary = runner.run([str(d) for d in data], [spec], results, opts)
+        summary = runner.run(manifests, [spec], results, opts)
     if summary.failed:
         dataset, model_name, error = summary.failed[0]
         raise MlreassessError(f"model {model_name!r} failed on {dataset}: {error}")
-    return spec
+    return spec, manifests
+
+
+def _manifests(data: Any, results: Path) -> list[str]:
+    """`data` as manifest files: a manifest path as it is; a dataset object (a `datasets.Dataset`, a
+    `save_to_disk` folder, a torch `Dataset`), alone or as (name, dataset), copied into
+    RESULTS/api_data once per content (`datasets.objects`)."""
+    # Imported at the first call, not with `import mlreassess`: it loads pyarrow and PIL.
+    from mlreassess.datasets import objects
+    from mlreassess.datasets.manifest import read_manifest
+    from mlreassess.results import ResultsLayout
+
+    def named(item: Any) -> bool:
+        return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and objects.is_dataset(item[1])
+
+    if objects.is_dataset(data) or named(data):
+        data = [data]
+    if isinstance(data, (str, os.PathLike)) or not isinstance(data, (list, tuple)) or not data:
+        raise InputError("data= takes a list of manifest files or datasets, e.g. data=['v1.parquet'] or data=[ds]")
+    paths, copies, seen = [], [], {}
+    for item in data:
+        name, obj = item if named(item) else (None, item)
+        if not objects.is_dataset(obj):
+            paths.append(str(obj))
+            continue
+        copies.append(objects.as_manifest(obj, name, ResultsLayout(results).api_data))
+        dataset = read_manifest(copies[-1]).name
+        if dataset in seen:
+            raise InputError(f"data: two datasets named {dataset!r} (items {seen[dataset]} and {len(paths)}): name "
+                             "them, data=[('a', ds_a), ('b', ds_b)]")
+        seen[dataset] = len(paths)
+        paths.append(str(copies[-1]))
+    for copy in copies:
+        objects.prune(copy)
+    return paths
 
 
 @contextlib.contextmanager
@@ -212,7 +248,7 @@ def _metrics(results: Path, name: str, opts: EvaluateOptions) -> pd.DataFrame:
     return table[table["model"] == name].reset_index(drop=True)
 
 
-def _predictions(results: Path, name: str, data: Sequence[PathLike]) -> pd.DataFrame:
+def _predictions(results: Path, name: str, data: list[str]) -> pd.DataFrame:
     # Imported at the first call, not with `import mlreassess`: they load pyarrow and pandas.
     import pandas as pd
 

@@ -29,6 +29,7 @@ from mlreassess.constants import NUM_CLASSES
 from mlreassess.datasets import labels as lab
 from mlreassess.datasets.formats.base import Found, Scan, ShardReader, find_shards, inside, shard_fingerprints, val_name
 from mlreassess.errors import InputError, short_repr
+from mlreassess.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,20 @@ def hf_features_meta(names: list[str] | None) -> bytes:
     ClassLabel of `names` (an int `label` without names when None)."""
     label = {"names": list(names), "_type": "ClassLabel"} if names is not None else {"dtype": "int64", "_type": "Value"}
     return json.dumps({"info": {"features": {IMAGE: {"_type": "Image"}, LABEL: label}}}).encode()
+
+
+def write_shard(path: Path, rows: list[tuple[bytes, str | None, int | None]], names: list[str] | None,
+                row_group: int = 100) -> None:
+    """One shard as the hub's imagenet-1k holds them, written atomically: rows of (encoded image,
+    its file name, label) as an `image` struct (bytes, path) and an int64 `label`, the `huggingface`
+    metadata `datasets` writes (ClassLabel `names`), snappy, `row_group` rows per row group."""
+    image = pa.StructArray.from_arrays([pa.array([r[0] for r in rows], pa.binary()),
+                                        pa.array([r[1] for r in rows], pa.string())], names=["bytes", "path"])
+    schema = pa.schema([pa.field(IMAGE, image.type), pa.field(LABEL, pa.int64())],
+                       metadata={HF_META_KEY: hf_features_meta(names)})
+    table = pa.table({IMAGE: image, LABEL: pa.array([r[2] for r in rows], pa.int64())}, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group, compression="snappy")
 
 
 def class_names(pf: pq.ParquetFile) -> list | None:
