@@ -122,6 +122,8 @@ def _options(model: Any, device: str | None, options: dict[str, Any],
 @contextlib.contextmanager
 def _results(out: PathLike | None) -> Iterator[Path]:
     if out is not None:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise InputError(f"{out}: is a file, not a results folder (out= names a folder)")
         yield Path(out)
         return
     with tempfile.TemporaryDirectory(prefix="mlreassess-") as tmp:
@@ -213,8 +215,13 @@ def _given_back(model: Any) -> Iterator[None]:
     state = _module_state(model)
     try:
         yield
-    finally:
-        _restore(state)
+    except BaseException:
+        try:
+            _restore(state)
+        except RuntimeError:  # after a CUDA error the module may not be handed back whole: the error in flight says why
+            pass
+        raise
+    _restore(state)
 
 
 def _module_state(model: Any) -> tuple[list, list, list]:
@@ -228,6 +235,7 @@ def _module_state(model: Any) -> tuple[list, list, list]:
 
 
 def _restore(state: tuple[list, list, list]) -> None:
+    """Reference swaps only: no tensor is moved or copied, so this works after a CUDA error too."""
     params, buffers, modes = state
     for module, name, param, data, requires_grad in params:
         module._parameters[name] = param
