@@ -112,6 +112,25 @@ def test_the_same_content_is_the_same_copy_and_a_change_is_a_new_one(tmp_path):
         [reordered.name, reordered.stem, f"{reordered.stem}.provenance.json"])
 
 
+def test_a_dataset_folder_linking_out_of_results_is_refused_and_nothing_is_written_there(tmp_path):
+    base, elsewhere = tmp_path / "api_data", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    base.mkdir()
+    (base / "imagenet_v1").symlink_to(elsewhere)
+    with pytest.raises(InputError, match=r"imagenet_v1: a symbolic link to .*elsewhere, outside .*api_data; refusing"):
+        objects.as_manifest(hf_dataset(), None, base)
+    assert list(elsewhere.iterdir()) == [] and not list(base.glob(".copy-*"))  # nothing there, no staging left
+
+
+def test_prune_removes_a_link_beside_the_copy_never_its_target(tmp_path):
+    manifest = objects.as_manifest(hf_dataset(), None, tmp_path / "api_data")
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    (manifest.parent / ("0" * 16)).symlink_to(target)  # named like an older copy
+    assert objects.prune(manifest) == 1 and (target / "keep.txt").read_text() == "mine"
+
+
 def test_a_save_to_disk_folder_is_read_with_pyarrow_alone(tmp_path):
     folder = save_to_disk_layout(tmp_path / "saved", hf_rows(), list(lab.hf_class_names()))
     assert objects.is_dataset(folder) and not objects.is_dataset(tmp_path / "m.parquet")

@@ -38,7 +38,7 @@ from mlreassess.datasets.imagenet import DEFAULT_NAME, build_imagenet_val
 from mlreassess.datasets.manifest import write_manifest
 from mlreassess.errors import InputError, short_repr
 from mlreassess.locks import folder_lock
-from mlreassess.results import check_name
+from mlreassess.results import check_name, inside
 
 SHARD_ROWS = 1000  # images per shard (~130 MB of ImageNet JPEGs): what one shard's writing holds in memory
 ROW_GROUP = 100  # as `datasets` writes image datasets
@@ -306,7 +306,8 @@ def as_manifest(obj: Any, name: str | None, base: Path) -> Path:
     """The manifest of a dataset object, its copy kept under `base/<name>/<sha256[:16]>/` (the
     manifest beside it: `<sha256[:16]>.parquet`). `name`: the dataset's name in the outputs
     (default `imagenet_v1` for ImageNet val images; other images need one). Older copies stay until
-    `prune(manifest)`."""
+    `prune(manifest)`. `base/<name>` must resolve inside `base` (RESULTS is a boundary: a link
+    leading out is one line, before anything is written)."""
     source = source_of(obj)
     if name is not None:
         check_name(name)
@@ -324,7 +325,7 @@ def as_manifest(obj: Any, name: str | None, base: Path) -> Path:
                 raise InputError(f"data: {source.what} holds images that are not ImageNet val images: name it, "
                                  "data=[('my_set', dataset)]")
             name = check_name(name or DEFAULT_NAME)
-            return _kept(source, staging, base / name, digest, all_val, name)
+            return _kept(source, staging, inside(base, base / name), digest, all_val, name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -349,6 +350,6 @@ def prune(manifest: Path) -> int:
     for old in manifest.parent.iterdir():
         stem = old.name.split(".")[0]
         if _COPY.fullmatch(stem) and stem != keep:
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()  # a link: never its target
             gone += 1
     return gone
