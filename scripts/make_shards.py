@@ -9,8 +9,9 @@ folders, ...), or a V1 manifest (.parquet). The images' bytes are copied unchang
 
 hf-parquet: OUT/data/validation-00000-of-0000N.parquet, as the `imagenet-1k` dataset on the Hugging Face
   hub holds it: an `image` struct (`bytes`, `path` = ILSVRC2012_val_00000001_n01751748.JPEG), an int64
-  `label` (sorted-wnid order), the `huggingface` schema metadata with the ClassLabel names, snappy,
-  --row-group images per row group (`datasets` writes 100 for image datasets).
+  `label` (sorted-wnid order), the `huggingface` schema metadata `datasets` writes, whose ClassLabel
+  names are Hugging Face's own `IMAGENET2012_CLASSES` (n03126707 is 'crane2'; mlreassess ships the list),
+  snappy, --row-group images per row group (`datasets` writes 100 for image datasets).
 webdataset: OUT/imagenet1k-validation-0000.tar ..., as timm's `imagenet-1k-wds`: per key
   (ILSVRC2012_val_00000001) a `.jpg` (`.png` for the PNG bytes ImageNet val holds under a .JPEG name),
   `.cls` (class index as text) and `.json` ({"filename", "label", "class_name"}); OUT/_info.json lists
@@ -30,11 +31,9 @@ import random
 import tarfile
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from mlreassess.datasets import labels as lab
 from mlreassess.datasets import samples
+from mlreassess.datasets.formats import parquet
 from mlreassess.datasets.imagenet import build_imagenet_val
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.io import atomic_path
@@ -48,12 +47,6 @@ def load(source: Path) -> Manifest:
     return build_imagenet_val(source, no_real=True)  # ReaL is not needed to copy the images
 
 
-def _classlabel_meta() -> bytes:
-    names = [f"{lab.class_name(i)}" for i in range(1000)]
-    features = {"image": {"_type": "Image"}, "label": {"names": names, "_type": "ClassLabel"}}
-    return json.dumps({"info": {"features": features}}).encode()
-
-
 def _split(items: list[int], shards: int) -> list[list[int]]:
     per = -(-len(items) // shards)
     return [items[k : k + per] for k in range(0, len(items), per)]
@@ -62,18 +55,12 @@ def _split(items: list[int], shards: int) -> list[list[int]]:
 def write_parquet(manifest: Manifest, order: list[int], out: Path, shards: int, row_group: int) -> list[Path]:
     read = samples.reader(manifest)
     ids, labels = manifest.sample_ids, manifest.table.column("label").to_pylist()
-    schema = pa.schema([pa.field("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-                        pa.field("label", pa.int64())], metadata={b"huggingface": _classlabel_meta()})
     parts = _split(order, shards)
     written = []
     for k, part in enumerate(parts):
         path = out / "data" / f"validation-{k:05d}-of-{len(parts):05d}.parquet"
-        names = [f"{ids[i]}_{lab.class_wnid(labels[i])}.JPEG" for i in part]
-        image = pa.StructArray.from_arrays([pa.array([read.read(i) for i in part], pa.binary()),
-                                            pa.array(names, pa.string())], names=["bytes", "path"])
-        table = pa.table({"image": image, "label": pa.array([labels[i] for i in part], pa.int64())}, schema=schema)
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp, row_group_size=row_group, compression="snappy")
+        rows = [(read.read(i), f"{ids[i]}_{lab.class_wnid(labels[i])}.JPEG", labels[i]) for i in part]
+        parquet.write_shard(path, rows, list(lab.hf_class_names()), row_group)
         written.append(path)
     return written
 

@@ -171,6 +171,139 @@ def test_a_module_without_imagenets_1000_logits_fails_in_one_line(tiny):
         mlreassess.predict(net, data=[tiny["manifest"]], name="ten", transform=config, device="cpu", workers=0, progress=False)
 
 
+def _state(model: torch.nn.Module) -> dict:
+    """Everything of the module the caller may rely on afterwards."""
+    tensors = {n: (t.dtype, t.device, t.requires_grad, t.data_ptr(), t.stride()) for n, t in
+               [*model.named_parameters(), *model.named_buffers()]}
+    return {"tensors": tensors, "modes": {n: m.training for n, m in model.named_modules()}}
+
+
+def test_a_bf16_run_hands_the_module_back_exactly_as_it_came(tiny, tmp_path, caplog):
+    model = callers_model(tiny["weights"])
+    model.fc.requires_grad_(False)  # a frozen head, and a frozen norm inside a model in training mode
+    model.bn1.eval()
+    before, values = _state(model), {k: v.clone() for k, v in model.state_dict().items()}
+    out, manifest = tmp_path / "results", [tiny["manifest"]]
+    bf16 = mlreassess.assess(model, data=manifest, name="mine", device="cpu", out=out, precision="bf16",
+                             channels_last=True, **FAST)
+    assert _state(model) == before
+    assert all(torch.equal(values[k], v) for k, v in model.state_dict().items())
+    default = mlreassess.assess(model, data=manifest, name="mine_fp32", device="cpu", **FAST)  # the next call's fp32 input
+    assert set(default["metric"]) == set(bf16["metric"]) and _state(model) == before
+    with caplog.at_level(logging.INFO):
+        mlreassess.assess(model, data=manifest, name="mine", device="cpu", out=out, precision="bf16", channels_last=True,
+                          **FAST)
+    assert "redoing" not in caplog.text  # the same tensors: the bf16 predictions are up to date
+
+
+class _Fails(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.head = torch.nn.Linear(4, 1000)
+
+    def forward(self, x):
+        raise RuntimeError("the caller's forward fails")
+
+
+def test_a_failed_run_hands_the_module_back_too(tiny):
+    net = _Fails()
+    before = _state(net)
+    config = {"input_size": (3, 8, 8), "interpolation": "bilinear", "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    with pytest.raises(MlreassessError, match="the caller's forward fails"):
+        mlreassess.predict(net, data=[tiny["manifest"]], name="fails", transform=config, device="cpu", precision="fp16",
+                           workers=0, progress=False)
+    assert _state(net) == before and net.conv.weight.dtype == torch.float32
+
+
+def test_name_is_for_a_module_and_a_named_model_says_so(tiny):
+    with pytest.raises(InputError, match=r"^model 'test_resnet': a model given by name is filed under that name, so "
+                                         r"name= is for a module \(drop name=, or build the module yourself to file it "
+                                         r"as 'mine'\)$"):
+        mlreassess.predict("test_resnet", data=[tiny["manifest"]], name="mine", weights=f"file:{tiny['weights']}")
+    with pytest.raises(InputError, match="brings its own preprocessing; transform= is for a module"):
+        mlreassess.predict("test_resnet", data=[tiny["manifest"]], transform={"input_size": (3, 8, 8)})
+    preds = mlreassess.predict("test_resnet", data=[tiny["manifest"]], name="test_resnet", weights=f"file:{tiny['weights']}",
+                               device="cpu", workers=0, progress=False)  # its own name is no conflict
+    assert len(preds) == 9
+
+
+def test_a_transformers_model_runs_with_its_image_processor_as_the_hf_source_runs_it(tiny, tmp_path):
+    """The caller's own transformers classifier, passed directly: the same predictions as `infer
+    --model hf:FOLDER` of the same weights and image processor."""
+    from test_model_sources import imagenet_id2label, save_vit
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    folder = save_vit(tmp_path / "vit", imagenet_id2label(list(reversed(range(1000))), wnids=True))  # reordered logits
+    cli = tmp_path / "cli"
+    assert main(["infer", "--data", str(tiny["manifest"]), "--model", f"hf:{folder}", "--out", str(cli), "--device", "cpu",
+                 "--workers", "0", "--no-progress", "--batch-size", "4"]) == 0
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    processor = AutoImageProcessor.from_pretrained(folder)
+    with pytest.raises(InputError, match="a transformers ViTForImageClassification brings no preprocessing: pass transform="):
+        mlreassess.predict(model, data=[tiny["manifest"]], name="vit_mine")
+    preds = mlreassess.predict(model, data=[tiny["manifest"]], name="vit_mine", transform=processor, device="cpu",
+                               workers=0, progress=False, batch_size=4)
+    from mlreassess.inference.sweep import writers
+
+    table, _ = writers.read_predictions(ResultsLayout(cli).prediction("tiny", f"hf:{folder}"))
+    assert np.array_equal(np.stack(preds["topk_idx"]), np.array(table["topk_idx"].to_pylist()))
+    assert np.allclose(np.stack(preds["topk_prob"]), np.array(table["topk_prob"].to_pylist()), atol=1e-6)
+    ten = AutoModelForImageClassification.from_config(model.config.__class__(**{**model.config.to_dict(), "num_labels": 10,
+                                                                                "id2label": None, "label2id": None}))
+    with pytest.raises(InputError, match="its id2label has 10 labels, not ImageNet-1k's 1000"):
+        mlreassess.predict(ten, data=[tiny["manifest"]], name="ten", transform=processor)
+
+
+# ---- datasets as objects ---------------------------------------------------------------------------
+
+
+def test_assess_takes_a_datasets_dataset_with_image_and_label_columns(tiny, tmp_path, caplog):
+    """The issue's case: a `datasets.Dataset` in hand (here the fixture's val images as the hub names
+    them) scores what the manifest of the same JPEG files scores; a rerun skips; new bytes redo."""
+    from test_datasets_objects import flat_folder, hf_dataset, hf_rows
+    from test_datasets_formats import jpeg_bytes
+
+    model = callers_model(tiny["weights"]).eval()
+    manifest = tmp_path / "files.parquet"
+    assert main(["data", "imagenet-val", "--root", str(flat_folder(tmp_path / "files")), "--out", str(manifest)]) == 0
+    expected = mlreassess.assess(model, data=[manifest], name="mine", device="cpu", **FAST)
+    out = tmp_path / "results"
+    got = mlreassess.assess(model, data=[hf_dataset()], name="mine", device="cpu", out=out, **FAST)
+    pd.testing.assert_frame_equal(metric_values(got), metric_values(expected))
+    assert set(got["dataset"]) == {"imagenet_v1"} and (out / "api_data" / "imagenet_v1").is_dir()
+    with caplog.at_level(logging.INFO):
+        mlreassess.assess(model, data=hf_dataset(), name="mine", device="cpu", out=out, **FAST)  # alone, not in a list
+    assert "redoing" not in caplog.text
+    rows = hf_rows()
+    rows["image"][1]["bytes"] = jpeg_bytes(78)
+    with caplog.at_level(logging.INFO):
+        mlreassess.assess(model, data=[hf_dataset(rows=rows)], name="mine", device="cpu", out=out, **FAST)
+    assert "mine.parquet: redoing it" in caplog.text
+    assert len([p for p in (out / "api_data" / "imagenet_v1").iterdir() if p.is_dir()]) == 1  # the older copy is gone
+
+
+def test_predict_takes_a_torch_dataset_by_name(tiny, tmp_path):
+    from test_datasets_objects import Tensors, arrays
+
+    net = callers_model(tiny["weights"]).eval()
+    ds = Tensors(arrays(4), [1, 2, 3, 4])
+    opts = {"device": "cpu", "workers": 0, "progress": False}
+    with pytest.raises(InputError, match="not ImageNet val images: name it"):
+        mlreassess.predict(net, data=[ds], name="mine", **opts)
+    preds = mlreassess.predict(net, data=[("tensors", ds), tiny["manifest"]], name="mine", **opts)
+    assert preds.groupby("dataset")["sample_id"].apply(list).to_dict() == {
+        "tensors": [f"{i:08d}" for i in range(4)], "tiny": read_ids(tiny["manifest"])}
+    with pytest.raises(InputError, match=r"two datasets named 'tensors' \(items 0 and 1\)"):
+        mlreassess.predict(net, data=[("tensors", ds), ("tensors", Tensors(arrays(2), [0, 0]))], name="mine", **opts)
+
+
+def read_ids(path) -> list[str]:
+    from mlreassess.datasets.manifest import read_manifest
+
+    return read_manifest(path).sample_ids
+
+
 class _Scaled(torch.nn.Module):
     """Logits that depend on a plain attribute (a temperature) and, for one sample, may be NaN."""
 

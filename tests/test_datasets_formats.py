@@ -301,8 +301,69 @@ def test_a_label_column_in_another_class_order_is_caught(tmp_path, real_file):
     labels = names["info"]["features"]["label"]["names"]
     labels[3], labels[4] = labels[4], labels[3]
     write_hf_shard(tmp_path / "validation.parquet", [(jpeg_bytes(1), "a.jpg", 65)], meta=json.dumps(names).encode())
-    with pytest.raises(InputError, match=r"label 3 is 'hammerhead.*' here but class 3 is 'tiger shark'"):
+    with pytest.raises(InputError, match=r"validation\.parquet: label 3 is 'hammerhead, more words' here, which is class 4, "
+                                         r"but class 3 is 'tiger shark, Galeocerdo cuvieri' \(n01491361\)"):
         build_imagenet_val(tmp_path, real=real_file, no_real=True)
+
+
+def hf_features(names: list[str], old_datasets: bool = False) -> bytes:
+    """The `huggingface` schema metadata as `datasets` writes it into a parquet shard (older releases
+    add `num_classes` and `id` to the ClassLabel and `decode`, `id` to the Image)."""
+    label = {"names": names, "_type": "ClassLabel"}
+    image = {"_type": "Image"}
+    if old_datasets:
+        label, image = {"num_classes": len(names), "names": names, "id": None, "_type": "ClassLabel"}, {
+            "decode": True, "id": None, "_type": "Image"}
+    return json.dumps({"info": {"features": {"image": image, "label": label}}}).encode()
+
+
+CRANES = [(11, 134), (12, 517), (13, 639)]  # the bird, the machine ('crane2' at HF), maillot
+
+
+def test_hugging_faces_class_list_is_timms_but_for_crane2():
+    names = lab.hf_class_names()
+    assert len(set(names)) == 1000  # datasets.ClassLabel refuses duplicate names
+    assert {i: n for i, n in enumerate(names) if n != lab.class_description(i)} == {517: "crane2"}
+    assert (names[134], lab.class_wnid(134), lab.class_wnid(517)) == ("crane", "n02012849", "n03126707")
+
+
+@pytest.mark.parametrize("old_datasets", [False, True])
+def test_shards_with_hugging_faces_own_class_names_are_read(tmp_path, real_file, old_datasets):
+    rows = [(jpeg_bytes(n), hf_name(n, c), c) for n, c in CRANES]
+    write_hf_shard(tmp_path / "data" / "validation-00000-of-00001.parquet", rows,
+                   meta=hf_features(list(lab.hf_class_names()), old_datasets))
+    m = build_imagenet_val(tmp_path, real=real_file)
+    assert [r["label"] for r in m.table.to_pylist()] == [134, 517, 639]
+    assert "Hugging Face's IMAGENET2012_CLASSES" in m.meta["label_source"]
+
+
+def test_shards_written_by_the_datasets_library_with_hugging_faces_names_are_read(tmp_path, real_file):
+    datasets = pytest.importorskip("datasets")
+    with pytest.raises(ValueError, match="duplicated"):  # why HF's list says 'crane2'
+        datasets.ClassLabel(names=[lab.class_description(i) for i in range(1000)])
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(lab.hf_class_names()))})
+    data = {vid(n): jpeg_bytes(n) for n, _ in CRANES}
+    ds = datasets.Dataset.from_dict({"image": [{"bytes": data[vid(n)], "path": hf_name(n, c)} for n, c in CRANES],
+                                     "label": [c for _, c in CRANES]}, features=features)
+    ds.to_parquet(str(tmp_path / "data" / "validation-00000-of-00001.parquet"))
+    m = build_imagenet_val(tmp_path, real=real_file)
+    assert [(r["sample_id"], r["label"]) for r in m.table.to_pylist()] == [(vid(n), c) for n, c in CRANES]
+    read = samples.reader(m)
+    assert [read.read(i) for i in range(len(m))] == [data[s] for s in m.sample_ids]
+
+
+def test_hugging_faces_names_in_another_order_are_refused_naming_the_shard_and_label(tmp_path, real_file):
+    names = list(lab.hf_class_names())
+    names[516], names[517] = names[517], names[516]
+    shard = write_hf_shard(tmp_path / "data" / "validation-00003-of-00004.parquet",
+                           [(jpeg_bytes(1), hf_name(1, 65), 65)], meta=hf_features(names))
+    with pytest.raises(InputError) as err:
+        build_imagenet_val(tmp_path, real=real_file)
+    assert str(err.value) == (f"{shard}: label 516 is 'crane2' here, which is class 517, but class 516 is 'cradle' "
+                              "(n03125729) in the sorted-wnid order; this copy's class order differs")
+    write_hf_shard(shard, [(jpeg_bytes(1), hf_name(1, 65), 65)], meta=hf_features(names[:999]))
+    with pytest.raises(InputError, match="ClassLabel has 999 names, expected 1000"):
+        build_imagenet_val(tmp_path, real=real_file)
 
 
 def test_a_sample_without_cls_is_a_bad_sample(tmp_path, real_file):

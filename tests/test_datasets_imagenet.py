@@ -278,6 +278,69 @@ def test_missing_root_and_wrong_layout(tmp_path, write_jpeg, real_file):
         build_imagenet_val(tmp_path / "stuff", real=real_file)
 
 
+# ---- torchvision.datasets.ImageNet's root ----------------------------------------------------------
+
+TV_IMAGES = [(1, 65), (2, 970), (3, 65), (42, 0)]  # (val image number, class)
+
+
+def make_torchvision_archives(root: Path, write_jpeg) -> Path:
+    """What torchvision.datasets.ImageNet wants in its root before it extracts anything: the val tar
+    (flat JPEGs, no labels), the devkit tar.gz (its ground truth) and, once the devkit is parsed,
+    meta.bin ({wnid: class names}, the val images' wnids in file order)."""
+    import tarfile
+
+    import torch
+
+    flat = root / "flat"
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(root / "ILSVRC2012_img_val.tar", "w") as tar:
+        for n, _ in TV_IMAGES:
+            tar.add(write_jpeg(flat / f"{vid(n)}.JPEG"), arcname=f"{vid(n)}.JPEG")
+    gt = root / "devkit" / "ILSVRC2012_devkit_t12" / "data" / "ILSVRC2012_validation_ground_truth.txt"
+    gt.parent.mkdir(parents=True)
+    gt.write_text("".join(f"{c + 1}\n" for _, c in TV_IMAGES))
+    with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+        tar.add(root / "devkit" / "ILSVRC2012_devkit_t12", arcname="ILSVRC2012_devkit_t12")
+    for folder in (flat, root / "devkit"):
+        for path in sorted(folder.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        folder.rmdir()
+    classes = {wnid(c): (lab.class_description(c).split(", ")[0],) for c in range(1000)}
+    torch.save((classes, [wnid(c) for _, c in TV_IMAGES]), root / "meta.bin")
+    return root
+
+
+def extract_like_torchvision(root: Path, monkeypatch) -> None:
+    """torchvision's own `parse_val_archive` (val/<wnid>/ILSVRC2012_val_*.JPEG beside the archives);
+    only its md5 check of the real 6.7 GB archive is skipped."""
+    from torchvision.datasets import imagenet as tv
+
+    monkeypatch.setattr(tv, "_verify_archive", lambda *args: None)
+    tv.parse_val_archive(str(root))
+
+
+def test_torchvision_imagenet_archives_not_extracted_are_one_line_saying_extract(tmp_path, write_jpeg, real_file, capsys):
+    root = make_torchvision_archives(tmp_path, write_jpeg)
+    expected = (f"{root}: holds torchvision.datasets.ImageNet's archives (ILSVRC2012_img_val.tar, "
+                "ILSVRC2012_devkit_t12.tar.gz), not their images; extract them first "
+                f"(torchvision.datasets.ImageNet(root, split='val') does it, into {root / 'val'}/<wnid>/), then build from {root}")
+    for input_format in (None, "webdataset", "files"):
+        with pytest.raises(InputError) as err:
+            build_imagenet_val(root, real=real_file, input_format=input_format)
+        assert str(err.value) == expected
+    assert main(["data", "imagenet-val", "--root", str(root), "--out", str(tmp_path / "m.parquet")]) == 2
+    assert capsys.readouterr().err.strip() == f"mlreassess: error: {expected}"
+
+
+def test_torchvision_imagenet_root_once_extracted_is_read_as_class_folders(tmp_path, write_jpeg, real_file, monkeypatch):
+    root = make_torchvision_archives(tmp_path, write_jpeg)
+    extract_like_torchvision(root, monkeypatch)
+    m = build_imagenet_val(root, real=real_file)
+    assert m.meta["layout"] == "classic-folders" and m.root == root / "val"
+    assert {r["sample_id"]: r["label"] for r in m.table.to_pylist()} == {vid(n): c for n, c in TV_IMAGES}
+    assert by_id(m)[vid(42)]["labels"] == REAL[42]
+
+
 # ---- CLI --------------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,6 @@ def _shankar_with(change) -> dict:
 
 BAD_SHANKAR = [
     (lambda d: d.pop("imagenet_m"), r"not Shankar et al.'s human_accuracy JSON .*: missing imagenet_m"),
-    (lambda d: d.update(version=3), r"unknown key 'version'"),
     (lambda d: d["initial_annots"][f"{vid(1)}.JPEG"].update(maybe=["n01440764"]), r"unknown annotation state 'maybe'"),
     (lambda d: d["initial_annots"][f"{vid(1)}.JPEG"].update(correct="n01440764"), r"'correct' must be a list of wnids"),
     (lambda d: d["initial_annots"][f"{vid(1)}.JPEG"].update(correct=[7]), r"'correct' must be a list of wnids"),
@@ -199,6 +199,23 @@ BAD_SHANKAR = [
     (lambda d: d["imagenet_m"].append(f"{vid(11)}.JPEG"), r"ILSVRC2012_val_00000011.JPEG has no initial_annots entry"),
     (lambda d: d.update(imagenet_m={}), r"'imagenet_m' must be a list"),
 ]
+
+
+def test_shankar_keys_beyond_the_three_are_noted_not_refused(tmp_path, caplog):
+    path = tmp_path / "human_accuracy_v3.0.0.json"
+    path.write_text(json.dumps({**shankar_data(), "version": "3.0.0", "notes": {"x": 1}}))
+    with caplog.at_level(logging.INFO, logger="mlreassess"):
+        labels = shankar.read(path)
+    assert labels.labels == shankar.read(_write(tmp_path / "plain.json", shankar_data())).labels
+    assert f"{path}: not read: its keys 'notes', 'version' (the labels come from initial_annots" in caplog.text
+    path.write_text(json.dumps({k: v for k, v in shankar_data().items() if k != "problematic_images"} | {"v": 1}))
+    with pytest.raises(InputError, match=r"missing problematic_images"):
+        shankar.read(path)
+
+
+def _write(path: Path, data) -> Path:
+    path.write_text(json.dumps(data))
+    return path
 
 
 @pytest.mark.parametrize("change, message", BAD_SHANKAR)

@@ -221,12 +221,84 @@ def test_hf_refusals_are_one_line(tmp_path, monkeypatch):
     (folder / "preprocessor_config.json").unlink()
     with pytest.raises(InputError, match="preprocessor_config.json not found"):
         models.check_specs([ModelSpec(f"hf:{folder}", "hub")])
-    with pytest.raises(InputError, match="neither a hub repo id"):
+    with pytest.raises(InputError, match=r"'a/b/c' is neither a hub repo id \(ORG/NAME\) nor a folder here"):
         models.check_specs([ModelSpec("hf:a/b/c", "hub")])
     (tmp_path / "org" / "repo").mkdir(parents=True)
-    monkeypatch.chdir(tmp_path)  # transformers would take ./org/repo for the hub's org/repo
-    with pytest.raises(InputError, match="a hub repo id and a folder here"):
+    monkeypatch.chdir(tmp_path)  # a name that is a folder here is that folder (as transformers takes it), not the hub's
+    with pytest.raises(InputError, match=f"{tmp_path / 'org' / 'repo' / 'config.json'} not found"):
         models.check_specs([ModelSpec("hf:org/repo", "hub")])
+
+
+@pytest.mark.parametrize("name", ["hf:models/vit", "hf:./models/vit", "hf:models/../models/vit"])
+def test_a_relative_hf_folder_is_the_folder_not_a_hub_repo(tmp_path, monkeypatch, name):
+    folder = save_vit(tmp_path / "models" / "vit", imagenet_id2label())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # were it taken for a hub repo, it would fail here
+    spec = ModelSpec(name, "hub")
+    models.check_specs([spec])
+    assert models.data_config(spec)["input_size"] == (3, 32, 32)
+    loaded = models.build(spec, device="cpu")
+    assert loaded.weights == f"hub:{folder}"
+    assert models.recipe_entries(spec)["weights_sha256"] == base.folder_weights_sha256(folder, hf.WEIGHT_FILES)
+    with pytest.raises(InputError, match=r"'\./nowhere' not found|nowhere/config\.json not found"):
+        models.check_specs([ModelSpec("hf:./nowhere", "hub")])
+
+
+def test_offline_hub_errors_are_one_whole_line_with_what_to_do(tmp_path, monkeypatch):
+    pytest.importorskip("transformers", reason="the hf extra is not installed")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # an empty cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = ModelSpec("hf:google/vit-base-patch16-224", "hub")
+    with pytest.raises(MlreassessError) as err:
+        models.data_config(spec)
+    assert str(err.value) == (
+        "model 'hf:google/vit-base-patch16-224': cannot fetch its image processor (OSError: Can't load image processor "
+        "for 'google/vit-base-patch16-224'); HF_HUB_OFFLINE is set and it is not in the local cache; pre-download it "
+        "where there is network and copy HF_HOME's hub cache here, or pass a local folder (hf:/ABS/DIR or hf:./DIR, "
+        "written by save_pretrained)")
+    pytest.importorskip("open_clip", reason="the open-clip extra is not installed")
+    clip = ModelSpec("open_clip:hf-hub:timm/vit_base_patch32_clip_224.openai", "hub")
+    with pytest.raises(MlreassessError) as err:
+        models.data_config(clip)
+    message = str(err.value)
+    assert message.startswith(f"model {clip.name!r}: cannot fetch its config (FileNotFoundError: Failed to download file "
+                              "(open_clip_config.json) for timm/vit_base_patch32_clip_224")
+    assert message.endswith("HF_HUB_OFFLINE is set and it is not in the local cache; pre-download it where there is "
+                            "network and copy HF_HOME's hub cache here, or pass a local folder "
+                            "(open_clip:local-dir:/ABS/DIR, with open_clip_config.json)")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    hint = base.hub_unavailable(spec, "weights", OSError("x"), "hf:/ABS/DIR")
+    assert "no network here? set HF_HUB_OFFLINE=1 to fail at once instead of retrying" in str(hint)
+
+
+def test_first_sentence_keeps_whole_words():
+    exc = OSError("Can't load it. If you were trying to load it from 'https://huggingface.co/models', make sure. Otherwise")
+    assert base.first_sentence(exc) == "OSError: Can't load it"
+    long = ValueError("word " * 100)
+    assert base.first_sentence(long, 30) == "ValueError: word word word word word word ..."
+    assert base.first_sentence(RuntimeError("")) == "RuntimeError"
+
+
+def test_a_broken_transformers_install_is_reported_as_such_not_as_missing_weights(tmp_path):
+    """A fresh interpreter where the model's code cannot be imported (as when a dependency of it is
+    missing or broken): transformers raises ImportError from its lazy import."""
+    import subprocess
+    import sys
+
+    folder = save_vit(tmp_path / "vit", imagenet_id2label())
+    code = ("import sys; sys.modules['transformers.models.vit.modeling_vit'] = None\n"
+            "from mlreassess.inference.models import registry as models\n"
+            "from mlreassess.inference.models.registry import ModelSpec\n"
+            "from mlreassess.errors import MlreassessError\n"
+            "try:\n"
+            f"    models.build(ModelSpec('hf:{folder}', 'hub'), device='cpu')\n"
+            "except MlreassessError as exc:\n"
+            "    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout.strip()
+    assert out.startswith(f"model 'hf:{folder}': transformers cannot load its weights: the installed transformers is "
+                          "broken, not the model (")
+    assert "not available" not in out and "download" not in out
+    assert out.endswith("reinstall it (pip install --force-reinstall 'mlreassess[hf]')")
 
 
 # ---- open_clip -------------------------------------------------------------------------------------
@@ -532,3 +604,18 @@ def test_a_bad_data_config_is_one_line(config, problem):
 
     with pytest.raises(InputError, match=problem):
         transforms.config_from(config, "m")
+
+
+def test_an_installed_library_that_fails_to_import_says_so(tmp_path, monkeypatch):
+    import sys
+
+    fake = tmp_path / "site" / "transformers"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise AttributeError(\"module 'torch' has no attribute 'compiler_fake'\")\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "transformers", raising=False)
+    with pytest.raises(MlreassessError) as err:
+        models.check_specs([ModelSpec("hf:google/vit-base-patch16-224", "hub")])
+    assert str(err.value) == ("model 'hf:google/vit-base-patch16-224': the installed transformers package fails to import "
+                              "(AttributeError: module 'torch' has no attribute 'compiler_fake'); reinstall it: "
+                              "pip install --force-reinstall 'mlreassess[hf]'")

@@ -34,20 +34,26 @@ __all__ = ["assess", "predict"]
 PathLike = str | os.PathLike
 
 
-def assess(model: torch.nn.Module | str, data: Sequence[PathLike], name: str | None = None, transform: Any = None,
+def assess(model: torch.nn.Module | str, data: Sequence[Any], name: str | None = None, transform: Any = None,
            device: str | None = None, out: PathLike | None = None, **options: Any) -> pd.DataFrame:
     """Predict every sample of each manifest in `data` with `model`, score the predictions, and return
     the rows of metrics.parquet for this model (columns model, dataset, metric, label_count,
     value_pct, n, ci_low_pct, ci_high_pct, groups; see docs/outputs.md).
 
     model: a torch module whose forward takes normalised (B, 3, H, W) float images and gives the
-        1,000 ImageNet-1k logits, or a model name as `mlreassess infer --model` takes it.
-    name: the model's name in the outputs (required for a module).
+        1,000 ImageNet-1k logits, a transformers image classifier (with its image processor as
+        `transform`), or a model name as `mlreassess infer --model` takes it.
+    name: the module's name in the outputs (required for a module; a model given by name is filed
+        under that name, and name= is refused unless it is the same).
     transform: the module's preprocessing, as its torchvision eval transform (Resize, CenterCrop,
         ToTensor, Normalize) or a data config dict (input_size, interpolation, mean, std, crop_pct);
         read, not run (docs/python-api.md). None: the module's timm data config (`pretrained_cfg`).
-    device: 'cuda' or 'cpu' (default: cuda when there is one). The module is moved there for the
-        run and given back in its own mode on its own device.
+    device: 'cuda' or 'cpu' (default: cuda when there is one). The module is moved there (and cast
+        with precision=) for the run, and handed back as it came: each tensor's dtype and device,
+        requires_grad, each submodule's mode.
+    data: manifest files, and datasets as objects: a `datasets.Dataset` with `image` and `label`
+        columns, a folder its `save_to_disk` wrote, or a torch `Dataset` of (image, label), each
+        alone or as (name, dataset); objects are copied into RESULTS/api_data once per content.
     out: a RESULTS folder to write (and resume) instead of a temporary one.
     options: any option of `mlreassess infer` and `mlreassess evaluate` (batch_size=64,
         precision="bf16", crop="center", bootstrap=200, ...).
@@ -65,11 +71,11 @@ def assess(model: torch.nn.Module | str, data: Sequence[PathLike], name: str | N
     """
     infer_opts, eval_opts = _options(model, device, options, evaluate=True)
     with _results(out) as results:
-        spec = _run(model, data, name, transform, results, infer_opts)
+        spec, _ = _run(model, data, name, transform, results, infer_opts)
         return _metrics(results, spec.name, eval_opts)
 
 
-def predict(model: torch.nn.Module | str, data: Sequence[PathLike], name: str | None = None, transform: Any = None,
+def predict(model: torch.nn.Module | str, data: Sequence[Any], name: str | None = None, transform: Any = None,
             device: str | None = None, out: PathLike | None = None, **options: Any) -> pd.DataFrame:
     """Like `assess`, without the scoring: the model's predictions of every sample of each manifest,
     one row per (dataset, sample): dataset, sample_id, topk_idx (class indices, best first),
@@ -90,8 +96,8 @@ def predict(model: torch.nn.Module | str, data: Sequence[PathLike], name: str | 
     """
     infer_opts, _ = _options(model, device, options, evaluate=False)
     with _results(out) as results:
-        spec = _run(model, data, name, transform, results, infer_opts)
-        return _predictions(results, spec.name, data)
+        spec, manifests = _run(model, data, name, transform, results, infer_opts)
+        return _predictions(results, spec.name, manifests)
 
 
 # --- the steps -------------------------------------------------------------------------------------
@@ -130,60 +136,115 @@ def _spec(model: Any, name: str | None, transform: Any, opts: InferOptions):
     from mlreassess.inference.models.sources.in_memory import spec_for
 
     if isinstance(model, str):
-        if name not in (None, model) or transform is not None:
-            raise InputError(f"model {model!r}: a model given by name takes neither name= nor transform=")
+        if name not in (None, model):  # one name per model: the CLI's and the API's runs of it share outputs
+            raise InputError(f"model {model!r}: a model given by name is filed under that name, so name= is for a "
+                             f"module (drop name=, or build the module yourself to file it as {name!r})")
+        if transform is not None:
+            raise InputError(f"model {model!r}: a model given by name brings its own preprocessing; transform= is "
+                             "for a module")
         return ModelSpec(model, opts.weights)
     if not name:
         raise InputError("name= is required with a module: the name its outputs are filed under")
     return spec_for(model, name, transform)
 
 
-def _run(model: Any, data: Sequence[PathLike], name: str | None, transform: Any, results: Path, opts: InferOptions):
+def _run(model: Any, data: Any, name: str | None, transform: Any, results: Path, opts: InferOptions):
     """The sweep over `data` for one model, in this process; raises the model's failure."""
     # Imported at the first call, not with `import mlreassess`: the sweep loads torch.
     from mlreassess.inference.sweep import runner
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError("mlreassess.assess and predict run in one process; under torchrun use `mlreassess infer`")
-    if isinstance(data, (str, os.PathLike)) or not data:
-        raise InputError("data= takes a list of manifest files, e.g. data=['v1.parquet']")
     spec = _spec(model, name, transform, opts)
-    with _given_back(model, opts):
-        summary = runner.run([str(d) for d in data], [spec], results, opts)
+    manifests = _manifests(data, results)
+    with _given_back(model):
+        summary = runner.run(manifests, [spec], results, opts)
     if summary.failed:
         dataset, model_name, error = summary.failed[0]
         raise MlreassessError(f"model {model_name!r} failed on {dataset}: {error}")
-    return spec
+    return spec, manifests
+
+
+def _manifests(data: Any, results: Path) -> list[str]:
+    """`data` as manifest files: a manifest path as it is; a dataset object (a `datasets.Dataset`, a
+    `save_to_disk` folder, a torch `Dataset`), alone or as (name, dataset), copied into
+    RESULTS/api_data once per content (`datasets.objects`)."""
+    # Imported at the first call, not with `import mlreassess`: it loads pyarrow and PIL.
+    from mlreassess.datasets import objects
+    from mlreassess.datasets.manifest import read_manifest
+    from mlreassess.results import ResultsLayout
+
+    def named(item: Any) -> bool:
+        return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and objects.is_dataset(item[1])
+
+    if objects.is_dataset(data) or named(data):
+        data = [data]
+    if isinstance(data, (str, os.PathLike)) or not isinstance(data, (list, tuple)) or not data:
+        raise InputError("data= takes a list of manifest files or datasets, e.g. data=['v1.parquet'] or data=[ds]")
+    paths, copies, seen = [], [], {}
+    for item in data:
+        name, obj = item if named(item) else (None, item)
+        if not objects.is_dataset(obj):
+            paths.append(str(obj))
+            continue
+        copies.append(objects.as_manifest(obj, name, ResultsLayout(results).api_data))
+        dataset = read_manifest(copies[-1]).name
+        if dataset in seen:
+            raise InputError(f"data: two datasets named {dataset!r} (items {seen[dataset]} and {len(paths)}): name "
+                             "them, data=[('a', ds_a), ('b', ds_b)]")
+        seen[dataset] = len(paths)
+        paths.append(str(copies[-1]))
+    for copy in copies:
+        objects.prune(copy)
+    return paths
 
 
 @contextlib.contextmanager
-def _given_back(model: Any, opts: InferOptions) -> Iterator[None]:
-    """The caller's module back in its own mode, on its own device, in its own memory format."""
+def _given_back(model: Any) -> Iterator[None]:
+    """The caller's module handed back exactly as it came, however the run ended. The sweep uses the
+    module itself, not a copy (a copy would double its memory), and moves it, casts its weights
+    (bf16 / fp16) and sets eval mode; afterwards every parameter and buffer holds its own tensor
+    again (so its dtype, device, memory format and values), with its requires_grad, and every
+    submodule has its own training mode."""
     # Imported at the first call, not with `import mlreassess`.
     import torch
 
     if not isinstance(model, torch.nn.Module):
         yield
         return
-    training = model.training
-    first = next(iter([*model.parameters(), *model.buffers()]), None)
-
-    def give_back() -> None:
-        model.train(training)
-        if first is not None:
-            model.to(first.device)
-        if opts.channels_last:
-            model.to(memory_format=torch.contiguous_format)
-
+    state = _module_state(model)
     try:
         yield
     except BaseException:
         try:
-            give_back()
-        except RuntimeError:  # after a CUDA error the module cannot leave the device: the error in flight says why
+            _restore(state)
+        except RuntimeError:  # after a CUDA error the module may not be handed back whole: the error in flight says why
             pass
         raise
-    give_back()
+    _restore(state)
+
+
+def _module_state(model: Any) -> tuple[list, list, list]:
+    """(parameters, buffers, modes): what `_restore` puts back, by reference (nothing is copied)."""
+    params, buffers, modes = [], [], []
+    for module in model.modules():
+        modes.append((module, module.training))
+        params += [(module, name, p, p.data, p.requires_grad) for name, p in module._parameters.items() if p is not None]
+        buffers += [(module, name, b) for name, b in module._buffers.items() if b is not None]
+    return params, buffers, modes
+
+
+def _restore(state: tuple[list, list, list]) -> None:
+    """Reference swaps only: no tensor is moved or copied, so this works after a CUDA error too."""
+    params, buffers, modes = state
+    for module, name, param, data, requires_grad in params:
+        module._parameters[name] = param
+        param.data = data  # the tensor it held: same dtype, device, strides and storage
+        param.requires_grad_(requires_grad)
+    for module, name, buffer in buffers:
+        module._buffers[name] = buffer
+    for module, training in modes:
+        module.training = training  # per module: a frozen part of a training model stays in eval
 
 
 def _metrics(results: Path, name: str, opts: EvaluateOptions) -> pd.DataFrame:
@@ -195,7 +256,7 @@ def _metrics(results: Path, name: str, opts: EvaluateOptions) -> pd.DataFrame:
     return table[table["model"] == name].reset_index(drop=True)
 
 
-def _predictions(results: Path, name: str, data: Sequence[PathLike]) -> pd.DataFrame:
+def _predictions(results: Path, name: str, data: list[str]) -> pd.DataFrame:
     # Imported at the first call, not with `import mlreassess`: they load pyarrow and pandas.
     import pandas as pd
 

@@ -10,6 +10,8 @@
     RESULTS/tables/, RESULTS/figures/             the paper's tables and figures  (report)
     RESULTS/index.html                            the results page                (report)
     RESULTS/.run/<step>.json                      what made each finished step of `mlreassess run`
+    RESULTS/api_data/<dataset>/<sha256[:16]>/     datasets given to the Python API as objects, copied
+                                                  as parquet shards (+ their manifest, `<sha256[:16]>.parquet`)
 
 Dataset and model names become path parts, so `check_name` rejects those that could escape the
 folder. RESULTS is a boundary (docs/outputs.md): the root may itself be a symbolic link, but every
@@ -186,6 +188,12 @@ class ResultsLayout:
 
     def patchml_dir(self, name: str) -> Path:
         return self.inside(self.data_dir / check_name(name))
+
+    # --- the Python API ----------------------------------------------------------------------------
+    @property
+    def api_data(self) -> Path:
+        """Where `mlreassess.assess` / `predict` copy datasets given as objects (`datasets.objects`)."""
+        return self.inside(self.root / "api_data")
 
     @property
     def stamps_dir(self) -> Path:

@@ -3,7 +3,9 @@
 Layouts, detected from ROOT alone in this order (`--format` overrides; see docs/data.md):
   kaggle           ROOT/ILSVRC/Data/CLS-LOC/val/*.JPEG + ROOT/LOC_val_solution.csv
                    [+ ROOT/LOC_synset_mapping.txt, checked against timm's class order]
-  classic-folders  ROOT/val/<wnid>/ILSVRC2012_val_*.JPEG (or ROOT/<wnid>/...): torchvision ImageFolder
+  classic-folders  ROOT/val/<wnid>/ILSVRC2012_val_*.JPEG (or ROOT/<wnid>/...): torchvision ImageFolder,
+                   and torchvision.datasets.ImageNet's root once extracted (its archives and meta.bin
+                   beside val/); the archives alone are refused with one line: extract them first
   hf-names         ROOT/val/ILSVRC2012_val_00000001_n01751748.JPEG (or ROOT/...): Hugging Face's names,
                    the label is the wnid in the name
   classic-flat     ROOT/val/ILSVRC2012_val_*.JPEG (or ROOT/ILSVRC2012_val_*.JPEG) + a ground-truth file
@@ -46,6 +48,8 @@ KAGGLE_IMAGE_DIR = Path("ILSVRC", "Data", "CLS-LOC", "val")
 KAGGLE_SOLUTION = "LOC_val_solution.csv"
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
 SHARD_FORMATS = (parquet, webdataset)
+# What torchvision.datasets.ImageNet wants in its root before it extracts them (`ARCHIVE_META`).
+TORCHVISION_ARCHIVES = ("ILSVRC2012_img_val.tar", "ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_img_train.tar")
 
 
 @dataclass(frozen=True)
@@ -102,16 +106,32 @@ def detect_layout(root: Path, input_format: str | None = None) -> Layout:
         raise InputError(f"{root}: no such folder")
     if input_format in (None, "files"):
         layout = _file_layout(root)
-        if layout is not None or input_format == "files":
-            return layout or _no_layout(root, "files")
+        if layout is not None:
+            return layout
+        _refuse_archives(root, [])
+        if input_format == "files":
+            return _no_layout(root, "files")
+    _refuse_archives(root, [])
     shards = {fmt.NAME: fmt.detect(root) for fmt in SHARD_FORMATS if input_format in (None, fmt.NAME)}
     found = {name: s for name, s in shards.items() if s}
     if len(found) > 1:
         raise InputError(f"{root}: holds both parquet and tar shards; choose one with --format")
     if found:
         ((name, s),) = found.items()
+        _refuse_archives(root, list(s))
         return Layout(name, root, tuple(s))
     return _no_layout(root, input_format)
+
+
+def _refuse_archives(root: Path, shards: list[str]) -> None:
+    """torchvision.datasets.ImageNet's archives, not yet extracted, are one line saying so (the val
+    tar holds flat JPEGs without labels: read as WebDataset shards, every sample would be bad)."""
+    present = [name for name in TORCHVISION_ARCHIVES if (root / name).is_file()]
+    present += [rel for rel in shards if Path(rel).name in TORCHVISION_ARCHIVES and rel not in present]
+    if present:
+        raise InputError(f"{root}: holds torchvision.datasets.ImageNet's archives ({', '.join(present)}), not their "
+                         f"images; extract them first (torchvision.datasets.ImageNet(root, split='val') does it, "
+                         f"into {root / 'val'}/<wnid>/), then build from {root}")
 
 
 def _no_layout(root: Path, what: str | None) -> Layout:

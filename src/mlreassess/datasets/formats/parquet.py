@@ -4,7 +4,8 @@ The shards (`data/validation-00000-of-00014.parquet`, ...) hold an `image` struc
 encoded file, `path`: its name, `ILSVRC2012_val_00000001_n01751748.JPEG`) and an int `label`
 (HF's ClassLabel order, which is the sorted-wnid order timm uses; both are checked: the names'
 wnids against the label of every row, the ClassLabel names in the schema metadata against the
-standard class names). A manifest row names its image by shard (`path`), `row` and `member`
+standard classes: Hugging Face's own `IMAGENET2012_CLASSES`, where n03126707 is 'crane2', or any
+copy naming each class by its description or first lemma). A manifest row names its image by shard (`path`), `row` and `member`
 (the name in the shard).
 
 Reading: a row group is the smallest unit parquet decompresses, so a worker reads the `image`
@@ -24,9 +25,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlreassess.constants import NUM_CLASSES
 from mlreassess.datasets import labels as lab
 from mlreassess.datasets.formats.base import Found, Scan, ShardReader, find_shards, inside, shard_fingerprints, val_name
-from mlreassess.errors import InputError
+from mlreassess.errors import InputError, short_repr
+from mlreassess.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +63,64 @@ def _check_schema(pf: pq.ParquetFile, path: Path) -> bool:
     return LABEL in schema.names
 
 
-def check_class_order(pf: pq.ParquetFile, path: Path) -> str:
-    """How the shard's label order was checked: its ClassLabel names (HF schema metadata) must be the
-    standard classes in order; InputError at the first that is not."""
+def hf_features_meta(names: list[str] | None) -> bytes:
+    """The `huggingface` schema metadata `datasets` writes for an `image` Image column and a `label`
+    ClassLabel of `names` (an int `label` without names when None)."""
+    label = {"names": list(names), "_type": "ClassLabel"} if names is not None else {"dtype": "int64", "_type": "Value"}
+    return json.dumps({"info": {"features": {IMAGE: {"_type": "Image"}, LABEL: label}}}).encode()
+
+
+def write_shard(path: Path, rows: list[tuple[bytes, str | None, int | None]], names: list[str] | None,
+                row_group: int = 100) -> None:
+    """One shard as the hub's imagenet-1k holds them, written atomically: rows of (encoded image,
+    its file name, label) as an `image` struct (bytes, path) and an int64 `label`, the `huggingface`
+    metadata `datasets` writes (ClassLabel `names`), snappy, `row_group` rows per row group."""
+    image = pa.StructArray.from_arrays([pa.array([r[0] for r in rows], pa.binary()),
+                                        pa.array([r[1] for r in rows], pa.string())], names=["bytes", "path"])
+    schema = pa.schema([pa.field(IMAGE, image.type), pa.field(LABEL, pa.int64())],
+                       metadata={HF_META_KEY: hf_features_meta(names)})
+    table = pa.table({IMAGE: image, LABEL: pa.array([r[2] for r in rows], pa.int64())}, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group, compression="snappy")
+
+
+def class_names(pf: pq.ParquetFile) -> list | None:
+    """The shard's ClassLabel names (HF schema metadata), None when it names none."""
     raw = (pf.schema_arrow.metadata or {}).get(HF_META_KEY)
     try:
         names = json.loads(raw)["info"]["features"][LABEL]["names"] if raw else None
     except (ValueError, KeyError, TypeError):
-        names = None
+        return None
+    return names if isinstance(names, list) else None
+
+
+def class_order_problem(names: list) -> str | None:
+    """Why ClassLabel names are not ImageNet-1k's classes in the sorted-wnid order (None: they are).
+    Each name must name its own class in one of the forms copies use (`labels.names_class`: Hugging
+    Face's 'crane2', timm's 'crane', a whole description or its first lemma)."""
+    if len(names) != NUM_CLASSES:
+        return f"its '{LABEL}' ClassLabel has {len(names)} names, expected {NUM_CLASSES}"
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not lab.names_class(name, i):
+            elsewhere = lab.classes_named(name) if isinstance(name, str) else []
+            other = f", which is class {', '.join(map(str, elsewhere))}" if elsewhere else ""
+            return (f"label {i} is {short_repr(name)} here{other}, but class {i} is {lab.hf_class_names()[i]!r} "
+                    f"({lab.class_wnid(i)}) in the sorted-wnid order; this copy's class order differs")
+    return None
+
+
+def check_class_order(pf: pq.ParquetFile, path: Path) -> str:
+    """How the shard's label order was checked: its ClassLabel names (HF schema metadata) must be the
+    standard classes in order; one InputError line names the first that is not."""
+    names = class_names(pf)
     if names is None:
         return "no class names in the shard: sorted-wnid order assumed, checked by the names' wnids if any"
-    if len(names) != 1000:
-        raise InputError(f"{path}: its '{LABEL}' ClassLabel has {len(names)} names, expected 1000")
-    for i, name in enumerate(names):
-        if str(name).split(",")[0].strip() != lab.class_name(i):
-            raise InputError(f"{path}: label {i} is {str(name)[:40]!r} here but class {i} is {lab.class_name(i)!r} "
-                             "in the sorted-wnid order; this copy's class order differs")
-    return "ClassLabel names checked: sorted-wnid order"
+    problem = class_order_problem(names)
+    if problem is not None:
+        raise InputError(f"{path}: {problem}")
+    if tuple(names) == lab.hf_class_names():
+        return "ClassLabel names checked: Hugging Face's IMAGENET2012_CLASSES, the sorted-wnid order"
+    return "ClassLabel names checked: the sorted-wnid order"
 
 
 def _null_bytes(pf: pq.ParquetFile) -> set[int]:

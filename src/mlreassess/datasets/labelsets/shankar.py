@@ -9,6 +9,7 @@ the file TFDS downloads; v3.0.0 adds the corrections of Vasudevan et al. 2022). 
   problematic_images  {val file name: {"reason": ..., ...}}: images the experts found problematic
                       (wrong or unclear original label, drawings, heavy edits, ...)
   imagenet_m          [val file name, ...]: the 68-image ImageNet-M slice (`imagenet_m`)
+Other top-level keys are not read (a log line names them); a missing one of these three stops the build.
 Its authors' recommendations (TFDS README): a prediction is correct if it is marked correct or
 unclear, so both count as labels here; problematic images are left out; and since the 20,000 are
 class-balanced but the problematic ones are not, report the mean over classes of the per-class
@@ -17,6 +18,7 @@ accuracy (metrics.parquet `real_per_class`, beside the usual per-image metrics).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ KEYS = ("initial_annots", "problematic_images", "imagenet_m")
 STATES = ("correct", "wrong", "unclear")
 LABEL_STATES = ("correct", "unclear")  # the authors count unclear as correct (lenient)
 _VAL_PREFIX = "ILSVRC2012_val_"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -117,10 +121,12 @@ def read_human_accuracy(path: Path) -> HumanAccuracy:
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object with {', '.join(KEYS)}, got a JSON {type(data).__name__}")
     missing = [k for k in KEYS if k not in data]
+    if missing:
+        raise InputError(f"{path}: not {WHAT}: missing {', '.join(missing)}")
     unknown = sorted(set(data) - set(KEYS))
-    if missing or unknown:
-        problem = f"missing {', '.join(missing)}" if missing else f"unknown key {short_repr(unknown[0])}"
-        raise InputError(f"{path}: not {WHAT}: {problem}")
+    if unknown:  # the published file may carry more than the three keys the labels come from
+        log.info(f"{path}: not read: its key{'s' * (len(unknown) > 1)} {', '.join(short_repr(k) for k in unknown[:5])}"
+                 f"{' ...' * (len(unknown) > 5)} (the labels come from {', '.join(KEYS)})")
     annots, other = _annots(data["initial_annots"], path)
     return HumanAccuracy(annots, _problematic(data["problematic_images"], path),
                          _imagenet_m(data["imagenet_m"], path, annots), other)

@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import math
 import os
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -74,11 +77,47 @@ def require(import_name: str, spec: ModelSpec, extra: str) -> Any:
     """The optional library a source needs, or one line saying what to install."""
     try:
         return importlib.import_module(import_name)
-    except ImportError as exc:
+    except Exception as exc:  # ImportError when absent; anything when an installed one is broken
+        installed = sys.modules.get(import_name, True) is not None and importlib.util.find_spec(import_name) is not None
+        if installed:
+            raise MlreassessError(f"model {spec.name!r}: the installed {import_name} package fails to import "
+                                  f"({first_sentence(root_cause(exc))}); reinstall it: pip install --force-reinstall "
+                                  f"'mlreassess[{extra}]'") from None
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise MlreassessError(
             f"model {spec.name!r} needs the {import_name} package ({reason}): pip install 'mlreassess[{extra}]'"
         ) from None
+
+
+def first_sentence(exc: BaseException, limit: int = 200) -> str:
+    """`Type: the message's first sentence`, in whole words (a library's paragraph of advice as one
+    clause; cut at a word with ' ...' when longer than `limit`)."""
+    text = " ".join(str(exc).split())
+    sentence = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].rstrip(".")
+    if len(sentence) > limit:
+        sentence = sentence[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(exc).__name__}: {sentence}".rstrip(": ")
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception `exc` was raised from (a library's wrapper hides the real import error)."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    return exc
+
+
+def hub_unavailable(spec: ModelSpec, what: str, exc: BaseException, local: str) -> MlreassessError:
+    """One full line for a model the Hugging Face hub could not give: the library's reason, whether
+    the machine is offline, and the three ways out (`local`: how to name a local folder instead)."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        state = "HF_HUB_OFFLINE is set and it is not in the local cache"
+    else:
+        state = "no network here? set HF_HUB_OFFLINE=1 to fail at once instead of retrying"
+    return MlreassessError(f"model {spec.name!r}: cannot fetch its {what} ({first_sentence(exc)}); {state}; "
+                           f"pre-download it where there is network and copy HF_HOME's hub cache here, "
+                           f"or pass a local folder ({local})")
 
 
 def check_weights(spec: ModelSpec, allowed: tuple[str, ...]) -> None:

@@ -1,5 +1,6 @@
-"""Hugging Face `transformers` image classifiers: `hf:ORG/REPO` (the hub, or its cache) or `hf:/ABS/DIR`
-(a folder written by `save_pretrained`, with the image processor's preprocessor_config.json).
+"""Hugging Face `transformers` image classifiers: `hf:ORG/REPO` (the hub, or its cache) or a folder
+written by `save_pretrained`, with the image processor's preprocessor_config.json (`hf:/ABS/DIR`, or
+relative: `hf:./DIR`, or any name that is a folder where mlreassess runs).
 
 Weights: `hub` (the repo's or folder's own weights), `file:PATH` (a state dict for the model its
 config describes), `random`. Preprocessing from its image processor: size (the crop size when it
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from pathlib import Path
 
 import torch
 from timm.data import ImageNetInfo
 
 from mlreassess.constants import NUM_CLASSES
-from mlreassess.errors import InputError, MlreassessError, first_line
+from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference.models.sources import base
 from mlreassess.inference.models.sources.base import LoadedModel, ModelSpec
 from mlreassess.options import InferOptions
@@ -35,44 +37,61 @@ def _lib(spec: ModelSpec):
     return base.require("transformers", spec, "hf")
 
 
+def _folder(spec: ModelSpec) -> Path | None:
+    """The local folder the name names (absolute), None for a hub repo id. A folder: an absolute or
+    `~` path, one starting with ./ or ../, or any name that exists where mlreassess runs (as
+    transformers itself would take it: `hf:models/vit` is ./models/vit when that is there)."""
+    rest = base.source_name(spec, PREFIX)
+    path = Path(rest).expanduser()
+    if rest.startswith(("/", "~", "./", "../")) or (rest and path.exists()):
+        return path.resolve()
+    return None
+
+
 def _where(spec: ModelSpec) -> str:
     """The folder (absolute) or the hub repo id."""
-    rest = base.source_name(spec, PREFIX)
-    return str(Path(rest).expanduser()) if rest.startswith(("/", "~")) else rest
+    folder = _folder(spec)
+    return str(folder) if folder is not None else base.source_name(spec, PREFIX)
 
 
 def _is_dir(spec: ModelSpec) -> bool:
-    return base.source_name(spec, PREFIX).startswith(("/", "~"))
+    return _folder(spec) is not None
 
 
 def check(spec: ModelSpec) -> None:
     _lib(spec)
-    where = _where(spec)
-    if _is_dir(spec):
+    folder = _folder(spec)
+    if folder is not None:
         for needed in ("config.json", "preprocessor_config.json"):
-            if not (Path(where) / needed).is_file():
-                raise InputError(f"model {spec.name!r}: {Path(where) / needed} not found (save the model and its "
+            if not (folder / needed).is_file():
+                raise InputError(f"model {spec.name!r}: {folder / needed} not found (save the model and its "
                                  "image processor there with save_pretrained)")
-    elif not REPO_ID.match(where):
-        raise InputError(f"model {spec.name!r}: {where!r} is neither a hub repo id (ORG/NAME) nor an absolute folder")
-    elif Path(where).exists():
-        raise InputError(f"model {spec.name!r}: {where!r} is a hub repo id and a folder here; write the folder "
-                         f"as an absolute path (hf:{Path(where).resolve()})")
+    elif not REPO_ID.match(_where(spec)):
+        raise InputError(f"model {spec.name!r}: {_where(spec)!r} is neither a hub repo id (ORG/NAME) nor a folder here")
     base.check_weights(spec, WEIGHTS)
 
 
-def _config(spec: ModelSpec):
+def _load(spec: ModelSpec, what: str, load):
+    """`load()` (a transformers from_pretrained), its failure as one line saying what it is: a broken
+    transformers install, the hub out of reach (with what to do offline), or the folder's own fault."""
     try:
-        return _lib(spec).AutoConfig.from_pretrained(_where(spec))
+        return load()
+    except ImportError as exc:  # transformers imports a model's code lazily: a broken install shows here
+        raise MlreassessError(f"model {spec.name!r}: transformers cannot load its {what}: the installed transformers "
+                              f"is broken, not the model ({base.first_sentence(base.root_cause(exc))}); reinstall it "
+                              "(pip install --force-reinstall 'mlreassess[hf]')") from None
     except Exception as exc:  # hub, cache, JSON and unknown-architecture errors alike
-        raise MlreassessError(f"model {spec.name!r}: cannot read its config ({first_line(exc)})") from None
+        if _folder(spec) is None:
+            raise base.hub_unavailable(spec, what, exc, "hf:/ABS/DIR or hf:./DIR, written by save_pretrained") from None
+        raise MlreassessError(f"model {spec.name!r}: cannot read its {what} ({base.first_sentence(exc)})") from None
+
+
+def _config(spec: ModelSpec):
+    return _load(spec, "config", lambda: _lib(spec).AutoConfig.from_pretrained(_where(spec)))
 
 
 def _processor(spec: ModelSpec):
-    try:
-        return _lib(spec).AutoImageProcessor.from_pretrained(_where(spec))
-    except Exception as exc:
-        raise MlreassessError(f"model {spec.name!r}: cannot read its image processor ({first_line(exc)})") from None
+    return _load(spec, "image processor", lambda: _lib(spec).AutoImageProcessor.from_pretrained(_where(spec)))
 
 
 def data_config(spec: ModelSpec, use_test_size: bool = False) -> dict:
@@ -171,6 +190,28 @@ class ImageNetHead(torch.nn.Module):
         return logits if self.index is None else logits.index_select(1, self.index)
 
 
+# --- a model built by the caller (the Python API) ---------------------------------------------------
+
+
+def is_model(obj) -> bool:
+    """Whether `obj` is a transformers model (asked only when transformers is already imported: a
+    caller who built one has imported it)."""
+    lib = sys.modules.get("transformers")
+    return lib is not None and isinstance(obj, lib.PreTrainedModel)
+
+
+def is_processor(obj) -> bool:
+    """Whether `obj` is a transformers image processor (either backend)."""
+    lib = sys.modules.get("transformers")
+    return lib is not None and isinstance(obj, lib.ImageProcessingMixin)
+
+
+def wrap(model: torch.nn.Module, where: str) -> ImageNetHead:
+    """The caller's transformers classifier as mlreassess runs a module: pixel values in, ImageNet-1k
+    logits in class order out (its id2label read as for `hf:` names)."""
+    return ImageNetHead(model, class_index(model.config.id2label, where))
+
+
 # --- building --------------------------------------------------------------------------------------
 
 
@@ -195,11 +236,7 @@ def build(spec: ModelSpec, opts: InferOptions, device: str | None = None) -> Loa
 def _pretrained(spec: ModelSpec, auto) -> torch.nn.Module:
     """The repo's or folder's weights; a checkpoint without some of the model's tensors (a backbone
     without its classifier, which transformers would initialise at random) is refused."""
-    try:
-        model, info = auto.from_pretrained(_where(spec), output_loading_info=True)
-    except Exception as exc:
-        raise MlreassessError(f"model {spec.name!r}: weights not available ({first_line(exc)}); download them "
-                              "where there is network (HF_HOME's hub cache) or pass --weights file:PATH") from None
+    model, info = _load(spec, "weights", lambda: auto.from_pretrained(_where(spec), output_loading_info=True))
     missing = list(info.get("missing_keys") or [])
     if missing:
         raise InputError(f"model {spec.name!r}: its checkpoint lacks {len(missing)} of the model's tensors "

@@ -19,7 +19,7 @@ import torch
 from timm.data import resolve_model_data_config
 
 from mlreassess.errors import InputError
-from mlreassess.inference.models.sources import base, transforms
+from mlreassess.inference.models.sources import base, hf, transforms
 from mlreassess.inference.models.sources.base import LoadedModel, ModelSpec
 from mlreassess.options import InferOptions
 
@@ -71,7 +71,10 @@ def spec_for(module: Any, name: str, transform: Any = None) -> ModelSpec:
         raise InputError(f"model {name!r}: expected a torch.nn.Module or a model name, got {type(module).__name__}")
     if any(torch.nn.parameter.is_lazy(t) for t in [*module.parameters(), *module.buffers()]):
         raise InputError(f"model {name!r}: it has uninitialised (lazy) parameters; run one forward pass first")
-    if transform is not None:
+    module = _transformers_model(module, name, transform)
+    if hf.is_processor(transform):
+        config = hf.processor_config(transform, name)
+    elif transform is not None:
         config = transforms.config_from(transform, name)
     elif getattr(module, "pretrained_cfg", None):
         config = transforms.config_from_dict(dict(resolve_model_data_config(module)), name)
@@ -79,6 +82,18 @@ def spec_for(module: Any, name: str, transform: Any = None) -> ModelSpec:
         raise InputError(f"model {name!r}: a {type(module).__name__} has no timm data config (pretrained_cfg): pass "
                          "transform= (its torchvision eval transform, or {input_size, interpolation, mean, std})")
     return ModelSpec(name, "module", InMemory(module, config))
+
+
+def _transformers_model(module: torch.nn.Module, name: str, transform: Any) -> torch.nn.Module:
+    """A transformers classifier (forward(pixel_values=...).logits, its own id2label) wrapped so that
+    it takes images and gives ImageNet-1k's logits in order; any other module as it is."""
+    if not hf.is_model(module):
+        return module
+    if transform is None:
+        raise InputError(f"model {name!r}: a transformers {type(module).__name__} brings no preprocessing: pass "
+                         "transform= its image processor (AutoImageProcessor.from_pretrained(...)) or its torchvision "
+                         "eval transform")
+    return hf.wrap(module, name)
 
 
 def check(spec: ModelSpec) -> None:

@@ -27,7 +27,7 @@ import safetensors.torch
 import torch
 
 from mlreassess.constants import NUM_CLASSES
-from mlreassess.errors import InputError, MlreassessError, first_line
+from mlreassess.errors import InputError
 from mlreassess.inference.models.sources import base
 from mlreassess.inference.models.sources.base import LoadedModel, ModelSpec
 from mlreassess.io import atomic_path
@@ -93,7 +93,8 @@ def _configs(spec: ModelSpec) -> tuple[dict, dict]:
             path = _local_dir(spec) / "open_clip_config.json"
         else:
             path = _fetch(spec, lambda: oc.pretrained.download_pretrained_from_hf(name[len("hf-hub:"):],
-                                                                                   filename="open_clip_config.json"))
+                                                                                   filename="open_clip_config.json"),
+                          "config")
         try:
             config = json.loads(Path(path).read_text())
             return config["model_cfg"], config.get("preprocess_cfg", {})
@@ -102,11 +103,11 @@ def _configs(spec: ModelSpec) -> tuple[dict, dict]:
     return oc.get_model_config(name), (oc.get_pretrained_cfg(name, tag) if tag else {})
 
 
-def _fetch(spec: ModelSpec, get):
+def _fetch(spec: ModelSpec, get, what: str = "weights"):
     try:
         return get()
     except Exception as exc:  # hub / network / cache errors
-        raise MlreassessError(f"model {spec.name!r}: cannot fetch it ({first_line(exc)})") from None
+        raise base.hub_unavailable(spec, what, exc, "open_clip:local-dir:/ABS/DIR, with open_clip_config.json") from None
 
 
 def data_config(spec: ModelSpec, use_test_size: bool = False) -> dict:
