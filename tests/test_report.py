@@ -91,9 +91,12 @@ def study(tmp_path_factory, write_dataset, write_predictions) -> Path:
         write_dataset(root, name, kind, samples, **params)
         return samples
 
+    swap = np.random.default_rng(1)  # its own stream: the other draws stay as they were
+
     sets = {
         "imagenet_v1": ("imagenet_v1", dataset("imagenet_v1", "imagenet_v1", 60, 6, True)),
-        "imagenet_v2_matched-frequency": ("imagenet_v2", dataset("imagenet_v2_matched-frequency", "imagenet_v2", 40, 6, True)),
+        "imagenet_v2_matched-frequency": ("imagenet_v2", dataset("imagenet_v2_matched-frequency", "imagenet_v2", 40, 6, True,
+                                                                 images=root / "v2_images")),
         "patchml_seed1": ("patchml", dataset("patchml_seed1", "patchml", 30, 4, False, seed=1, **PATCHML)),
         "patchml_seed2": ("patchml", dataset("patchml_seed2", "patchml", 30, 4, False, seed=2, **PATCHML)),
     }
@@ -104,6 +107,8 @@ def study(tmp_path_factory, write_dataset, write_predictions) -> Path:
             for sid, (_, labels) in samples.items():
                 others = [c for c in rng.permutation(1000).tolist() if c not in labels][:10]
                 top = [labels[j] if rng.random() < skill and j < len(labels) else others[j] for j in range(10)]
+                if kind == "imagenet_v2" and top[1] in labels and swap.random() < 0.5:
+                    top[:2] = top[1::-1]  # top-1 another of the labels (what Figure 1 shows); the top-g set unchanged
                 preds[sid] = top
             write_predictions(root, name, kind, f"model_{m}", preds)
     write_canvas_pngs(root / "manifests" / "patchml_seed1.parquet", color=(40, 80, 120))  # PNGs of their rows
@@ -118,13 +123,14 @@ def test_report_writes_every_item(study: Path, capsys):
     assert "skipped" not in log, log
     assert "figure8: wrote figure8.png, figure8.pdf" in log
     assert "figure_sets: wrote figure_sets.png, figure_sets.pdf" in log
-    assert f"report: 11 of 11 item(s) written to {study / 'tables'} and {study / 'figures'}" in out
-    for stem in ("table1", "table2", "table3", "tables4-10", "reported_vs_reproduced"):
+    assert f"report: 13 of 13 item(s) written to {study / 'tables'} and {study / 'figures'}" in out
+    for stem in ("table1", "table2", "table3", "tables4-10", "reported_vs_reproduced", "consensus"):
         for ext in ("md", "csv", "tex"):
             assert (study / "tables" / f"{stem}.{ext}").stat().st_size > 0
-    for i in range(4, 9):
+    for i in (1, 4, 5, 6, 7, 8):
         for ext in ("png", "pdf"):
             assert (study / "figures" / f"figure{i}.{ext}").stat().st_size > 0
+    assert "figure1: 8 of the " in log and " images of imagenet_v2_matched-frequency whose top-1 by model_5" in log
     pdf = (study / "figures" / "figure5.pdf").read_bytes()
     assert b"/FontFile2" in pdf  # TrueType fonts embedded (pdf.fonttype 42)
     t1 = pd.read_csv(study / "tables" / "table1.csv")
