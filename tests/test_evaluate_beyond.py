@@ -16,7 +16,7 @@ from mlreassess.errors import InputError
 from mlreassess.inference.sweep.writers import predictions_table
 from mlreassess.io import read_meta, read_table, write_table
 from mlreassess.metrics.beyond import SetParams
-from mlreassess.metrics.evaluate import evaluate_results
+from mlreassess.metrics.evaluate import evaluate_results, why_stale
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -327,3 +327,17 @@ def test_published_convention_rows_equal_an_independent_computation(tmp_path: Pa
     assert got[("aps_pub_size", None)]["bound"] is None and got[("aps_pub_size", None)]["qhat"] == "exact"
     assert got[("aps_size", None)]["temperature"] is None  # the other rows: the probabilities as stored
     assert ("aps_pub_size", 1) not in got  # whole-dataset rows only
+
+
+def test_a_metrics_file_from_before_the_rows_changed_meaning_is_computed_again(tmp_path: Path, write_dataset):
+    # an older file's `bound` "conservative" would read as exact on today's page: it is redone
+    results = synthetic_results(tmp_path, write_dataset, 40, softmax=False, datasets=("imagenet_v2_x",))
+    out, _ = evaluate_results(results, n_boot=5)
+    assert evaluate_results(results, n_boot=5)[1] is None  # up to date
+    meta = read_meta(out)
+    assert meta["oracle_free_rows"] == 2
+    del meta["oracle_free_rows"]
+    write_table(out, read_table(out), meta)
+    assert why_stale(results, {"oracle_free_rows": 2}) == "oracle_free_rows null -> 2"
+    assert evaluate_results(results, n_boot=5)[1] is not None
+    assert read_meta(out)["oracle_free_rows"] == 2

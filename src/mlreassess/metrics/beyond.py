@@ -46,6 +46,9 @@ OPEN = CONFORMAL + PUBLISHED  # families whose values the top-K may leave open a
 # metrics in classes, not percent (metrics.parquet `unit`), and the side their top-K bound is on
 CLASS_UNIT = {"coverage_error"} | {f"{t}_size" for t in SET_TYPES + PUBLISHED}
 LOWER_BOUND = CLASS_UNIT | {"label_ranking_loss"}  # a larger true value is possible; for the others a smaller one
+# 2: `bound` null / upper / lower / neither apart from `qhat`, conformal intervals with the calibration
+# resamples, the published-convention rows, label ranking loss (1: `bound` "conservative")
+ROWS_VERSION = 2
 _ROWS_PER_CHUNK = 8192  # rows ranked at a time from a full softmax (8192 x 1000 float64 = 65 MB)
 
 
@@ -65,8 +68,9 @@ class SetParams:
     masses: tuple[float, ...] = SET_MASS_GRID
 
     def recorded(self) -> dict:
-        """What metrics.parquet records (and its fingerprint covers)."""
-        return {"set_tau": self.tau, "set_mass": self.mass, "conformal_alpha": self.alpha, "raps_kreg": self.kreg,
+        """What metrics.parquet records (and its fingerprint covers). `oracle_free_rows`: the version of
+        these rows' meaning, so a file written before it changed is computed again, not misread."""
+        return {"oracle_free_rows": ROWS_VERSION, "set_tau": self.tau, "set_mass": self.mass, "conformal_alpha": self.alpha, "raps_kreg": self.kreg,
                 "raps_lambda": self.lam, "conformal_seed": self.seed, "map_bootstrap": self.map_bootstrap,
                 "calibration": self.calibration, "set_taus": list(self.taus), "set_masses": list(self.masses)}
 
