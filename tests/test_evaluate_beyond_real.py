@@ -57,6 +57,7 @@ def test_oracle_free_rows_on_real_predictions(mini_root: Path, tmp_path: Path):
     got = headline(exact / "metrics.parquet")
     assert got["lrap"].value_pct == pytest.approx(100 * sklearn_metrics.label_ranking_average_precision_score(y, scores), abs=1e-9)
     assert got["coverage_error"].value_pct == pytest.approx(sklearn_metrics.coverage_error(y, scores), abs=1e-9)
+    assert got["label_ranking_loss"].value_pct == pytest.approx(100 * sklearn_metrics.label_ranking_loss(y, scores), abs=1e-9)
     present = y.any(axis=0)
     assert got["map"].value_pct == pytest.approx(100 * sklearn_metrics.average_precision_score(
         y[:, present], scores[:, present], average="macro"), abs=1e-9)

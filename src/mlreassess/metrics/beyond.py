@@ -287,8 +287,10 @@ def _chunk_columns(sample: Sample, ranked: ranking.Ranked, rows: np.ndarray, ctx
         put(b, point, [col[f"{t}@{value!r}_{s}"] for s in sets.STATS], col[f"{t}@{value!r}_beyond"])
     facts = sets.SetFacts(pos, labels.count, lpos, label >= 0, ranked.depth)
     scored = avail & ctx.evaluable[rows]
+    hot: dict = {}
     for t, fam in out.families.items():
-        got = conformal_columns.score(fam, ranked, ctx.u[rows], facts, scored, ctx.stratum[rows], ctx.n_strata)
+        got = conformal_columns.score(fam, conformal_columns.ranking_for(fam, ranked, hot), ctx.u[rows], facts, scored,
+                                      ctx.stratum[rows], ctx.n_strata)
         for s, values in got.stats.items():
             boot[rows, _B[f"{t}_{s}"]] = values
         where = ok if t in CONFORMAL else np.ones(len(rows), dtype=bool)  # published size: every image

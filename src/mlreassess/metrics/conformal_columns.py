@@ -60,6 +60,16 @@ def families(calibration: Calibration | None, complete: bool) -> list[Family]:
     return out
 
 
+def ranking_for(fam: Family, ranked: Ranked, cache: dict) -> Ranked:
+    """The ranking the family's sets are made from: temperature-scaled for the published ones (once
+    per temperature: `cache`)."""
+    if fam.temperature is None:
+        return ranked
+    if fam.temperature not in cache:
+        cache[fam.temperature] = scaled(ranked, fam.temperature)
+    return cache[fam.temperature]
+
+
 @dataclass
 class FamilyColumns:
     stats: dict[str, np.ndarray]  # per-sample statistic (`Family.stats`) of the chunk's rows
@@ -70,10 +80,9 @@ class FamilyColumns:
 
 def score(fam: Family, ranked: Ranked, u: np.ndarray, facts: sets.SetFacts, scored: np.ndarray,
           stratum: np.ndarray, n_strata: int) -> FamilyColumns:
-    """The family's columns on these rows (`ranked`, the sets' uniforms `u`, `facts`); `scored`:
-    (r,) the rows whose values enter the sums (a prediction, held out); `stratum`: (r,) theirs."""
-    if fam.temperature is not None:
-        ranked = scaled(ranked, fam.temperature)
+    """The family's columns on these rows (`ranked`, already scaled by `fam.temperature` if any: see
+    `ranking_for`; the sets' uniforms `u`, `facts`); `scored`: (r,) the rows whose values enter the
+    sums (a prediction, held out); `stratum`: (r,) theirs."""
     cum = sets.cumulative(ranked)
     qlow, qhat, kreg, lam, _, _ = fam.calibration.family(fam.method)
     reps = fam.calibration.replicates.get(fam.method)

@@ -43,27 +43,46 @@ def shift_sums(state_scores: np.ndarray, values: np.ndarray, point: np.ndarray, 
     the (low, high) Q-hat pairs, non-decreasing in both columns; point: (r, c) the rows' values at
     the point estimate; stratum: (r,) each row's stratum. NaN values count as 0 (not applicable)."""
     n_pairs = len(values)
-    c = point.shape[1]
-    out = np.zeros((n_strata, n_pairs, c))
+    out = np.zeros((n_strata, n_pairs, point.shape[1]))
     if not len(state_scores) or not n_pairs:
         return out
-    first_hi = _first_reached(values[:, 1], state_scores)
-    first_lo = first_hi if np.array_equal(values[:, 0], values[:, 1]) else _first_reached(values[:, 0], state_scores)
     local = np.arange(len(state_scores))
-    v0 = np.nan_to_num(value(local, (first_lo == 0).sum(axis=1), (first_hi == 0).sum(axis=1)))
-    span = n_pairs + 1
-    keys = [first_hi]
-    if first_lo is not first_hi:
-        keys.append(first_lo)
-    key = np.unique(np.concatenate([(f.astype(np.int64) + local[:, None] * span)[(f > 0) & (f < n_pairs)]
-                                    for f in keys]))  # (row, p) of every change, sorted by row then p
-    if len(key):
-        rows, p = key // span, key % span
-        a = _states_at(first_lo, rows, p, span)
-        b = a if first_lo is first_hi else _states_at(first_hi, rows, p, span)
+    if np.array_equal(values[:, 0], values[:, 1]):
+        a0 = b0 = (state_scores <= values[0, 1]).sum(axis=1)
+        rows, p, a = _single_events(state_scores, values[:, 1])
+        b = a
+    else:
+        rows, p, a, b, a0, b0 = _paired_events(state_scores, values)
+    v0 = np.nan_to_num(value(local, a0, b0))
+    if len(rows):
         v = np.nan_to_num(value(rows, a, b))
         prev = np.where((np.r_[-1, rows[:-1]] == rows)[:, None], np.vstack([v0[:1], v[:-1]]), v0[rows])
         np.add.at(out, (stratum[rows], p), v - prev)
-    base = np.zeros((n_strata, c))
+    base = np.zeros((n_strata, point.shape[1]))
     np.add.at(base, stratum, v0 - np.nan_to_num(point))
     return np.cumsum(out, axis=1) + base[:, None, :]
+
+
+def _single_events(state_scores: np.ndarray, q: np.ndarray):
+    """(rows, p, state) of every change when one Q-hat moves along q: a score in (q[0], q[-1]] is
+    passed at the first p with q[p] >= it, and the row's state is then its column + 1 (the scores
+    before it are passed too). np.nonzero's row-major order is (row, p) order; of several columns
+    passed at one p the last gives the state."""
+    rows, cols = np.nonzero((state_scores > q[0]) & (state_scores <= q[-1]))
+    p = np.searchsorted(q, state_scores[rows, cols], side="left")
+    last = np.r_[(rows[1:] != rows[:-1]) | (p[1:] != p[:-1]), True] if len(rows) else np.zeros(0, dtype=bool)
+    return rows[last], p[last], cols[last] + 1
+
+
+def _paired_events(state_scores: np.ndarray, values: np.ndarray):
+    """(rows, p, a, b, a0, b0) when the low and the high end move apart (the top-K brackets Q-hat):
+    every (row, p) where either state changes, sorted, with both states there, and at p = 0."""
+    n_pairs = len(values)
+    first_lo, first_hi = _first_reached(values[:, 0], state_scores), _first_reached(values[:, 1], state_scores)
+    local = np.arange(len(state_scores))
+    span = n_pairs + 1
+    key = np.unique(np.concatenate([(f.astype(np.int64) + local[:, None] * span)[(f > 0) & (f < n_pairs)]
+                                    for f in (first_lo, first_hi)]))  # (row, p) of every change, sorted
+    rows, p = key // span, key % span
+    a, b = _states_at(first_lo, rows, p, span), _states_at(first_hi, rows, p, span)
+    return rows, p, a, b, (first_lo == 0).sum(axis=1), (first_hi == 0).sum(axis=1)
