@@ -74,19 +74,25 @@ def _placements(labels: list[list[int]], counts: list[int] | None, canvas: int) 
     return {c: pa.array(v, types[c]) for c, v in cols.items()}
 
 
-def _write_dataset(results: Path, name: str, kind: str, samples: dict, **params) -> Path:
+def _write_dataset(results: Path, name: str, kind: str, samples: dict, images: Path | None = None, **params) -> Path:
     """RESULTS/manifests/<name>.parquet from {sample_id: (label or None, [labels])} (metrics/report tests);
-    PatchML sets get valid placements (`_placements`) and a canvas size."""
+    PatchML sets get valid placements (`_placements`) and a canvas size. With `images` (a folder), each
+    sample of a V1/V2 set also gets a real JPEG there, `<sample_id>.JPEG`, a colour of its own."""
     from mlreassess.datasets.manifest import base_meta, core_table, write_manifest
 
     ids = list(samples)
+    paths = [None] * len(ids)
+    if images is not None:
+        paths = [f"{s}.JPEG" for s in ids]
+        for n, p in enumerate(paths):
+            _write_jpeg(images / p, ((37 * n) % 256, (91 * n) % 256, 200), (24, 18))
     extra = None
     if kind == "patchml":
         params = {"canvas_size": 448, "resample": "bicubic", **params}
         extra = _placements([samples[s][1] for s in ids], params.get("counts"), params["canvas_size"])
-    table = core_table(ids, [None] * len(ids), [samples[s][0] for s in ids], [samples[s][1] for s in ids], extra)
+    table = core_table(ids, paths, [samples[s][0] for s in ids], [samples[s][1] for s in ids], extra)
     path = results / "manifests" / f"{name}.parquet"
-    write_manifest(path, table, base_meta(kind, name, None, **params))
+    write_manifest(path, table, base_meta(kind, name, images, **params))
     return path
 
 
@@ -105,7 +111,9 @@ def _write_predictions(results: Path, dataset: str, kind: str, model: str, preds
             "topk_prob": pa.array([[0.5 / (j + 1) for j in range(k)] for _ in ids], pa.list_(pa.float32())),
         }
     )
-    path = results / "predictions" / dataset / f"{model}.parquet"
+    from mlreassess.results import ResultsLayout
+
+    path = ResultsLayout(results).prediction(dataset, model)  # named as infer names it (model_file_name)
     write_table(path, table, {"model": model, "dataset": dataset, "dataset_kind": kind, "n_samples": len(ids), "topk": k})
     return path
 

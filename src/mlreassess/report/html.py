@@ -7,6 +7,9 @@ of any kind) that opens from disk or from any static server:
   sortable, filterable, downloadable as CSV; a row expands to the model's subgroup accuracies by
   label count, its prediction files' metadata and its failures;
 - PatchML canvases with the top models' top-g predictions (as in Figure 8);
+- an image explorer: every image of each predicted dataset with its labels, the top models' top-5
+  and label candidates from consensus, filterable and sortable (`report.explorer`); its thumbnails
+  are files in RESULTS/thumbs/, loaded only for the rows shown (the one kind of image not embedded);
 - the failed (model, dataset) units from `failures.jsonl`;
 - the paper's figures (`figures/*.png`, linked) and tables (`tables/*.csv`).
 The numbers travel as one JSON block; the page's script draws the leaderboard from it.
@@ -20,18 +23,22 @@ import html
 import json
 import logging
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
+from mlreassess.errors import MlreassessError
 from mlreassess.io import read_meta, write_text_atomic
 from mlreassess.provenance import derived_changed, derived_from
 from mlreassess.report import derived
 from mlreassess.report import html_data as data
 from mlreassess.report.html_build import Markup, data_uri, escape, join, tag
 from mlreassess.report.html_build import table as html_table
+from mlreassess.report.explorer import explorer_data
 from mlreassess.report.html_canvases import CanvasRequest, write_canvases
 from mlreassess.report.inputs import ReportInputs
 from mlreassess.report.paper import REPORTED_CSV
@@ -69,6 +76,44 @@ BOARD = """<section id="leaderboard-section">
 </section>"""
 
 
+# The explorer's frame; the page's script fills it from the JSON data.
+EXPLORER = """<section id="explorer">
+<h2>Images</h2>
+<p class="note" id="ex-note"></p>
+<div class="controls">
+<label>Dataset <select id="ex-dataset"></select></label>
+<label>Model <select id="ex-model"></select></label>
+<label>Show <select id="ex-view">
+<option value="all">all images</option>
+<option value="wrong-right">top-1 wrong, label set right</option>
+<option value="wrong-wrong">top-1 wrong, label set wrong</option>
+<option value="right">top-1 right</option>
+<option value="outside">top-1 not in the label set</option>
+</select></label>
+<label>Labels <select id="ex-count"></select></label>
+<label>Models <select id="ex-agree">
+<option value="any">agree or not</option>
+<option value="disagree">disagree on top-1</option>
+<option value="agree">agree on top-1</option>
+</select></label>
+<label><input type="checkbox" id="ex-cand"> with a consensus candidate</label>
+<label>Sort <select id="ex-sort">
+<option value="id">sample id</option>
+<option value="count">label count (most first)</option>
+<option value="disagree">disagreement (most first)</option>
+<option value="conf">model's top-1 probability (highest first)</option>
+<option value="unsure">model's top-1 probability (lowest first)</option>
+</select></label>
+<button type="button" id="ex-csv">Download CSV (filtered images)</button>
+<span id="ex-count-text" aria-live="polite"></span>
+</div>
+<div class="table-wrap ex-wrap"><table id="ex-table" class="ex"><thead></thead><tbody></tbody></table></div>
+<div class="controls"><button type="button" id="ex-prev">Previous</button><span id="ex-page"></span>
+<button type="button" id="ex-next">Next</button></div>
+<noscript><p class="note">The image explorer needs JavaScript.</p></noscript>
+</section>"""
+
+
 @dataclass(frozen=True)
 class PageOptions:
     title: str = "mlreassess results"
@@ -81,6 +126,8 @@ class PageOptions:
     top_models: int = 3  # models (by PatchML ASMA) whose top-g bars go with the canvases
     canvas_models: tuple[str, ...] = field(default=())  # more models to show there, on request
     canvases: int = 4  # PatchML canvases shown (= PNG files written)
+    explorer: bool = True  # the image explorer (and its thumbnails in RESULTS/thumbs/)
+    explorer_models: int = 5  # models (by PatchML ASMA, else V1 top-1) whose top-5 it shows, with canvas_models
 
 
 def _rank(stem: str, order: tuple[str, ...]) -> int:
@@ -90,7 +137,7 @@ def _rank(stem: str, order: tuple[str, ...]) -> int:
 def ordered_figures(root: Path, extra: tuple[tuple[Path, str], ...] = ()) -> list[tuple[Path, str]]:
     """(png, title) of RESULTS/figures/*.png in the page's order, `extra` right after Figure 8."""
     layout = ResultsLayout(root)
-    pngs = sorted((p for p in layout.figures.glob("*.png") if p.is_file()),  # no folder, FIFO or device
+    pngs = sorted(layout.files(layout.figures, "*.png"),  # files inside RESULTS: no folder, FIFO, device, outside link
                   key=lambda p: (_rank(p.stem, FIGURE_ORDER), p.stem))
     out = [(p, FIGURE_TITLES.get(p.stem, p.stem)) for p in pngs]
     at = 1 if out and out[0][0].stem == "figure8" else 0
@@ -99,8 +146,8 @@ def ordered_figures(root: Path, extra: tuple[tuple[Path, str], ...] = ()) -> lis
 
 def ordered_tables(root: Path) -> list[Path]:
     """RESULTS/tables/*.md in the page's order."""
-    tables = ResultsLayout(root).tables
-    return sorted((p for p in tables.glob("*.md") if p.is_file()), key=lambda p: (_rank(p.stem, TABLE_ORDER), p.stem))
+    layout = ResultsLayout(root)
+    return sorted(layout.files(layout.tables, "*.md"), key=lambda p: (_rank(p.stem, TABLE_ORDER), p.stem))
 
 
 def table_parts(md_path: Path) -> tuple[str, str]:
@@ -118,13 +165,29 @@ def _inputs(root: Path, opts: PageOptions) -> ReportInputs:
     return ReportInputs(root, [], opts.v1, opts.v2)
 
 
-def _canvas_models(rows: list[dict], columns: list[dict], roles: data.Roles, opts: PageOptions) -> tuple[str, ...]:
-    """The top models by PatchML ASMA, then the ones asked for (that were evaluated)."""
-    col = next((i for i, c in enumerate(columns) if c["id"] == f"{roles.patchml}/asma"), None)
+def _top_models(rows: list[dict], columns: list[dict], col_ids: list[str], n: int, extra: tuple[str, ...]) -> tuple[str, ...]:
+    """The `n` top models by the first of `col_ids` that is a column, then the ones asked for (that
+    were evaluated)."""
+    col = next((i for cid in col_ids for i, c in enumerate(columns) if c["id"] == cid), None)
     scored = [] if col is None else [(r["cells"][col][0], r["model"]) for r in rows if r["cells"][col]]
-    top = [m for _, m in sorted(scored, key=lambda s: (-s[0], s[1]))[: max(opts.top_models, 0)]]
+    top = [m for _, m in sorted(scored, key=lambda s: (-s[0], s[1]))[: max(n, 0)]]
     known = {r["model"] for r in rows}
-    return tuple(dict.fromkeys(top + [m for m in opts.canvas_models if m in known]))
+    return tuple(dict.fromkeys(top + [m for m in extra if m in known]))
+
+
+def _canvas_models(rows: list[dict], columns: list[dict], roles: data.Roles, opts: PageOptions) -> tuple[str, ...]:
+    """The top models by PatchML ASMA, then the ones asked for."""
+    return _top_models(rows, columns, [f"{roles.patchml}/asma"], opts.top_models, opts.canvas_models)
+
+
+def _explorer(layout: ResultsLayout, rows: list[dict], columns: list[dict], kinds: dict[str, str],
+              roles: data.Roles, opts: PageOptions) -> dict | None:
+    if not opts.explorer:
+        return None
+    models = _top_models(rows, columns, [f"{roles.patchml}/asma", f"{roles.v1}/top1"], opts.explorer_models,
+                         opts.canvas_models)
+    order = [d for d in data.dataset_order(kinds, roles) if d != roles.patchml]
+    return explorer_data(layout, kinds, order, list(models))
 
 
 def _kinds_and_roles(report: ReportInputs, metrics: pd.DataFrame | None) -> tuple[dict[str, str], data.Roles]:
@@ -158,6 +221,7 @@ def page_data(root: Path, opts: PageOptions) -> dict:
         canvases = write_canvases(layout, CanvasRequest(seeds[0], _canvas_models(rows, columns, roles, opts), opts.canvases))
     meta = read_meta(layout.metrics) if metrics is not None else {}
     return {"columns": columns, "rows": rows, "details": details, "canvases": canvases,
+            "explorer": _explorer(layout, rows, columns, kinds, roles, opts),
             "failures": failures, "has_metrics": metrics is not None, "metrics_note": report.metrics_note,
             "roles": {"v1": roles.v1, "v2": roles.v2, "patchml": roles.patchml},
             "n_boot": meta.get("n_boot"), "level": meta.get("level"), "paper_csv": bool(paper)}
@@ -253,24 +317,26 @@ def _nav(sections: list[tuple[str, str]]) -> Markup:
 
 def _csp(template: str) -> str:
     """The page's Content-Security-Policy: nothing may load or run but its own inline script and
-    style (by their sha256) and images given as data: URLs, so HTML that got into the page anyway
-    could run no script and reach no network."""
+    style (by their sha256), images given as data: URLs and the explorer's thumbnails beside the page
+    ('self': RESULTS/thumbs/, also from file:), so HTML that got into the page anyway could run no
+    script and reach no network."""
     def digest(pattern: str) -> str:
         body = re.search(pattern, template, re.S).group(1)
         return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode("ascii") + "'"
 
     return (f"default-src 'none'; script-src {digest(r'<script>(.*?)</script>')}; "
-            f"style-src {digest(r'<style>(.*?)</style>')}; img-src data:; base-uri 'none'; form-action 'none'")
+            f"style-src {digest(r'<style>(.*?)</style>')}; img-src data: 'self'; base-uri 'none'; form-action 'none'")
 
 
 def page_html(root: Path, opts: PageOptions, d: dict) -> str:
     board = _leaderboard_html(d)
     canvases = Markup('<section id="canvases" hidden></section>') if d["canvases"] else ""
+    explorer = Markup(EXPLORER) if d.get("explorer") else ""
     figures, tables, failures = _figures_html(root, opts), _tables_html(root), _failures_html(d["failures"])
     order = [figures, board, canvases] if opts.figures_first else [board, canvases, figures]
-    body = join([s for s in [*order[:2], failures, *order[2:], tables] if s], "\n")
+    body = join([s for s in [*order[:2], failures, *order[2:], explorer, tables] if s], "\n")
     titles = {"leaderboard-section": "Leaderboard", "canvases": "PatchML canvases", "failures": "Failures",
-              "figures": "Figures", "tables": "Tables"}
+              "figures": "Figures", "explorer": "Images", "tables": "Tables"}
     nav = _nav([(i, t) for i, t in titles.items() if f'id="{i}"' in body])
     intro = tag("p", opts.intro, class_="intro") if opts.intro else ""
     payload = json.dumps(d, allow_nan=False, separators=(",", ":"))
@@ -313,4 +379,37 @@ def write_results_page(results: str | Path, opts: PageOptions = PageOptions()) -
     path = ResultsLayout(root).index_html
     write_text_atomic(path, page_html(root, opts, d))
     log.info("results page: %s (%d models)", path, len(d["rows"]))
+    return path
+
+
+@contextmanager
+def page_out_of_date_on_failure(results: str | Path | None, stage: str) -> Iterator[None]:
+    """Run a stage that makes RESULTS/index.html's numbers (evaluate, report); if it fails, an existing
+    page is replaced by one saying it is out of date and why, so the old numbers never pass for
+    current; the error goes on up."""
+    try:
+        yield
+    except MlreassessError as exc:
+        if results is not None:
+            mark_page_out_of_date(results, f"{stage} failed: {exc}")
+        raise
+
+
+def mark_page_out_of_date(results: str | Path, reason: str) -> Path | None:
+    """Replace RESULTS/index.html (if there is one) with a page that says it is out of date and why."""
+    try:
+        path = ResultsLayout(results).index_html
+    except MlreassessError:  # the page itself is where it must not be: left alone (the error says why)
+        return None
+    if not path.is_file():
+        return None
+    title = "mlreassess results: out of date"
+    body = join([tag("h1", title), tag("p", "The results page of this folder is out of date, and its numbers are not "
+                                            "shown: " + reason),
+                 tag("p", "Fix the cause, then run `mlreassess report --results RESULTS` (or `mlreassess run`).")])
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'\">"
+            f"<title>{escape(title)}</title></head><body>{body}</body></html>\n")
+    write_text_atomic(path, page)
+    log.info("results page: %s: marked out of date", path)
     return path
