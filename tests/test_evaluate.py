@@ -68,7 +68,7 @@ def test_hand_computed_metrics_table(v1_results: Path):
     assert out == v1_results / "metrics.parquet" and summary is not None
     table = read_table(out)
     assert table.column_names == ["model", "dataset", "metric", "label_count", "value_pct", "n", "ci_low_pct",
-                                  "ci_high_pct", "groups", "param", "unit", "bound", "beyond_k"]
+                                  "ci_high_pct", "groups", "param", "unit", "bound", "beyond_k", "qhat", "temperature"]
     # the oracle-free rows (tests/test_evaluate_beyond.py) come after these
     got = {k: r for k, r in as_dict(table, "modelA", "v1").items() if k[0] in ORACLE_METRICS}
     assert set(got) == set(EXPECTED_V1)

@@ -16,7 +16,7 @@ from mlreassess.errors import InputError
 from mlreassess.inference.sweep.writers import predictions_table
 from mlreassess.io import read_meta, read_table, write_table
 from mlreassess.metrics.beyond import SetParams
-from mlreassess.metrics.evaluate import evaluate_results
+from mlreassess.metrics.evaluate import evaluate_results, why_stale
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -106,31 +106,66 @@ def test_with_the_softmax_every_row_is_exact_and_equals_scikit_learn(tmp_path: P
         y[i, manifest[sid]] = True
     assert got[("lrap", None)]["value_pct"] == pytest.approx(100 * sklearn_metrics.label_ranking_average_precision_score(y, scores), abs=1e-9)
     assert got[("coverage_error", None)]["value_pct"] == pytest.approx(sklearn_metrics.coverage_error(y, scores), abs=1e-9)
+    assert got[("label_ranking_loss", None)]["value_pct"] == pytest.approx(
+        100 * sklearn_metrics.label_ranking_loss(y, scores), abs=1e-9)
     present = y.any(axis=0)
     ap = sklearn_metrics.average_precision_score(y[:, present], scores[:, present], average="macro")
     assert got[("map", None)]["value_pct"] == pytest.approx(100 * ap, abs=1e-9)
     assert got[("map", None)]["n"] == int(present.sum())
 
 
-def test_without_the_softmax_the_rows_bound_the_exact_ones(tmp_path: Path, write_dataset):
-    exact = read_table(evaluate_results(synthetic_results(tmp_path / "a", write_dataset, 300, True, 1,
-                                                          ("imagenet_v2_x",)), n_boot=20)[0])
-    bound = read_table(evaluate_results(synthetic_results(tmp_path / "b", write_dataset, 300, False, 1,
-                                                          ("imagenet_v2_x",)), n_boot=20)[0])
-    ex, bd = headline(exact, "m", "imagenet_v2_x"), headline(bound, "m", "imagenet_v2_x")
-    assert set(ex) == set(bd)
-    for key, row in bd.items():
+def all_rows(table, model: str) -> dict:
+    """(dataset, metric, label_count, param) -> row, every row of the model."""
+    return {(r["dataset"], r["metric"], r["label_count"], r["param"]): r for r in table.to_pylist() if r["model"] == model}
+
+
+def check_bounds(exact: dict, bound: dict) -> dict:
+    """Every row of the top-K-only run against the softmax run: `upper` means the exact value is not
+    above it, `lower` not below, null equal; "neither" claims nothing. Returns the count per bound."""
+    assert set(exact) == set(bound)
+    seen: dict = {}
+    for key, row in bound.items():
+        want = exact[key]["value_pct"]
+        seen[row["bound"]] = seen.get(row["bound"], 0) + 1
         if row["bound"] == "upper":
-            assert row["value_pct"] >= ex[key]["value_pct"] - 1e-9, key
+            assert want <= row["value_pct"] + 1e-9, key
         elif row["bound"] == "lower":
-            assert row["value_pct"] <= ex[key]["value_pct"] + 1e-9, key
-        elif row["unit"] is not None and key[0] not in ("top1", "top5", "real", "real_1to5", "asma", "asma_recall",
-                                                           "subgroup", "recall"):
-            assert row["value_pct"] == pytest.approx(ex[key]["value_pct"], abs=1e-9), key
-    assert bd[("lrap", None)]["bound"] == "upper" and bd[("coverage_error", None)]["bound"] == "lower"
-    assert bd[("lrap", None)]["beyond_k"] == ex[("lrap", None)]["beyond_k"] > 0
-    # with the softmax, beyond_k still says how many needed more than the top-10 (exactly scored)
-    assert bd[("map", None)]["beyond_k"] == ex[("map", None)]["beyond_k"] > 0 and ex[("map", None)]["bound"] is None
+            assert want >= row["value_pct"] - 1e-9, key
+        elif row["bound"] is None:
+            assert row["value_pct"] == pytest.approx(want, abs=1e-9), key
+        else:
+            assert row["bound"] == "neither", key
+    return seen
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_without_the_softmax_every_row_bounds_the_exact_one(tmp_path: Path, write_dataset, seed: int):
+    # V1 (calibration) and V2; every metric, label count and curve point
+    datasets = ("imagenet_v1", "imagenet_v2_x")
+    exact = read_table(evaluate_results(synthetic_results(tmp_path / "a", write_dataset, 400, True, seed, datasets),
+                                        n_boot=20)[0])
+    bound = read_table(evaluate_results(synthetic_results(tmp_path / "b", write_dataset, 400, False, seed, datasets),
+                                        n_boot=20)[0])
+    ex, bd = all_rows(exact, "m"), all_rows(bound, "m")
+    seen = check_bounds(ex, bd)
+    assert seen.get("upper", 0) > 20 and seen.get("lower", 0) > 5 and seen.get(None, 0) > 20
+    assert all(r["bound"] is None for r in ex.values())  # with the softmax every row is exact
+    h = headline(bound, "m", "imagenet_v1")
+    assert h[("lrap", None)]["bound"] == "upper" and h[("coverage_error", None)]["bound"] == "lower"
+    assert h[("label_ranking_loss", None)]["bound"] == "lower"
+    assert h[("lrap", None)]["beyond_k"] == headline(exact, "m", "imagenet_v1")[("lrap", None)]["beyond_k"] > 0
+    m = headline(exact, "m", "imagenet_v2_x")[("map", None)]
+    assert h and m["beyond_k"] > 0 and m["bound"] is None
+    for key, row in bd.items():  # qhat / temperature on the conformal rows only
+        conformal = key[1].startswith(("aps_", "raps_"))
+        assert (row["qhat"] is not None) == conformal and (ex[key]["qhat"] == "exact" if conformal else True), key
+        if key[1].startswith(("aps_pub_", "raps_pub_")):
+            assert row["temperature"] is None and row["bound"] == "neither" and ex[key]["temperature"] > 0, key
+        elif conformal:
+            assert row["temperature"] is None and ex[key]["temperature"] is None, key
+    # APS calibrated from the top-10: Q-hat only bracketed -> conservative sets, bounds on both sides
+    assert h[("aps_size", None)]["qhat"] == "conservative" and h[("aps_size", None)]["bound"] == "lower"
+    assert h[("aps_exact", None)]["bound"] in ("upper", "neither")
 
 
 def test_conformal_sets_cover_the_single_label_at_the_nominal_level(tmp_path: Path, write_dataset):
@@ -241,14 +276,68 @@ def test_a_stored_top_1000_is_as_exact_as_the_softmax(tmp_path: Path, write_data
         assert full[key]["bound"] is None and full[key]["beyond_k"] == 0  # nothing lies past a top-1000
 
 
-def test_conformal_rows_from_an_inflated_qhat_claim_no_side():
-    """Calibrated on the top-K alone, Q-hat may exceed the exact one: valid but larger sets, whose
-    exact match can fall below the exact sets' (seen on the mini set: 50.6 vs 51.5), so no bound."""
-    from types import SimpleNamespace
+def test_published_convention_rows_equal_an_independent_computation(tmp_path: Path, write_dataset):
+    """aps_pub_*: Angelopoulos et al.'s convention, computed here without mlreassess's sets: the
+    temperature minimising the calibration half's NLL (a grid), APS scores of the scaled softmax,
+    the finite-sample quantile, size over every held-out image (an empty label set too)."""
+    from mlreassess.metrics.conformal import half_split, hashed_uniform
 
-    from mlreassess.metrics.scoring import _inflated_qhat
+    results = synthetic_results(tmp_path, write_dataset, 600, softmax=True, seed=5)
+    manifest = results / "manifests" / "imagenet_v1.parquet"
+    rows = read_table(manifest).to_pylist()
+    for r in rows[::7]:  # some images without a label set (as ReaL's empty lists)
+        r["labels"], r["label_count"] = [], 0
+    write_table(manifest, pa.Table.from_pylist(rows, schema=read_table(manifest).schema), read_meta(manifest))
+    table = read_table(evaluate_results(results, n_boot=20)[0])
+    got = headline(table, "m", "imagenet_v1")
+    pred = read_table(results / "predictions" / "imagenet_v1" / "m.parquet")
+    ids = np.array(pred.column("sample_id").to_pylist(), dtype=object)
+    p = np.asarray(pred.column("softmax").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                   dtype=np.float64).reshape(len(ids), 1000)
+    truth = {r["sample_id"]: (r["label"], r["labels"]) for r in rows}
+    label = np.array([truth[i][0] for i in ids])
+    cal = half_split(ids, 0)
+    logp = np.log(np.maximum(p, 2.0 ** -25))
 
-    inflated = SimpleNamespace(aps_exact=False, raps_exact=True)
-    assert _inflated_qhat("aps_exact", inflated) and _inflated_qhat("aps_size", inflated)
-    assert not _inflated_qhat("raps_exact", inflated) and not _inflated_qhat("thr_exact", inflated)
-    assert not _inflated_qhat("aps_f1", None)
+    def nll(t):
+        z = logp[cal] / t
+        z -= z.max(axis=1, keepdims=True)
+        return np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(cal.sum()), label[cal]])
+
+    coarse = np.arange(0.3, 3.0, 0.02)
+    t0 = coarse[np.argmin([nll(t) for t in coarse])]
+    fine = np.arange(t0 - 0.02, t0 + 0.02, 0.0005)
+    t_grid = fine[np.argmin([nll(t) for t in fine])]  # the NLL is convex in 1 / T: one minimum
+    t = got[("aps_pub_size", None)]["temperature"]
+    assert abs(t - t_grid) <= 0.0005 + 1e-9 and t != 1.0
+    z = np.exp(logp / t - (logp / t).max(axis=1, keepdims=True))
+    q = z / z.sum(axis=1, keepdims=True)
+    u = hashed_uniform(ids, 0, "u")
+    order = np.argsort(-q, axis=1, kind="stable")
+    sq = np.take_along_axis(q, order, axis=1)
+    scores = np.cumsum(sq, axis=1) - sq * (1 - u[:, None])  # mass above + u p (their randomised APS)
+    at = np.argmax(order == label[:, None], axis=1)
+    cal_scores = np.sort(scores[cal, :][np.arange(cal.sum()), at[cal]])
+    qhat = cal_scores[int(np.ceil((cal.sum() + 1) * 0.9)) - 1]
+    size = (scores <= qhat).sum(axis=1)
+    held = ~cal
+    assert got[("aps_pub_size", None)]["n"] == held.sum() > got[("aps_size", None)]["n"]
+    assert got[("aps_pub_size", None)]["value_pct"] == pytest.approx(size[held].mean(), abs=1e-9)
+    assert got[("aps_pub_label_coverage", None)]["value_pct"] == pytest.approx(100 * (at[held] < size[held]).mean(), abs=1e-9)
+    assert got[("aps_pub_size", None)]["bound"] is None and got[("aps_pub_size", None)]["qhat"] == "exact"
+    assert got[("aps_size", None)]["temperature"] is None  # the other rows: the probabilities as stored
+    assert ("aps_pub_size", 1) not in got  # whole-dataset rows only
+
+
+def test_a_metrics_file_from_before_the_rows_changed_meaning_is_computed_again(tmp_path: Path, write_dataset):
+    # an older file's `bound` "conservative" would read as exact on today's page: it is redone
+    results = synthetic_results(tmp_path, write_dataset, 40, softmax=False, datasets=("imagenet_v2_x",))
+    out, _ = evaluate_results(results, n_boot=5)
+    assert evaluate_results(results, n_boot=5)[1] is None  # up to date
+    meta = read_meta(out)
+    assert meta["oracle_free_rows"] == 2
+    del meta["oracle_free_rows"]
+    write_table(out, read_table(out), meta)
+    assert why_stale(results, {"oracle_free_rows": 2}) == "oracle_free_rows null -> 2"
+    assert evaluate_results(results, n_boot=5)[1] is not None
+    assert read_meta(out)["oracle_free_rows"] == 2

@@ -57,6 +57,7 @@ def test_oracle_free_rows_on_real_predictions(mini_root: Path, tmp_path: Path):
     got = headline(exact / "metrics.parquet")
     assert got["lrap"].value_pct == pytest.approx(100 * sklearn_metrics.label_ranking_average_precision_score(y, scores), abs=1e-9)
     assert got["coverage_error"].value_pct == pytest.approx(sklearn_metrics.coverage_error(y, scores), abs=1e-9)
+    assert got["label_ranking_loss"].value_pct == pytest.approx(100 * sklearn_metrics.label_ranking_loss(y, scores), abs=1e-9)
     present = y.any(axis=0)
     assert got["map"].value_pct == pytest.approx(100 * sklearn_metrics.average_precision_score(
         y[:, present], scores[:, present], average="macro"), abs=1e-9)
@@ -78,12 +79,17 @@ def test_oracle_free_rows_on_real_predictions(mini_root: Path, tmp_path: Path):
     topk = headline(bound / "metrics.parquet")
     assert topk["lrap"].bound == "upper" and topk["lrap"].value_pct >= got["lrap"].value_pct
     assert topk["coverage_error"].bound == "lower" and topk["coverage_error"].value_pct <= got["coverage_error"].value_pct
-    for metric in ("thr_f1", "thr_size", "raps_label_coverage"):  # tau .1 and RAPS fit in the top-10
+    for metric in ("thr_f1", "thr_size"):  # tau .1 fits in the top-10
         assert topk[metric].value_pct == pytest.approx(got[metric].value_pct, abs=1e-9), metric
-    for metric, row in topk.items():  # every row: exact, or a bound on its side, or conservative sets
-        if row.bound == "upper":
-            assert row.value_pct >= got[metric].value_pct - 1e-9, metric
-        elif row.bound == "lower":
-            assert row.value_pct <= got[metric].value_pct + 1e-9, metric
-        elif row.bound != "conservative" and metric in got and metric.split("_")[0] in ("thr", "mass", "aps", "raps"):
-            assert row.value_pct == pytest.approx(got[metric].value_pct, abs=1e-9), metric
+    # every row (label counts and curve points too): upper -> the exact value is not above it, lower ->
+    # not below, null -> equal; "neither" claims no side
+    key = ["metric", "label_count", "param"]
+    both = pd.read_parquet(bound / "metrics.parquet").merge(pd.read_parquet(exact / "metrics.parquet"), on=["model", "dataset", *key],
+                                                        suffixes=("", "_exact"), how="outer", indicator=True)
+    assert (both["_merge"] == "both").all()
+    v, e, side = both["value_pct"], both["value_pct_exact"], both["bound"].fillna("exact")
+    assert set(side) <= {"exact", "upper", "lower", "neither"} and both["bound_exact"].isna().all()
+    assert ((side != "upper") | (e <= v + 1e-9)).all() and ((side != "lower") | (e >= v - 1e-9)).all()
+    assert ((side != "exact") | ((e - v).abs() <= 1e-9)).all()
+    conformal = both["metric"].str.match(r"(aps|raps)_")
+    assert both.loc[conformal, "qhat"].notna().all() and both.loc[~conformal, "qhat"].isna().all()

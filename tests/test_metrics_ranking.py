@@ -158,3 +158,61 @@ def test_lrap_and_coverage_bounds_hold_with_ties_past_the_top_k():
     lrap, cover, beyond = ranking.lrap_and_coverage(ranked_from_scores(scores, k), labels)
     assert beyond.sum() > n / 4
     assert np.all(lrap >= exact_lrap - 1e-12) and np.all(cover <= exact_cover)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_label_ranking_loss_equals_scikit_learn(seed: int, ties: bool):
+    scores, y, labels = random_multilabel(seed, ties=ties)
+    loss, beyond = ranking.label_ranking_loss(ranked_from_scores(scores), labels)
+    assert not beyond.any()
+    assert loss.mean() == pytest.approx(sklearn_metrics.label_ranking_loss(y, scores), abs=1e-12)
+    for i in range(0, len(y), 37):  # and sample by sample
+        assert loss[i] == pytest.approx(sklearn_metrics.label_ranking_loss(y[i: i + 1], scores[i: i + 1]), abs=1e-12)
+    # without probabilities (order only) the stored order is strict: ties broken by class index
+    order_only = ranking.Ranked(ranked_from_scores(scores).idx, None, scores.shape[1], n_classes=scores.shape[1])
+    strict = np.argsort(np.argsort(-scores, axis=1, kind="stable"), axis=1)  # rank position of each class
+    assert ranking.label_ranking_loss(order_only, labels)[0].mean() == pytest.approx(
+        sklearn_metrics.label_ranking_loss(y, -strict.astype(float)), abs=1e-12)
+
+
+def test_label_ranking_loss_by_hand_and_edge_cases():
+    # scores [.4, .3, .3, 0, 0] (classes 0..4), labels {1, 3}: pairs (true, other) = 2 x 3 = 6
+    #   class 1 (.3): others >= .3: 0 and 2 (the tie counts) -> 2; class 3 (0): others >= 0: 0, 2, 4 -> 3
+    #   loss 5/6. Every class true: no pair, 0 (scikit-learn's convention); empty label set: NaN.
+    r = ranked_from_scores(np.array([[0.4, 0.3, 0.3, 0.0, 0.0]] * 3))
+    loss, beyond = ranking.label_ranking_loss(r, core.label_sets([[1, 3], [0, 1, 2, 3, 4], []]))
+    assert loss[0] == pytest.approx(5 / 6) and loss[1] == 0.0 and np.isnan(loss[2]) and not beyond.any()
+    y = np.array([[0, 1, 0, 1, 0], [1, 1, 1, 1, 1]], dtype=bool)
+    assert np.nanmean(loss[:2]) == pytest.approx(sklearn_metrics.label_ranking_loss(y, r.prob[:2][:, np.argsort(r.idx[0])]))
+    # a perfect ranking: 0; the worst (true labels last): 1
+    best = ranked_from_scores(np.array([[0.5, 0.3, 0.1, 0.1]]))
+    assert ranking.label_ranking_loss(best, core.label_sets([[0, 1]]))[0][0] == 0.0
+    worst = ranked_from_scores(np.array([[0.5, 0.3, 0.15, 0.05]]))
+    assert ranking.label_ranking_loss(worst, core.label_sets([[2, 3]]))[0][0] == 1.0
+
+
+@pytest.mark.parametrize("seed", [3, 4, 8])
+def test_label_ranking_loss_from_the_top_k_is_a_lower_bound(seed: int):
+    # with ties on a coarse grid too (seed 8): missing labels ranked right after the K is the best case
+    rng = np.random.default_rng(seed)
+    n, c, k = 400, 30, 5
+    scores = rng.dirichlet(np.full(c, 0.3), size=n) + 1e-3
+    if seed == 8:
+        scores = np.round(scores * 20) / 20 + 1e-3
+    scores /= scores.sum(axis=1, keepdims=True)
+    y = rng.random((n, c)) < 0.1
+    y[np.arange(n), rng.integers(0, c, n)] = True
+    labels = core.label_sets([np.flatnonzero(row).tolist() for row in y])
+    exact, _ = ranking.label_ranking_loss(ranked_from_scores(scores), labels)
+    bound, beyond = ranking.label_ranking_loss(ranked_from_scores(scores, k), labels)
+    assert 0 < beyond.sum() < n and np.all(bound <= exact + 1e-12)
+    if seed != 8:  # distinct scores: exact wherever every label is stored
+        np.testing.assert_allclose(bound[~beyond], exact[~beyond], atol=1e-12)
+    # the bound is reached: the missing labels just after the K, above every other unstored class
+    i = int(np.flatnonzero(beyond)[0])
+    missing = [x for x in labels.pad[i][: labels.count[i]] if x not in ranked_from_scores(scores, k).idx[i]]
+    rest = [x for x in np.argsort(-scores[i], kind="stable") if x not in ranked_from_scores(scores, k).idx[i] and x not in missing]
+    order = np.r_[ranked_from_scores(scores, k).idx[i], missing, rest]
+    best = ranking.Ranked(order[None, :], None, c, n_classes=c)
+    assert ranking.label_ranking_loss(best, core.LabelSets(labels.pad[i: i + 1], labels.count[i: i + 1]))[0][0] == pytest.approx(bound[i])

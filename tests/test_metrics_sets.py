@@ -132,3 +132,64 @@ def test_top_k_statistics_bound_the_full_ranking_ones(seed: int):
                 assert np.all(bound[stat] <= exact[stat]), name
             else:
                 assert np.all(bound[stat] >= exact[stat] - 1e-12), f"{name} {stat}"
+
+
+def _random_case(seed: int, n: int = 400, c: int = 30, k: int = 4):
+    rng = np.random.default_rng(seed)
+    scores = np.exp(rng.normal(size=(n, c)) * 1.5)
+    scores /= scores.sum(axis=1, keepdims=True)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    prob = np.take_along_axis(scores, order, axis=1)
+    full, top = ranking.Ranked(order, prob, c, n_classes=c), ranking.Ranked(order[:, :k], prob[:, :k], k, n_classes=c)
+    lists = [sorted(set(rng.choice(c, size=rng.integers(0, 4), p=scores[i]).tolist())) for i in range(n)]
+    label = np.array([ls[0] if ls else -1 for ls in lists])
+    return rng, full, top, lists, label
+
+
+def _facts(r: ranking.Ranked, lists, label, ext=None) -> sets.SetFacts:
+    labels = core.label_sets(lists)
+    lpos = ranking.label_positions(r, core.LabelSets(label[:, None], (label >= 0).astype(np.int64)))[:, 0]
+    return sets.SetFacts(ranking.label_positions(r, labels), labels.count, lpos, label >= 0, r.depth, ext)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_conformal_states_and_leading_stats_are_set_stats(seed: int):
+    # the state of a set at q (its size, or D + 1 when it runs past the D ranked) and the statistics
+    # of a leading set of that state equal conformal_sets + set_stats, past the top-K included
+    rng, full, top, lists, label = _random_case(seed)
+    u = rng.random(len(label))
+    for r in (full, top):
+        cum = sets.cumulative(r)
+        state_scores = sets.conformal_state_scores(r, cum, u, 2, 0.02)
+        for q in (0.3, 0.7, 0.95):
+            built = sets.conformal_sets(r, cum, u, q, 2, 0.02)
+            state = sets.conformal_state(state_scores, q)
+            np.testing.assert_array_equal(state, built.size + built.extends)
+            ext = stats_of(built, r, lists, label)
+            got = sets.leading_stats(_facts(r, lists, label, None if r.complete else ext), state)
+            check(got, ext)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_range_stats_bound_every_set_in_between(seed: int):
+    # a set known to lie between the first a and the first b classes: every statistic but size is
+    # at most its bound, size at least its bound, for every size in between (exhaustively)
+    rng, full, _, lists, label = _random_case(seed, c=12)
+    facts = _facts(full, lists, label)
+    a = rng.integers(0, 13, size=len(label))
+    b = np.minimum(a + rng.integers(0, 6, size=len(label)), 12)
+    bound = sets.range_stats(facts, a, b)
+    reached = {s: np.zeros(len(label), dtype=bool) for s in sets.STATS}
+    for s in range(13):
+        inside = (a <= s) & (s <= b)
+        got = sets.leading_stats(facts, np.full(len(label), s))
+        for stat in sets.STATS:
+            ok = np.isnan(got[stat]) | ~inside
+            if stat == "size":
+                assert np.all(ok | (got[stat] >= bound[stat])), stat
+            else:
+                assert np.all(ok | (got[stat] <= bound[stat] + 1e-12)), stat
+            reached[stat] |= inside & (got[stat] == bound[stat])
+    for stat in sets.STATS:  # and each bound is attained by a set in the range (it is the best one)
+        assert np.all(reached[stat] | np.isnan(bound[stat])), stat
+    check(sets.range_stats(facts, a, a), sets.leading_stats(facts, a))

@@ -148,7 +148,7 @@ def test_leaderboard_data_equals_metrics(small):
                 assert cell is None
                 continue
             # exact: the CSV keeps them; no bound (these metrics never are one)
-            assert cell == [r.value_pct, r.ci_low_pct, r.ci_high_pct, r.n, None]
+            assert cell == [r.value_pct, r.ci_low_pct, r.ci_high_pct, r.n, None, None]  # no bound, no Q-hat
             checked += 1
     assert checked == len(metrics[metrics["label_count"].isna() & metrics["metric"].isin(["top1", "real", "asma"])])
 

@@ -330,6 +330,38 @@ def test_315_models_by_7_datasets_load_and_sort_under_a_second(driver, paper_sca
     assert visible_models(driver)[0] == whole_metric(root, MEAN, "asma").idxmax()
 
 
+def test_oracle_free_cells_say_their_side_and_a_conservative_q_hat(driver, tmp_path, write_dataset, write_predictions):
+    # metrics.parquet's bound / qhat on screen: <= upper, >= lower, a two-sided mark for neither,
+    # the title saying which, and that conformal sets came from a bracketed Q-hat
+    path = write_synthetic_results(tmp_path, MINI_MODELS, {V1: "imagenet_v1"}, seed=4)
+    metrics, meta = pd.read_parquet(path), read_meta(path)
+    extra = [("tf_efficientnet_lite0", "lrap", 80.25, "upper", None), ("tf_efficientnet_lite0", "raps_size", 2.5, "lower", "conservative"),
+             ("tf_efficientnet_lite1", "raps_size", 1.9, None, "exact"), ("tf_efficientnet_lite2", "raps_size", 3.1, "neither", "conservative")]
+    rows = pd.DataFrame([{"model": m, "dataset": V1, "metric": k, "label_count": None, "value_pct": v, "n": 100,
+                          "ci_low_pct": v - 1, "ci_high_pct": v + 1, "bound": b, "qhat": q} for m, k, v, b, q in extra])
+    metrics = pd.concat([metrics, rows], ignore_index=True)
+    metrics["label_count"] = metrics["label_count"].astype("Int64")
+    write_table(path, pa.Table.from_pandas(metrics, preserve_index=False), meta)
+    write_dataset(tmp_path, V1, "imagenet_v1", {"s0": (1, [1])})
+    for m in MINI_MODELS:
+        write_predictions(tmp_path, V1, "imagenet_v1", m, {"s0": [1, 2, 3, 4, 5]})
+    stamp_current(tmp_path)
+    load(driver, write_results_page(tmp_path))
+    visible_models(driver)
+    got = {}
+    for model, metric, value, *_ in extra:
+        td = driver.find_element(By.CSS_SELECTOR, f'#leaderboard tr[data-model="{model}"] td[data-v="{value}"]')
+        got[(model, metric)] = (td.find_element(By.CSS_SELECTOR, ".v").text, td.get_attribute("title"))
+    text, title = got[("tf_efficientnet_lite0", "lrap")]
+    assert text == "\u2264 80.25" and "at most" in title and "Q-hat" not in title
+    text, title = got[("tf_efficientnet_lite0", "raps_size")]
+    assert text == "\u2265 2.50" and "at least" in title and "brackets" in title
+    text, title = got[("tf_efficientnet_lite1", "raps_size")]
+    assert text == "1.90" and "bound" not in title and "Q-hat" not in title
+    text, title = got[("tf_efficientnet_lite2", "raps_size")]
+    assert text == "\u2276 3.10" and "either side" in title
+
+
 # ---------------------------------------------------------------- the image explorer
 
 def explorer(driver, **choices) -> list[str]:

@@ -26,9 +26,12 @@ class Estimate:
     """One metric value in percent, over `n` samples, with its bootstrap replicates (percent).
 
     `groups`: for a mean of subgroups (ASMA), the label counts it averaged, e.g. "2,3,4,6,9".
-    Beyond the oracle (docs/metrics.md): `param` the set's tau / q / alpha; `bound` 'upper' or
-    'lower' when the stored top-K only bounds the value; `beyond_k` how many of the samples (for
-    mAP: classes) needed more than the stored top-K. `value_pct` is in classes for class-unit metrics.
+    Beyond the oracle (docs/metrics.md): `param` the set's tau / q / alpha; `bound` 'upper' /
+    'lower' when the stored top-K only bounds the value (the exact value is at most / at least
+    this), 'neither' when it gives no side, None when exact; `beyond_k` how many of the samples (for
+    mAP: classes) needed more than the stored top-K; conformal rows: `qhat` ('exact' /
+    'conservative') and `temperature` (None: probabilities as stored). `value_pct` is in classes
+    for class-unit metrics.
     """
 
     value_pct: float
@@ -38,6 +41,8 @@ class Estimate:
     param: float | None = None
     bound: str | None = None
     beyond_k: int | None = None
+    qhat: str | None = None
+    temperature: float | None = None
 
 
 def groups_text(groups: Sequence[int]) -> str:
@@ -61,8 +66,9 @@ def ratio(
     value = scale * num.sum() / n
     reps = np.zeros(0)
     if num_reps is not None and den_reps is not None:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            reps = scale * num_reps.sum(axis=0, dtype=np.float64) / den_reps.sum(axis=0, dtype=np.float64)
+        den_sum = den_reps.sum(axis=0, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a resample drawing no applicable sample: NaN
+            reps = np.where(den_sum > 0, scale * num_reps.sum(axis=0, dtype=np.float64) / den_sum, np.nan)
     return Estimate(float(value), int(round(n)), reps)
 
 

@@ -141,6 +141,28 @@ def lrap_and_coverage(ranked: Ranked, labels: LabelSets, pos: np.ndarray | None 
     return lrap, np.where(ok, cover, np.nan), beyond & ok
 
 
+def label_ranking_loss(ranked: Ranked, labels: LabelSets, pos: np.ndarray | None = None):
+    """Per sample (ranking loss, beyond): NaN where the label set is empty.
+
+    scikit-learn's `label_ranking_loss` per sample: the share of (true k, other l) pairs with
+    s_l >= s_k (a tie counts as wrongly ordered), over g (C - g) pairs; 0 when every class is
+    true. `beyond`: some true label lies past the D ranked classes; the value is then a lower
+    bound: every ranked non-label scores at least as high as a missing label (D - h of them for
+    each of the m missing) and the unranked classes can only add wrongly ordered pairs."""
+    pos = label_positions(ranked, labels) if pos is None else pos
+    g = labels.count
+    found = pos >= 0
+    rank = label_ranks(ranked, pos)
+    at_or_above = ((pos[:, None, :] <= rank[:, :, None] - 1) & found[:, None, :]).sum(axis=2)
+    h = found.sum(axis=1)
+    m = g - h
+    wrong = np.where(found, rank - at_or_above, 0).sum(axis=1) + m * (ranked.depth - h)
+    pairs = g * (ranked.n_classes - g)
+    ok = g > 0
+    loss = np.where(pairs > 0, wrong / np.maximum(pairs, 1), 0.0)
+    return np.where(ok, loss, np.nan), (m > 0) & ok
+
+
 # --- mAP over classes --------------------------------------------------------------------------------
 
 

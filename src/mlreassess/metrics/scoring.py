@@ -34,7 +34,7 @@ PATCHML_MEAN = "patchml_mean"
 # Per-model score columns (top-1 .. recall, then the oracle-free metrics of `beyond`), then
 # per-availability-pattern mask columns.
 _SCORES = ("top1", "top5", "real", "acc", "recall") + beyond.BOOT
-_MASKS = ("has_label", "has_labels", "in_range", "eval_label", "eval_labels")
+_MASKS = ("has_label", "has_labels", "in_range", "eval_label", "eval_labels", "eval_all")
 _BLOCK_COLUMNS = 800  # score columns per matrix product (bounds memory: n x 800 float32)
 _MODEL_BLOCK = max(1, _BLOCK_COLUMNS // len(_SCORES))  # models scored per matrix product
 
@@ -97,11 +97,12 @@ def _model_scores(sample: Sample, pred: Prediction, ctx: beyond.Context) -> tupl
 
 
 def _masks(sample: Sample, avail: np.ndarray, ctx: beyond.Context) -> np.ndarray:
-    """(n, 5) float32: which samples top-1, ReaL, the subgroup metrics and the conformal sets apply to."""
+    """(n, 6) float32: which samples top-1, ReaL, the subgroup metrics and the conformal sets apply to
+    (`eval_all`: every held-out sample, the published convention's set sizes)."""
     in_range = np.isin(sample.labels.count, sample.groups)
     label, labels = (sample.label >= 0) & avail, (sample.labels.count > 0) & avail
-    return np.stack([label, labels, in_range & avail, label & ctx.evaluable, labels & ctx.evaluable],
-                    axis=1).astype(np.float32)
+    return np.stack([label, labels, in_range & avail, label & ctx.evaluable, labels & ctx.evaluable,
+                     avail & ctx.evaluable], axis=1).astype(np.float32)
 
 
 def _wanted(sample: Sample, k: int) -> Iterator[tuple[str, int | None, list[int], str, str]]:
@@ -151,8 +152,9 @@ def _model_estimates(sample: Sample, point, reps, cols: tuple[int, int, int], av
 
 def _oracle_free_estimates(sample: Sample, totals: tuple, cols: tuple[int, int], scored: _Scored,
                            params: beyond.SetParams) -> dict[Key, Estimate]:
-    """The rows of `beyond.row_specs` for one model: bootstrap rows from the shared product, curve
-    points from the point-only sums; each with its top-K bound and beyond-K count.
+    """The rows of `beyond.row_specs` for one model: bootstrap rows from the shared product (conformal
+    ones with Q-hat's shift over the calibration resamples added), curve points from the point-only
+    sums; each with its top-K bound, beyond-K count, and for conformal rows `qhat` and `temperature`.
 
     `totals`: (point (S, C), reps (S, B, C)) stratum sums and, summed over the strata, the whole
     dataset's (C,) and (B, C): a row takes one stratum or the whole (every row of `row_specs` does)."""
@@ -167,34 +169,55 @@ def _oracle_free_estimates(sample: Sample, totals: tuple, cols: tuple[int, int],
     out: dict[Key, Estimate] = {}
     if extra.map is not None:
         out[("map", None)] = extra.map
-    for spec in beyond.row_specs(sample.groups, extra.has_prob, extra.calibration, params):
+    for spec in beyond.row_specs(sample.groups, extra.has_prob, extra.families, params):
         s = stratum_of.get(spec.label_count)
         pt, rp, sm = (point_all, reps_all, sums_all) if spec.label_count is None else (point[s], reps[s], sums[s])
         scale = 1.0 if spec.metric in beyond.CLASS_UNIT else 100.0
         den = pt[m[spec.den]: m[spec.den] + 1]
+        name = spec.flag[: -len("_beyond")]
+        family = extra.families.get(name)
         if spec.boot:
             i, j = c[spec.num], m[spec.den]
-            est = agg.ratio(pt[i: i + 1], den, rp[None, :, i], rp[None, :, j], scale=scale)
+            shift = _shift(extra, name, spec.metric[len(name) + 1:], s) if family else 0.0
+            est = agg.ratio(pt[i: i + 1], den, rp[None, :, i] + shift, rp[None, :, j], scale=scale)
         else:
             est = agg.ratio(sm[p[spec.num]: p[spec.num] + 1], den, scale=scale)
         if est is None:
             continue
         est.param = spec.param
         est.beyond_k = int(round(sm[p[spec.flag]]))
-        if est.beyond_k and not extra.complete:
-            est.bound = "lower" if spec.metric in beyond.LOWER_BOUND else "upper"
-        if _inflated_qhat(spec.metric, extra.calibration):
-            est.bound = "conservative"
+        _mark(est, spec.metric, family, extra.complete, int(round(sm[p[f"{family.name}_open"]])) if family else 0)
         out[(spec.metric, spec.label_count) if spec.boot else (spec.metric, spec.label_count, spec.param)] = est
     return out
 
 
-def _inflated_qhat(metric: str, calibration: Calibration | None) -> bool:
-    """Whether a conformal row's sets come from a Q-hat calibrated on the top-K alone and raised past
-    the exact one (`conformal`: still valid sets, coverage >= 1 - alpha). Their statistics are then
-    neither bound of the exact sets' (a larger set can lose an exact match): "conservative"."""
-    family = metric.split("_", 1)[0]
-    return family in beyond.CONFORMAL and calibration is not None and not getattr(calibration, f"{family}_exact")
+def _shift(extra: beyond.ModelColumns, family: str, stat: str, stratum: int | None) -> np.ndarray | float:
+    """(1, B) how a conformal row's stratum sum moves with Q-hat in each resample (0 for other rows):
+    the calibration half's share of its interval (`qshift`)."""
+    got = extra.shifts.get(family)
+    if got is None:
+        return 0.0
+    shifts, index = got
+    j = extra.families[family].stats.index(stat)
+    per = shifts[:, :, j].sum(axis=0) if stratum is None else shifts[stratum, :, j]
+    return per[index][None, :]
+
+
+def _mark(est: Estimate, metric: str, family, complete: bool, n_open: int) -> None:
+    """`bound`: null when the value is exact (what the full softmax gives); "upper" / "lower" the
+    side the exact value lies on; "neither" when the top-K gives no side: RAPS's kreg / lambda
+    picked from the top-K may not be the full ranking's, and published-convention rows without
+    temperature scaling (it needs every probability) are not the temperature-scaled sets at all.
+    Conformal rows also get `qhat` and `temperature` (docs/metrics.md)."""
+    side = "lower" if metric in beyond.LOWER_BOUND else "upper"
+    if family is None:
+        est.bound = side if est.beyond_k and not complete else None
+        return
+    est.qhat, est.temperature = family.qhat_state(), family.temperature
+    if not family.params_exact or (family.name in beyond.PUBLISHED and family.temperature is None):
+        est.bound = "neither"
+    else:
+        est.bound = side if n_open else None
 
 
 def _scored(sample: Sample, pred: Prediction, ctx: beyond.Context) -> _Scored:
@@ -306,7 +329,7 @@ def evaluate_dataset(
     sets = sets or beyond.SetParams()
     counts = bs.resample_counts([b - a for a, b in sample.bounds], n_boot, seed)
     averaged = agg.asma_groups(sample.design, {g: n for g, n in sample.sizes.items() if g in sample.groups}, min_group_n)
-    ctx = beyond.context(sample, sets, counts, calibrate, calibrations, cal_ids)
+    ctx = beyond.context(sample, sets, counts, calibrate, calibrations, cal_ids, boot_seed=seed)
     estimates: dict[str, dict[Key, Estimate]] = {}
     missing: dict[str, int] = {}
     with _model_scorer(sample, preds, ctx, workers) as score:
@@ -362,27 +385,38 @@ def mean_over_seeds(results: list[DatasetResult]) -> DatasetResult:
     for res in results:
         for model, ests in res.estimates.items():
             for key, e in ests.items():
-                acc = sums.setdefault(model, {}).setdefault(key, [0.0, np.zeros_like(e.reps), 0, {}, set(), 0, e.param])
+                acc = sums.setdefault(model, {}).setdefault(key, [0.0, np.zeros_like(e.reps), 0, {}, set(), 0, e.param,
+                                                                   set(), set()])
                 acc[0] += e.value_pct
                 acc[1] = acc[1] + e.reps
                 acc[2] += 1
                 if e.groups is not None:
                     acc[3].setdefault(e.groups, []).append(res.name)
-                if e.bound:  # a mean of bounds is a bound on the same side
-                    acc[4].add(e.bound)
+                acc[4].add(e.bound)
                 acc[5] += e.beyond_k or 0
+                acc[7].add(e.qhat)
+                acc[8].add(e.temperature)
     estimates = {
-        model: {key: Estimate(v / c, c, r / c, _seed_groups(g), param, _one_bound(b), beyond or None)
-                for key, (v, r, c, g, b, beyond, param) in keys.items()}
+        model: {key: Estimate(v / c, c, r / c, _seed_groups(g), param, _one_bound(b), beyond or None,
+                              _one_qhat(q), next(iter(t)) if len(t) == 1 else None)
+                for key, (v, r, c, g, b, beyond, param, q, t) in keys.items()}
         for model, keys in sums.items()
     }
     info = {"kind": "patchml", "seeds": [r.name for r in results], "models": sorted(estimates)}
     return DatasetResult(PATCHML_MEAN, "patchml", estimates, info, dict(results[0].params) if results else {})
 
 
-def _one_bound(sides: set[str]) -> str | None:
-    # one metric is always bounded on the same side; a mean mixing sides would be no bound at all
-    return next(iter(sides)) if len(sides) == 1 else None
+def _one_bound(sides: set[str | None]) -> str | None:
+    """The bound of a mean over seeds: a mean of exact values and bounds on one side is a bound on
+    that side; mixing sides (or a seed bounding neither side) gives no side: "neither"."""
+    sides = sides - {None}
+    return None if not sides else next(iter(sides)) if len(sides) == 1 else "neither"
+
+
+def _one_qhat(states: set[str | None]) -> str | None:
+    # one seed's sets from a conservative Q-hat make the mean's conservative too
+    states = states - {None}
+    return None if not states else "conservative" if "conservative" in states else "exact"
 
 
 def _seed_groups(by_groups: dict[str, list[str]]) -> str | None:

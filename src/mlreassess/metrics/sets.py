@@ -120,3 +120,96 @@ def set_stats(sets: Sets, pos: np.ndarray, g: np.ndarray, label_pos: np.ndarray,
         "label_coverage": np.where(has_label, label_in.astype(np.float64), nan),
         "size": np.where(ok, sets.size + sets.extra_lo, nan),  # over the same samples as the rest
     }
+
+
+# --- sets known only up to a range (conformal sets whose Q-hat the stored top-K brackets) ------------
+
+
+@dataclass(frozen=True)
+class SetFacts:
+    """What scoring the first s ranked classes needs, for any s: per sample the positions of its true
+    labels (`pos` (n, L), -1: not ranked) and of its single label (`label_pos`, -1: not ranked or none),
+    and, for state s = D + 1 (the set runs past the D ranked classes), the optimistic `set_stats` of
+    that extended set (`ext`; None when every class is ranked)."""
+
+    pos: np.ndarray
+    g: np.ndarray
+    label_pos: np.ndarray
+    has_label: np.ndarray
+    depth: int
+    ext: dict | None = None
+
+    def rows(self, at: np.ndarray) -> "SetFacts":
+        ext = None if self.ext is None else {k: v[at] for k, v in self.ext.items()}
+        return SetFacts(self.pos[at], self.g[at], self.label_pos[at], self.has_label[at], self.depth, ext)
+
+
+def leading_stats(facts: SetFacts, s: np.ndarray) -> dict:
+    """Per-sample `STATS` of the set of the first s[i] ranked classes (s[i] = D + 1: the extended set,
+    `facts.ext`), with `set_stats`' conventions (NaN where the label set / single label is empty)."""
+    s = np.asarray(s, dtype=np.int64)
+    vis = np.minimum(s, facts.depth)
+    h = ((facts.pos >= 0) & (facts.pos < vis[:, None])).sum(axis=1)
+    g = facts.g
+    ok = g > 0
+    nan = np.full(len(g), np.nan)
+    label_in = (facts.label_pos >= 0) & (facts.label_pos < vis)
+    out = {
+        "precision": np.where(ok, h / np.maximum(vis, 1), nan),
+        "recall": np.where(ok, h / np.maximum(g, 1), nan),
+        "f1": np.where(ok, 2.0 * h / np.maximum(g + vis, 1), nan),
+        "exact": np.where(ok, ((h == g) & (vis == g)).astype(np.float64), nan),
+        "coverage": np.where(ok, (h == g).astype(np.float64), nan),
+        "label_coverage": np.where(facts.has_label, label_in.astype(np.float64), nan),
+        "size": np.where(ok, vis.astype(np.float64), nan),
+    }
+    if facts.ext is not None:
+        past = s > facts.depth
+        for stat in STATS:
+            out[stat] = np.where(past, facts.ext[stat], out[stat])
+    return out
+
+
+# Statistics that rise with the set (a bound from the largest set) and the one that only falls
+# from it (size: from the smallest); the others can move either way as a set grows.
+_MONOTONE_UP = ("recall", "coverage", "label_coverage")
+_NOT_MONOTONE = ("precision", "f1", "exact")
+
+
+def range_stats(facts: SetFacts, a: np.ndarray, b: np.ndarray) -> dict:
+    """Bounds on the `STATS` of a set known only to lie between the first a[i] and the first b[i]
+    ranked classes (a <= b; D + 1: extended): every statistic but size at its largest over the sets
+    in between (recall, coverage, label coverage at b, where they are largest; precision, F1 and
+    exact match, which can fall or rise as a set grows, maximised over every size in [a, b]), size at
+    its smallest (at a). With a == b: `leading_stats` (the same values as `set_stats`)."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    low, high = leading_stats(facts, a), leading_stats(facts, b)
+    out = {"size": low["size"], **{s: high[s] for s in _MONOTONE_UP}}
+    for stat in _NOT_MONOTONE:
+        out[stat] = np.fmax(low[stat], high[stat])
+    width = int((b - a).max(initial=0))
+    for t in range(1, width):
+        inner = leading_stats(facts, np.minimum(a + t, b))
+        for stat in _NOT_MONOTONE:
+            out[stat] = np.fmax(out[stat], inner[stat])
+    return out
+
+
+def conformal_state_scores(ranked: Ranked, cum: np.ndarray, u: np.ndarray, kreg: int, lam: float) -> np.ndarray:
+    """(n, W) non-decreasing: the D ranked classes' conformal scores and, unless every class is ranked,
+    a last column with the smallest score any unranked class can have (the set extends past D when
+    it is <= Q-hat). The set of threshold q is in state (row <= q).sum(): its first s classes, or
+    D + 1 (extended)."""
+    scores = conformal_scores(ranked, cum, u, kreg, lam)
+    if ranked.complete:
+        return scores
+    d = ranked.depth
+    floor_next = cum[:, -1] + lam * max(0, d + 1 - kreg) if d else np.zeros(len(u))
+    if ranked.n_classes <= d:
+        floor_next = np.full(len(u), np.inf)
+    return np.concatenate([scores, np.maximum(floor_next, scores[:, -1] if d else floor_next)[:, None]], axis=1)
+
+
+def conformal_state(state_scores: np.ndarray, q: float) -> np.ndarray:
+    """(n,) the state of each sample's set at threshold q (see `conformal_state_scores`)."""
+    return (state_scores <= q).sum(axis=1)

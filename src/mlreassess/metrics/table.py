@@ -3,9 +3,11 @@
 `groups` is set on the rows that average subgroups (`asma`, `asma_recall`): the label counts they
 averaged, e.g. "2,3,4,6,9"; null elsewhere. The oracle-free rows (docs/metrics.md, "Beyond the
 oracle") add `param` (a set's tau / q / alpha; curve points are rows with other params and no
-interval), `unit` ("pct", or "classes" for coverage error and set sizes), `bound` (null: exact;
-"upper" / "lower": the stored top-K only bounds the value from that side; "conservative": conformal
-sets from a Q-hat the top-K could only over-estimate, valid but not the exact sets) and `beyond_k`.
+interval), `unit` ("pct", or "classes" for coverage error and set sizes), `bound` (null: exact, the
+value the full softmax gives; "upper" / "lower": only the stored top-K was used and the exact value
+is at most / at least this; "neither": it may lie on either side), `beyond_k`, and on conformal
+rows `qhat` ("exact"; "conservative": the top-K only brackets Q-hat and the sets use its largest
+value, valid sets) and `temperature` (the probabilities' temperature scaling; null: as stored).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from mlreassess.metrics.scoring import DatasetResult
 
 # row order within a model
 METRICS = ("top1", "top5", "real", "real_1to5", "real_per_class", "asma", "asma_recall", "subgroup", "recall",
-           *beyond.RANKING, "map", *(f"{t}_{s}" for t in beyond.SET_TYPES for s in STATS))
+           *beyond.RANKING, "map", *(f"{t}_{s}" for t in beyond.SET_TYPES for s in STATS),
+           *(f"{t}_{s}" for t in beyond.PUBLISHED for s in beyond.PUB_STATS))
 SCHEMA = pa.schema(
     [
         ("model", pa.string()),
@@ -39,6 +42,8 @@ SCHEMA = pa.schema(
         ("unit", pa.string()),
         ("bound", pa.string()),
         ("beyond_k", pa.int64()),
+        ("qhat", pa.string()),
+        ("temperature", pa.float64()),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
@@ -102,6 +107,8 @@ def rows_of(result: DatasetResult, level: float) -> list[dict[str, Any]]:
                     "unit": unit_of(k[0]),
                     "bound": e.bound,
                     "beyond_k": e.beyond_k,
+                    "qhat": e.qhat,
+                    "temperature": e.temperature,
                 }
             )
     return rows

@@ -122,14 +122,17 @@ def leaderboard_columns(metrics: pd.DataFrame, kinds: Mapping[str, str], roles: 
 
 
 def whole_dataset_cells(metrics: pd.DataFrame) -> dict[tuple[str, str, str], list]:
-    """(model, dataset, metric) -> [value, ci_low, ci_high, n, bound] for the whole-dataset rows
-    (bound: "upper" / "lower" where the stored top-K only bounds the value, else None)."""
+    """(model, dataset, metric) -> [value, ci_low, ci_high, n, bound, qhat] for the whole-dataset rows
+    (bound: "upper" / "lower" / "neither" where only the stored top-K was used, None when exact;
+    qhat: "conservative" for conformal sets from a Q-hat the top-K only brackets; docs/metrics.md)."""
     m = _whole(metrics)
-    bounds = m["bound"] if "bound" in m.columns else pd.Series(None, index=m.index, dtype=object)
+    none = pd.Series(None, index=m.index, dtype=object)
+    bounds, qhats = (m[c] if c in m.columns else none for c in ("bound", "qhat"))
     return {
         (r.model, r.dataset, r.metric): [clean(r.value_pct), clean(r.ci_low_pct), clean(r.ci_high_pct),
-                                         None if pd.isna(r.n) else int(r.n), None if pd.isna(b) else str(b)]
-        for r, b in zip(m.itertuples(index=False), bounds)
+                                         None if pd.isna(r.n) else int(r.n), None if pd.isna(b) else str(b),
+                                         None if pd.isna(q) else str(q)]
+        for r, b, q in zip(m.itertuples(index=False), bounds, qhats)
     }
 
 
