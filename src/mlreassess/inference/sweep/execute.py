@@ -4,9 +4,10 @@ them, and merging the ranks' shares when samples are split."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -18,7 +19,9 @@ from mlreassess.inference.input.caches import SweepCaches
 from mlreassess.inference.input.pipeline import InputPipeline
 from mlreassess.inference.input.preprocess import Preprocess, preprocess_for
 from mlreassess.inference.models.model_runner import ModelRunner
-from mlreassess.inference.models.registry import build
+from mlreassess.inference.models.registry import LoadedModel, ModelSpec, build
+from mlreassess.inference.sweep.builds import Builds
+from mlreassess.inference.sweep.compile_rule import CompileChoice
 from mlreassess.inference.sweep import distributed as D
 from mlreassess.inference.sweep import writers
 from mlreassess.inference.sweep.outputs import Loaded, Summary, run_meta
@@ -34,6 +37,7 @@ from mlreassess.inference.sweep.stream import (
     one_line,
     pass_workers,
     run_pass,
+    runners_for,
 )
 from mlreassess.options import InferOptions
 from mlreassess.results import ResultsLayout
@@ -58,6 +62,8 @@ class Sweep:
                    and manifests[d].kind == "patchml"}
         self.caches = SweepCaches(manifests, patchml, opts.source_root, pass_workers(opts))
         self._pipeline: tuple[Preprocess, InputPipeline] | None = None
+        self.builds: Builds | None = None  # the models built ahead (set by the runner)
+        self.compile_choices: dict[str, CompileChoice] = {}  # model -> compiled or not (--compile), by the plan
 
     def rows(self, d: int) -> list[int]:
         """The rows of dataset `d` this rank predicts."""
@@ -77,6 +83,30 @@ class Sweep:
         self._pipeline = (prep, made)
         return made
 
+    def opts_for(self, spec: ModelSpec) -> InferOptions:
+        """The options one model is loaded with: the sweep's, compiled or not as the plan chose."""
+        choice = self.compile_choices.get(spec.name)
+        if choice is None or choice.compile == self.opts.compile:
+            return self.opts
+        return dataclasses.replace(self.opts, compile=choice.compile)
+
+    def make(self, spec: ModelSpec) -> LoadedModel:
+        """`registry.build` of one model with the sweep's options (what `_load` builds)."""
+        return build(spec, self.opts.test_input_size, self.opts.checkpoint_key, device=self.device, opts=self.opts)
+
+    def build(self, spec: ModelSpec, *args, **kwargs) -> LoadedModel:
+        """`registry.build`, or the model the background thread built ahead (`make`: the same arguments)."""
+        if self.builds is None:
+            return build(spec, *args, **kwargs)
+        return self.builds.take(spec)
+
+    def model_meta(self, name: str) -> dict[str, Any]:
+        """What its outputs' metadata says of how a model was loaded beyond `run_meta`."""
+        choice = self.compile_choices.get(name)
+        built = self.builds.seconds.get(name) if self.builds is not None else None
+        return {"compile_choice": choice.meta() if choice else None,
+                "build_s": round(built, 3) if built is not None else None}
+
     def close(self) -> None:
         if self._pipeline is not None:
             self._pipeline[1].close()
@@ -90,9 +120,9 @@ def run_pass_and_deferred(p: Pass, sweep: Sweep) -> None:
         todo = _one_pass(todo, sweep)
 
 
-def _load(unit: Unit, device: str, opts: InferOptions) -> Loaded:
+def _load(unit: Unit, device: str, opts: InferOptions, make: Callable[..., LoadedModel] = build) -> Loaded:
     start = time.perf_counter()
-    loaded = build(unit.model, opts.test_input_size, opts.checkpoint_key, device=device, opts=opts)
+    loaded = make(unit.model, opts.test_input_size, opts.checkpoint_key, device=device, opts=opts)
     actual = preprocess_for(loaded.data_config, opts.crop)
     if actual != unit.preprocess:  # the registry's config and the built model's disagree
         raise MlreassessError(
@@ -111,7 +141,7 @@ def _load_pass(p: Pass, sweep: Sweep) -> tuple[dict[str, Loaded], dict[str, str]
     models = p.models
     for n, spec in enumerate(models):
         try:
-            loaded[spec.name] = _load(p.units_of_model(spec)[0], sweep.device, sweep.opts)
+            loaded[spec.name] = _load(p.units_of_model(spec)[0], sweep.device, sweep.opts_for(spec), sweep.build)
         except Exception as exc:  # weights missing, offline hub, bad file: this model only
             errors[spec.name] = one_line(exc)
             log.warning(f"model {spec.name} failed to load: {errors[spec.name]}")
@@ -165,7 +195,8 @@ def _one_pass(p: Pass, sweep: Sweep) -> Pass | None:
 def _one_dataset(p: Pass, d: int, loaded: dict[str, Loaded], load_errors: dict[str, str], sweep: Sweep) -> None:
     dist, manifest = sweep.dist, sweep.manifests[d]
     units = p.units_of(d)
-    runners = [loaded[u.model.name].runner for u in units if u.model.name in loaded]
+    runners = runners_for(p.preprocess, [(loaded[u.model.name].runner, u.preprocess) for u in units
+                                         if u.model.name in loaded])
     result = PassResult()
     if runners:
         rows = sweep.rows(d)
@@ -228,7 +259,7 @@ def finish_dataset(result: PassResult, loaded: dict[str, Loaded], units: list[Un
         table = writers.predictions_table([ids[r] for r in result.rows.tolist()], idx, prob, soft)
         meta = run_meta(loaded[name], manifest, unit.preprocess, sweep.opts, result.elapsed_s, table.num_rows, failed,
                      sweep.dist.world)
-        meta.update(decoding, recipe=unit.recipe)
+        meta.update(decoding, **sweep.model_meta(name), recipe=unit.recipe)
         writers.write_predictions(layout.prediction(manifest.name, name), table, meta)
         writers.drop_retired(layout.retired(manifest.name, name))
         summary.done.append((manifest.name, name))
