@@ -4,6 +4,9 @@
   patchml MANIFEST... --source-root DIR [--size 224]
       a plain PIL loop: for every canvas, open every source JPEG of every patch again, crop,
       resize the patch, paste it on a black canvas, resize the canvas to SIZE x SIZE (bicubic)
+  v1-plain MANIFEST [--size 224]
+      a plain PIL loop over the manifest's image files: open, convert to RGB, resize to SIZE x SIZE
+      (bicubic), as an array: the naive loop V1 input must be no slower than
   v1 MANIFEST [--size 224]
       the per-image code path of `infer --workers 0`: `ManifestImages` (open_image + resize-only
       preprocessing) through the DataLoader, from whichever mlreassess PYTHONPATH selects (run it
@@ -50,6 +53,14 @@ def plain_patchml(paths: list[str], source_root: str, size: int) -> int:
     return n
 
 
+def plain_v1(path: str, size: int) -> int:
+    m = read_manifest(path)
+    for rel in m.table.column("path").to_pylist():
+        with Image.open(f"{m.root}/{rel}") as im:
+            np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
+    return len(m)
+
+
 def current_v1(path: str, size: int) -> int:
     m = read_manifest(path)
     rows = list(range(len(m)))
@@ -58,7 +69,7 @@ def current_v1(path: str, size: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["patchml", "v1"])
+    parser.add_argument("mode", choices=["patchml", "v1", "v1-plain"])
     parser.add_argument("manifests", nargs="+")
     parser.add_argument("--source-root")
     parser.add_argument("--size", type=int, default=224)
@@ -66,6 +77,8 @@ def main() -> None:
     cpu0, t0 = cpu_s(), time.perf_counter()
     if args.mode == "patchml":
         n = plain_patchml(args.manifests, args.source_root, args.size)
+    elif args.mode == "v1-plain":
+        n = plain_v1(args.manifests[0], args.size)
     else:
         n = current_v1(args.manifests[0], args.size)
     cpu, wall = cpu_s() - cpu0, time.perf_counter() - t0

@@ -105,7 +105,9 @@ def _write_predictions(results: Path, dataset: str, kind: str, model: str, preds
             "topk_prob": pa.array([[0.5 / (j + 1) for j in range(k)] for _ in ids], pa.list_(pa.float32())),
         }
     )
-    path = results / "predictions" / dataset / f"{model}.parquet"
+    from mlreassess.results import ResultsLayout
+
+    path = ResultsLayout(results).prediction(dataset, model)  # named as infer names it (model_file_name)
     write_table(path, table, {"model": model, "dataset": dataset, "dataset_kind": kind, "n_samples": len(ids), "topk": k})
     return path
 

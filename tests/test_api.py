@@ -169,3 +169,56 @@ def test_a_module_without_imagenets_1000_logits_fails_in_one_line(tiny):
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))  # a 10-class head
     with pytest.raises(MlreassessError, match=r"its forward gives \(\d+, 10\), not the \(batch, 1000\)"):
         mlreassess.predict(net, data=[tiny["manifest"]], name="ten", transform=config, device="cpu", workers=0, progress=False)
+
+
+class _Scaled(torch.nn.Module):
+    """Logits that depend on a plain attribute (a temperature) and, for one sample, may be NaN."""
+
+    def __init__(self, scale: float = 1.0, nan_first: bool = False):
+        super().__init__()
+        self.head = torch.nn.Linear(3, 1000)
+        self.scale = scale
+        self.nan_first = nan_first
+
+    def forward(self, x):
+        out = self.head(x.mean(dim=(2, 3))) * self.scale
+        if self.nan_first:
+            out = out.clone()
+            out[0, 0] = float("nan")
+        return out
+
+
+SCALED = {"input_size": (3, 8, 8), "interpolation": "bilinear", "mean": (0.5,) * 3, "std": (0.5,) * 3}
+QUIET = {"device": "cpu", "workers": 0, "progress": False, "batch_size": 4}
+
+
+def test_a_changed_plain_attribute_redoes_the_predictions(tiny, tmp_path, caplog):
+    torch.manual_seed(0)
+    net, out = _Scaled(), tmp_path / "results"
+    first = mlreassess.predict(net, data=[tiny["manifest"]], name="scaled", transform=SCALED, out=out, **QUIET)
+    net.scale = 50.0  # same tensors, other outputs
+    with caplog.at_level(logging.INFO):
+        second = mlreassess.predict(net, data=[tiny["manifest"]], name="scaled", transform=SCALED, out=out, **QUIET)
+    assert "redoing it: module_attributes changed" in caplog.text
+    assert not np.allclose(np.stack(first["topk_prob"]), np.stack(second["topk_prob"]))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        mlreassess.predict(net, data=[tiny["manifest"]], name="scaled", transform=SCALED, out=out, **QUIET)
+    assert "redoing" not in caplog.text
+
+
+def test_a_module_giving_nan_fails_naming_the_model_and_writes_no_predictions(tiny, tmp_path):
+    out = tmp_path / "results"
+    with pytest.raises(MlreassessError, match=r"model 'nan_net' failed on tiny: its forward gave non-finite logits .* 1 sample"):
+        mlreassess.predict(_Scaled(nan_first=True), data=[tiny["manifest"]], name="nan_net", transform=SCALED, out=out,
+                           **{**QUIET, "batch_size": 64})
+    assert not ResultsLayout(out).prediction("tiny", "nan_net").exists()
+    assert "nan_net" in ResultsLayout(out).failures.read_text()
+
+
+def test_out_that_is_a_file_is_one_line(tiny, tmp_path):
+    afile = tmp_path / "results.txt"
+    afile.write_text("mine")
+    with pytest.raises(InputError, match="results.txt: is a file, not a results folder"):
+        mlreassess.predict(_Scaled(), data=[tiny["manifest"]], name="s", transform=SCALED, out=afile, **QUIET)
+    assert afile.read_text() == "mine"

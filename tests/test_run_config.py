@@ -265,6 +265,33 @@ def test_run_builds_everything_then_resumes_and_extends(study, capsys):
     assert after["metrics.parquet"] != before["metrics.parquet"]
 
 
+@pytest.mark.slow
+def test_patchml_mean_follows_the_configs_seeds(study, tmp_path, capsys):
+    """Seeds [1] then [2]: seed 1's predictions stay in RESULTS, but the study's mean is over seed 2 only;
+    `report` (which checks metrics.parquet against RESULTS) keeps it so."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "s"
+    shutil.copytree(study / "data", folder / "data")
+    shutil.copy(study / "weights.pth", folder / "weights.pth")
+    assert main(["run", str(write_config(folder, seeds=[1]))]) == 0
+    assert main(["run", str(write_config(folder, seeds=[2]))]) == 0
+    out = folder / "results"
+    assert (out / f"predictions/patchml_seed1/{MODEL}.parquet").is_file()
+    metrics = pq.read_table(out / "metrics.parquet").to_pandas()
+    assert "patchml_seed1" not in set(metrics["dataset"]) and "patchml_seed2" in set(metrics["dataset"])
+    mean = metrics[(metrics["dataset"] == "patchml_mean") & (metrics["metric"] == "subgroup")]
+    seed2 = metrics[(metrics["dataset"] == "patchml_seed2") & (metrics["metric"] == "subgroup")]
+    assert len(mean) and set(mean["n"]) == {1}  # one seed averaged
+    assert mean["value_pct"].tolist() == seed2["value_pct"].tolist()
+    capsys.readouterr()
+    assert main(["report", "--results", str(out), "table2"]) == 0
+    assert "evaluating again" not in capsys.readouterr().err  # the record names the study's datasets
+    assert "patchml_seed1" not in set(pq.read_table(out / "metrics.parquet").to_pandas()["dataset"])
+
+
 def _finished_v1_only_study(study: Path, tmp_path: Path) -> tuple[Path, Path, dict]:
     """A copy of the tiny study with V1 only and no report, run once: (folder, config, its data)."""
     import shutil
@@ -387,3 +414,12 @@ def test_yaml_alias_bomb_is_refused_in_one_line(tmp_path):
     path = _cfg(tmp_path, "\n".join(lines) + "\nout: o\n")
     with pytest.raises(InputError, match=r"c\.yaml: config expands to more than 100,000 YAML nodes"):
         load_config(path)
+
+
+def test_a_duplicate_key_is_refused_in_one_line(tmp_path, capsys):
+    path = tmp_path / "dup.yaml"
+    path.write_text("out: results\nmodels: [resnet50]\ninference:\n  device: cpu\n  precision: fp32\n"
+                    "  precision: bf16\ndatasets: {}\n")
+    assert main(["run", str(path), "--check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dup.yaml: line 6: key 'precision' appears twice" in err[0]

@@ -93,6 +93,63 @@ def test_models_that_do_not_fit_run_in_a_pass_of_their_own(three_sets, tmp_path,
         assert predictions(tmp_path, "set_a", model)[:2] == predictions(reference, "set_a", model)[:2]
 
 
+def test_a_model_out_of_memory_beside_others_runs_next_with_its_full_batch(three_sets, tmp_path, monkeypatch, capsys,
+                                                                          caplog):
+    """Loaded after others, a model's warm-up that runs out of memory meets their memory, not its own
+    size: it goes to the next pass (loaded alone) instead of halving its batch for the whole sweep."""
+    import mlreassess.inference.models.model_runner as MR
+
+    monkeypatch.setattr(MR, "COMPILE_BACKEND", "eager")  # --compile warms models up on a CPU device too
+    calls = []
+    real = MR.ModelRunner.logits
+
+    def logits(self, x):
+        calls.append(self.name)
+        if self.name == "test_convnext2" and calls.count(self.name) == 1:  # beside test_convnext, the first time
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real(self, x)
+
+    monkeypatch.setattr(MR.ModelRunner, "logits", logits)
+    assert infer(*data_args(three_sets["manifests"]), "--models", str(three_sets["models"]), "--compile",
+                 out=tmp_path) == 0
+    assert "infer: 9 done, 0 skipped, 0 failed in 2 passes" in capsys.readouterr().out
+    assert "model test_convnext2 does not fit beside 1 other model(s)" in caplog.text
+    for model in THREE:
+        assert predictions(tmp_path, "set_c", model)[2]["forward_batch_size"] == 4  # --batch-size, never halved
+
+
+def _cuda_error():
+    return torch.AcceleratorError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be "
+                                  "asynchronously reported at some other API call")
+
+
+@pytest.mark.parametrize("where", ["predict", "warm_up"])
+def test_a_cuda_error_stops_the_sweep_in_one_line_blaming_only_the_model_that_met_it(three_sets, tmp_path, monkeypatch,
+                                                                                    capsys, where):
+    """An illegal address leaves the CUDA context unusable: every later model would fail with it and be
+    recorded as failing. The sweep stops at once, names the model, records it alone, writes nothing more."""
+    import mlreassess.inference.models.model_runner as MR
+
+    monkeypatch.setattr(MR, "COMPILE_BACKEND", "eager")
+    real = getattr(MR.ModelRunner, where)
+
+    def faulty(self, *args, **kwargs):
+        if self.name == "test_convnext2":
+            raise _cuda_error()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MR.ModelRunner, where, faulty)
+    layout = ResultsLayout(tmp_path)
+    assert infer(*data_args(three_sets["manifests"]), "--models", str(three_sets["models"]), "--compile",
+                 out=tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model 'test_convnext2'" in err[0] and "illegal memory access" in err[0]
+    assert "the sweep stops here" in err[0]
+    entries = [json.loads(line) for line in layout.failures.read_text().splitlines()]
+    assert {e["model"] for e in entries} == {"test_convnext2"} and all("CUDA error" in e["error"] for e in entries)
+    assert not list(layout.root.glob("predictions/*/*.parquet"))  # nothing written after (or beside) the error
+
+
 def test_a_failed_redo_retires_the_stale_output_and_records_the_failure(three_sets, tmp_path, capsys):
     manifest = three_sets["manifests"][0]
     good = three_sets["base"] / "test_convnext.pth"
@@ -165,14 +222,62 @@ def test_on_cuda_pinned_slots_and_side_stream_copies_give_the_cpu_batches(three_
     manifest = read_manifest(three_sets["manifests"][2])
     prep = Preprocess(32, 32, "bicubic")
     rows = list(range(len(manifest))) * 5  # more batches than slots: each slot reused
-    want = torch.cat([b[1] for b in data.pil_batches(manifest, rows, prep, "cpu", 2, 1)])
-    pipeline = data.InputPipeline({0: manifest}, prep, "cuda", 2, 1)
+    want = torch.cat([b[1] for b in data.pil_batches(manifest, rows, prep, "cpu", 2, 2)])
+    pipeline = data.InputPipeline({0: manifest}, prep, "cuda", 2, 2)  # two workers, forked before pinning
     try:
-        assert pipeline.slots.pinned
+        assert not pipeline.slots.pinned
         got = torch.cat([images.clone() for _, images, _ in pipeline.batches(0, rows)])
+        assert pipeline.slots.pinned
+        again = torch.cat([images.clone() for _, images, _ in pipeline.batches(0, rows)])  # the same workers
     finally:
         pipeline.close()
-    assert got.device.type == "cuda" and torch.equal(got.cpu(), want)
+    assert got.device.type == "cuda" and torch.equal(got.cpu(), want) and torch.equal(again.cpu(), want)
+
+
+def test_batch_slots_are_pinned_only_after_the_workers_are_forked(three_sets, monkeypatch):
+    """cudaHostRegister may mark the slots' pages do-not-fork: a worker forked after it would find no
+    mapping there and die on its first write. A fake registration records when it ran."""
+    import multiprocessing
+
+    from mlreassess.datasets.manifest import read_manifest
+    from mlreassess.inference.input import slots as S
+    from mlreassess.inference.input.preprocess import Preprocess
+
+    manifest = read_manifest(three_sets["manifests"][2])
+    prep = Preprocess(32, 32, "bicubic")
+    rows = list(range(len(manifest))) * 3
+    want = torch.cat([b[1] for b in data.pil_batches(manifest, rows, prep, "cpu", 2, 0)])
+    registered = []
+    monkeypatch.setattr(S, "host_register", lambda pointer, nbytes: registered.append(
+        (len(multiprocessing.active_children()), nbytes)) or 0)
+    monkeypatch.setattr(S, "host_unregister", lambda pointer: 0)
+    monkeypatch.setattr(data, "uses_pinned_memory", lambda device: True)  # the CUDA path, on the CPU
+    pipeline = data.InputPipeline({0: manifest}, prep, "cpu", 2, 2)
+    try:
+        assert registered == [] and not pipeline.slots.pinned  # not at construction: no worker yet
+        got = torch.cat([images.clone() for _, images, _ in pipeline.batches(0, rows)])
+        assert registered == [(len(multiprocessing.active_children()), pipeline.slots.nbytes)]
+        assert registered[0][0] >= 2 and pipeline.slots.pinned  # both workers were running when it ran
+        again = torch.cat([images.clone() for _, images, _ in pipeline.batches(0, rows)])
+        assert len(registered) == 1  # persistent workers, slots registered once
+    finally:
+        pipeline.close()
+    assert not pipeline.slots.pinned and torch.equal(got, want) and torch.equal(again, want)
+
+
+def test_torchrun_ranks_of_one_machine_share_the_shared_memory(monkeypatch):
+    """Every local rank has its pipeline's slots in the one /dev/shm: each may take its part of half."""
+    from mlreassess.errors import InputError
+    from mlreassess.inference.input.slots import HELD, prefetch_that_fits
+
+    mb = 1 << 20
+    free = 4 * (4 + HELD) * mb  # 32 MiB: half is room for prefetch 2 (12 MiB of slots) of one process
+    assert prefetch_that_fits(2, 4, mb, free) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert prefetch_that_fits(2, 4, mb, free) == 1  # a quarter each: 8 MiB, prefetch 1's (1 x 4 + 4) MiB
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    with pytest.raises(InputError, match="shared by 4 local ranks"):
+        prefetch_that_fits(2, 4, mb, free)
 
 
 @CUDA

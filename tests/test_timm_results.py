@@ -102,7 +102,7 @@ def _prediction(layout: ResultsLayout, dataset: str, model: str, crop: str, size
 
     table = pa.table({"sample_id": pa.array(["s1"]), "topk_idx": pa.array([[1]], pa.list_(pa.int32()))})
     write_table(layout.prediction(dataset, model), table,
-                {"model": model, "dataset": dataset, "crop": crop, "input_size": [3, size, size]})
+                {"model": model, "dataset": dataset, "crop": crop, "input_size": [3, size, size], "n_samples": 1, "topk": 1})
 
 
 def test_roles_timm_covers_and_the_page_data(tmp_path, write_dataset):

@@ -116,6 +116,8 @@ def _options(model: Any, device: str | None, options: dict[str, Any],
 @contextlib.contextmanager
 def _results(out: PathLike | None) -> Iterator[Path]:
     if out is not None:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise InputError(f"{out}: is a file, not a results folder (out= names a folder)")
         yield Path(out)
         return
     with tempfile.TemporaryDirectory(prefix="mlreassess-") as tmp:
@@ -165,14 +167,23 @@ def _given_back(model: Any, opts: InferOptions) -> Iterator[None]:
         return
     training = model.training
     first = next(iter([*model.parameters(), *model.buffers()]), None)
-    try:
-        yield
-    finally:
+
+    def give_back() -> None:
         model.train(training)
         if first is not None:
             model.to(first.device)
         if opts.channels_last:
             model.to(memory_format=torch.contiguous_format)
+
+    try:
+        yield
+    except BaseException:
+        try:
+            give_back()
+        except RuntimeError:  # after a CUDA error the module cannot leave the device: the error in flight says why
+            pass
+        raise
+    give_back()
 
 
 def _metrics(results: Path, name: str, opts: EvaluateOptions) -> pd.DataFrame:

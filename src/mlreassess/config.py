@@ -305,6 +305,24 @@ def _count_nodes(node: yaml.Node, limit: int) -> int:
     return total
 
 
+def _first_duplicate_key(node: yaml.Node) -> yaml.Node | None:
+    """The second occurrence of a key repeated in one mapping (YAML keeps the last silently), or None."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, yaml.MappingNode):
+            seen = set()
+            for key, value in n.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        return key
+                    seen.add(key.value)
+                stack.append(value)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+    return None
+
+
 def load_config(path: str | os.PathLike) -> RunConfig:
     """Read and validate a YAML config file."""
     path = Path(path).absolute()
@@ -316,6 +334,10 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         node = yaml.compose(read_text(path), Loader=yaml.SafeLoader)
         if node is not None and _count_nodes(node, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
             raise InputError(f"{path}: config expands to more than {MAX_CONFIG_NODES:,} YAML nodes (aliases?)")
+        twice = _first_duplicate_key(node) if node is not None else None
+        if twice is not None:
+            raise InputError(f"{path}: line {twice.start_mark.line + 1}: key {twice.value!r} appears twice in one "
+                             "mapping (YAML would keep only the last)")
         data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)

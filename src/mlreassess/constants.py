@@ -8,6 +8,7 @@ VERSION = "0.1.0"
 
 # ImageNet-1k: class indices 0..NUM_CLASSES-1; its val set: ILSVRC2012_val_00000001 .. _00050000.
 NUM_CLASSES = 1000
+MANIFEST_KINDS = ("imagenet_v1", "imagenet_v2", "patchml")  # what a manifest can be (its metadata `kind`)
 NUM_VAL_IMAGES = 50_000
 
 # ASMA on ImageNet V1 and V2 averages the subgroups with these label counts (the paper, Sec. 4.2:
@@ -86,3 +87,7 @@ SET_MASS_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 # mAP over classes is not a sum over samples: each resample re-ranks every class (cost ~ B x positives,
 # ~30 ns each: results/benchmarks/metrics.md), so its interval uses the first this-many resamples.
 DEFAULT_MAP_BOOTSTRAP = 100
+# Benchmark windows (`bench infer`, `bench data`): at least this many timed batches, and samples read,
+# so the decode workers' start-up and the batches they made ahead are a small part of the figure.
+BENCH_TIMED_BATCHES = 150
+BENCH_MIN_SAMPLES = 8192

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlreassess.constants import MANIFEST_KINDS
 from mlreassess.errors import InputError
 
 META_KEY = b"mlreassess"
@@ -87,7 +88,7 @@ def write_table(path: str | os.PathLike, table: pa.Table, meta: dict[str, Any] |
     Written deterministically (no creation timestamps from pyarrow itself) so identical inputs
     give byte-identical files.
     """
-    _check_replaceable(Path(path))
+    check_replaceable(path, output_kind(meta or {}))
     if meta is not None:
         existing = dict(table.schema.metadata or {})
         existing[META_KEY] = json.dumps(meta, sort_keys=True).encode()
@@ -96,17 +97,43 @@ def write_table(path: str | os.PathLike, table: pa.Table, meta: dict[str, Any] |
         pq.write_table(table, tmp, compression="zstd", write_statistics=True)
 
 
-def _check_replaceable(path: Path) -> None:
-    """An existing file is replaced only if this tool wrote it: an output path that names one of
-    the inputs (`--out ROOT/LOC_val_solution.csv`) must not destroy it."""
+PREDICTIONS, METRICS = "predictions", "metrics"  # output kinds (`output_kind`)
+
+
+def manifest_kind(kind: str) -> str:
+    """The output kind of a manifest of `kind` (imagenet_v1, imagenet_v2, patchml)."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} manifest"
+
+
+def output_kind(meta: dict[str, Any]) -> str:
+    """What an mlreassess parquet file is, by its metadata: 'a <kind> manifest', 'predictions',
+    'metrics' or 'an mlreassess table'. An output replaces only a file of its own kind."""
+    if meta.get("kind") in MANIFEST_KINDS:
+        return manifest_kind(meta["kind"])
+    if "topk" in meta and "model" in meta:
+        return PREDICTIONS
+    if isinstance(meta.get("datasets"), dict):  # evaluate's per-dataset record
+        return METRICS
+    return "an mlreassess table"
+
+
+def check_replaceable(path: str | os.PathLike, kind: str) -> None:
+    """An existing file is replaced only if this tool wrote it, as an output of the same kind
+    (`output_kind`): an output path that names one of the inputs (`--out ROOT/LOC_val_solution.csv`,
+    `evaluate --out RESULTS/manifests/v1.parquet`) must not destroy it. Writers call it before any work."""
+    path = Path(path)
     if not path.exists():
         return
     try:
-        ours = META_KEY in (pq.read_schema(path).metadata or {})
-    except Exception:  # not parquet at all
-        ours = False
-    if not ours:
+        raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
+        old = json.loads(raw) if raw else None
+    except Exception:  # not parquet at all, or its metadata is not JSON
+        old = None
+    if not isinstance(old, dict):
         raise InputError(f"{path}: exists and is not an mlreassess output; refusing to replace it (choose another output path)")
+    was = output_kind(old)
+    if was != kind:
+        raise InputError(f"{path}: holds {was}; refusing to replace it with {kind} (choose another output path)")
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:

@@ -46,7 +46,11 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
         return
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:  # never through a link: the lock's record would be written wherever it points
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as exc:
+        why = "a symbolic link" if path.is_symlink() else (exc.strerror or str(exc))
+        raise InputError(f"{path}: cannot take the folder's lock ({why})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -39,7 +39,7 @@ from mlreassess.options import InferOptions, PatchMLOptions, options_of, result_
 from mlreassess.patchml import generate_from
 from mlreassess.provenance import canonical, changed, inputs_changed, inputs_fingerprint
 from mlreassess.report import ITEMS, Report
-from mlreassess.report.html import why_page_stale, write_results_page
+from mlreassess.report.html import page_out_of_date_on_failure, why_page_stale, write_results_page
 from mlreassess.results import PATCHML_MANIFEST, ResultsLayout
 
 log = logging.getLogger(__name__)
@@ -214,10 +214,13 @@ def infer(cfg: RunConfig, steps: StepLog, manifests: list[Path], specs: list[Mod
 # --- evaluate and report -------------------------------------------------------------------------
 
 
-def evaluate(cfg: RunConfig, steps: StepLog) -> None:
+def evaluate(cfg: RunConfig, steps: StepLog, manifests: list[Path]) -> None:
+    """Score the config's datasets (only those: a PatchML seed an earlier config left in RESULTS is not
+    averaged into this study's patchml_mean)."""
     e = cfg.evaluate
+    names = [read_manifest(m).name for m in manifests]
     path, summary = evaluate_results(cfg.out, e.bootstrap, e.ci, e.seed, min_group_n=e.min_group_n, sets=set_params(e),
-                                     workers=scoring_workers(e))
+                                     workers=scoring_workers(e), only=names)
     steps.add("evaluate", "up to date" if summary is None else "done", str(path))
 
 
@@ -229,7 +232,8 @@ def _report_inputs(layout: ResultsLayout) -> dict[str, Any]:
 
 def report(cfg: RunConfig, steps: StepLog) -> None:
     layout = ResultsLayout(cfg.out)
-    params = {"inputs": _report_inputs(layout), "items": list(ITEMS)}
+    # One `input:<file>` key per file read, so a redo names the file that changed (`provenance.changed`).
+    params = {**{f"input:{k}": v for k, v in _report_inputs(layout).items()}, "items": list(ITEMS)}
     if _stamp_matches(layout, "report", params, [layout.tables, layout.figures, layout.index_html]):
         stale = why_page_stale(cfg.out)  # the page itself names what it was made from
         if stale is None:
@@ -275,17 +279,19 @@ def run_study(cfg: RunConfig) -> StepLog:
             failed = infer(cfg, steps, manifests, specs, dist.is_main)
             dist.barrier()  # all ranks done talking before any leaves (see inference.runner.run)
             if dist.is_main:
-                _evaluate_and_report(cfg, steps, failed, start)
+                _evaluate_and_report(cfg, steps, manifests, failed, start)
     finally:
         D.shutdown(dist)
     return steps
 
 
-def _evaluate_and_report(cfg: RunConfig, steps: StepLog, failed: list[str], start: float) -> None:
-    if cfg.evaluate is not None:
-        evaluate(cfg, steps)
-    if cfg.report:
-        report(cfg, steps)
+def _evaluate_and_report(cfg: RunConfig, steps: StepLog, manifests: list[Path], failed: list[str],
+                         start: float) -> None:
+    with page_out_of_date_on_failure(cfg.out, "run (evaluate, report)"):
+        if cfg.evaluate is not None:
+            evaluate(cfg, steps, manifests)
+        if cfg.report:
+            report(cfg, steps)
     _summary(cfg, steps, time.perf_counter() - start)
     if failed:
         failures = ResultsLayout(cfg.out).failures

@@ -55,14 +55,22 @@ def changed(old: dict[str, Any] | None, new: dict[str, Any], first: tuple[str, .
     in `first` are compared first (a new weights source also changes what follows from it)."""
     if not old:
         return "no record of the inputs and options that made it (an older mlreassess?)"
-    new = canonical(new)
+    return _first_difference(old, canonical(new), first)
+
+
+def _first_difference(old: dict[str, Any], new: dict[str, Any], first: tuple[str, ...] = (), where: str = "") -> str | None:
     for key in [*first, *sorted((set(old) | set(new)) - set(first))]:
         a, b = old.get(key), new.get(key)
         if a == b:
             continue
+        if isinstance(a, dict) and isinstance(b, dict):  # say which entry, not two cut-off blobs
+            return _first_difference(a, b, where=f"{where}{key}.")
+        name = f"{where}{key}"
         if key.endswith("sha256") or key.startswith("input:"):
-            return f"{key.removesuffix('_sha256').removeprefix('input:')} changed"
-        return f"{key} {_short(a)} -> {_short(b)}"
+            return f"{name.removesuffix('_sha256').removeprefix('input:')} changed"
+        if a is None or b is None:
+            return f"{name} {'added' if a is None else 'removed'}" if where else f"{name} {_short(a)} -> {_short(b)}"
+        return f"{name} {_short(a)} -> {_short(b)}"
     return None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from mlreassess.cli.options import add_options, options_from
+from mlreassess.constants import BENCH_MIN_SAMPLES, BENCH_TIMED_BATCHES
 from mlreassess.options import InferOptions
 
 # The inference options that matter for speed (the rest change no timing).
@@ -29,8 +30,11 @@ def register(subparsers) -> None:
     infer.add_argument("--model", required=True, metavar="NAME", help="timm model name")
     add_options(infer, InferOptions, only=BENCH_OPTIONS, defaults={"weights": "random"})
     infer.add_argument("--data", required=True, metavar="MANIFEST", help="manifest whose images are decoded")
-    infer.add_argument("--batches", type=int, default=20, metavar="N", help="timed batches (default: 20)")
-    infer.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed batches first (default: 2)")
+    infer.add_argument("--batches", type=int, default=BENCH_TIMED_BATCHES, metavar="N",
+                       help=f"timed batches (default: {BENCH_TIMED_BATCHES})")
+    infer.add_argument("--warmup", type=int, metavar="N",
+                       help="untimed end-to-end batches first (default, and at least: twice the batches the "
+                       "decode workers keep in flight, so none made ahead is timed; at least 2)")
     infer.add_argument("--csv", metavar="FILE", help="also append the result as a row of FILE (timm's benchmark "
                        "columns, which `infer --plan --throughput FILE` reads)")
     infer.set_defaults(func=run_infer)
@@ -52,6 +56,9 @@ def register_data(inner) -> None:
     add_options(data, InferOptions, only=DATA_OPTIONS)
     data.add_argument("--no-patch-cache", dest="patch_cache", action="store_false",
                       help="render PatchML canvases on the fly, each source decoded per patch (the old path)")
+    data.add_argument("--min-samples", type=int, default=BENCH_MIN_SAMPLES, metavar="N",
+                      help="read the manifests again, in order, until at least N samples are read, so that "
+                      f"start-up (workers, cache) is a small part (default: {BENCH_MIN_SAMPLES}; 0: each once)")
     data.set_defaults(func=run_data)
 
 
@@ -74,11 +81,15 @@ def run_infer(args: argparse.Namespace) -> int:
 
 def run_data(args: argparse.Namespace) -> int:
     # Imported here, not at the top: `mlreassess --help` must not import torch.
+    from mlreassess.errors import InputError
     from mlreassess.inference.sweep.bench import bench_data
     from mlreassess.inference.models.registry import ModelSpec
 
     opts = options_from(InferOptions, args)
-    result = bench_data(ModelSpec(args.model, "random"), args.data, opts, patch_cache=args.patch_cache)
+    if args.min_samples < 0:
+        raise InputError("--min-samples must be at least 0")
+    result = bench_data(ModelSpec(args.model, "random"), args.data, opts, patch_cache=args.patch_cache,
+                        min_samples=args.min_samples)
     for line in result.lines():
         print(line)
     return 0

@@ -35,9 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v2.set_defaults(func=run_imagenetv2)
 
 
+def _check_out(path: str, kind: str) -> None:
+    """`--out` onto another kind of file (a PatchML manifest, predictions): refused before the build."""
+    from mlreassess.io import check_replaceable, manifest_kind  # lazy: keeps `mlreassess --help` fast (pyarrow)
+
+    check_replaceable(path, manifest_kind(kind))
+
+
 def run_imagenet_val(args: argparse.Namespace) -> int:
     from mlreassess.datasets.build import build_v1  # lazy: keeps `mlreassess --help` fast
 
+    _check_out(args.out, "imagenet_v1")
     start = time.perf_counter()
     return _finish(args, build_v1(options_from(ImagenetValOptions, args)), start)
 
@@ -45,6 +53,7 @@ def run_imagenet_val(args: argparse.Namespace) -> int:
 def run_imagenetv2(args: argparse.Namespace) -> int:
     from mlreassess.datasets.build import build_v2  # lazy: keeps `mlreassess --help` fast
 
+    _check_out(args.out, "imagenet_v2")
     start = time.perf_counter()
     return _finish(args, build_v2(options_from(ImagenetV2Options, args)), start)
 

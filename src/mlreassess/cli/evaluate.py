@@ -32,11 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # imported here so that `mlreassess --help` does not load numpy, pandas and pyarrow
     from mlreassess.metrics.evaluate import evaluate_results, scoring_workers, set_params
+    from mlreassess.report.html import page_out_of_date_on_failure
 
     start = time.perf_counter()
     opts = options_from(EvaluateOptions, args)
-    out, summary = evaluate_results(args.results, opts.bootstrap, opts.ci, opts.seed, args.force, args.out,
-                                    min_group_n=opts.min_group_n, sets=set_params(opts), workers=scoring_workers(opts))
+    with page_out_of_date_on_failure(args.results if args.out is None else None, "evaluate"):
+        out, summary = evaluate_results(args.results, opts.bootstrap, opts.ci, opts.seed, args.force, args.out,
+                                        min_group_n=opts.min_group_n, sets=set_params(opts),
+                                        workers=scoring_workers(opts))
     if summary is None:
         print(f"{out}: up to date (inputs unchanged; --force to recompute)", file=sys.stderr)
         return 0

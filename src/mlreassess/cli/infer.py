@@ -54,12 +54,13 @@ def _gib(text: str) -> int:
 
 
 def configure_torch(device: str | None) -> None:
-    """Process-wide torch settings, which only the CLI layer makes (library code never does)."""
+    """Process-wide torch settings, which only the CLI layer makes (library code never does): cuDNN's
+    benchmark mode for any CUDA device (`cuda`, `cuda:1`, or the default when CUDA is there)."""
     import torch  # here, not at the top: `mlreassess --help` must not import torch
 
     from mlreassess.inference.models.sources.base import compile_cache_dir  # imports torch, as above
 
-    if device in (None, "cuda") and torch.cuda.is_available():
+    if (device is None or torch.device(device).type == "cuda") and torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     # Compiled graphs reused across checkpoints of one architecture and across runs (a user's own
     # choice of folder stands); inductor reads the variable when it first compiles.

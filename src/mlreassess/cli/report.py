@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here so `mlreassess --help` need not load pandas and matplotlib.
     from mlreassess.report import REPORTED_CSV, Report, resolve_items
+    from mlreassess.report.html import PageOptions, page_out_of_date_on_failure, write_results_page
     from mlreassess.report.inputs import read_reported
 
     items = resolve_items(args.items)
@@ -55,12 +56,12 @@ def run(args: argparse.Namespace) -> int:
     tables_dir = Path(args.out) if args.out else ResultsLayout(results).tables
     figures_dir = Path(args.out) if args.out else ResultsLayout(results).figures
     report = Report(results, tables_dir, figures_dir, [Path(d) for d in args.data], args.v1, args.v2, reported)
-    done = report.run(items)
+    with page_out_of_date_on_failure(results, "report"):
+        done = report.run(items)
     print(f"report: {len(done)} of {len(items)} item(s) written to {tables_dir}"
           + (f" and {figures_dir}" if figures_dir != tables_dir else ""))
-    if results is not None:  # RESULTS/index.html (imported here: keeps `mlreassess --help` fast)
-        from mlreassess.report.html import PageOptions, write_results_page
-
+    if results is not None:  # RESULTS/index.html
         options = PageOptions(v1=args.v1, v2=args.v2, reported_csv=reported)
-        write_results_page(results, options)  # logs "results page: PATH (N models)"
+        with page_out_of_date_on_failure(results, "the results page"):
+            write_results_page(results, options)  # logs "results page: PATH (N models)"
     return 0

@@ -30,13 +30,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlreassess.constants import NUM_CLASSES, VERSION
+from mlreassess.constants import MANIFEST_KINDS, NUM_CLASSES, VERSION
 from mlreassess.datasets.paths import check_path_column
 from mlreassess.datasets.placements import validate_patchml
 from mlreassess.errors import InputError, short_repr
 from mlreassess.io import read_meta, read_table, write_table, write_text_atomic
 
-KINDS = ("imagenet_v1", "imagenet_v2", "patchml")
+KINDS = MANIFEST_KINDS
 CORE_COLUMNS = ("sample_id", "path", "label", "labels", "label_count")
 
 CORE_SCHEMA = pa.schema(

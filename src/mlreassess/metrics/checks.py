@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from mlreassess.constants import NUM_CLASSES
-from mlreassess.errors import InputError
+from mlreassess.errors import InputError, short_repr
 
 _PROB_SLACK = 1e-6  # float32 rounding of a softmax may overshoot 1 by an ulp or two
 
@@ -85,3 +85,62 @@ def check_softmax(path: Path, ids: np.ndarray, softmax: np.ndarray) -> None:
     _refuse(path, ids, ~np.isfinite(softmax), lambda i, j: f"softmax[{j}] is {softmax[i, j]}")
     _refuse(path, ids, (softmax < 0) | (softmax > 1 + 1e-3),
             lambda i, j: f"softmax[{j}] = {float(softmax[i, j]):.6g} is outside 0..1")
+
+
+# ---------------------------------------------------------------- predictions metadata
+# What each key of a predictions file's metadata must be where present (`infer` writes them all):
+# every reader (evaluate, the page, the timm comparison) reads them through this check, so a hand-edited
+# or hostile value is one line naming the key, and no non-finite number reaches JSON or the page.
+
+def _is_int(v, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _is_number(v, low: float = 0.0) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v)) and v >= low
+
+
+def _is_text(v) -> bool:
+    return isinstance(v, str)
+
+
+def _opt(check):
+    return lambda v: v is None or check(v)
+
+
+def _numbers(v) -> bool:
+    return isinstance(v, list) and all(_is_number(x, -np.inf) for x in v)
+
+
+def _failed_samples(v) -> bool:
+    return isinstance(v, list) and all(isinstance(e, dict) and _is_text(e.get("sample_id")) for e in v)
+
+
+PREDICTION_META = {
+    "model": (lambda v: _is_text(v) and bool(v), "a model name"),
+    "dataset": (lambda v: _is_text(v) and bool(v), "a dataset name"),
+    "n_samples": (_is_int, "a count of samples"),
+    "topk": (lambda v: _is_int(v, 1), "a whole number >= 1"),
+    "input_size": (_opt(lambda v: isinstance(v, list) and 2 <= len(v) <= 3 and all(_is_int(x, 1) for x in v)),
+                   "a list of 2 or 3 whole numbers >= 1"),
+    "elapsed_s": (_opt(_is_number), "a finite number of seconds >= 0"),
+    "images_per_s": (_opt(_is_number), "a finite number >= 0"),
+    "load_s": (_opt(_is_number), "a finite number of seconds >= 0"),
+    "crop_pct": (_opt(_is_number), "a finite number >= 0"),
+    "batch_size": (_opt(lambda v: _is_int(v, 1)), "a whole number >= 1"),
+    "forward_batch_size": (_opt(lambda v: _is_int(v, 1)), "a whole number >= 1"),
+    "mean": (_opt(_numbers), "a list of finite numbers"),
+    "std": (_opt(_numbers), "a list of finite numbers"),
+    "failed_samples": (_opt(_failed_samples), "a list of {sample_id, error}"),
+    **{k: (_opt(_is_text), "text") for k in ("weights", "interpolation", "crop", "precision", "device",
+                                             "dataset_kind", "manifest", "torch", "timm")},
+    "recipe": (_opt(lambda v: isinstance(v, dict)), "a mapping"),
+}
+
+
+def prediction_meta_problem(meta: dict) -> str | None:
+    """What is wrong with a predictions file's metadata, in a few words naming the key (None: nothing)."""
+    for key, (ok, expected) in PREDICTION_META.items():
+        if key in meta and not ok(meta[key]):
+            return f"its metadata {key!r} is {short_repr(meta[key])}, not {expected}"
+    return None

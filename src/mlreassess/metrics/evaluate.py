@@ -15,7 +15,7 @@ from typing import Any
 from mlreassess.constants import DEFAULT_BOOTSTRAP, DEFAULT_CI_LEVEL, DEFAULT_MIN_GROUP_N
 from mlreassess.cpus import capped_workers
 from mlreassess.errors import InputError
-from mlreassess.io import read_meta, write_table
+from mlreassess.io import METRICS, check_replaceable, read_meta, write_table
 from mlreassess.metrics.beyond import SetParams
 from mlreassess.metrics.inputs import discover, load_prediction, load_sample
 from mlreassess.metrics.scoring import PATCHML_MEAN, DatasetResult, evaluate_dataset, mean_over_seeds, seed_mismatch
@@ -30,6 +30,7 @@ __all__ = ["PATCHML_MEAN", "evaluate_results", "reevaluate", "scoring_workers", 
 log = logging.getLogger(__name__)
 
 PARAMS = ("n_boot", "level", "seed", "min_group_n")  # the bootstrap parameters metrics.parquet records
+ONLY = "only_datasets"  # the datasets scored when not all of RESULTS (a study's own: `mlreassess run`)
 # ... and the oracle-free metrics' (`SetParams.recorded`), keyed as SetParams' fields.
 SET_PARAMS = {"set_tau": "tau", "set_mass": "mass", "conformal_alpha": "alpha", "raps_kreg": "kreg",
               "raps_lambda": "lam", "conformal_seed": "seed", "map_bootstrap": "map_bootstrap",
@@ -74,7 +75,13 @@ def why_stale(results: str | Path, params: dict[str, Any] | None = None, out: st
         reason = changed({k: meta.get(k) for k in params}, params)
         if reason is not None:
             return reason
-    return derived_changed(meta.get("derived_from"), _inputs(discover(layout)), layout.root)
+    only = (params or {}).get(ONLY, meta.get(ONLY))
+    return derived_changed(meta.get("derived_from"), _inputs(discover(layout, _names(only))), layout.root)
+
+
+def _names(only: Any) -> list[str] | None:
+    """A recorded `only_datasets` as a list of names (None: every dataset; anything else is ignored)."""
+    return [str(n) for n in only] if isinstance(only, list) else None
 
 
 def reevaluate(results: str | Path, reason: str) -> Path:
@@ -88,7 +95,7 @@ def reevaluate(results: str | Path, reason: str) -> Path:
     params = {k: meta[k] for k in PARAMS if isinstance(meta.get(k), (int, float)) and not isinstance(meta[k], bool)}
     log.info(f"{layout.metrics}: not current ({reason}): evaluating again"
              + (f" with its parameters ({', '.join(f'{k} {v}' for k, v in params.items())})" if params else ""))
-    return evaluate_results(results, force=True, sets=_recorded_sets(meta), **params)[0]
+    return evaluate_results(results, force=True, sets=_recorded_sets(meta), only=_names(meta.get(ONLY)), **params)[0]
 
 
 def _recorded_sets(meta: dict[str, Any]) -> SetParams | None:
@@ -181,17 +188,23 @@ def evaluate_results(
     min_group_n: int = DEFAULT_MIN_GROUP_N,
     sets: SetParams | None = None,
     workers: int = 1,
+    only: list[str] | None = None,
 ) -> tuple[Path, dict[str, Any] | None]:
     """Write RESULTS/metrics.parquet; return (path, summary) — summary None when it was up to date.
+
+    `only`: score just these datasets (by name; recorded, so the PatchML mean of a study is over its
+    configured seeds, not over every seed an earlier config left in RESULTS); None: every dataset.
 
     `sets`: the oracle-free metrics' parameters (`set_params(EvaluateOptions)`; default: its defaults);
     `workers`: processes scoring models in parallel (`scoring_workers(EvaluateOptions)`), same results."""
     layout = ResultsLayout(results)
     out = Path(out) if out else layout.metrics
+    check_replaceable(out, METRICS)  # `--out` onto a manifest or predictions: refused before any work
     _check_params(n_boot, level, seed, min_group_n)
     sets = replace(sets or SetParams(), map_bootstrap=min((sets or SetParams()).map_bootstrap, n_boot))
-    datasets = discover(layout)
-    params = {"n_boot": n_boot, "level": level, "seed": seed, "min_group_n": min_group_n, **sets.recorded()}
+    only = sorted(set(only)) if only is not None else None
+    datasets = discover(layout, only)
+    params = {"n_boot": n_boot, "level": level, "seed": seed, "min_group_n": min_group_n, **sets.recorded(), ONLY: only}
     reason = None if force else why_stale(layout.root, params, out)
     if not force and reason is None:
         return out, None

@@ -23,7 +23,7 @@ from mlreassess.io import read_meta, read_table
 from mlreassess.metrics import bootstrap as bs
 from mlreassess.metrics import checks, core
 from mlreassess.metrics.aggregate import design_counts, subgroup_counts
-from mlreassess.results import ResultsLayout
+from mlreassess.results import ResultsLayout, model_file_name
 
 # PatchML parameters that must agree for seeds to be averaged (everything that shapes a set but its seed).
 PATCHML_PARAMS = ("counts", "canvas_size", "min_box_side", "resample", "boxes_sha256", "pool_size")
@@ -113,7 +113,8 @@ REQUIRED_META = ("model", "dataset", "n_samples", "topk")
 def incomplete_reason(path: Path, meta: dict[str, Any] | None = None) -> str | None:
     """Why the predictions file `path` is not a finished output (None: it is). The one rule of
     `infer` (which redoes such a file: `writers.is_complete`) and `evaluate` (which refuses it):
-    metadata with REQUIRED_META, as many rows as its `n_samples`. Writes are atomic, so a file under
+    metadata with REQUIRED_META, each key of the right type and range (`checks.prediction_meta_problem`),
+    naming the model and dataset its path names, as many rows as its `n_samples`. Writes are atomic, so a file under
     its final name is whole unless something else cut or edited it."""
     try:
         meta = read_meta(path) if meta is None else meta
@@ -123,11 +124,22 @@ def incomplete_reason(path: Path, meta: dict[str, Any] | None = None) -> str | N
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         return f"its metadata lacks {', '.join(missing)}"
-    if not isinstance(meta["model"], str) or not meta["model"] or not isinstance(meta["dataset"], str):
-        return f"its metadata's model {short_repr(meta['model'])} / dataset {short_repr(meta['dataset'])} are not names"
+    problem = checks.prediction_meta_problem(meta)
+    if problem is not None:
+        return problem
+    if _file_stem(meta["model"]) != path.stem or meta["dataset"] != path.parent.name:
+        return (f"its metadata says model {short_repr(meta['model'])} on dataset {short_repr(meta['dataset'])}, "
+                f"not what its path says ({path.parent.name}/{path.name})")
     if rows != meta["n_samples"]:
         return f"it holds {rows} rows, its metadata says {short_repr(meta['n_samples'])} (cut short or edited)"
     return None
+
+
+def _file_stem(model: str) -> str | None:
+    try:
+        return model_file_name(model)
+    except InputError:  # not printable: no file of ours is named after it
+        return None
 
 
 def load_prediction(path: Path, sample: Sample) -> Prediction:
@@ -198,17 +210,18 @@ def _list_matrix(column, path: Path, name: str, dtype) -> np.ndarray:
     return arr.flatten().to_numpy(zero_copy_only=False).astype(dtype).reshape(len(lengths), k)
 
 
-def discover(layout: ResultsLayout) -> list[tuple[Path, list[Path]]]:
-    """[(manifest, [predictions files])] for every dataset with predictions, sorted by name (none when
-    the predictions folder holds no predictions file: every one was removed or retired)."""
+def discover(layout: ResultsLayout, only: list[str] | None = None) -> list[tuple[Path, list[Path]]]:
+    """[(manifest, [predictions files])] for every dataset with predictions (of those named in `only`,
+    when given: a study's own datasets), sorted by name (none when the predictions folder holds no
+    predictions file: every one was removed or retired)."""
     pred_root = layout.predictions_dir
     if not pred_root.is_dir():
         raise InputError(
             f"{layout.root}: no {pred_root.name}/ folder (run `mlreassess infer --out {layout.root}` first)"
         )
     found = []
-    for folder in sorted(p for p in pred_root.iterdir() if p.is_dir()):
-        preds = sorted(layout.predictions_of(folder.name).glob("*.parquet"))
+    for folder in sorted(p for p in pred_root.iterdir() if p.is_dir() and (only is None or p.name in only)):
+        preds = layout.files(layout.predictions_of(folder.name), "*.parquet")
         if not preds:
             continue
         manifest = layout.manifest_copy(folder.name)

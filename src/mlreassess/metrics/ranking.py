@@ -209,7 +209,9 @@ def _class_ceiling(idx: np.ndarray, last: np.ndarray, n_classes: int, top: int =
     upper bound on any unranked score of c. Only the `top` samples with the largest ceiling are
     looked at; a class ranked by all of them gets the top-th value, which is larger than the rest's."""
     order = np.argsort(-last, kind="stable")[:top]
-    ceiling = np.full(n_classes, last[order[-1]] if len(order) else -np.inf)
+    if not len(order):  # no sample (every label set empty): no unranked score to bound
+        return np.full(n_classes, -np.inf)
+    ceiling = np.full(n_classes, last[order[-1]])
     ranked_by = np.zeros((len(order), n_classes), dtype=bool)
     ranked_by[np.repeat(np.arange(len(order)), idx.shape[1]), np.clip(idx[order].ravel(), 0, None)] = True
     first = np.argmax(~ranked_by, axis=0)  # first (largest) sample not ranking the class

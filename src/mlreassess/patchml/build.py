@@ -20,7 +20,7 @@ from mlreassess.constants import PATCHML_DEFAULT_CANVAS, PATCHML_DEFAULT_COUNTS,
 from mlreassess.datasets.manifest import Manifest, read_manifest, write_manifest
 from mlreassess.datasets.samples import FolderSources, ManifestSources, Sources, check_sources
 from mlreassess.errors import InputError, short_repr
-from mlreassess.io import remove_stale_tmp
+from mlreassess.io import check_replaceable, manifest_kind, remove_stale_tmp
 from mlreassess.locks import folder_lock
 from mlreassess.options import PatchMLOptions
 from mlreassess.patchml import layout
@@ -28,6 +28,7 @@ from mlreassess.patchml import pool as pool_mod
 from mlreassess.patchml import render as render_mod
 from mlreassess.patchml.pool import BadRow, Pool
 from mlreassess.results import PATCHML_IMAGES as IMAGES_DIR
+from mlreassess.results import inside
 from mlreassess.results import PATCHML_MANIFEST as MANIFEST_NAME
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ def check_out_dir(out_dir: Path, composed: Composed, images: Sources | None) -> 
     InputError if `out_dir` holds PNGs without a manifest (they may be another set's).
     """
     path = out_dir / MANIFEST_NAME
+    check_replaceable(path, manifest_kind("patchml"))  # a V1 manifest there is an input: left alone
     if path.exists():
         old = read_manifest(path)
         diff = _difference(old, composed.table, composed.meta)
@@ -262,6 +264,8 @@ def generate(
     start = time.perf_counter()
     params = resolve_params(counts, canvas_size, min_box_side, resample, source_pattern)
     boxes, out_dir = Path(boxes), Path(out_dir)
+    for part in (MANIFEST_NAME, IMAGES_DIR):  # the set's folder holds its own files (as RESULTS does)
+        inside(out_dir, out_dir / part)
     images = _sources(images, source_manifest, params.source_pattern)
     composed = compose_set(
         boxes, seed, params, images=images, image_sizes=image_sizes, name=name, skip_bad=skip_bad, progress=progress

@@ -31,7 +31,7 @@ from PIL import Image
 
 from mlreassess.datasets.samples import Sources, manifest_sources
 from mlreassess.errors import InputError
-from mlreassess.patchml.render import make_patch, paint, resample_filter
+from mlreassess.patchml.render import make_patch, paint, resample_filter, resize_painted
 
 # Default bound on the cache file: the full val pool needs 7.8 GiB (module docstring).
 PATCH_CACHE_BYTES = 10 << 30
@@ -217,6 +217,18 @@ class PatchCache:
             off = self.offsets[s]
             patches.append(pixels[off : off + 3 * w * h].reshape(h, w, 3))
         return paint(self.canvas_sizes[m], patches, rows.positions[lo:hi])
+
+    def resized(self, m: int, i: int, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+        """Row `i` of manifest `m` resized to `size` (w, h) as an (h, w, 3) uint8 array: the pixels of
+        `image(m, i).resize(size, resample)`, computed only where its patches reach when the scale is
+        a whole number (`render.resize_painted`)."""
+        canvas = self.canvas(m, i)
+        rows = self.rows[m]
+        lo, hi = rows.starts[i], rows.starts[i + 1]
+        rects = [(int(x), int(y), int(w), int(h)) for (x, y), (w, h)
+                 in zip(rows.positions[lo:hi], self.sizes[rows.slots[lo:hi]])]
+        out = resize_painted(canvas, rects, size, resample)
+        return out if out is not None else np.asarray(Image.fromarray(canvas).resize(size, resample))
 
     def image(self, m: int, i: int) -> Image.Image:
         """Row `i` of manifest `m` as an RGB PIL image (what `render_row` returns)."""

@@ -112,6 +112,41 @@ def paint(canvas_size: int, patches: Sequence[np.ndarray], positions: Sequence[S
     return canvas
 
 
+# Pillow's resampling filters and their support (input pixels each side of an output pixel's centre,
+# before scaling): what `resize_painted` needs to know which output pixels a patch can reach.
+_SUPPORT = {Image.Resampling.BILINEAR: 1.0, Image.Resampling.BICUBIC: 2.0, Image.Resampling.LANCZOS: 3.0,
+            Image.Resampling.HAMMING: 1.0, Image.Resampling.BOX: 0.5}
+
+
+def resize_painted(canvas: np.ndarray, rects: Sequence[tuple[int, int, int, int]], size: Size,
+                   resample: Image.Resampling) -> np.ndarray | None:
+    """`Image.fromarray(canvas).resize(size, resample)` as an (h, w, 3) uint8 array, computed only
+    where the patches (`rects`: x, y, w, h on the canvas) can reach; None when that shortcut does not
+    apply (a scale that is not a whole number, or a filter without a support), and the caller
+    resizes the whole canvas.
+
+    Bit-identical to the whole resize: at a whole-number scale s, Pillow's coefficients for the
+    output box [X0, X1) of a `box=(s*X0, ...)` resize are the whole resize's (same centres, windows
+    clipped at the image's edges, not the box's), and an output pixel whose window holds only black
+    pixels is 0. The black gaps between patches are most of the canvas; its resize was the largest
+    cost of a PatchML sample (tests compare it with the whole resize)."""
+    height, width = canvas.shape[:2]
+    (w_out, h_out), support = size, _SUPPORT.get(resample)
+    if support is None or width % w_out or height % h_out or not w_out or not h_out:
+        return None
+    sx, sy = width // w_out, height // h_out
+    image, out = Image.fromarray(canvas), np.zeros((h_out, w_out, 3), dtype=np.uint8)
+    for x, y, w, h in rects:
+        # outputs whose window (centre +- support * s, rounded) can meet [x, x + w): one spare each side
+        x0 = max(0, int((x - support * sx) // sx) - 1)
+        x1 = min(w_out, -int(-(x + w + support * sx) // sx) + 1)
+        y0 = max(0, int((y - support * sy) // sy) - 1)
+        y1 = min(h_out, -int(-(y + h + support * sy) // sy) + 1)
+        part = image.resize((x1 - x0, y1 - y0), resample, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+        out[y0:y1, x0:x1] = np.asarray(part)
+    return out
+
+
 def render_row(manifest: Any, i: int, source_root: str | os.PathLike | None = None) -> Image.Image:
     """Canvas of row `i` of a PatchML `Manifest`, from its source images (RGB, L x L): those it
     records (`datasets.samples.manifest_sources`), or `source_root` (a folder or a V1 manifest).

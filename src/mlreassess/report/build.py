@@ -19,10 +19,12 @@ from mlreassess.constants import IMAGENET_ASMA_RANGE, PATCHML_DEFAULT_COUNTS
 from mlreassess.datasets.labelsets.real import real_labels
 from mlreassess.errors import MlreassessError
 from mlreassess.report import derived, figures, tables
+from mlreassess.report.html_canvases import CANVAS_DIR
 from mlreassess.report.inputs import ReportInputs, Skip, figure8_examples, read_reported
 from mlreassess.report.paper import REPORTED_CSV
 from mlreassess.report.tables import PAPER_REAL, asma_groups, metric_column
 from mlreassess.report.timm_results import TIMM_NOTE, timm_reference
+from mlreassess.results import ResultsLayout
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,7 @@ class Report:
         written is recorded with what it was made from (`derived`); the files a skipped item made
         in an earlier run are removed, so none of them passes for current."""
         note = log.info
+        self._check_inside()
         self.inputs.metrics  # checked (and made current) before any item is written
         root = self.results if self.results is not None else self.tables_dir
         done = {}
@@ -124,6 +127,16 @@ class Report:
                 gone = derived.forget(self.files_of(item))
                 note(f"{item}: skipped ({why})" + (f"; removed its old {', '.join(p.name for p in gone)}" if gone else ""))
         return done
+
+    def _check_inside(self) -> None:
+        """The folders the report writes into and the page reads from resolve inside RESULTS, and so
+        does every file in them (docs/outputs.md): one line now, before anything is written."""
+        if self.results is None:
+            return
+        layout = ResultsLayout(self.results)
+        for folder in {self.tables_dir, self.figures_dir, self.figures_dir / CANVAS_DIR}:
+            if Path(folder).is_relative_to(self.results):
+                layout.files(folder, "*")
 
     def files_of(self, item: str) -> list[Path]:
         """The files `item` writes."""

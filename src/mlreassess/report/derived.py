@@ -20,6 +20,8 @@ SIDECAR = ".derived-from.json"
 
 
 def _read(folder: Path) -> dict:
+    if (folder / SIDECAR).is_symlink():  # a record elsewhere says nothing of these files
+        return {}
     try:
         data = json.loads((folder / SIDECAR).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -20,12 +20,15 @@ import html
 import json
 import logging
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
+from mlreassess.errors import MlreassessError
 from mlreassess.io import read_meta, write_text_atomic
 from mlreassess.provenance import derived_changed, derived_from
 from mlreassess.report import derived
@@ -90,7 +93,7 @@ def _rank(stem: str, order: tuple[str, ...]) -> int:
 def ordered_figures(root: Path, extra: tuple[tuple[Path, str], ...] = ()) -> list[tuple[Path, str]]:
     """(png, title) of RESULTS/figures/*.png in the page's order, `extra` right after Figure 8."""
     layout = ResultsLayout(root)
-    pngs = sorted((p for p in layout.figures.glob("*.png") if p.is_file()),  # no folder, FIFO or device
+    pngs = sorted(layout.files(layout.figures, "*.png"),  # files inside RESULTS: no folder, FIFO, device, outside link
                   key=lambda p: (_rank(p.stem, FIGURE_ORDER), p.stem))
     out = [(p, FIGURE_TITLES.get(p.stem, p.stem)) for p in pngs]
     at = 1 if out and out[0][0].stem == "figure8" else 0
@@ -99,8 +102,8 @@ def ordered_figures(root: Path, extra: tuple[tuple[Path, str], ...] = ()) -> lis
 
 def ordered_tables(root: Path) -> list[Path]:
     """RESULTS/tables/*.md in the page's order."""
-    tables = ResultsLayout(root).tables
-    return sorted((p for p in tables.glob("*.md") if p.is_file()), key=lambda p: (_rank(p.stem, TABLE_ORDER), p.stem))
+    layout = ResultsLayout(root)
+    return sorted(layout.files(layout.tables, "*.md"), key=lambda p: (_rank(p.stem, TABLE_ORDER), p.stem))
 
 
 def table_parts(md_path: Path) -> tuple[str, str]:
@@ -313,4 +316,37 @@ def write_results_page(results: str | Path, opts: PageOptions = PageOptions()) -
     path = ResultsLayout(root).index_html
     write_text_atomic(path, page_html(root, opts, d))
     log.info("results page: %s (%d models)", path, len(d["rows"]))
+    return path
+
+
+@contextmanager
+def page_out_of_date_on_failure(results: str | Path | None, stage: str) -> Iterator[None]:
+    """Run a stage that makes RESULTS/index.html's numbers (evaluate, report); if it fails, an existing
+    page is replaced by one saying it is out of date and why, so the old numbers never pass for
+    current; the error goes on up."""
+    try:
+        yield
+    except MlreassessError as exc:
+        if results is not None:
+            mark_page_out_of_date(results, f"{stage} failed: {exc}")
+        raise
+
+
+def mark_page_out_of_date(results: str | Path, reason: str) -> Path | None:
+    """Replace RESULTS/index.html (if there is one) with a page that says it is out of date and why."""
+    try:
+        path = ResultsLayout(results).index_html
+    except MlreassessError:  # the page itself is where it must not be: left alone (the error says why)
+        return None
+    if not path.is_file():
+        return None
+    title = "mlreassess results: out of date"
+    body = join([tag("h1", title), tag("p", "The results page of this folder is out of date, and its numbers are not "
+                                            "shown: " + reason),
+                 tag("p", "Fix the cause, then run `mlreassess report --results RESULTS` (or `mlreassess run`).")])
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'\">"
+            f"<title>{escape(title)}</title></head><body>{body}</body></html>\n")
+    write_text_atomic(path, page)
+    log.info("results page: %s: marked out of date", path)
     return path

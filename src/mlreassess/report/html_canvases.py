@@ -76,9 +76,9 @@ def _bars(pred: pd.DataFrame | None, sample_id: str, labels: set[int], g: int) -
     return [[class_name(int(c)), round(100.0 * float(p), 2), int(c) in labels] for c, p in zip(idx, prob)]
 
 
-def _clear_old(folder: Path, keep: set[Path]) -> None:
+def _clear_old(layout: ResultsLayout, folder: Path, keep: set[Path]) -> None:
     """Remove canvases of an earlier page that this one does not show (keeps the file count bounded)."""
-    for old in folder.glob(f"{CANVAS_STEM}*.png") if folder.is_dir() else []:
+    for old in layout.files(folder, f"{CANVAS_STEM}*.png"):
         if old not in keep:
             old.unlink()
 
@@ -86,17 +86,17 @@ def _clear_old(folder: Path, keep: set[Path]) -> None:
 def write_canvases(layout: ResultsLayout, request: CanvasRequest) -> dict | None:
     """Write the canvases' PNGs; return {dataset, items: [{src, sample_id, label_count, labels}],
     models, bars: {model: [bars per canvas]}} for the page, or None when there is nothing to show."""
-    folder = layout.figures / CANVAS_DIR
+    folder = layout.inside(layout.figures / CANVAS_DIR)
     manifest_path = layout.manifest_copy(request.dataset)
     if not manifest_path.exists() or not request.models:
-        _clear_old(folder, set())
+        _clear_old(layout, folder, set())
         return None
     manifest = read_manifest(manifest_path)
     t = manifest.table.select(["sample_id", "labels", "label_count"]).to_pandas()
     preds = {m: _predictions(layout, request.dataset, m, t["sample_id"].tolist()) for m in request.models}
     have = [p for p in preds.values() if p is not None]
     if not have:
-        _clear_old(folder, set())
+        _clear_old(layout, folder, set())
         return None
     common = set.intersection(*(set(p.index) for p in have))
     picks = pick_canvases(t[t["sample_id"].isin(common)], request.count)
@@ -109,7 +109,7 @@ def write_canvases(layout: ResultsLayout, request: CanvasRequest) -> dict | None
             log.warning("results page: canvas %s of %s not shown (no source images, nor %s.png in %s)",
                         row["sample_id"], request.dataset, row["sample_id"], image_dirs[0])
             continue
-        path = folder / f"{CANVAS_STEM}{len(items) + 1}.png"
+        path = layout.inside(folder / f"{CANVAS_STEM}{len(items) + 1}.png")
         with atomic_path(path) as tmp:
             image.save(tmp, format="PNG")
         written.add(path)
@@ -119,7 +119,7 @@ def write_canvases(layout: ResultsLayout, request: CanvasRequest) -> dict | None
                       "label_count": g, "labels": [class_name(c) for c in labels]})
         for m in request.models:
             bars[m].append(_bars(preds[m], row["sample_id"], set(labels), g))
-    _clear_old(folder, written)
+    _clear_old(layout, folder, written)
     if not items:
         return None
     return {"dataset": request.dataset, "items": items, "models": list(request.models), "bars": bars}

@@ -20,6 +20,7 @@ import pandas as pd
 
 from mlreassess.errors import MlreassessError
 from mlreassess.io import read_meta
+from mlreassess.metrics.inputs import incomplete_reason
 from mlreassess.metrics.table import curve_point_mask, unit_of
 from mlreassess.report.inputs import read_reported
 from mlreassess.report.paper import checkpoint_name
@@ -221,8 +222,12 @@ def prediction_meta(layout: ResultsLayout, model: str, datasets: Iterable[str]) 
         try:
             path = layout.prediction(dataset, model)
             meta = read_meta(path) if path.exists() else None
+            why = incomplete_reason(path, meta) if meta else None
         except MlreassessError as exc:  # an odd name or an unreadable file: the page goes on
             log.warning("results page: %s", exc)
+            continue
+        if why is not None:
+            log.warning("results page: %s: its run details not shown: %s", path, why)
             continue
         if meta:
             out[dataset] = {k: meta[k] for k in META_KEYS if meta.get(k) is not None}

@@ -239,9 +239,10 @@ def read_reported(path: Path) -> pd.DataFrame:
         raise InputError(f"{path}: not a reported-numbers CSV (missing columns: {', '.join(missing)}; "
                          "see scripts/parse_paper_tables.py)")
     values = pd.to_numeric(df["value"], errors="coerce")
-    if values.isna().any():
-        i = int(values.isna().to_numpy().nonzero()[0][0])
-        raise InputError(f"{path}: line {i + 2}: value {str(df['value'].iloc[i])[:40]!r} is not a number")
+    bad = ~np.isfinite(values.to_numpy(dtype=float))  # NaN (not a number) or inf: never reaches the page
+    if bad.any():
+        i = int(bad.nonzero()[0][0])
+        raise InputError(f"{path}: line {i + 2}: value {str(df['value'].iloc[i])[:40]!r} is not a finite number")
     return df.assign(value=values)
 
 
@@ -276,7 +277,7 @@ def png_dirs(layout: ResultsLayout, pred_meta: dict[str, Any]) -> list[Path]:
     """Where rendered canvases may lie: beside the manifest inference read, then beside its copy."""
     source = pred_meta.get("manifest")
     dirs = [Path(source).parent / IMAGES_DIR] if isinstance(source, str) and source else []
-    return dirs + [layout.manifests_dir / IMAGES_DIR]
+    return dirs + [layout.inside(layout.manifests_dir / IMAGES_DIR)]
 
 
 def canvas_image(manifest: Manifest, i: int, image_dirs: list[Path]) -> Image.Image | None:

@@ -25,6 +25,7 @@ from typing import Iterable, Mapping
 from mlreassess.constants import DEFAULT_V1_LABEL_SET
 from mlreassess.errors import MlreassessError
 from mlreassess.io import read_meta
+from mlreassess.metrics.inputs import incomplete_reason
 from mlreassess.results import ResultsLayout
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,9 @@ def protocols(layout: ResultsLayout, pairs: Iterable[tuple[str, str]]) -> dict[t
     for model, dataset in pairs:
         try:
             path = layout.prediction(dataset, model)
-            if path.exists():
-                out[(model, dataset)] = protocol_of(read_meta(path))
+            meta = read_meta(path) if path.exists() else None
+            if meta and incomplete_reason(path, meta) is None:  # a bad file is not a protocol (the page says so)
+                out[(model, dataset)] = protocol_of(meta)
         except MlreassessError as exc:  # an odd name or an unreadable file: no protocol, no comparison
             log.warning("timm reference: %s", exc)
     return out

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from mlreassess.inference.input.devices import host_to_device
 from mlreassess.patchml.cache import PatchCache
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,8 @@ class CanvasPainter:
         starts = np.cumsum(counts) - counts
         total = int(counts.sum())
         device = out.device
-        # One small host-to-device copy, non-blocking: never a wait for the queued forward passes.
-        meta = torch.from_numpy(np.stack([counts, starts, w, base, src]).astype(np.int64)).to(device, non_blocking=True)
+        # One small host-to-device copy, pinned and non-blocking: never a wait for the queued forward passes.
+        meta = host_to_device(torch.from_numpy(np.stack([counts, starts, w, base, src]).astype(np.int64)), device)
         counts_t, starts_t, w_t, base_t, src_t = meta
         patch = torch.repeat_interleave(torch.arange(len(counts), device=device), counts_t, output_size=total)
         local = torch.arange(total, device=device) - starts_t[patch]  # pixel index inside its patch

@@ -9,9 +9,12 @@ on the device from the sweep's patch cache (`device_canvas`), or, past the cache
 the worker.
 
 The main process decodes a batch's JPEGs in one `torchvision.io.decode_jpeg` call on the device
-(nvjpeg on CUDA, libjpeg-turbo on a CPU device); if that raises, images are decoded one by one,
-an image the device refuses falls back to PIL, and only an image PIL cannot read either becomes
-that sample's error (the PIL path's text). Then everything is resized on the device
+(nvjpeg on CUDA, libjpeg-turbo on a CPU device), one batch ahead on a thread of its own
+(`one_ahead`: torchvision's decoder waits for its own stream every batch); if that raises, images
+are decoded one by one, an image the device refuses falls back to PIL (counted and said once:
+`DecodeStats`, the outputs' `decode_fallbacks`), and only an image PIL cannot read either becomes
+that sample's error (the PIL path's text). Out of memory and other CUDA errors are never taken
+for bad images. Then everything is resized on the device
 (`device_resize`), images of one size together. The output is `data.pil_batches`': (rows, uint8
 (B, 3, H, W) on the device, error texts), in order; unreadable samples are zeros.
 """
@@ -20,8 +23,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,6 +37,7 @@ from mlreassess.datasets.images import decode_image
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference.input.caches import png_dir
+from mlreassess.inference.input.devices import fatal_device_error, host_to_device, out_of_memory
 from mlreassess.inference.input.pipeline import InputPipeline, image_opener, one_manifest_batches
 from mlreassess.inference.input.device_canvas import CanvasPainter
 from mlreassess.inference.input.device_resize import check_device_preprocess, fit
@@ -192,8 +197,27 @@ def collate_encoded(items: list) -> EncodedBatch:
                         list(errors), encoded, pixels)
 
 
+@dataclass
+class DecodeStats:
+    """Images a pipeline's device decoder refused and PIL then decoded in the main process, one at a
+    time (slow). Counted for the outputs' metadata (`decode_fallbacks`) and said once, as a warning,
+    with the first image and why. (One PIL cannot read either is its sample's error, as on the
+    PIL path.)"""
+
+    fallbacks: int = 0
+    warned: bool = False
+
+    def refused(self, where: str, reason: str) -> None:
+        self.fallbacks += 1
+        if not self.warned:
+            self.warned = True
+            log.warning(f"--decode gpu: the device's JPEG decoder refused {where or 'an image'} ({reason}); PIL "
+                        "decodes such images in the main process, one at a time (their number is in the "
+                        "outputs' metadata, decode_fallbacks)")
+
+
 class JpegDecoder:
-    """Batched `decode_jpeg` on the device; an image the device refuses comes back as None."""
+    """Batched `decode_jpeg` on the device; an image the device refuses comes back as the reason (str)."""
 
     def __init__(self, device: str):
         self.device = torch.device(device)
@@ -203,22 +227,19 @@ class JpegDecoder:
         # Decoding on a stream of its own keeps its allocations apart (see _decode).
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
-    def __call__(self, data: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    def __call__(self, data: list[torch.Tensor]) -> list[torch.Tensor | str]:
         try:
             return list(self._decode(data))
-        except torch.cuda.OutOfMemoryError:  # not a bad image: the caller must see it
-            raise
-        except RuntimeError:  # one bad image fails the whole call: find it
+        except RuntimeError as exc:  # one bad image fails the whole call: find it
+            _raise_if_device(exc)
             return [self._one(d) for d in data]
 
-    def _one(self, data: torch.Tensor) -> torch.Tensor | None:
+    def _one(self, data: torch.Tensor) -> torch.Tensor | str:
         try:
             return self._decode([data])[0]
-        except torch.cuda.OutOfMemoryError:  # not a bad image: the caller must see it
-            raise
         except RuntimeError as exc:
-            log.debug(f"device JPEG decoder refused an image ({str(exc).splitlines()[0][:200]}): PIL decodes it")
-            return None
+            _raise_if_device(exc)
+            return str(exc).splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
 
     def _decode(self, data: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.stream is None:
@@ -232,14 +253,25 @@ class JpegDecoder:
         return images
 
 
+def _raise_if_device(exc: RuntimeError) -> None:
+    """Out of memory and CUDA errors are not bad images: the caller must see them."""
+    oom = out_of_memory(exc)
+    if oom is not None:
+        raise oom
+    if fatal_device_error(exc):
+        raise exc
+
+
 class DeviceAssembler:
     """An `EncodedBatch` -> (rows, uint8 (B, 3, H, W) on the device, error texts)."""
 
-    def __init__(self, preprocess: Preprocess, device: str, painter: CanvasPainter | None):
+    def __init__(self, preprocess: Preprocess, device: str, painter: CanvasPainter | None,
+                 stats: DecodeStats | None = None):
         self.prep = preprocess
         self.device = torch.device(device)
         self.painter = painter
         self.decoder = JpegDecoder(device)
+        self.stats = stats if stats is not None else DecodeStats()
 
     def __call__(self, batch: EncodedBatch) -> tuple:
         errors = list(batch.errors)
@@ -253,8 +285,11 @@ class DeviceAssembler:
         decoded = self.decoder([batch.encoded[slice(*batch.spans[j])] for j in chosen])
         out = {}
         for j, image in zip(chosen, decoded):
-            if image is None:
+            if isinstance(image, str):  # refused by the device: why
+                reason = image
                 image = self._pil_fallback(batch.encoded[slice(*batch.spans[j])], batch.sources[j], j, errors)
+                if image is not None:  # (one PIL cannot read either is the sample's error, not a fallback)
+                    self.stats.refused(batch.sources[j], reason)
             if image is not None:
                 out[j] = image
         return out
@@ -267,7 +302,7 @@ class DeviceAssembler:
         except InputError as exc:
             errors[j] = str(exc)
             return None
-        return torch.from_numpy(array).to(self.device, non_blocking=True).permute(2, 0, 1)
+        return host_to_device(torch.from_numpy(array), self.device).permute(2, 0, 1)
 
     def _pixels(self, batch: EncodedBatch) -> dict[int, torch.Tensor]:
         chosen = [j for j, k in enumerate(batch.kinds) if k == PIXELS]
@@ -295,8 +330,9 @@ class DeviceAssembler:
             return out
         order = [j for members, _ in groups for j in members]
         fitted = torch.cat([fit(images, self.prep) for _, images in groups])
-        # Non-blocking index copy: a blocking one would wait for the forward passes already queued.
-        index = torch.from_numpy(np.asarray(order, dtype=np.int64)).to(self.device, non_blocking=True)
+        # Pinned, non-blocking index copy: a blocking one (or one from pageable memory) may wait for
+        # the forward passes already queued.
+        index = host_to_device(torch.from_numpy(np.asarray(order, dtype=np.int64)), self.device)
         return out.index_copy_(0, index, fitted)
 
 
@@ -324,7 +360,13 @@ class DevicePipeline(InputPipeline):
         self.painters = {}
         self._device_pixels = device_pixels
         self.assembler = None
+        self.stats = DecodeStats()
         super().__init__(manifests, preprocess, device, batch_size, workers, source_root, caches)
+
+    @property
+    def decode_fallbacks(self) -> int:
+        """Images the device decoder refused so far (`DecodeStats`)."""
+        return self.stats.fallbacks
 
     def dataset_for(self, d: int) -> Dataset:
         cache, index = self.caches[d] or (None, 0)
@@ -333,9 +375,38 @@ class DevicePipeline(InputPipeline):
                              paint_on_device=self.painters[d] is not None)
 
     def finish(self, d: int, batches: Iterator) -> Iterator[tuple]:
-        assemble = DeviceAssembler(self.preprocess, self.device, self.painters[d])
-        for _, batch in batches:  # an encoded batch carries its rows (and is the caller's to keep)
-            yield assemble(batch)
+        assemble = DeviceAssembler(self.preprocess, self.device, self.painters[d], self.stats)
+        # An encoded batch carries its rows (and is the caller's to keep).
+        return one_ahead(assemble, (batch for _, batch in batches), self.device)
+
+
+def one_ahead(make: Callable, items: Iterator, device) -> Iterator:
+    """`make(item)` of each item, in order, made one item ahead on a thread of its own.
+
+    torchvision's CUDA decoder (decode_jpegs_cuda.cpp) decodes on a stream of its own and waits for
+    it (cudaStreamSynchronize) before it returns, every batch: done in the main thread, the host
+    would sit in that wait instead of queueing the forward passes. Here batch n + 1 is decoded and
+    resized while the main thread queues the models' work on batch n (torch's ops release the GIL).
+    The thread queues its kernels on the main thread's current stream and device (both are per
+    thread in torch), so they are ordered before the forward passes that use their output."""
+    cuda = torch.device(device).type == "cuda"
+    stream = torch.cuda.current_stream(device) if cuda else None
+
+    def made(item):
+        if not cuda:
+            return make(item)
+        with torch.cuda.device(device), torch.cuda.stream(stream):
+            return make(item)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="mlreassess-decode") as pool:
+        pending = None
+        for item in items:
+            future = pool.submit(made, item)
+            if pending is not None:
+                yield pending.result()
+            pending = future
+        if pending is not None:
+            yield pending.result()
 
 
 def device_batches(manifest: Manifest, rows: list[int], preprocess: Preprocess, device: str, batch_size: int,

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mlreassess.errors import InputError
+from mlreassess.inference.input.devices import host_to_device
 from mlreassess.inference.input.preprocess import Preprocess
 
 # The timm interpolations done on the device: PIL's filters that torch has (antialiased), and
@@ -111,7 +112,7 @@ def resize(x: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.
     if (h, w) == tuple(size):
         return x
     if interpolation == "nearest":
-        rows, cols = (torch.from_numpy(pil_nearest_index(a, b)).to(x.device, non_blocking=True)
+        rows, cols = (host_to_device(torch.from_numpy(pil_nearest_index(a, b)), x.device)
                       for a, b in ((h, size[0]), (w, size[1])))
         return x.index_select(2, rows).index_select(3, cols)
     mode = TORCH_MODES[interpolation]

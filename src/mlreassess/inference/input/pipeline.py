@@ -25,7 +25,7 @@ from mlreassess.datasets.paths import check_path_column
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference.input.caches import NO_CACHE, pass_cache, patch_cache_for, png_dir
 from mlreassess.inference.input.preprocess import Preprocess
-from mlreassess.inference.input.slots import HELD, Slots, prefetch_that_fits, shared_memory_free
+from mlreassess.inference.input.slots import HELD, Slots, local_ranks, prefetch_that_fits, shared_memory_free
 from mlreassess.patchml.cache import PatchCache
 from mlreassess.patchml.render import render_row, rendered_png
 
@@ -48,18 +48,21 @@ def check_readable(manifest: Manifest) -> None:
 
 def image_opener(manifest: Manifest, source_root: str | os.PathLike | None = None,
                  cache: PatchCache | None = None, cache_index: int = 0) -> Callable[[int], object]:
-    """Row index -> RGB PIL image. PatchML canvases come from DIR/images/<id>.png when it was
-    rendered from that row (`render.rendered_png`), else from `cache` (manifest number `cache_index` in it) when it holds the row, else are rendered
-    from the manifest and its source images (same pixels, SPEC 2)."""
+    """Row index -> RGB PIL image. PatchML canvases come from `cache` (manifest number `cache_index`
+    in it) when it holds the row, else from DIR/images/<id>.png when it was rendered from that row
+    (`render.rendered_png`), else are rendered from the manifest and its source images (same
+    pixels, SPEC 2)."""
     if manifest.kind == "patchml":
         pngs = png_dir(manifest)
 
         def open_canvas(i: int):
+            # The cache holds only rows that had no PNG rendered from them when it was built (and its
+            # pixels are the PNG's): asked first, it spares each cached canvas the PNG's digest check.
+            if cache is not None and cache.cached(cache_index, i):
+                return cache.image(cache_index, i)
             png = rendered_png(manifest, i, pngs)  # rendered from this very row, else not used
             if png is not None:
                 return open_image(png)
-            if cache is not None and cache.cached(cache_index, i):
-                return cache.image(cache_index, i)
             return render_row(manifest, i, source_root=source_root)
 
         return open_canvas
@@ -97,7 +100,7 @@ class ManifestImages(Dataset):
         if self._open is None:
             self._open = image_opener(self.manifest, self.source_root, self.patch_cache, self.cache_index)
         try:
-            return i, self.preprocess(self._open(i)), ""
+            return i, self._pixels(i), ""
         except MlreassessError as exc:
             error = str(exc)
         except Exception as exc:  # a decoder or renderer failure must not kill the worker
@@ -106,11 +109,18 @@ class ManifestImages(Dataset):
         return i, blank, error
 
 
+    def _pixels(self, i: int) -> torch.Tensor:
+        """Row `i` preprocessed. A cached PatchML canvas is resized from the cache only where its
+        patches are (the same pixels as resizing the whole canvas: `PatchCache.resized`)."""
+        prep, cache = self.preprocess, self.patch_cache
+        if cache is not None and prep.crop == "none" and cache.cached(self.cache_index, i):
+            return prep.tensor(cache.resized(self.cache_index, i, (prep.width, prep.height), prep.pil_filter))
+        return prep(self._open(i))
+
+
 def default_workers() -> int:
     """Decode workers per process: the CPUs this process may use, split among local ranks, max 16."""
-    cpus = available_cpus()
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, min(16, cpus // max(1, local) - 1))
+    return max(1, min(16, available_cpus() // local_ranks() - 1))
 
 
 def uses_pinned_memory(device: str) -> bool:
@@ -198,6 +208,7 @@ class InputPipeline:
 
     collate: Callable | None = staticmethod(_as_is)
     uses_slots = True
+    decode_fallbacks: int | None = None  # PIL decodes every image: nothing falls back (`device_input`)
 
     def __init__(self, manifests: dict[int, Manifest], preprocess: Preprocess, device: str, batch_size: int,
                  workers: int, source_root=None, caches: dict[int, tuple[PatchCache, int] | None] | None = None):
@@ -208,10 +219,10 @@ class InputPipeline:
                        for d, m in manifests.items()}
         batch_bytes = batch_size * 3 * preprocess.height * preprocess.width
         prefetch = prefetch_that_fits(PREFETCH, workers, batch_bytes, shared_memory_free()) if self.uses_slots else PREFETCH
+        self.in_flight = prefetch * workers  # batches the workers may have made before the consumer asks
         self.slots = (Slots.for_loader(prefetch, workers, batch_size, preprocess.height, preprocess.width)
                       if self.uses_slots else None)
-        if self.slots is not None and uses_pinned_memory(device):
-            self.slots.pin()
+        self._pin = self.slots is not None and uses_pinned_memory(device)  # once the workers run (`slots`)
         self.sampler = _RowBatches(batch_size, self.slots)
         items = _GroupItems({d: self.dataset_for(d) for d in manifests}, self.slots)
         self.loader = DataLoader(items, batch_sampler=self.sampler, num_workers=workers, collate_fn=self.collate,
@@ -226,7 +237,11 @@ class InputPipeline:
     def batches(self, d: int, rows) -> Iterator[tuple]:
         """Dataset `d`'s `rows`, in order, in batches."""
         self.sampler.set(d, rows)
-        return self.finish(d, zip(self.sampler.chunks(), iter(self.loader)))
+        loaded = iter(self.loader)  # the first time: forks the (persistent) workers
+        if self._pin:  # after the fork: pinned pages may be do-not-fork (`slots`)
+            self.slots.pin()
+            self._pin = False
+        return self.finish(d, zip(self.sampler.chunks(), loaded))
 
     def finish(self, d: int, batches: Iterator[tuple]) -> Iterator[tuple]:
         """(rows, (slot, count, errors)) -> (rows, images on the device, error texts)."""

@@ -47,7 +47,16 @@ class Preprocess:
         """RGB PIL image -> contiguous uint8 tensor (3, H, W)."""
         if self.crop == "center":
             return self._center_transform(image).contiguous()
-        resized = image.resize((self.width, self.height), resample=str_to_pil_interp(self.interpolation))
+        return self.tensor(image.resize((self.width, self.height), resample=self.pil_filter))
+
+    @property
+    def pil_filter(self):
+        """The PIL resampling filter of the resize (resize-only preprocessing)."""
+        return str_to_pil_interp(self.interpolation)
+
+    @staticmethod
+    def tensor(resized) -> torch.Tensor:
+        """A resized RGB image (PIL, or an (H, W, 3) uint8 array) -> contiguous uint8 tensor (3, H, W)."""
         return torch.from_numpy(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1).copy())
 
     def describe(self) -> str:

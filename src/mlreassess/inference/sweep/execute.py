@@ -16,9 +16,10 @@ from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import MlreassessError
 from mlreassess.inference.input.device_input import pipeline_for
 from mlreassess.inference.input.caches import SweepCaches
+from mlreassess.inference.input.devices import DeviceFault, fatal_device_error, first_line
 from mlreassess.inference.input.pipeline import InputPipeline
 from mlreassess.inference.input.preprocess import Preprocess, preprocess_for
-from mlreassess.inference.models.model_runner import ModelRunner
+from mlreassess.inference.models.model_runner import ModelRunner, NoRoom
 from mlreassess.inference.models.registry import LoadedModel, ModelSpec, build
 from mlreassess.inference.sweep.builds import Builds
 from mlreassess.inference.sweep.compile_rule import CompileChoice
@@ -120,7 +121,11 @@ def run_pass_and_deferred(p: Pass, sweep: Sweep) -> None:
         todo = _one_pass(todo, sweep)
 
 
-def _load(unit: Unit, device: str, opts: InferOptions, make: Callable[..., LoadedModel] = build) -> Loaded:
+def _load(unit: Unit, device: str, opts: InferOptions, alone: bool = True,
+          make: Callable[..., LoadedModel] = build) -> Loaded:
+    """The unit's model built (by `make`), on the device and warmed up. Not `alone` (other models of
+    the pass are already on the device), a warm-up out of memory raises `NoRoom` rather than halving
+    the batch for the whole sweep: the model runs in a pass of its own instead."""
     start = time.perf_counter()
     loaded = make(unit.model, opts.test_input_size, opts.checkpoint_key, device=device, opts=opts)
     actual = preprocess_for(loaded.data_config, opts.crop)
@@ -130,7 +135,7 @@ def _load(unit: Unit, device: str, opts: InferOptions, make: Callable[..., Loade
         )
     runner = ModelRunner(loaded, device, opts)
     if opts.compile or torch.device(device).type == "cuda":  # compile now (timed); measure activations
-        runner.warm_up(unit.preprocess.height, unit.preprocess.width)
+        runner.warm_up(unit.preprocess.height, unit.preprocess.width, shrink=alone)
     return Loaded(runner, time.perf_counter() - start)
 
 
@@ -139,18 +144,24 @@ def _load_pass(p: Pass, sweep: Sweep) -> tuple[dict[str, Loaded], dict[str, str]
     loading stops at the first model after which the largest probed forward pass would not fit."""
     loaded, errors = {}, {}
     models = p.models
+    count = len(models)  # models of the pass that stay in it
     for n, spec in enumerate(models):
         try:
-            loaded[spec.name] = _load(p.units_of_model(spec)[0], sweep.device, sweep.opts_for(spec), sweep.build)
+            loaded[spec.name] = _load(p.units_of_model(spec)[0], sweep.device, sweep.opts_for(spec),
+                                      alone=not loaded, make=sweep.build)
+        except NoRoom as exc:  # its forward pass does not fit beside the others: it goes to the next pass
+            log.info(f"model {spec.name} does not fit beside {len(loaded)} other model(s) ({exc}): it runs next")
+            count = n
+            break
         except Exception as exc:  # weights missing, offline hub, bad file: this model only
+            _stop_on_device_error(exc, [spec.name], p.units_of_model(spec), sweep)
             errors[spec.name] = one_line(exc)
             log.warning(f"model {spec.name} failed to load: {errors[spec.name]}")
             continue
         if n + 1 < len(models) and not _room_for_more(loaded, sweep):
+            count = n + 1
             break
-    else:
-        n = len(models) - 1
-    kept = _agreed(n + 1, sweep.dist, sweep.split_samples)
+    kept = _agreed(count, sweep.dist, sweep.split_samples)
     for spec in models[kept:]:  # loaded on this rank, but another rank had to stop earlier
         loaded.pop(spec.name, None)
         errors.pop(spec.name, None)
@@ -188,8 +199,33 @@ def _one_pass(p: Pass, sweep: Sweep) -> Pass | None:
     finally:
         loaded.clear()
         if torch.device(sweep.device).type == "cuda":
-            torch.cuda.empty_cache()  # the next pass measures free memory
+            _empty_cache()  # the next pass measures free memory
     return rest
+
+
+def _empty_cache() -> None:
+    try:
+        torch.cuda.empty_cache()
+    except RuntimeError:  # after a CUDA error: the error already on its way is the one to report
+        pass
+
+
+def _stop_on_device_error(exc: Exception, names: list[str], units: list[Unit], sweep: Sweep) -> None:
+    """A CUDA error other than out of memory (`input.devices`): recorded in failures.jsonl for the
+    model that met it (`names`: all the pass's models when it came outside a model's call), then
+    the process stops with one line. Any other error: nothing (the caller records it per model)."""
+    fault = exc if isinstance(exc, DeviceFault) else None
+    if fault is None and not fatal_device_error(exc):
+        return
+    error = fault.error if fault else first_line(exc)
+    culprits = [fault.model] if fault else names
+    for unit in units:
+        if unit.model.name in culprits:
+            _record_failure(unit, sweep.manifests[unit.dataset].name, f"CUDA error (the sweep stopped): {error}", sweep)
+    if fault is None:
+        dataset = sweep.manifests[units[0].dataset].name if units else ""
+        fault = DeviceFault(", ".join(names), dataset, error)
+    raise fault from None
 
 
 def _one_dataset(p: Pass, d: int, loaded: dict[str, Loaded], load_errors: dict[str, str], sweep: Sweep) -> None:
@@ -201,8 +237,14 @@ def _one_dataset(p: Pass, d: int, loaded: dict[str, Loaded], load_errors: dict[s
     if runners:
         rows = sweep.rows(d)
         desc = f"{manifest.name} | {', '.join(r.name for r in runners)}" + (f" [rank {dist.rank}]" if dist.active else "")
-        batches = sweep.pipeline(p.preprocess).batches(d, rows)
-        result = run_pass(batches, manifest, len(rows), runners, sweep.opts, desc=desc)
+        pipeline = sweep.pipeline(p.preprocess)
+        before = pipeline.decode_fallbacks
+        try:
+            result = run_pass(pipeline.batches(d, rows), manifest, len(rows), runners, sweep.opts, desc=desc)
+        except Exception as exc:
+            _stop_on_device_error(exc, [r.name for r in runners], units, sweep)
+            raise
+        result.decode_fallbacks = None if before is None else pipeline.decode_fallbacks - before
     result.model_errors.update({u.model.name: load_errors[u.model.name] for u in units if u.model.name in load_errors})
     sweep.summary.dataset_passes += 1
     if sweep.split_samples:
@@ -217,6 +259,8 @@ def _merge_shards(shards: list[PassResult]) -> PassResult:
     """Rank results of one dataset (disjoint rows) -> one result, as if one process had run it."""
     merged = PassResult(elapsed_s=max(s.elapsed_s for s in shards))
     merged.rows = np.concatenate([s.rows for s in shards])
+    counts = [s.decode_fallbacks for s in shards if s.decode_fallbacks is not None]
+    merged.decode_fallbacks = sum(counts) if counts else None
     for s in shards:
         merged.failed += s.failed
         merged.model_errors.update(s.model_errors)
@@ -259,7 +303,7 @@ def finish_dataset(result: PassResult, loaded: dict[str, Loaded], units: list[Un
         table = writers.predictions_table([ids[r] for r in result.rows.tolist()], idx, prob, soft)
         meta = run_meta(loaded[name], manifest, unit.preprocess, sweep.opts, result.elapsed_s, table.num_rows, failed,
                      sweep.dist.world)
-        meta.update(decoding, **sweep.model_meta(name), recipe=unit.recipe)
+        meta.update(decoding, **sweep.model_meta(name), recipe=unit.recipe, decode_fallbacks=result.decode_fallbacks)
         writers.write_predictions(layout.prediction(manifest.name, name), table, meta)
         writers.drop_retired(layout.retired(manifest.name, name))
         summary.done.append((manifest.name, name))

@@ -11,6 +11,8 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
+import torch
+
 from mlreassess.cpus import available_cpus
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError
@@ -61,8 +63,10 @@ def pending_units(manifests: list[Manifest], specs: list[ModelSpec], layout: Res
         for spec in specs:
             unit = Unit(d, spec, prep[spec], writers.recipe(spec.weights, opts, prep[spec], content, entries[spec]))
             path = layout.prediction(manifest.name, spec.name)
-            if not opts.overwrite and writers.is_complete(path):
-                reason = writers.stale_reason(path, unit.recipe)
+            if writers.is_complete(path):
+                # --overwrite redoes it too, and it is retired like any stale output: a failed redo
+                # must not leave the old file where evaluate reads it as current.
+                reason = "--overwrite" if opts.overwrite else writers.stale_reason(path, unit.recipe)
                 if reason is None:
                     plan.skipped.append((manifest.name, spec.name))
                     continue
@@ -110,8 +114,15 @@ def sizes_of(models: list[ModelSpec]) -> list[int | None]:
     workers = min(available_cpus(), len(models) // POOL_MIN_MODELS * 4)
     if workers < 2:
         return [model_bytes(m) for m in models]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(pool_start_method())) as pool:
         return list(pool.map(model_bytes, models, chunksize=8))
+
+
+def pool_start_method() -> str:
+    """fork (fast: the parent's imports are there) while this process has no CUDA context; after
+    (the sweep plans once the device is set), forkserver: a child forked from a process with a
+    CUDA context must not touch CUDA, which a model's constructor may do."""
+    return "forkserver" if torch.cuda.is_initialized() else "fork"
 
 
 def pass_bytes(p: Pass, plan: SweepPlan, manifests: list[Manifest], opts: InferOptions) -> int | None:

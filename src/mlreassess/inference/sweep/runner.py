@@ -107,6 +107,14 @@ def _clear_leftovers(layout: ResultsLayout, manifests: list[Manifest]) -> None:
         log.info(f"{layout.root}: removed {gone} temporary file(s) an interrupted run left behind")
 
 
+def _check_inside(layout: ResultsLayout, manifests: list[Manifest]) -> None:
+    """Every folder the sweep writes into resolves inside RESULTS (docs/outputs.md), checked before
+    anything is written: a linked predictions/<dataset>/, manifests/ or retired/ is one line now."""
+    checked = [layout.failures, layout.claims_dir]  # ResultsLayout checks every path it hands out
+    for m in manifests:
+        checked += [layout.predictions_of(m.name), layout.manifest_copy(m.name), layout.retired_of(m.name)]
+
+
 def _copy_manifests(layout: ResultsLayout, manifests: list[Manifest], dist: D.Dist) -> None:
     for m in manifests:  # every rank checks, so a clash stops all of them alike
         state = writers.check_manifest_copy(layout, m)
@@ -192,6 +200,7 @@ def _run(dist: D.Dist, manifest_paths, specs: list, results: Path, opts: InferOp
     layout = ResultsLayout(results)
     specs = check_specs(specs)
     manifests = load_manifests(manifest_paths)
+    _check_inside(layout, manifests)
     _copy_manifests(layout, manifests, dist)
     device = _device(opts, dist)
     plan = None
@@ -203,7 +212,7 @@ def _run(dist: D.Dist, manifest_paths, specs: list, results: Path, opts: InferOp
     shared = (plan.passes, plan.skipped, plan.compile, uuid.uuid4().hex) if plan else None
     passes, skipped, compile_choices, run_id = dist.broadcast(shared)
     passes, split_samples = _schedule(passes, manifests, dist)
-    claims = D.Claims(results / ".claims" / run_id, dist.rank) if dist.active and not split_samples else None
+    claims = D.Claims(layout.claims_dir / run_id, dist.rank) if dist.active and not split_samples else None
     sweep = Sweep(manifests, device, opts, layout, dist, split_samples, passes,
                    Summary(skipped=skipped if dist.is_main else []))
     sweep.compile_choices = compile_choices

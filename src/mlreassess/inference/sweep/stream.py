@@ -14,6 +14,7 @@ import torch
 from mlreassess.cpus import capped_workers
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
+from mlreassess.inference.input.devices import DeviceFault, fatal_device_error, first_line
 from mlreassess.inference.input.pipeline import default_workers
 from mlreassess.inference.input.preprocess import Preprocess, SharedDecode
 from mlreassess.inference.models.model_runner import ModelRunner
@@ -33,6 +34,7 @@ class PassResult:
     model_errors: dict[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
     batch_end_s: list[float] = field(default_factory=list)  # time of each batch's end, from start
+    decode_fallbacks: int | None = None  # --decode gpu: images the device decoder refused (PIL decoded them)
 
 
 def sync_device(device: str) -> None:
@@ -54,14 +56,13 @@ def run_pass(batches: Iterator[tuple], manifest: Manifest, total: int, runners: 
         for idx, images, errors in batches:
             idx, images = _drop_unreadable(manifest, idx, images, errors, opts.strict, result)
             if len(idx):
-                _predict(images, live, manifest.name, result)
+                _each_live(live, manifest.name, result, lambda runner: runner.predict(images))
                 rows.append(idx.numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx))
             if sync_after is not None and len(result.batch_end_s) + 1 == sync_after:
                 sync_device(device)
             result.batch_end_s.append(time.perf_counter() - start)
             progress.update(len(errors))
-        for runner in live:
-            result.outputs[runner.name] = runner.collect()
+        _each_live(live, manifest.name, result, lambda runner: result.outputs.update({runner.name: runner.collect()}))
         result.elapsed_s = time.perf_counter() - start
     result.rows = np.concatenate(rows) if rows else result.rows
     return result
@@ -85,12 +86,15 @@ def _drop_unreadable(manifest: Manifest, idx, images, errors: list[str], strict:
     return idx[keep], images[keep]
 
 
-def _predict(x, live: list[ModelRunner], dataset: str, result: PassResult) -> None:
-    """Feed one batch to every live runner; a runner that raises is dropped with its error."""
+def _each_live(live: list[ModelRunner], dataset: str, result: PassResult, call) -> None:
+    """`call(runner)` for every live runner (a batch, or collecting its outputs); a runner that raises
+    is dropped with its error (a model whose outputs are NaN, say)."""
     for runner in list(live):
         try:
-            runner.predict(x)
+            call(runner)
         except Exception as exc:  # one model's failure must not sink the others
+            if fatal_device_error(exc):  # but a CUDA error would sink every later one: stop
+                raise DeviceFault(runner.name, dataset, first_line(exc)) from None
             result.model_errors[runner.name] = one_line(exc)
             live.remove(runner)
             log.warning(f"model {runner.name} failed on {dataset}: {result.model_errors[runner.name]}")

@@ -2,12 +2,16 @@
 
 Not chosen by a name prefix: its `ModelSpec` carries an `InMemory` (the module and its data config)
 in `spec.module`, which the runner passes through untouched. Its weight source is `module`; its
-recipe fingerprints the module's tensors (sha256 of every parameter and buffer), so a rerun after
-more training redoes its predictions and one with the same tensors skips them.
+recipe fingerprints what its forward can depend on that can be seen: every parameter and buffer
+(sha256), and the plain attributes of simple types of it and its submodules (`attributes_sha256`:
+`self.scale = 2.0`, `self.use_cls_token = False`), so a rerun after more training, or with a
+changed setting, redoes its predictions, and one with the same state skips them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +26,28 @@ from mlreassess.options import InferOptions
 PREFIX = None  # chosen by `spec.module`, not by a name prefix
 WEIGHTS = ("module",)
 PACKAGE = None
+
+
+_SIMPLE = (bool, int, float, str, type(None))
+
+
+def _simple(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_simple(v) for v in value)
+    return isinstance(value, _SIMPLE)
+
+
+def attributes_sha256(module: torch.nn.Module) -> str:
+    """sha256 of the module's and its submodules' own plain attributes of simple types (numbers,
+    text, booleans, None and lists of them), by name. Not `training` (predictions run in eval mode)
+    nor torch's own private state (`_parameters`, hooks, ...): those are the tensors' business."""
+    seen = {}
+    for path, sub in module.named_modules():
+        own = {k: repr(v) for k, v in sorted(vars(sub).items())
+               if not k.startswith("_") and k != "training" and _simple(v)}
+        if own:
+            seen[path] = own
+    return hashlib.sha256(json.dumps(seen, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(eq=False)
@@ -82,5 +108,6 @@ def build(spec: ModelSpec, opts: InferOptions, device: str | None = None) -> Loa
 
 def recipe_entries(spec: ModelSpec, opts: InferOptions) -> dict:
     config = spec.module.data_config
-    return {"weights_sha256": spec.module.sha256, "module_class": _class_name(spec),
+    return {"weights_sha256": spec.module.sha256, "module_attributes_sha256": attributes_sha256(spec.module.module),
+            "module_class": _class_name(spec),
             "mean": list(config["mean"]), "std": list(config["std"])}
