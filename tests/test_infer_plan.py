@@ -51,8 +51,8 @@ def test_small_groups_share_one_decode_in_the_plan(two_sets, tmp_path, capsys):
     plan(two_sets, tmp_path, "--device-memory", "80")
     out = capsys.readouterr().out.splitlines()
     assert out[1] == "groups (input size, interpolation, crop): 2; passes: 1; model loads: 3; compiles: 0"
-    assert out[2] == ("images decoded: 11 (33 if every unit decoded its dataset alone); 2 small groups share 1 "
-                      "decodes with others")
+    assert out[2] == ("images decoded: 11 (33 if every unit decoded its dataset alone); 2 groups share 1 decodes "
+                      "(small groups joined to others)")
     assert "  one decode for 160x160 bicubic + 160x160 bilinear: 3 models in 1 pass" in out
 
 

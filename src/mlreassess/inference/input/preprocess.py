@@ -87,7 +87,12 @@ class SharedDecode:
         return sum(p.height * p.width for p in self.parts)
 
     def __call__(self, image) -> torch.Tensor:
-        return torch.cat([p(image).reshape(3, 1, -1) for p in self.parts], dim=2)
+        return self.join(p(image) for p in self.parts)
+
+    @staticmethod
+    def join(tensors) -> torch.Tensor:
+        """Each part's (3, H, W) tensor, in the order of `parts` -> the (3, 1, width) image."""
+        return torch.cat([t.reshape(3, 1, -1) for t in tensors], dim=2)
 
     def part(self, batch, part: Preprocess):
         """Part `part` of a batch (B, 3, 1, width), contiguous (B, 3, H, W), as its own decode gives it."""

@@ -84,7 +84,7 @@ def describe(plan: SweepPlan, manifests: list[Manifest], opts: InferOptions, fre
         f"groups (input size, interpolation, crop): {len(groups)}; passes: {len(passes)}; model loads: {len(models)}; "
         f"compiles: {compiled}",
         f"images decoded: {decoded:,} ({one_per_pass:,} if every unit decoded its dataset alone)"
-        + (f"; {sum(len(d.parts) for d in shared)} small groups share {len(shared)} decodes with others" if shared else ""),
+        + (f"; {sum(len(d.parts) for d in shared)} groups share {len(shared)} decodes (small groups joined to others)" if shared else ""),
     ]
     for decode, ps in decodes.items():
         n = len({m for p in ps for m in p.models})
