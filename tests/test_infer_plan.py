@@ -36,7 +36,7 @@ def plan(two_sets, tmp_path, *extra) -> list[str]:
 
 
 def test_the_plan_lists_groups_passes_loads_and_decodes_and_writes_nothing(two_sets, tmp_path, capsys):
-    plan(two_sets, tmp_path, "--device-memory", "80")
+    plan(two_sets, tmp_path, "--device-memory", "80", "--no-share-decode")
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("plan: 6 units to run (3 models x 2 datasets), 0 up to date, 0 stale; device with "
                              "80.0 GiB free, fp32, batch 128, models per pass auto (48.0 GiB for a pass's models)")
@@ -45,6 +45,15 @@ def test_the_plan_lists_groups_passes_loads_and_decodes_and_writes_nothing(two_s
     assert "  160x160 bicubic: 2 models in 1 pass" in out
     assert out[-1].startswith("GPU time: no throughput table given")
     assert not (tmp_path / "res").exists()  # nothing written, not even the folder
+
+
+def test_small_groups_share_one_decode_in_the_plan(two_sets, tmp_path, capsys):
+    plan(two_sets, tmp_path, "--device-memory", "80")
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "groups (input size, interpolation, crop): 2; passes: 1; model loads: 3; compiles: 0"
+    assert out[2] == ("images decoded: 11 (33 if every unit decoded its dataset alone); 2 groups share 1 decodes "
+                      "(small groups joined to others)")
+    assert "  one decode for 160x160 bicubic + 160x160 bilinear: 3 models in 1 pass" in out
 
 
 def test_a_small_device_cuts_a_group_into_more_passes(two_sets, tmp_path, capsys):
@@ -62,6 +71,42 @@ def test_gpu_time_comes_from_the_throughput_table(two_sets, tmp_path, capsys):
     assert out[-1] == (f"GPU time at the table's forward speed: {seconds / 3600:.1f} GPU-hours for 2 models (1 scaled "
                        "from another input size); not in the table: 1 (test_convnext2)")
     assert out[1].endswith("compiles: 3")
+
+
+def compile_tables(base, eager: dict, compiled: dict, compile_s: dict | None = None) -> list[str]:
+    """--throughput and --compiled-throughput files: {architecture: images/s} at 160 px."""
+    rows = lambda rates, extra: "".join(f"{m},160,{r},1,256,0.3,0.1,0.1{extra(m)}\n" for m, r in rates.items())  # noqa: E731
+    (base / "eager.csv").write_text(TIMM_HEADER + rows(eager, lambda m: ""))
+    header = TIMM_HEADER.strip() + (",compile_s\n" if compile_s else "\n")
+    (base / "compiled.csv").write_text(header + rows(compiled, lambda m: f",{compile_s.get(m, '')}" if compile_s else ""))
+    return ["--throughput", str(base / "eager.csv"), "--compiled-throughput", str(base / "compiled.csv")]
+
+
+def test_compile_where_it_pays_compares_saved_forward_time_with_compile_time(two_sets, tmp_path, capsys):
+    # 11 images each. test_convnext: 11 x (1/0.01 - 1/0.02) = 550 s saved against 60 s: compiled;
+    # test_convnext2: 11 x (1/100 - 1/200) = 0.055 s: eager; test_resnet: slower compiled: eager.
+    tables = compile_tables(tmp_path, {"test_convnext": 0.01, "test_convnext2": 100, "test_resnet": 100},
+                            {"test_convnext": 0.02, "test_convnext2": 200, "test_resnet": 50})
+    plan(two_sets, tmp_path, "--compile", "--compile-when", "pays", *tables)
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].endswith("compiles: 1")
+    assert ("compile where it pays: 1 of 3 models compiled (0.0 h of compiles expected); eager, their compile would "
+            "cost more than it saves: 2 (test_convnext2, test_resnet)") in out
+    assert "  every model compiled: " in "\n".join(out) and "  as planned: " in "\n".join(out)
+
+
+def test_a_measured_compile_time_in_the_table_decides(two_sets, tmp_path, capsys):
+    rates = {"test_convnext": 0.01, "test_convnext2": 100, "test_resnet": 100}
+    tables = compile_tables(tmp_path, rates, {"test_convnext": 0.02, "test_convnext2": 200, "test_resnet": 200},
+                            compile_s={"test_convnext": 1000})  # 550 s saved no longer pays
+    plan(two_sets, tmp_path, "--compile", "--compile-when", "pays", *tables)
+    assert capsys.readouterr().out.splitlines()[1].endswith("compiles: 0")
+
+
+def test_compile_where_it_pays_needs_both_tables(two_sets, tmp_path, capsys):
+    assert main(["infer", *two_sets["data"], "--models", str(two_sets["models"]), "--out", str(tmp_path), "--plan",
+                 "--compile", "--compile-when", "pays", "--throughput", str(two_sets["table"])]) == 2
+    assert "--compile-when pays: needs --throughput (eager images/s) and --compiled-throughput" in capsys.readouterr().err
 
 
 def test_the_plan_counts_what_is_up_to_date(two_sets, tmp_path, capsys):
@@ -109,7 +154,7 @@ def test_bad_plan_flags_are_refused(two_sets, tmp_path, capsys, value, why):
 def test_plan_flags_without_plan_are_refused(two_sets, tmp_path, capsys):
     assert main(["infer", *two_sets["data"], "--models", str(two_sets["models"]), "--out", str(tmp_path),
                  "--device-memory", "80"]) == 2
-    assert "--device-memory and --throughput are for --plan" in capsys.readouterr().err
+    assert "--device-memory is for --plan" in capsys.readouterr().err
 
 
 def test_bench_infer_appends_a_row_the_plan_reads(two_sets, tmp_path, capsys):

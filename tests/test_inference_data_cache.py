@@ -11,7 +11,7 @@ import torch
 from mlreassess.datasets.manifest import read_manifest
 from mlreassess.inference.input.caches import rows_to_render
 from mlreassess.inference.input.pipeline import ManifestImages, pil_batches
-from mlreassess.inference.input.preprocess import Preprocess
+from mlreassess.inference.input.preprocess import Preprocess, decode_of
 from mlreassess.patchml import generate
 from mlreassess.patchml.render import render_row
 from test_patchml_render import PARAMS, make_sources
@@ -44,6 +44,18 @@ def test_without_pngs_every_row_comes_from_the_cache_with_render_row_pixels(patc
         assert row == i and error == "" and torch.equal(tensor, expected(bare, i))
     old = ManifestImages(bare, PREP, rows, patch_cache=False)  # the on-the-fly path stays available
     assert old.patch_cache is None and torch.equal(old[3][1], data[3][1])
+
+
+def test_a_shared_decode_of_cached_canvases_gives_each_group_its_own_pixels(patchml):
+    _, _, bare = patchml
+    decode = decode_of([PREP, Preprocess(24, 24, "bilinear"), Preprocess(32, 32, "bicubic", "center", 0.875, "center")])
+    rows = list(range(len(bare)))
+    shared = ManifestImages(bare, decode, rows, cache_workers=0)
+    for part in decode.parts:  # the cache's patch-only resize and the centre crop's whole canvas alike
+        own = ManifestImages(bare, part, rows, cache_workers=0)
+        for j in range(len(rows)):
+            _, pixels, error = shared[j]
+            assert error == "" and torch.equal(decode.part(pixels[None], part)[0], own[j][1])
 
 
 def test_cache_only_for_rows_without_png(patchml):

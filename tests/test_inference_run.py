@@ -147,9 +147,17 @@ def test_models_sharing_preprocessing_share_one_decode(tiny, tmp_path, monkeypat
     opened = []
     real = files.open_image
     monkeypatch.setattr(files, "open_image", lambda p: opened.append(Path(p).name) or real(p))
-    # convnext + efficientnet: 160x160 bicubic (one pass); resnet: bilinear (a second pass).
-    assert infer("--data", str(tiny["manifest"]), *model_args(tiny, "test_convnext", "test_efficientnet", "test_resnet"), out=tmp_path) == 0
-    assert len(opened) == 2 * N_IMAGES and sorted(set(opened)) == sorted(f"{s}.jpg" for s in tiny["ids"])
+    # convnext + efficientnet: 160x160 bicubic; resnet: bilinear, a small group that shares their
+    # decode: one pass, each image opened once.
+    three = model_args(tiny, "test_convnext", "test_efficientnet", "test_resnet")
+    assert infer("--data", str(tiny["manifest"]), *three, out=tmp_path) == 0
+    assert sorted(opened) == sorted(f"{s}.jpg" for s in tiny["ids"])
+    shared = {m: writers.read_predictions(ResultsLayout(tmp_path).prediction("tiny", m))[0] for m in ("test_convnext", "test_resnet")}
+    opened.clear()  # --no-share-decode: a pass per group, each decoding every image; the same predictions
+    assert infer("--data", str(tiny["manifest"]), *three, "--no-share-decode", "--overwrite", out=tmp_path) == 0
+    assert len(opened) == 2 * N_IMAGES
+    for m, table in shared.items():
+        assert writers.read_predictions(ResultsLayout(tmp_path).prediction("tiny", m))[0].equals(table)
     _, meta = writers.read_predictions(ResultsLayout(tmp_path).prediction("tiny", "test_convnext"))
     assert meta["decoded_with"] == ["test_convnext", "test_efficientnet"]
     opened.clear()  # --models-per-pass 1: every model decodes on its own

@@ -97,9 +97,10 @@ def two_seeds(tmp_path_factory):
 def test_patchml_sources_are_decoded_once_per_sweep(tiny_models, two_seeds, tmp_path, monkeypatch):
     opened = count_opens(monkeypatch, samples)  # PatchML sources (cache and render) open through datasets.samples
     manifests = [str(two_seeds / f"s{seed}" / "manifest.parquet") for seed in (1, 2)]
-    # Two preprocessing groups (bicubic, bilinear) over two seeds: four passes, one decode per source.
+    # Two preprocessing groups (bicubic, bilinear), decoding apart, over two seeds: four passes, one
+    # decode per source.
     args = [a for m in manifests for a in ("--data", m)]
-    assert infer(*args, "--models", str(tiny_models), out=tmp_path) == 0
+    assert infer(*args, "--models", str(tiny_models), "--no-share-decode", out=tmp_path) == 0
     used = {s for m in manifests for ids in read_manifest(m).table.column("src_ids").to_pylist() for s in ids}
     assert sorted(opened) == sorted(f"{s}.JPEG" for s in used)
     for seed in (1, 2):
@@ -118,7 +119,7 @@ def test_a_patchml_set_with_all_its_pngs_is_scanned_once_per_sweep(tiny_models, 
     monkeypatch.setattr(caches, "rows_to_render", lambda m, rows: scans.append(m.name) or real(m, rows))
     # Two passes (bicubic, bilinear); nothing to cache: the PNG check is not redone for each pass.
     assert infer("--data", str(tmp_path / "set" / "manifest.parquet"), "--models", str(tiny_models),
-                 out=tmp_path / "out") == 0
+                 "--no-share-decode", out=tmp_path / "out") == 0
     assert scans == ["patchml_seed1"]
     _, _, meta = topk(tmp_path / "out", "patchml_seed1", "test_resnet")
     assert (meta["dataset_passes"], meta["decodes_per_image"]) == (2, 2)  # each PNG read once per pass
@@ -149,13 +150,13 @@ def test_passes_are_model_major_and_never_mix_preprocessing():
     a, b, c = (ModelSpec(n, "random") for n in "abc")
     units = [Unit(d, m, prep) for d in (0, 1, 2) for m, prep in ((a, p), (b, p), (c, q))]
     one = lambda m: 1  # noqa: E731
-    made = passes.make_passes(units, "auto", one, 10)
+    made = passes.make_passes(units, "auto", one, 10, share_decode=False)
     # One pass per group: each model loaded once, every dataset streamed through it.
     assert [(x.preprocess, x.models, x.datasets) for x in made] == [(p, [a, b], [0, 1, 2]), (q, [c], [0, 1, 2])]
     assert made[0].units == sorted((u for u in units if u.preprocess == p), key=lambda u: (u.dataset, u.model))
     assert [x.models for x in passes.make_passes(units, "auto", one, 1)] == [[a], [b], [c]]  # the budget cuts models
     assert [x.models for x in passes.make_passes(units, 1, None, 0)] == [[a], [b], [c]]
-    assert [x.models for x in passes.make_passes(units[1:], 4, None, 0)] == [[a, b], [c]]
+    assert [x.models for x in passes.make_passes(units[1:], 4, None, 0, share_decode=False)] == [[a, b], [c]]
     head, rest = passes.split_models(made[0], 1)
     assert (head.models, rest.models, len(head.units) + len(rest.units)) == ([a], [b], 6)
     assert [len(x.units) for x in passes.one_model_passes(made)] == [3, 3, 3]

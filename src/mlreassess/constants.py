@@ -52,6 +52,8 @@ DEVICES = ("cuda", "cpu")
 DECODES = ("cpu", "gpu")
 # torch.compile modes (--compile-mode); reduce-overhead adds CUDA graphs.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# --compile-when: compile every model, or only those whose saved forward time exceeds their compile time.
+COMPILE_WHEN = ("always", "pays")
 
 # Entries of a `file:` training checkpoint that hold weights. The raw weights are the default: an EMA
 # copy is a different model, loaded only when asked for (--checkpoint-key state_dict_ema).

@@ -24,6 +24,7 @@ from typing import Any
 from mlreassess.constants import (
     CHECKPOINT_KEYS,
     COMPILE_MODES,
+    COMPILE_WHEN,
     CROPS,
     DECODES,
     DEFAULT_BOOTSTRAP,
@@ -206,6 +207,15 @@ class InferOptions:
                            "fallback to eager is reported)")
     compile_mode: str = option("default", "torch.compile mode with --compile (reduce-overhead: CUDA graphs)",
                                choices=COMPILE_MODES)
+    compile_when: str = option("always", "with --compile: always, or pays: only the models whose forward time "
+                               "saved over the sweep's images (by --throughput and --compiled-throughput) exceeds "
+                               "their compile time", choices=COMPILE_WHEN)
+    throughput: str | None = option(None, "images/s per model run eager: timm's benchmark-infer CSV or rows of "
+                                    "`bench infer --csv` (infer --plan's GPU time; --compile-when pays)",
+                                    path="file", metavar="CSV")
+    compiled_throughput: str | None = option(None, "images/s per model compiled: timm's benchmark-infer-*-dynamo "
+                                             "CSV or rows of `bench infer --compile --csv`; a compile_s column, where "
+                                             "there is one, gives the compile time", path="file", metavar="CSV")
     decode: str = option("cpu", "cpu: PIL decode and resize in DataLoader workers (the reference pixels); gpu: "
                          "torchvision JPEG decode (nvjpeg) and resize on the inference device, PatchML canvases "
                          "composed there (pixels differ slightly from PIL's)", choices=DECODES, result=True)
@@ -220,6 +230,11 @@ class InferOptions:
                                         "preprocessing), held on the device together; auto: as many as fit in "
                                         "half its free memory", minimum=1, metavar="N|auto",
                                         words=(MODELS_PER_PASS_AUTO,))
+    build_ahead: bool = option(True, "build the next models (weights read, meta-device build) in a background "
+                               "thread while the device runs the current ones; --no-build-ahead: one after another")
+    share_decode: bool = option(True, "--decode cpu: preprocessing groups of few models share one decode of each "
+                                "image, resized for each group from the same decoded pixels (identical "
+                                "predictions); --no-share-decode: every group decodes alone")
     # Zero-shot (open_clip) models only, so not in every model's recipe: their own recipe records the
     # texts these resolve to (inference/models/sources/open_clip.py), and a change redoes just those models.
     prompts: str = option(ZERO_SHOT_TEXTS[0], "zero-shot (open_clip:) models: prompt templates: openai (CLIP's 80 "

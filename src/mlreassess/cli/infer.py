@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from mlreassess.cli.options import add_options, options_from
 from mlreassess.options import InferOptions
@@ -33,10 +34,10 @@ def register(subparsers) -> None:
                       "decodes, GPU time) and stop; models are sized on the meta device, no weights needed")
     plan.add_argument("--device-memory", type=_gib, metavar="GIB",
                       help="with --plan: plan for a device with this much free memory (GiB), not this one")
-    plan.add_argument("--throughput", metavar="CSV",
-                      help="with --plan: images/s per model (timm's benchmark-infer CSV, or `bench infer --csv`)")
     parser.set_defaults(func=run)
 
+
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
 # A --device-memory above this is a typo (a PiB of device memory), not a device to plan for.
 _MAX_GIB = 1 << 20
@@ -57,8 +58,13 @@ def configure_torch(device: str | None) -> None:
     benchmark mode for any CUDA device (`cuda`, `cuda:1`, or the default when CUDA is there)."""
     import torch  # here, not at the top: `mlreassess --help` must not import torch
 
+    from mlreassess.inference.models.sources.base import compile_cache_dir  # imports torch, as above
+
     if (device is None or torch.device(device).type == "cuda") and torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    # Compiled graphs reused across checkpoints of one architecture and across runs (a user's own
+    # choice of folder stands); inductor reads the variable when it first compiles.
+    os.environ.setdefault(INDUCTOR_CACHE_ENV, str(compile_cache_dir()))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no model given (use --model NAME or --models FILE)")
     if args.plan:
         return print_plan(args, specs, opts)
-    if args.device_memory is not None or args.throughput is not None:
-        raise InputError("--device-memory and --throughput are for --plan")
+    if args.device_memory is not None:
+        raise InputError("--device-memory is for --plan")
     configure_torch(opts.device)
     summary = run_sweep(args.data, specs, args.out, opts)
     if D.is_main_process():
@@ -88,11 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
 def print_plan(args: argparse.Namespace, specs: list, opts) -> int:
     # Imported here, not at the top: `mlreassess --help` must not import torch.
-    from mlreassess.inference.sweep.estimate import describe, read_throughput
+    from mlreassess.inference.sweep.estimate import describe
     from mlreassess.inference.sweep.runner import plan_only
 
-    table = read_throughput(args.throughput) if args.throughput else None
     plan, manifests, free = plan_only(args.data, specs, args.out, opts, args.device_memory)
-    for line in describe(plan, manifests, opts, free, table):
+    for line in describe(plan, manifests, opts, free):
         print(line)
     return 0

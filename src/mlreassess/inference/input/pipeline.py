@@ -9,6 +9,7 @@ and the runner leaves it out of the predictions (or stops, with --strict).
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -24,7 +25,7 @@ from mlreassess.datasets.manifest import Manifest
 from mlreassess.datasets.paths import check_path_column
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference.input.caches import NO_CACHE, pass_cache, patch_cache_for, png_dir
-from mlreassess.inference.input.preprocess import Preprocess
+from mlreassess.inference.input.preprocess import Preprocess, SharedDecode
 from mlreassess.inference.input.slots import HELD, Slots, local_ranks, prefetch_that_fits, shared_memory_free
 from mlreassess.patchml.cache import PatchCache
 from mlreassess.patchml.render import render_row, rendered_png
@@ -108,14 +109,19 @@ class ManifestImages(Dataset):
         blank = torch.zeros((3, self.preprocess.height, self.preprocess.width), dtype=torch.uint8)
         return i, blank, error
 
-
     def _pixels(self, i: int) -> torch.Tensor:
         """Row `i` preprocessed. A cached PatchML canvas is resized from the cache only where its
         patches are (the same pixels as resizing the whole canvas: `PatchCache.resized`)."""
-        prep, cache = self.preprocess, self.patch_cache
+        image = functools.cache(lambda: self._open(i))  # opened once for all parts of a shared decode
+        if isinstance(self.preprocess, SharedDecode):
+            return self.preprocess.join(self._resized(part, i, image) for part in self.preprocess.parts)
+        return self._resized(self.preprocess, i, image)
+
+    def _resized(self, prep: Preprocess, i: int, image: Callable) -> torch.Tensor:
+        cache = self.patch_cache
         if cache is not None and prep.crop == "none" and cache.cached(self.cache_index, i):
             return prep.tensor(cache.resized(self.cache_index, i, (prep.width, prep.height), prep.pil_filter))
-        return prep(self._open(i))
+        return prep(image())
 
 
 def default_workers() -> int:

@@ -64,6 +64,81 @@ class Preprocess:
         return f"{self.height}x{self.width} {self.interpolation}{crop}"
 
 
+@dataclass(frozen=True)
+class SharedDecode:
+    """Several preprocessing groups served by one decode: each image is decoded (or its PatchML
+    canvas painted) once and resized for each part, from the same decoded image, so each part's
+    pixels are exactly those its group's own decode gives. A worker lays the parts end to end in
+    one uint8 tensor (3, 1, sum of H x W), so the batch slots and the pipeline treat it as one
+    image; `part(batch, p)` cuts part `p` back out as (B, 3, H, W)."""
+
+    parts: tuple[Preprocess, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.parts) < 2 or list(self.parts) != sorted(set(self.parts)):
+            raise ValueError(f"a shared decode needs two or more distinct parts, in order: {self.parts}")
+
+    @property
+    def height(self) -> int:
+        return 1
+
+    @property
+    def width(self) -> int:
+        return sum(p.height * p.width for p in self.parts)
+
+    def __call__(self, image) -> torch.Tensor:
+        return self.join(p(image) for p in self.parts)
+
+    @staticmethod
+    def join(tensors) -> torch.Tensor:
+        """Each part's (3, H, W) tensor, in the order of `parts` -> the (3, 1, width) image."""
+        return torch.cat([t.reshape(3, 1, -1) for t in tensors], dim=2)
+
+    def part(self, batch, part: Preprocess):
+        """Part `part` of a batch (B, 3, 1, width), contiguous (B, 3, H, W), as its own decode gives it."""
+        start = 0
+        for p in self.parts:
+            if p == part:
+                return batch[..., start : start + p.height * p.width].reshape(len(batch), 3, p.height, p.width)
+            start += p.height * p.width
+        raise KeyError(f"{part.describe()} is not a part of {self.describe()}")
+
+    def describe(self) -> str:
+        return "one decode for " + " + ".join(p.describe() for p in self.parts)
+
+    # Passes sort by their decode: a shared decode sorts after every single preprocessing.
+    def _key(self, other):
+        if isinstance(other, SharedDecode):
+            return self.parts, other.parts
+        if isinstance(other, Preprocess):
+            return (1,), (0,)
+        return NotImplemented
+
+    def __lt__(self, other):
+        key = self._key(other)
+        return key if key is NotImplemented else key[0] < key[1]
+
+    def __gt__(self, other):
+        key = self._key(other)
+        return key if key is NotImplemented else key[0] > key[1]
+
+    def __le__(self, other):
+        key = self._key(other)
+        return key if key is NotImplemented else key[0] <= key[1]
+
+    def __ge__(self, other):
+        key = self._key(other)
+        return key if key is NotImplemented else key[0] >= key[1]
+
+
+def decode_of(preprocessings) -> Preprocess | SharedDecode:
+    """The decode that serves these preprocessings: the one itself, or a `SharedDecode` of them."""
+    parts = tuple(sorted(set(preprocessings)))
+    if not parts:
+        raise ValueError("no preprocessing to decode for")
+    return parts[0] if len(parts) == 1 else SharedDecode(parts)
+
+
 def preprocess_for(data_config: dict, crop: str = "none") -> Preprocess:
     """The `Preprocess` of a timm data config (`resolve_model_data_config(model)`)."""
     if crop not in CROPS:

@@ -4,9 +4,10 @@ them, and merging the ranks' shares when samples are split."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -19,7 +20,9 @@ from mlreassess.inference.input.devices import DeviceFault, fatal_device_error, 
 from mlreassess.inference.input.pipeline import InputPipeline
 from mlreassess.inference.input.preprocess import Preprocess, preprocess_for
 from mlreassess.inference.models.model_runner import ModelRunner, NoRoom
-from mlreassess.inference.models.registry import build
+from mlreassess.inference.models.registry import LoadedModel, ModelSpec, build
+from mlreassess.inference.sweep.builds import Builds
+from mlreassess.inference.sweep.compile_rule import CompileChoice
 from mlreassess.inference.sweep import distributed as D
 from mlreassess.inference.sweep import writers
 from mlreassess.inference.sweep.outputs import Loaded, Summary, run_meta
@@ -35,6 +38,7 @@ from mlreassess.inference.sweep.stream import (
     one_line,
     pass_workers,
     run_pass,
+    runners_for,
 )
 from mlreassess.options import InferOptions
 from mlreassess.results import ResultsLayout
@@ -59,6 +63,8 @@ class Sweep:
                    and manifests[d].kind == "patchml"}
         self.caches = SweepCaches(manifests, patchml, opts.source_root, pass_workers(opts))
         self._pipeline: tuple[Preprocess, InputPipeline] | None = None
+        self.builds: Builds | None = None  # the models built ahead (set by the runner)
+        self.compile_choices: dict[str, CompileChoice] = {}  # model -> compiled or not (--compile), by the plan
 
     def rows(self, d: int) -> list[int]:
         """The rows of dataset `d` this rank predicts."""
@@ -78,6 +84,30 @@ class Sweep:
         self._pipeline = (prep, made)
         return made
 
+    def opts_for(self, spec: ModelSpec) -> InferOptions:
+        """The options one model is loaded with: the sweep's, compiled or not as the plan chose."""
+        choice = self.compile_choices.get(spec.name)
+        if choice is None or choice.compile == self.opts.compile:
+            return self.opts
+        return dataclasses.replace(self.opts, compile=choice.compile)
+
+    def make(self, spec: ModelSpec) -> LoadedModel:
+        """`registry.build` of one model with the sweep's options (what `_load` builds)."""
+        return build(spec, self.opts.test_input_size, self.opts.checkpoint_key, device=self.device, opts=self.opts)
+
+    def build(self, spec: ModelSpec, *args, **kwargs) -> LoadedModel:
+        """`registry.build`, or the model the background thread built ahead (`make`: the same arguments)."""
+        if self.builds is None:
+            return build(spec, *args, **kwargs)
+        return self.builds.take(spec)
+
+    def model_meta(self, name: str) -> dict[str, Any]:
+        """What its outputs' metadata says of how a model was loaded beyond `run_meta`."""
+        choice = self.compile_choices.get(name)
+        built = self.builds.seconds.get(name) if self.builds is not None else None
+        return {"compile_choice": choice.meta() if choice else None,
+                "build_s": round(built, 3) if built is not None else None}
+
     def close(self) -> None:
         if self._pipeline is not None:
             self._pipeline[1].close()
@@ -91,12 +121,13 @@ def run_pass_and_deferred(p: Pass, sweep: Sweep) -> None:
         todo = _one_pass(todo, sweep)
 
 
-def _load(unit: Unit, device: str, opts: InferOptions, alone: bool = True) -> Loaded:
-    """The unit's model built, on the device and warmed up. Not `alone` (other models of the pass are
-    already on the device), a warm-up out of memory raises `NoRoom` rather than halving the batch for
-    the whole sweep: the model runs in a pass of its own instead."""
+def _load(unit: Unit, device: str, opts: InferOptions, alone: bool = True,
+          make: Callable[..., LoadedModel] = build) -> Loaded:
+    """The unit's model built (by `make`), on the device and warmed up. Not `alone` (other models of
+    the pass are already on the device), a warm-up out of memory raises `NoRoom` rather than halving
+    the batch for the whole sweep: the model runs in a pass of its own instead."""
     start = time.perf_counter()
-    loaded = build(unit.model, opts.test_input_size, opts.checkpoint_key, device=device, opts=opts)
+    loaded = make(unit.model, opts.test_input_size, opts.checkpoint_key, device=device, opts=opts)
     actual = preprocess_for(loaded.data_config, opts.crop)
     if actual != unit.preprocess:  # the registry's config and the built model's disagree
         raise MlreassessError(
@@ -116,7 +147,8 @@ def _load_pass(p: Pass, sweep: Sweep) -> tuple[dict[str, Loaded], dict[str, str]
     count = len(models)  # models of the pass that stay in it
     for n, spec in enumerate(models):
         try:
-            loaded[spec.name] = _load(p.units_of_model(spec)[0], sweep.device, sweep.opts, alone=not loaded)
+            loaded[spec.name] = _load(p.units_of_model(spec)[0], sweep.device, sweep.opts_for(spec),
+                                      alone=not loaded, make=sweep.build)
         except NoRoom as exc:  # its forward pass does not fit beside the others: it goes to the next pass
             log.info(f"model {spec.name} does not fit beside {len(loaded)} other model(s) ({exc}): it runs next")
             count = n
@@ -199,7 +231,8 @@ def _stop_on_device_error(exc: Exception, names: list[str], units: list[Unit], s
 def _one_dataset(p: Pass, d: int, loaded: dict[str, Loaded], load_errors: dict[str, str], sweep: Sweep) -> None:
     dist, manifest = sweep.dist, sweep.manifests[d]
     units = p.units_of(d)
-    runners = [loaded[u.model.name].runner for u in units if u.model.name in loaded]
+    runners = runners_for(p.preprocess, [(loaded[u.model.name].runner, u.preprocess) for u in units
+                                         if u.model.name in loaded])
     result = PassResult()
     if runners:
         rows = sweep.rows(d)
@@ -270,7 +303,7 @@ def finish_dataset(result: PassResult, loaded: dict[str, Loaded], units: list[Un
         table = writers.predictions_table([ids[r] for r in result.rows.tolist()], idx, prob, soft)
         meta = run_meta(loaded[name], manifest, unit.preprocess, sweep.opts, result.elapsed_s, table.num_rows, failed,
                      sweep.dist.world)
-        meta.update(decoding, recipe=unit.recipe, decode_fallbacks=result.decode_fallbacks)
+        meta.update(decoding, **sweep.model_meta(name), recipe=unit.recipe, decode_fallbacks=result.decode_fallbacks)
         writers.write_predictions(layout.prediction(manifest.name, name), table, meta)
         writers.drop_retired(layout.retired(manifest.name, name))
         summary.done.append((manifest.name, name))

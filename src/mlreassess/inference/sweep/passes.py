@@ -21,7 +21,8 @@ from typing import Callable, Sequence, TypeVar
 import torch
 
 from mlreassess.inference.models.registry import ModelSpec
-from mlreassess.inference.input.preprocess import Preprocess, amp_dtype
+from mlreassess.inference.models.weights import architecture
+from mlreassess.inference.input.preprocess import Preprocess, SharedDecode, amp_dtype, decode_of
 from mlreassess.options import MODELS_PER_PASS_AUTO
 
 T = TypeVar("T")
@@ -50,14 +51,16 @@ class Unit:
 
 @dataclass
 class Pass:
-    """Models of one preprocessing group, loaded once, and the units they produce (by dataset)."""
+    """Models of one preprocessing group (or of several sharing a decode), loaded once, and the units
+    they produce (by dataset)."""
 
-    preprocess: Preprocess
+    preprocess: Preprocess | SharedDecode  # what the pass's decode workers make of each image
     units: list[Unit]  # sorted by (dataset, model)
 
     @property
     def models(self) -> list[ModelSpec]:
-        return sorted({u.model for u in self.units})
+        """In load order (`model_order`)."""
+        return sorted({u.model for u in self.units}, key=model_order)
 
     @property
     def datasets(self) -> list[int]:
@@ -130,24 +133,87 @@ def cut(items: Sequence[T], per_pass: int) -> list[list[T]]:
     return [list(items[i : i + per_pass]) for i in range(0, len(items), per_pass)]
 
 
+# A group of at most this many models does not decode every image for itself: its decode (JPEG
+# decode or canvas painting, then the resize) serves so few models that the pass can be bound by its
+# decode workers while the device waits. Such a group joins another pass (`make_passes`).
+SHARED_DECODE_MAX_MODELS = 3
+# The groups of one pass hold at most this many pixels per image together (one 800 x 800 image, the
+# largest input of the paper's sweep), so a shared decode's batch slots are no larger than that group's own.
+SHARED_DECODE_MAX_PIXELS = 800 * 800
+
+
 def make_passes(units: Sequence[Unit], per_pass: int | str, cost: Callable[[ModelSpec], int] | None = None,
-                budget: int = 0) -> list[Pass]:
-    """`units` grouped by preprocessing (in order), each group's models cut into passes: `per_pass`
-    models each, or with `auto`, as many as fit `budget` by `cost`; a pass takes all its models' units."""
-    passes = []
-    ordered = sorted(units, key=lambda u: (u.preprocess, u.model, u.dataset))
-    for prep, group in itertools.groupby(ordered, key=lambda u: u.preprocess):
-        group = list(group)
-        models = sorted({u.model for u in group})
-        runs = fill(models, cost, budget) if per_pass == MODELS_PER_PASS_AUTO else cut(models, int(per_pass))
-        for run in runs:
-            chosen = set(run)
-            passes.append(Pass(prep, sorted((u for u in group if u.model in chosen), key=lambda u: (u.dataset, u.model))))
-    return passes
+                budget: int = 0, share_decode: bool = True) -> list[Pass]:
+    """`units` grouped by preprocessing, each group's models cut into passes: `per_pass` models
+    each, or with `auto`, as many as fit `budget` by `cost`; a pass takes all its models' units.
+    With `share_decode`, each group of at most `SHARED_DECODE_MAX_MODELS` models (largest images
+    first) joins, whole, the first pass with room for its models and its pixels
+    (`SHARED_DECODE_MAX_PIXELS`), those with the most units first, else opens one: that pass decodes
+    each image once and resizes it for each of its groups (`SharedDecode`). One pass is never slower
+    than its groups' passes apart (its decode costs no more than theirs together, and its device
+    work is theirs), and a decode-bound small group's resizes run while a large group's models keep
+    the device busy."""
+    groups: dict[Preprocess, list[Unit]] = {}
+    for u in sorted(units, key=lambda u: (u.preprocess, model_order(u.model), u.dataset)):
+        groups.setdefault(u.preprocess, []).append(u)
+    n_models = {prep: len({u.model for u in g}) for prep, g in groups.items()}
+    small = {p for p in groups if share_decode and n_models[p] <= SHARED_DECODE_MAX_MODELS}
+    auto = per_pass == MODELS_PER_PASS_AUTO
+    cost_of, limit = (cost, budget) if auto else (None, int(per_pass))
+
+    def cut_group(group: list[Unit]) -> list[_Bin]:
+        models = sorted({u.model for u in group}, key=model_order)
+        runs = fill(models, cost, budget) if auto else cut(models, limit)
+        return [_Bin([u for u in group if u.model in chosen], cost_of) for chosen in map(set, runs)]
+
+    bins = [b for prep in groups if prep not in small for b in cut_group(groups[prep])]
+    for prep in sorted(small, key=lambda p: (-p.height * p.width, p)):
+        guest = _Bin(groups[prep], cost_of)
+        host = next((b for b in sorted(bins, key=lambda b: -len(b.units)) if b.room_for(guest, limit)), None)
+        if host is not None:
+            host.take(guest)
+        else:
+            bins += [guest] if guest.used <= limit else cut_group(groups[prep])
+    return [pass_of(b.units) for b in bins]
+
+
+class _Bin:
+    """The units of one pass being packed: what its models cost (`cost`, or a count without one),
+    and the pixels per image of its groups."""
+
+    def __init__(self, units: list[Unit], cost: Callable[[ModelSpec], int] | None):
+        self.units = list(units)
+        models = {u.model for u in units}
+        self.used = sum(map(cost, models)) if cost is not None else len(models)
+        self.preps = {u.preprocess for u in units}
+
+    @property
+    def pixels(self) -> int:
+        return sum(p.height * p.width for p in self.preps)
+
+    def room_for(self, guest: "_Bin", limit: int) -> bool:
+        return self.used + guest.used <= limit and self.pixels + guest.pixels <= SHARED_DECODE_MAX_PIXELS
+
+    def take(self, guest: "_Bin") -> None:
+        self.units += guest.units
+        self.used += guest.used
+        self.preps |= guest.preps
+
+
+def model_order(model: ModelSpec) -> tuple[str, str, str]:
+    """The order of a group's models: the pretrained tags of one architecture next to each other, so
+    that each compiles from the graph its predecessor left in inductor's FX graph cache."""
+    return architecture(model.name), model.name, model.weights
+
+
+def pass_of(units: Sequence[Unit]) -> Pass:
+    """The pass of `units`, decoding for all of their preprocessings (`decode_of`)."""
+    return Pass(decode_of(u.preprocess for u in units), sorted(units, key=lambda u: (u.dataset, u.model)))
 
 
 def split_models(p: Pass, first: int) -> tuple[Pass, Pass]:
-    """The pass's first `first` models, and the rest (a pass of their own)."""
+    """The pass's first `first` models, and the rest (a pass of their own; both keep the pass's decode,
+    whose workers are already running)."""
     models = p.models
     head = set(models[:first])
     return (Pass(p.preprocess, [u for u in p.units if u.model in head]),
@@ -155,10 +221,10 @@ def split_models(p: Pass, first: int) -> tuple[Pass, Pass]:
 
 
 def one_model_passes(passes: Sequence[Pass]) -> list[Pass]:
-    """Every model of every pass in a pass of its own (to keep more ranks busy)."""
-    return [Pass(p.preprocess, p.units_of_model(m)) for p in passes for m in p.models]
+    """Every model of every pass in a pass of its own (to keep more ranks busy), decoding for it alone."""
+    return [pass_of(p.units_of_model(m)) for p in passes for m in p.models]
 
 
 def one_unit_passes(passes: Sequence[Pass]) -> list[Pass]:
     """Every unit in a pass of its own."""
-    return [Pass(p.preprocess, [u]) for p in passes for u in p.units]
+    return [pass_of([u]) for p in passes for u in p.units]

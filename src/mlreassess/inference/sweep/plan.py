@@ -17,6 +17,7 @@ from mlreassess.cpus import available_cpus
 from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError
 from mlreassess.inference.sweep import writers
+from mlreassess.inference.sweep.compile_rule import CompileChoice, Tables, compile_choices
 from mlreassess.inference.input.device_resize import check_device_preprocess
 from mlreassess.inference.models.registry import ModelSpec, data_config, model_bytes, recipe_entries
 from mlreassess.inference.sweep.passes import Pass, Unit, kept_bytes, make_passes, memory_budget, run_dtype_bytes, unit_bytes
@@ -34,6 +35,7 @@ class SweepPlan:
     stale: list[tuple[Unit, str]] = field(default_factory=list)  # complete but out of date, and why
     sizes: dict[str, int | None] = field(default_factory=dict)  # model -> weights bytes as run
     budget: int = 0  # bytes for a pass's models (auto), 0 with a fixed --models-per-pass
+    compile: dict[str, CompileChoice] = field(default_factory=dict)  # model -> compiled or not, and why (--compile)
 
 
 def preprocessing(specs: list[ModelSpec], opts: InferOptions) -> dict[ModelSpec, Preprocess]:
@@ -79,6 +81,9 @@ def sweep_plan(manifests: list[Manifest], specs: list[ModelSpec], layout: Result
     """The sweep's passes: pending units grouped by preprocessing, each group's models cut into
     passes that fit the device (`passes.make_passes`). `free_bytes`: the device's free memory to
     plan for (default: measured on `device`)."""
+    # Read first, so that a missing or bad table stops the sweep before any work.
+    wanted = opts.compile and (opts.compile_when == "pays" or bool(opts.throughput and opts.compiled_throughput))
+    tables = Tables.read(opts) if wanted else None
     plan = pending_units(manifests, specs, layout, opts)
     pending = [u for p in plan.passes for u in p.units]
     auto = opts.models_per_pass == MODELS_PER_PASS_AUTO
@@ -90,7 +95,9 @@ def sweep_plan(manifests: list[Manifest], specs: list[ModelSpec], layout: Result
     def cost(m: ModelSpec) -> int:
         return unit_bytes(plan.sizes[m.name], largest[m], opts.topk, opts.save_softmax, plan.budget)
 
-    plan.passes = make_passes(pending, opts.models_per_pass, cost, plan.budget)
+    share = opts.share_decode and opts.decode == "cpu"  # a device decode serves one input size
+    plan.passes = make_passes(pending, opts.models_per_pass, cost, plan.budget, share_decode=share)
+    plan.compile = compile_choices(plan.passes, manifests, opts, tables)
     if auto:
         log.debug(f"models per pass: auto, {plan.budget / 2**30:.1f} GiB for the models of a pass on {device}")
     return plan

@@ -31,9 +31,10 @@ import torch
 from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.errors import InputError
 from mlreassess.inference.input.pipeline import PREFETCH, check_readable
-from mlreassess.inference.input.preprocess import Preprocess
+from mlreassess.inference.input.preprocess import Preprocess, SharedDecode
 from mlreassess.inference.input.slots import prefetch_that_fits, shared_memory_free
 from mlreassess.inference.models.registry import check_specs
+from mlreassess.inference.sweep.builds import Builds
 from mlreassess.inference.sweep import distributed as D
 from mlreassess.inference.sweep import writers
 from mlreassess.inference.sweep.distributed import resolve_device
@@ -44,6 +45,7 @@ from mlreassess.inference.sweep.passes import (
     free_memory,
     one_model_passes,
     one_unit_passes,
+    pass_of,
 )
 from mlreassess.inference.sweep.plan import SweepPlan, sweep_plan
 from mlreassess.inference.sweep.stream import pass_workers
@@ -135,13 +137,33 @@ def _retire_stale(plan: SweepPlan, manifests: list[Manifest], layout: ResultsLay
         writers.retire(path, layout.retired(name, model))
 
 
-def _check_slots(passes: list[Pass], opts: InferOptions) -> None:
-    """One line now, not at a group's first pass, if its decode workers' batch slots cannot fit."""
+def _check_slots(passes: list[Pass], opts: InferOptions) -> list[Pass]:
+    """The passes, checked now (not at a group's first pass) for room for their decode workers' batch
+    slots: one line if a group's cannot fit; a shared decode that cannot is split into its groups."""
     if opts.decode == "gpu":
-        return  # no slots: encoded batches of every size
+        return passes  # no slots: encoded batches of every size
     free, workers = shared_memory_free(), pass_workers(opts)
-    for prep in sorted({p.preprocess for p in passes}):
-        prefetch_that_fits(PREFETCH, workers, opts.batch_size * 3 * prep.height * prep.width, free)
+
+    def fits(prep) -> bool:
+        try:
+            prefetch_that_fits(PREFETCH, workers, opts.batch_size * 3 * prep.height * prep.width, free)
+        except InputError:
+            if isinstance(prep, SharedDecode):
+                return False
+            raise
+        return True
+
+    checked = []
+    for p in passes:
+        if fits(p.preprocess):
+            checked.append(p)
+            continue
+        log.info(f"{p.preprocess.describe()}: its batch slots do not fit /dev/shm: each group decodes alone")
+        groups = [pass_of([u for u in p.units if u.preprocess == part]) for part in p.preprocess.parts]
+        for g in groups:
+            fits(g.preprocess)  # a group whose own slots cannot fit stops the sweep, as before
+        checked += groups
+    return checked
 
 
 def _schedule(passes: list[Pass], manifests: list[Manifest], dist: D.Dist) -> tuple[list[Pass], bool]:
@@ -185,19 +207,16 @@ def _run(dist: D.Dist, manifest_paths, specs: list, results: Path, opts: InferOp
     if dist.is_main:
         _clear_leftovers(layout, manifests)
         plan = sweep_plan(manifests, specs, layout, opts, device)
-        _check_slots(plan.passes, opts)  # before anything is retired: a sweep that cannot start changes nothing
+        plan.passes = _check_slots(plan.passes, opts)  # before anything is retired: a sweep that cannot start changes nothing
         _retire_stale(plan, manifests, layout)
-    passes, skipped, run_id = dist.broadcast((plan.passes, plan.skipped, uuid.uuid4().hex) if plan else None)
+    shared = (plan.passes, plan.skipped, plan.compile, uuid.uuid4().hex) if plan else None
+    passes, skipped, compile_choices, run_id = dist.broadcast(shared)
     passes, split_samples = _schedule(passes, manifests, dist)
     claims = D.Claims(layout.claims_dir / run_id, dist.rank) if dist.active and not split_samples else None
     sweep = Sweep(manifests, device, opts, layout, dist, split_samples, passes,
                    Summary(skipped=skipped if dist.is_main else []))
-    try:
-        for i, p in enumerate(passes):
-            if claims is None or claims.take(i):
-                run_pass_and_deferred(p, sweep)
-    finally:
-        sweep.close()
+    sweep.compile_choices = compile_choices
+    _run_passes(passes, claims, sweep)
     summary = sweep.summary
     summary.elapsed_s = time.perf_counter() - start
     everyone = dist.gather(summary)  # also: every rank is past its last claim
@@ -210,6 +229,26 @@ def _run(dist: D.Dist, manifest_paths, specs: list, results: Path, opts: InferOp
     for s in everyone:
         total.merge(s)
     return total
+
+
+def _run_passes(passes: list[Pass], claims: D.Claims | None, sweep: Sweep) -> None:
+    """Run this rank's passes, the next models built in the background meanwhile (`builds`): all of
+    them in order when this rank runs every pass, else each claimed pass's as it is claimed."""
+    opts = sweep.opts
+    if opts.build_ahead:
+        sweep.builds = Builds(sweep.make)
+        if claims is None:
+            sweep.builds.expect([m for p in passes for m in p.models])
+    try:
+        for i, p in enumerate(passes):
+            if claims is None or claims.take(i):
+                if claims is not None and sweep.builds is not None:
+                    sweep.builds.expect(p.models)
+                run_pass_and_deferred(p, sweep)
+    finally:
+        sweep.close()
+        if sweep.builds is not None:
+            sweep.builds.close()
 
 
 def _device(opts: InferOptions, dist: D.Dist) -> str:

@@ -16,6 +16,7 @@ from mlreassess.datasets.manifest import Manifest
 from mlreassess.errors import InputError, MlreassessError
 from mlreassess.inference.input.devices import DeviceFault, fatal_device_error, first_line
 from mlreassess.inference.input.pipeline import default_workers
+from mlreassess.inference.input.preprocess import Preprocess, SharedDecode
 from mlreassess.inference.models.model_runner import ModelRunner
 from mlreassess.options import InferOptions
 from mlreassess.progress import bar
@@ -97,6 +98,44 @@ def _each_live(live: list[ModelRunner], dataset: str, result: PassResult, call) 
             result.model_errors[runner.name] = one_line(exc)
             live.remove(runner)
             log.warning(f"model {runner.name} failed on {dataset}: {result.model_errors[runner.name]}")
+
+
+class PartRunner:
+    """A model of a pass whose decode is shared by several groups: fed its own group's part of each
+    batch (`SharedDecode.part`), cut once per batch for all the models of that group."""
+
+    def __init__(self, runner: ModelRunner, part: Preprocess, parts: "_Parts"):
+        self.runner, self.part, self.parts = runner, part, parts
+        self.name, self.device = runner.name, runner.device
+
+    def predict(self, batch) -> None:
+        self.runner.predict(self.parts(batch, self.part))
+
+    def collect(self):
+        return self.runner.collect()
+
+
+class _Parts:
+    """The parts of the latest batch, each cut once."""
+
+    def __init__(self, decode: SharedDecode):
+        self.decode, self.batch, self.cut = decode, None, {}
+
+    def __call__(self, batch, part: Preprocess):
+        if batch is not self.batch:
+            self.batch, self.cut = batch, {}
+        if part not in self.cut:
+            self.cut[part] = self.decode.part(batch, part)
+        return self.cut[part]
+
+
+def runners_for(decode, runners: list[tuple[ModelRunner, Preprocess]]) -> list:
+    """The runners as a pass with `decode` feeds them: as they are, or (a shared decode) each given
+    its own part of every batch."""
+    if not isinstance(decode, SharedDecode):
+        return [r for r, _ in runners]
+    parts = _Parts(decode)
+    return [PartRunner(r, prep, parts) for r, prep in runners]
 
 
 def one_line(exc: Exception) -> str:

@@ -309,6 +309,14 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "mlreassess"
 
 
+def compile_cache_dir() -> Path:
+    """Where torch.compile's caches belong (inductor's FX graph, AOT autograd and kernel caches): in
+    the user cache, so a resumed sweep, a later one, every rank and every RESULTS folder reuse what
+    was compiled (inductor's default is /tmp, often wiped between jobs). The key of each entry is
+    the graph, the shapes, the options and the torch version, so the folder is never stale."""
+    return cache_dir() / "inductor"
+
+
 def folder_weights_sha256(folder: Path, patterns: tuple[str, ...]) -> str:
     """sha256 of the weight files of a model folder (their names and contents)."""
     files = sorted({p for pattern in patterns for p in Path(folder).glob(pattern)})
