@@ -112,6 +112,19 @@ def _boundary_ties(ranked: Ranked, m: np.ndarray) -> np.ndarray:
     return np.minimum(m, np.where(last > 0, fits, m)).astype(np.int64)
 
 
+def _label_standing(ranked: Ranked, labels: LabelSets, pos: np.ndarray | None):
+    """Where each true label stands in the ranking: (g, found, rank, at_or_above, h, m) with g labels,
+    found (stored in the top-D), rank (its tie-group end), at_or_above (true labels at or above that
+    end: pessimistic, like scikit-learn), h found and m missing per sample."""
+    pos = label_positions(ranked, labels) if pos is None else pos
+    g = labels.count
+    found = pos >= 0
+    rank = label_ranks(ranked, pos)
+    at_or_above = ((pos[:, None, :] <= rank[:, :, None] - 1) & found[:, None, :]).sum(axis=2)
+    h = found.sum(axis=1)
+    return g, found, rank, at_or_above, h, g - h
+
+
 def lrap_and_coverage(ranked: Ranked, labels: LabelSets, pos: np.ndarray | None = None):
     """Per sample (LRAP, coverage error, beyond): NaN where the label set is empty.
 
@@ -120,14 +133,7 @@ def lrap_and_coverage(ranked: Ranked, labels: LabelSets, pos: np.ndarray | None 
     ranked classes; its LRAP is then an upper bound (`_missed_terms`) and its coverage error a
     lower bound (D + the number missing), see docs/metrics.md.
     """
-    pos = label_positions(ranked, labels) if pos is None else pos
-    g = labels.count
-    found = pos >= 0
-    rank = label_ranks(ranked, pos)
-    # true labels at or above label j's tie-group end: pessimistic, like scikit-learn
-    at_or_above = ((pos[:, None, :] <= rank[:, :, None] - 1) & found[:, None, :]).sum(axis=2)
-    h = found.sum(axis=1)
-    m = g - h
+    g, found, rank, at_or_above, h, m = _label_standing(ranked, labels, pos)
     beyond = m > 0
     # a stored label tied with the last ranked class may tie with unranked ones too: at most the m
     # missing labels join its group (non-labels would only lower its term), and no more than the
@@ -149,13 +155,7 @@ def label_ranking_loss(ranked: Ranked, labels: LabelSets, pos: np.ndarray | None
     true. `beyond`: some true label lies past the D ranked classes; the value is then a lower
     bound: every ranked non-label scores at least as high as a missing label (D - h of them for
     each of the m missing) and the unranked classes can only add wrongly ordered pairs."""
-    pos = label_positions(ranked, labels) if pos is None else pos
-    g = labels.count
-    found = pos >= 0
-    rank = label_ranks(ranked, pos)
-    at_or_above = ((pos[:, None, :] <= rank[:, :, None] - 1) & found[:, None, :]).sum(axis=2)
-    h = found.sum(axis=1)
-    m = g - h
+    g, found, rank, at_or_above, h, m = _label_standing(ranked, labels, pos)
     wrong = np.where(found, rank - at_or_above, 0).sum(axis=1) + m * (ranked.depth - h)
     pairs = g * (ranked.n_classes - g)
     ok = g > 0

@@ -215,21 +215,28 @@ def figure8(examples: Sequence[dict]) -> Figure:
         r, c = divmod(i, cols)
         # image | bars, with room between them for the class names
         inner = outer[r, c].subgridspec(1, 2, width_ratios=[1, 1.2], wspace=0.75)
-        ax_img = fig.add_subplot(inner[0, 0])
-        ax_img.imshow(ex["image"])
-        ax_img.set_axis_off()
-        ax_img.set_title(ex.get("title", ""), fontsize=8, loc="left")
-        ax = fig.add_subplot(inner[0, 1])
-        y = np.arange(len(ex["names"]))
         colors = [CORRECT_COLOR if ok else WRONG_COLOR for ok in ex["correct"]]
-        ax.barh(y, 100 * np.asarray(ex["probs"], dtype=float), color=colors)
-        ax.set_yticks(y)
-        ax.set_yticklabels(ex["names"], fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlim(0, 100)
-        ax.set_xlabel("softmax probability (%)", fontsize=7)
-        ax.tick_params(axis="x", labelsize=7)
+        _image_and_bars(fig, inner[0, 0], inner[0, 1], ex["image"], (ex.get("title", ""), 8), ex["probs"], colors,
+                        ex["names"])
     return fig
+
+
+def _image_and_bars(fig: Figure, image_cell, bars_cell, image, title: tuple[str, int], probs, colors, names):
+    """One example of Figures 1 and 8: the image (titled) and its classes' probabilities as bars."""
+    ax_img = fig.add_subplot(image_cell)
+    ax_img.imshow(image)
+    ax_img.set_axis_off()
+    ax_img.set_title(title[0], fontsize=title[1], loc="left")
+    ax = fig.add_subplot(bars_cell)
+    y = np.arange(len(names))
+    bars = ax.barh(y, 100 * np.asarray(probs, dtype=float), color=colors)
+    ax.set_yticks(y)
+    ax.set_yticklabels(names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("softmax probability (%)", fontsize=7)
+    ax.tick_params(axis="x", labelsize=7)
+    return bars
 
 
 OTHER_COLOR = "#9e9e9e"
@@ -250,24 +257,13 @@ def figure1(examples: Sequence[dict], model: str, dataset: str) -> Figure:
     for i, ex in enumerate(examples):
         r, c = divmod(i, cols)
         inner = outer[r, c].subgridspec(2, 1, height_ratios=[1.5, 1], hspace=0.25)
-        ax_img = fig.add_subplot(inner[0, 0])
-        ax_img.imshow(ex["image"])
-        ax_img.set_axis_off()
-        ax_img.set_title(ex["title"], fontsize=7, loc="left")
-        ax = fig.add_subplot(inner[1, 0])
-        y = np.arange(len(ex["names"]))
         colors = [CORRECT_COLOR if ok else OTHER_COLOR for ok in ex["in_labels"]]
-        bars = ax.barh(y, 100 * np.asarray(ex["probs"], dtype=float), color=colors)
+        names = [f"{name} (label)" if o else name for name, o in zip(ex["names"], ex["original"])]
+        bars = _image_and_bars(fig, inner[0, 0], inner[1, 0], ex["image"], (ex["title"], 7), ex["probs"], colors, names)
         for bar, original in zip(bars, ex["original"]):
             if original:
                 bar.set_edgecolor("black")
                 bar.set_linewidth(1.2)
-        ax.set_yticks(y)
-        ax.set_yticklabels([f"{name} (label)" if o else name for name, o in zip(ex["names"], ex["original"])], fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlim(0, 100)
-        ax.set_xlabel("softmax probability (%)", fontsize=7)
-        ax.tick_params(axis="x", labelsize=7)
     fig.suptitle(f"{model} on {dataset}: top-1 is not the original label, but is one of the image's labels "
                  "(green: in the label set; outlined: the original label)", fontsize=9)
     return fig
