@@ -3,6 +3,8 @@ built ahead in order."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import numpy as np
@@ -173,3 +175,41 @@ def test_models_are_built_ahead_in_the_order_the_passes_load_them():
         assert set(builds.seconds) == {"a", "b", "c", "d"}
     finally:
         builds.close()
+
+
+def test_close_waits_for_the_builder_thread_to_end():
+    """A builder thread left alive at interpreter exit aborted `infer` after it had finished (rc 134,
+    "terminate called without an active exception"), one run in two: close joins it, also mid-build."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow(spec: ModelSpec) -> LoadedModel:
+        started.set()
+        release.wait(5)
+        return LoadedModel(spec, torch.nn.Linear(2, 2), "random", {})
+
+    builds = Builds(slow)
+    builds.expect([ModelSpec("a", "random")])
+    assert started.wait(5)
+    threading.Timer(0.2, release.set).start()
+    builds.close()  # returns once the build under way has finished
+    assert release.is_set() and not builds._thread.is_alive()
+
+
+def test_infer_with_build_ahead_exits_cleanly_every_time(tmp_path, write_jpeg):
+    """The whole CLI in a fresh process, five times: exit status 0 each time (the abort came at exit)."""
+    import subprocess
+    import sys
+
+    images = tmp_path / "images"
+    for i in range(4):
+        write_jpeg(images / f"n01440764_{i}.JPEG")
+    manifest = tmp_path / "m.parquet"
+    from mlreassess.datasets.manifest import base_meta, core_table, write_manifest
+    ids = [f"s{i}" for i in range(4)]
+    write_manifest(manifest, core_table(ids, [f"n01440764_{i}.JPEG" for i in range(4)], [0] * 4, [[0]] * 4),
+                   base_meta("imagenet_v1", "tiny", images))
+    for run in range(5):
+        proc = subprocess.run([sys.executable, "-m", "mlreassess", "infer", "--data", str(manifest), "--model", "resnet18",
+                               "--weights", "random", "--out", str(tmp_path / f"R{run}"), "--device", "cpu", "--workers", "0",
+                               "--no-progress"], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-2000:]

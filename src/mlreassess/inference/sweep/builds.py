@@ -85,13 +85,18 @@ class Builds:
         return built.loaded
 
     def close(self) -> None:
-        """Stop building (a build under way finishes in its daemon thread; its model is dropped)."""
+        """Stop building and wait for the thread to end (a build under way finishes; its model is
+        dropped). Joined, not left to die with the process: a thread that has run torch code and is
+        still alive at interpreter exit can abort the process ("terminate called without an active
+        exception") after the sweep has finished."""
         with self._cond:
             self._closed = True
             self._queue.clear()
             self._done.clear()
             self._held = 0
             self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
 
     def _forget(self, spec: ModelSpec) -> None:
         self._queue.remove(spec)
