@@ -172,7 +172,7 @@ def test_damaged_top5_values_show_no_class(tmp_path, write_dataset):
     import pyarrow as pa
 
     from mlreassess.io import write_table
-    from mlreassess.report.consensus import model_topk
+    from mlreassess.report.inputs import model_topk
 
     write_dataset(tmp_path, V1, "imagenet_v1", {"s0": (0, [0]), "s1": (1, [1]), "s2": (2, [2])})
     table = pa.table({"sample_id": ["s0", "s1", "zz"],

@@ -91,6 +91,15 @@ def make_sample(name: str, kind: str, sample_ids, label, labels: core.LabelSets,
     )
 
 
+def manifest_labels(table: pa.Table) -> tuple[np.ndarray, core.LabelSets]:
+    """A manifest table's labels in its row order: (label (n,) int64, -1 = none; the label sets)."""
+    label = table.column("label").to_numpy(zero_copy_only=False)
+    label = np.array([-1 if v is None or v != v else int(v) for v in label], dtype=np.int64)
+    lists = table.column("labels").combine_chunks()
+    offsets = np.concatenate([[0], np.cumsum(lists.value_lengths().fill_null(0).to_numpy())])
+    return label, core.label_sets_from_flat(offsets, lists.flatten().to_numpy())
+
+
 def load_sample(path: Path) -> Sample:
     """The Sample of a manifest file; its name is the file's stem."""
     manifest = read_manifest(path)
@@ -98,11 +107,7 @@ def load_sample(path: Path) -> Sample:
     if table.num_rows == 0:
         raise InputError(f"{path}: the manifest has no samples: nothing to score (remove its predictions folder)")
     ids = table.column("sample_id").to_numpy(zero_copy_only=False)
-    label = table.column("label").to_numpy(zero_copy_only=False)
-    label = np.array([-1 if v is None or v != v else int(v) for v in label], dtype=np.int64)
-    lists = table.column("labels").combine_chunks()
-    offsets = np.concatenate([[0], np.cumsum(lists.value_lengths().fill_null(0).to_numpy())])
-    labels = core.label_sets_from_flat(offsets, lists.flatten().to_numpy())
+    label, labels = manifest_labels(table)
     return make_sample(path.stem, manifest.kind, ids, label, labels, source=path, meta=manifest.meta)
 
 

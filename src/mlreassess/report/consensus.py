@@ -10,12 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mlreassess.constants import NUM_CLASSES
-from mlreassess.datasets.manifest import read_manifest
-from mlreassess.io import read_table
+from mlreassess.datasets.manifest import Manifest, read_manifest
 from mlreassess.metrics.consensus import CONSENSUS_TOPK, Agreement, against_reference, votes
-from mlreassess.metrics.core import label_sets
-from mlreassess.report.inputs import Skip
+from mlreassess.metrics.inputs import manifest_labels
+from mlreassess.report.inputs import Skip, model_topk
 from mlreassess.results import ResultsLayout
 
 
@@ -29,40 +27,10 @@ class Aligned:
     topk: np.ndarray  # (M, n, K) int64
 
 
-@dataclass(frozen=True)
-class TopK:
-    """One model's top-`k` on a manifest's rows (-1 / 0 where it has no prediction)."""
-
-    idx: np.ndarray  # (n, k) int64
-    prob: np.ndarray  # (n, k) float64
-    seen: np.ndarray  # (n,) bool: the row has a prediction
-
-
-def model_topk(layout: ResultsLayout, dataset: str, model: str, ids: pd.Index, k: int = CONSENSUS_TOPK) -> TopK | None:
-    """`model`'s top-`k` on `dataset`, by sample id onto the rows of `ids` (None: no predictions file)."""
-    path = layout.prediction(dataset, model)
-    if not path.exists():
-        return None
-    table = read_table(path, columns=["sample_id", "topk_idx", "topk_prob"])
-    rows = ids.get_indexer(table.column("sample_id").to_numpy(zero_copy_only=False))
-    ok = rows >= 0
-    idx, prob = np.full((len(ids), k), -1, np.int64), np.zeros((len(ids), k))
-    listed_idx = table.column("topk_idx").to_pylist()
-    listed_prob = table.column("topk_prob").to_pylist()
-    for r, i, p in zip(rows, listed_idx, listed_prob):
-        if r >= 0 and i and p and len(i) == len(p):  # evaluate refuses other rows; here they show nothing
-            n = min(k, len(i))
-            idx[r, :n], prob[r, :n] = i[:n], [np.nan if v is None else v for v in p[:n]]
-    bad = (idx < 0) | (idx >= NUM_CLASSES) | ~np.isfinite(prob)  # a damaged file shows no class, never a wrong one
-    idx[bad], prob[bad] = -1, 0.0
-    seen = np.zeros(len(ids), bool)
-    seen[rows[ok]] = True
-    return TopK(idx, prob, seen)
-
-
-def aligned_topk(layout: ResultsLayout, dataset: str, models: list[str], k: int = CONSENSUS_TOPK) -> Aligned:
-    """Each model's top-`k` on the samples all of them predicted (a model with no file is left out)."""
-    manifest = read_manifest(layout.manifest_copy(dataset))
+def aligned_topk(layout: ResultsLayout, manifest: Manifest, models: list[str], k: int = CONSENSUS_TOPK) -> Aligned:
+    """Each model's top-`k` on the samples of `manifest` (a manifest copy) all of them predicted (a
+    model with no file is left out)."""
+    dataset = manifest.name
     ids = pd.Index(np.asarray(manifest.sample_ids, dtype=object))
     tops = {m: t for m in models if (t := model_topk(layout, dataset, m, ids, k)) is not None}
     if not tops:
@@ -73,11 +41,10 @@ def aligned_topk(layout: ResultsLayout, dataset: str, models: list[str], k: int 
 
 def agreement_table(layout: ResultsLayout, dataset: str, models: list[str]) -> tuple[pd.DataFrame, list[Agreement]]:
     """The consensus table of `dataset` (its manifest's label set as the reference) over `models`."""
-    data = aligned_topk(layout, dataset, models)
     manifest = read_manifest(layout.manifest_copy(dataset))
-    table = manifest.table.take(data.rows).select(["label", "labels"]).to_pydict()
-    label = np.array([-1 if v is None else int(v) for v in table["label"]], dtype=np.int64)
-    found = against_reference(votes(data.topk), label, label_sets(table["labels"]))
+    data = aligned_topk(layout, manifest, models)
+    label, labels = manifest_labels(manifest.table.take(data.rows))
+    found = against_reference(votes(data.topk), label, labels)
     df = pd.DataFrame([{
         "Models agreeing": f"{a.at_least} of {a.n_models}", "Images": a.images, "Images with a candidate": a.with_candidate,
         "Candidates": a.candidates, "In the label set": a.correct, "Precision (%)": round(a.precision_pct, 2),

@@ -18,7 +18,8 @@ from mlreassess.datasets.manifest import read_manifest
 from mlreassess.io import read_meta
 from mlreassess.metrics.consensus import CONSENSUS_TOPK, candidates, votes
 from mlreassess.metrics.core import label_sets
-from mlreassess.report.consensus import model_topk
+from mlreassess.metrics.inputs import manifest_labels
+from mlreassess.report.inputs import model_topk
 from mlreassess.report.thumbs import write_thumbs
 from mlreassess.results import ResultsLayout
 
@@ -42,13 +43,12 @@ def dataset_view(layout: ResultsLayout, dataset: str, kind: str, models: list[st
     tops = {m: t for m in models if (t := model_topk(layout, dataset, m, ids)) is not None}
     if not tops:
         return None
-    cols = manifest.table.select(["label", "labels"]).to_pydict()
-    label = np.array([-1 if v is None else int(v) for v in cols["label"]], dtype=np.int64)
-    labels = [sorted(int(c) for c in (ls or [])) for ls in cols["labels"]]
+    label, sets = manifest_labels(manifest.table)
+    labels = [row[:n].tolist() for row, n in zip(sets.pad, sets.count)]
     stack = np.stack([t.idx for t in tops.values()])
     cand = candidates(votes(stack), _known_labels(label, labels), majority(len(tops)))
     first = layout.prediction(dataset, next(iter(tops)))
-    thumbs = write_thumbs(layout, dataset, read_meta(first), progress)
+    thumbs = write_thumbs(layout, dataset, read_meta(first), progress, manifest)
     return {"name": dataset, "kind": kind, "thumbs": thumbs.folder, "missing": list(thumbs.missing),
             "ids": [str(s) for s in ids], "label": label.tolist(), "labels": labels, "models": list(tops),
             "top": {m: t.idx.ravel().tolist() for m, t in tops.items()},

@@ -15,12 +15,11 @@ import pandas as pd
 from PIL import Image
 
 from mlreassess.datasets.labels import class_name
-from mlreassess.datasets.manifest import Manifest, read_manifest
-from mlreassess.datasets.samples import reader
-from mlreassess.errors import MlreassessError
-from mlreassess.io import read_meta, read_table
-from mlreassess.metrics.core import label_sets, real_correct, top1_correct
-from mlreassess.report.inputs import Skip, canvas_image, png_dirs
+from mlreassess.datasets.manifest import read_manifest
+from mlreassess.io import read_meta
+from mlreassess.metrics.core import LabelSets, real_correct, top1_correct
+from mlreassess.metrics.inputs import manifest_labels
+from mlreassess.report.inputs import Skip, image_reader, model_topk, png_dirs, sample_image
 from mlreassess.results import ResultsLayout
 
 FIGURE1_IMAGES = 8  # the paper shows a handful; 8 fill a 2 x 4 grid
@@ -29,10 +28,9 @@ FIGURE1_TOPK = 5
 IMAGE_SIDE = 256  # images drawn at most this many pixels a side
 
 
-def top1_wrong_labels_right(topk: np.ndarray, label: np.ndarray, labels: list[list[int]]) -> np.ndarray:
+def top1_wrong_labels_right(topk: np.ndarray, label: np.ndarray, labels: LabelSets) -> np.ndarray:
     """(n,) bool: top-1 is not the original label (there is one) but is one of the labels."""
-    sets = label_sets(labels)
-    return (top1_correct(topk, label) == 0) & (real_correct(topk, sets) == 1)
+    return (top1_correct(topk, label) == 0) & (real_correct(topk, labels) == 1)
 
 
 @dataclass
@@ -69,43 +67,21 @@ def pick(ids: np.ndarray, mask: np.ndarray, count: int = FIGURE1_IMAGES, seed: i
 def examples(layout: ResultsLayout, dataset: str, model: str, count: int = FIGURE1_IMAGES,
              seed: int = FIGURE1_SEED) -> tuple[list[Example], int]:
     """(the examples drawn, how many images of `dataset` qualify) for `model`'s predictions."""
-    path = layout.prediction(dataset, model)
-    if not path.exists():
-        raise Skip(f"no predictions of {model} on {dataset}")
     manifest = read_manifest(layout.manifest_copy(dataset))
-    pred = read_table(path, columns=["sample_id", "topk_idx", "topk_prob"]).to_pandas()
-    rows = manifest.table.select(["sample_id", "label", "labels"]).to_pandas().reset_index(names="row")
-    both = rows.merge(pred, on="sample_id", how="inner")
-    if both.empty:
+    ids = np.asarray(manifest.sample_ids, dtype=object)
+    top = model_topk(layout, dataset, model, pd.Index(ids), FIGURE1_TOPK)
+    if top is None or not top.seen.any():
         raise Skip(f"no predictions of {model} on {dataset}")
-    topk = np.stack(both["topk_idx"].to_numpy()).astype(np.int64)
-    label = both["label"].fillna(-1).astype(np.int64).to_numpy()
-    mask = top1_wrong_labels_right(topk, label, [list(x) for x in both["labels"]])
-    chosen = pick(both["sample_id"].to_numpy(dtype=object), mask, count, seed)
-    out = [_example(both.iloc[j]) for j in chosen]
-    _add_images(layout, manifest, [int(both["row"].iloc[j]) for j in chosen], out, read_meta(path))
-    return out, int(mask.sum())
-
-
-def _example(row: pd.Series) -> Example:
-    return Example(str(row["sample_id"]), int(row["label"]), sorted(int(c) for c in row["labels"]),
-                   [int(c) for c in row["topk_idx"][:FIGURE1_TOPK]], [float(p) for p in row["topk_prob"][:FIGURE1_TOPK]])
-
-
-def _add_images(layout: ResultsLayout, manifest: Manifest, rows: list[int], out: list[Example], meta: dict) -> None:
-    """Each example's image, read as inference read it (any input format; PatchML rendered)."""
-    for row, ex in zip(rows, out):
-        ex.image = sample_image(layout, manifest, row, meta)
+    label, labels = manifest_labels(manifest.table)
+    mask = top.seen & top1_wrong_labels_right(top.idx, label, labels)
+    read, dirs = image_reader(manifest), png_dirs(layout, read_meta(layout.prediction(dataset, model)))
+    out = []
+    for row in pick(ids, mask, count, seed):
+        known = top.idx[row] >= 0
+        ex = Example(str(ids[row]), int(label[row]), labels.pad[row, : labels.count[row]].tolist(),
+                     top.idx[row][known].tolist(), top.prob[row][known].tolist(),
+                     sample_image(manifest, read, int(row), dirs, IMAGE_SIDE))
         if ex.image is None:
             raise Skip(f"cannot read the image of {ex.sample_id} ({manifest.name}'s images are not reachable here)")
-        ex.image.thumbnail((IMAGE_SIDE, IMAGE_SIDE))
-
-
-def sample_image(layout: ResultsLayout, manifest: Manifest, i: int, pred_meta: dict) -> Image.Image | None:
-    """Sample `i`'s RGB image (PatchML: its canvas), None when it cannot be read here."""
-    if manifest.kind == "patchml":
-        return canvas_image(manifest, i, png_dirs(layout, pred_meta))
-    try:
-        return reader(manifest).open(i)
-    except (MlreassessError, OSError):
-        return None
+        out.append(ex)
+    return out, int(mask.sum())

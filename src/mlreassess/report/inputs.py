@@ -1,4 +1,5 @@
-"""What the report reads: RESULTS/metrics.parquet (and its datasets' kinds), the manifests, and, for
+"""What the report reads: RESULTS/metrics.parquet (and its datasets' kinds), the manifests, a model's
+top-k by sample id (`model_topk`), a sample's image as inference read it (`sample_image`), and, for
 Figure 8, one model's predictions beside the canvases they were made on.
 
 Every RESULTS path comes from `ResultsLayout`. An item whose inputs are absent raises `Skip`.
@@ -6,6 +7,7 @@ Every RESULTS path comes from `ResultsLayout`. An item whose inputs are absent r
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,11 +19,13 @@ import pandas as pd
 import pyarrow as pa
 from PIL import Image
 
-from mlreassess.constants import DEFAULT_V1_LABEL_SET, DEFAULT_V2_LABEL_SET
+from mlreassess.constants import DEFAULT_V1_LABEL_SET, DEFAULT_V2_LABEL_SET, NUM_CLASSES
 from mlreassess.datasets.labels import class_name
 from mlreassess.datasets.manifest import Manifest, read_manifest
+from mlreassess.datasets.samples import reader
 from mlreassess.errors import InputError, MlreassessError, short_repr
 from mlreassess.io import read_meta, read_table
+from mlreassess.metrics.consensus import CONSENSUS_TOPK
 from mlreassess.metrics.evaluate import PATCHML_MEAN, reevaluate, why_stale
 from mlreassess.patchml import IMAGES_DIR
 from mlreassess.patchml.render import render_row, rendered_png
@@ -320,3 +324,66 @@ def _example(manifest: Manifest, i: int, row: pd.Series, pred: pd.Series, image_
         "correct": correct,
         "title": f"{row['sample_id']}: {g} label{'s' if g > 1 else ''}, {sum(correct)} in top-{g}",
     }
+
+
+# ---- a model's top-k and a sample's image, for Figure 1, the consensus table and the explorer ----
+
+@dataclass(frozen=True)
+class TopK:
+    """One model's top-`k` on a manifest's rows (-1 / 0 where it has no prediction)."""
+
+    idx: np.ndarray  # (n, k) int64
+    prob: np.ndarray  # (n, k) float64
+    seen: np.ndarray  # (n,) bool: the row has a prediction
+
+
+def model_topk(layout: ResultsLayout, dataset: str, model: str, ids: pd.Index, k: int = CONSENSUS_TOPK) -> TopK | None:
+    """`model`'s top-`k` on `dataset`, by sample id onto the rows of `ids` (None: no predictions file)."""
+    path = layout.prediction(dataset, model)
+    if not path.exists():
+        return None
+    table = read_table(path, columns=["sample_id", "topk_idx", "topk_prob"])
+    rows = ids.get_indexer(table.column("sample_id").to_numpy(zero_copy_only=False))
+    ok = rows >= 0
+    idx, prob = np.full((len(ids), k), -1, np.int64), np.zeros((len(ids), k))
+    listed_idx = table.column("topk_idx").to_pylist()
+    listed_prob = table.column("topk_prob").to_pylist()
+    for r, i, p in zip(rows, listed_idx, listed_prob):
+        if r >= 0 and i and p and len(i) == len(p):  # evaluate refuses other rows; here they show nothing
+            n = min(k, len(i))
+            idx[r, :n], prob[r, :n] = i[:n], [np.nan if v is None else v for v in p[:n]]
+    bad = (idx < 0) | (idx >= NUM_CLASSES) | ~np.isfinite(prob)  # a damaged file shows no class, never a wrong one
+    idx[bad], prob[bad] = -1, 0.0
+    seen = np.zeros(len(ids), bool)
+    seen[rows[ok]] = True
+    return TopK(idx, prob, seen)
+
+
+def image_reader(manifest: Manifest) -> Any | None:
+    """The format's sample reader of an image manifest (None for PatchML, rendered instead, or when its
+    images are not here): made once, handed to `sample_image` for each sample."""
+    if manifest.kind == "patchml":
+        return None
+    try:
+        return reader(manifest)
+    except MlreassessError:
+        return None
+
+
+def sample_image(manifest: Manifest, read: Any | None, row: int, dirs: list[Path], side: int) -> Image.Image | None:
+    """Sample `row` as inference read it, at most `side` pixels a side (JPEGs decoded at a reduced size:
+    draft mode); PatchML: its canvas (`canvas_image`, PNGs in `dirs`); None when unreadable here."""
+    if manifest.kind == "patchml":
+        image = canvas_image(manifest, row, dirs)
+    elif read is None:
+        return None
+    else:
+        try:
+            image = Image.open(io.BytesIO(read.read(row)))
+            image.draft("RGB", (2 * side, 2 * side))
+            image = image.convert("RGB")
+        except (MlreassessError, OSError, ValueError, Image.DecompressionBombError):
+            return None
+    if image is not None:
+        image.thumbnail((side, side))
+    return image

@@ -9,21 +9,16 @@ the folder records the manifest copy's sha256: the same manifest keeps its thumb
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from mlreassess.datasets.manifest import Manifest, read_manifest
-from mlreassess.datasets.samples import reader
-from mlreassess.errors import MlreassessError
 from mlreassess.io import atomic_path, write_text_atomic
 from mlreassess.progress import bar
 from mlreassess.provenance import file_sha256
-from mlreassess.report.inputs import canvas_image, png_dirs
+from mlreassess.report.inputs import image_reader, png_dirs, sample_image
 from mlreassess.results import ResultsLayout
 
 log = logging.getLogger(__name__)
@@ -52,43 +47,17 @@ def _recorded(index: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _image(manifest: Manifest, read, row: int, dirs: list[Path]) -> Image.Image | None:
-    """Sample `row` as a small RGB image (JPEGs decoded at a reduced size: draft mode), None if unreadable."""
-    if manifest.kind == "patchml":
-        image = canvas_image(manifest, row, dirs)
-    elif read is None:
-        return None
-    else:
-        try:
-            image = Image.open(io.BytesIO(read.read(row)))
-            image.draft("RGB", (2 * THUMB_SIDE, 2 * THUMB_SIDE))
-            image = image.convert("RGB")
-        except (MlreassessError, OSError, ValueError, Image.DecompressionBombError):
-            return None
-    if image is not None:
-        image.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    return image
-
-
-def _reader(manifest: Manifest):
-    """The format's sample reader (None for PatchML, rendered instead, or when the images are not here)."""
-    if manifest.kind == "patchml":
-        return None
-    try:
-        return reader(manifest)
-    except MlreassessError:
-        return None
-
-
 def _clear(layout: ResultsLayout, folder: Path) -> None:
     for old in layout.files(folder, "*.jpg"):
         old.unlink()
 
 
-def write_thumbs(layout: ResultsLayout, dataset: str, pred_meta: dict | None = None, progress: bool = True) -> Thumbs:
-    """Make the missing thumbnails of `dataset`'s manifest copy (all of them when the manifest changed)."""
+def write_thumbs(layout: ResultsLayout, dataset: str, pred_meta: dict | None = None, progress: bool = True,
+                 manifest: Manifest | None = None) -> Thumbs:
+    """Make the missing thumbnails of `dataset`'s manifest copy (all of them when the manifest changed);
+    `manifest`: that copy, when the caller has read it already."""
     manifest_path = layout.manifest_copy(dataset)
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path) if manifest is None else manifest
     folder = layout.thumbs_of(dataset)
     index = layout.inside(folder / INDEX)
     digest = file_sha256(manifest_path)
@@ -97,14 +66,14 @@ def write_thumbs(layout: ResultsLayout, dataset: str, pred_meta: dict | None = N
     folder.mkdir(parents=True, exist_ok=True)
     if not same:
         _clear(layout, folder)
-    read = _reader(manifest)
+    read = image_reader(manifest)
     dirs = png_dirs(layout, pred_meta or {}) if manifest.kind == "patchml" else []
     missing, made = [], 0
     for row in bar(range(len(manifest)), desc=f"thumbnails {dataset}", unit="img", enabled=progress):
         path = layout.inside(folder / thumb_name(row))
         if path.is_file():
             continue
-        image = _image(manifest, read, row, dirs)
+        image = sample_image(manifest, read, row, dirs, THUMB_SIDE)
         if image is None:
             missing.append(row)
             continue
