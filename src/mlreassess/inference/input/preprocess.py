@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, total_ordering
 
 import numpy as np
 import torch
@@ -64,6 +64,7 @@ class Preprocess:
         return f"{self.height}x{self.width} {self.interpolation}{crop}"
 
 
+@total_ordering  # the other comparisons from __lt__ and the dataclass __eq__
 @dataclass(frozen=True)
 class SharedDecode:
     """Several preprocessing groups served by one decode: each image is decoded (or its PatchML
@@ -107,28 +108,10 @@ class SharedDecode:
         return "one decode for " + " + ".join(p.describe() for p in self.parts)
 
     # Passes sort by their decode: a shared decode sorts after every single preprocessing.
-    def _key(self, other):
-        if isinstance(other, SharedDecode):
-            return self.parts, other.parts
-        if isinstance(other, Preprocess):
-            return (1,), (0,)
-        return NotImplemented
-
     def __lt__(self, other):
-        key = self._key(other)
-        return key if key is NotImplemented else key[0] < key[1]
-
-    def __gt__(self, other):
-        key = self._key(other)
-        return key if key is NotImplemented else key[0] > key[1]
-
-    def __le__(self, other):
-        key = self._key(other)
-        return key if key is NotImplemented else key[0] <= key[1]
-
-    def __ge__(self, other):
-        key = self._key(other)
-        return key if key is NotImplemented else key[0] >= key[1]
+        if isinstance(other, SharedDecode):
+            return self.parts < other.parts
+        return False if isinstance(other, Preprocess) else NotImplemented
 
 
 def decode_of(preprocessings) -> Preprocess | SharedDecode:
